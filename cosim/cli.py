@@ -1,0 +1,224 @@
+"""The ``xbar`` command line: thin subcommands over the library.
+
+Layer: cosim. Each subcommand parses arguments, builds specs, calls one library function and
+prints where its results went. Errors that xbar-cosim raises on purpose (bad input, an
+ngspice failure) print one clear line (plus ngspice's log tail where there is one) and exit
+with status 2; nothing already written is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _load_array(path: str, what: str):
+    import numpy as np
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} file {p} does not exist")
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix in (".csv", ".txt"):
+            return np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
+    except ValueError as exc:
+        raise ValueError(f"{what} file {p} could not be read: {exc}") from None
+    raise ValueError(f"{what} file {p}: expected a .npy, .csv or .txt file")
+
+
+def _save_array(path: str, arr) -> Path:
+    import numpy as np
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix == ".csv":
+        np.savetxt(p, arr, delimiter=",")
+    else:
+        np.save(p, arr)
+    return p
+
+
+def _add_array_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rows", type=int, help="word lines (default: from --conductances)")
+    p.add_argument("--cols", type=int, help="logical columns (default: from --conductances)")
+    p.add_argument("--cell", choices=["1r", "diff"], default="1r",
+                   help="1r: one cell per weight; diff: G+ and G- on adjacent columns (G has 2*cols columns)")
+    p.add_argument("--r-wire", type=float, default=None, help="wire resistance per segment, rows and columns [ohm]")
+    p.add_argument("--r-row", type=float, default=None, help="row-wire resistance per segment [ohm]")
+    p.add_argument("--r-col", type=float, default=None, help="column-wire resistance per segment [ohm]")
+    p.add_argument("--c-wire", type=float, default=0.0, help="wire capacitance per segment [F]")
+    p.add_argument("--v-read", type=float, default=0.2, help="full-scale read voltage [V] (default 0.2)")
+    p.add_argument("--conductances", "-G", help="(rows, cols) cell conductances [S], .npy/.csv")
+    p.add_argument("--seed", type=int, default=0, help="seed for random conductances when no file is given")
+    p.add_argument("--g-min", type=float, default=1e-6, help="random conductances: lower bound [S]")
+    p.add_argument("--g-max", type=float, default=25e-6, help="random conductances: upper bound [S]")
+
+
+def _spec_and_G(args):
+    import numpy as np
+    from netlists.crossbar import CrossbarSpec
+
+    r_row = args.r_row if args.r_row is not None else (args.r_wire or 0.0)
+    r_col = args.r_col if args.r_col is not None else (args.r_wire or 0.0)
+    factor = 2 if args.cell == "diff" else 1
+    if args.conductances:
+        G = np.asarray(_load_array(args.conductances, "conductances"), dtype=float)
+        if G.ndim != 2:
+            raise ValueError(f"conductances must be a 2-D (rows, cols) array, got shape {G.shape}")
+        rows = args.rows or G.shape[0]
+        if G.shape[1] % factor:
+            raise ValueError(f"a differential array needs an even number of physical columns, got {G.shape[1]}")
+        cols = args.cols or G.shape[1] // factor
+    else:
+        if not (args.rows and args.cols):
+            raise ValueError("give --conductances FILE, or --rows and --cols for random conductances")
+        rows, cols = args.rows, args.cols
+        G = None
+    spec = CrossbarSpec(rows=rows, cols=cols, cell=args.cell, r_row=r_row, r_col=r_col,
+                        c_row=args.c_wire, c_col=args.c_wire, v_read=args.v_read)
+    if G is None:
+        if not 0 < args.g_min < args.g_max:
+            raise ValueError(f"need 0 < --g-min < --g-max, got {args.g_min} and {args.g_max}")
+        G = np.random.default_rng(args.seed).uniform(args.g_min, args.g_max, spec.g_shape)
+    return spec, G
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_doctor(args) -> int:
+    import platform
+    from cosim.doctor import run_checks
+
+    print(f"python {platform.python_version()} ({sys.executable})")
+    ok = True
+    for name, passed, detail in run_checks():
+        ok &= passed
+        print(f"[{'ok' if passed else 'FAIL'}] {name}: {detail}")
+    print("all checks passed" if ok else "some checks failed: see above (scripts/setup.sh installs what is missing)")
+    return 0 if ok else 1
+
+
+def cmd_netlist(args) -> int:
+    import numpy as np
+    from netlists.crossbar import build_crossbar, check_inputs
+    from netlists.spice import BatchSweep, Op, write_spice
+    from netlists.validate import validate
+
+    spec, G = _spec_and_G(args)
+    xc = build_crossbar(spec, G, transpose=args.transpose)
+    validate(xc.circuit)
+    if args.voltages:
+        V = check_inputs(spec, _load_array(args.voltages, "voltages"), args.transpose)
+        analysis = BatchSweep(xc.drive_values(V))
+    else:
+        analysis = Op()
+    deck = write_spice(xc.circuit, analysis)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(deck)
+    n_el = xc.circuit.element_count()
+    print(f"wrote {out} ({spec.rows}x{spec.pcols} {spec.cell}, {n_el} elements, "
+          f"{len(xc.circuit.nodes)} nodes); run it with: ngspice -b {out}")
+    return 0
+
+
+def cmd_mvm(args) -> int:
+    from cosim.engine import make_engine
+    from cosim.mvm import Crossbar
+
+    spec, G = _spec_and_G(args)
+    V = _load_array(args.voltages, "voltages")
+    engine = None
+    if args.backend == "spice":
+        kw = {"timeout": args.timeout}
+        if args.engine == "subprocess":
+            kw.update(workers=args.workers, keep_files=args.keep_decks is not None, workdir=args.keep_decks)
+        engine = make_engine(args.engine, **kw)
+    xb = Crossbar(spec, G, engine=engine)
+    t0 = time.perf_counter()
+    I = xb.read(V, transpose=args.transpose, backend=args.backend, workers=args.workers)
+    dt = time.perf_counter() - t0
+    out = _save_array(args.out, I)
+    what = "row" if args.transpose else "column"
+    print(f"wrote {out}: {I.shape[0]} x {I.shape[1]} {what} currents [A] "
+          f"({args.backend} backend, {'transposed' if args.transpose else 'forward'} read, {dt:.3f} s)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from cosim.demo import run_demo
+
+    summary = run_demo(size=args.size, batch=args.batch, r_wire=args.r_wire, out_dir=Path(args.out),
+                       seed=args.seed)
+    print(json.dumps(summary["table"], indent=None) if args.json else summary["text"])
+    print(f"results in {summary['out_dir']}")
+    return 0 if summary["ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xbar", description="Circuit-level SPICE co-simulation of "
+                                     "analog in-memory computing crossbars (ngspice + exact fast solver).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="check ngspice (version, KLU), the PySpice binding and the Python stack")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("netlist", help="write a crossbar as a standalone ngspice deck")
+    _add_array_options(p)
+    p.add_argument("--voltages", "-V", help="(batch, rows) input voltages [V]: the deck sweeps them")
+    p.add_argument("--transpose", action="store_true", help="drive the columns, sense the rows")
+    p.add_argument("--out", "-o", default="xbar.cir", help="deck to write (default xbar.cir)")
+    p.set_defaults(func=cmd_netlist)
+
+    p = sub.add_parser("mvm", help="matrix-vector products through the array (forward or transposed)")
+    _add_array_options(p)
+    p.add_argument("--voltages", "-V", required=True,
+                   help="(batch, rows) row voltages [V], or (batch, cols) column voltages with --transpose")
+    p.add_argument("--transpose", action="store_true", help="drive the columns, sense the rows")
+    p.add_argument("--backend", choices=["spice", "fast", "ideal"], default="fast")
+    p.add_argument("--engine", choices=["subprocess", "shared"], default="subprocess",
+                   help="spice backend: ngspice -b processes, or the shared library in a child process")
+    p.add_argument("--workers", type=int, default=None, help="ngspice processes (default: one per core)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="per-deck ngspice time limit [s]")
+    p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
+    p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
+    p.set_defaults(func=cmd_mvm)
+
+    p = sub.add_parser("demo", help="build a crossbar, read it in ngspice and in the fast solver, compare")
+    p.add_argument("--size", type=int, default=64, help="rows = cols (default 64)")
+    p.add_argument("--batch", type=int, default=20, help="input vectors (default 20)")
+    p.add_argument("--r-wire", type=float, default=1.0, help="wire resistance per segment [ohm]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", "-o", default="xbar-out/demo", help="output folder")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.errors import XbarError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except XbarError as exc:
+        text = str(exc)
+        print(f"xbar {args.command}: error: {type(exc).__name__}: {text}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"xbar {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"xbar {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

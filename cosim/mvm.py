@@ -1,0 +1,136 @@
+"""Analog matrix-vector products through a crossbar: forward and transposed reads on three
+backends that share one circuit description.
+
+Layer: cosim. ``spice`` writes the IR as an ngspice deck (a batch of inputs becomes one ``.dc``
+sweep per worker) and is the ground truth; ``fast`` stamps the same IR into the exact
+structured solver; ``ideal`` is V @ G with no parasitics.
+
+>>> import numpy as np
+>>> from netlists.crossbar import CrossbarSpec
+>>> from cosim.mvm import Crossbar
+>>> xb = Crossbar(CrossbarSpec(rows=8, cols=4, r_row=1.0, r_col=1.0), np.full((8, 4), 10e-6))
+>>> I = xb.read(np.full((2, 8), 0.1), backend="fast")     # (2, 4) column currents [A]
+>>> I.shape
+(2, 4)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from cosim.engine import Engine, SubprocessEngine
+from cosim.solver import CrossbarSolver
+from netlists.crossbar import (
+    CrossbarCircuit, CrossbarSpec, build_crossbar, check_conductances, check_inputs,
+)
+from netlists.spice import BatchSweep, write_spice
+from netlists.validate import validate
+
+Backend = Literal["spice", "fast", "ideal"]
+BACKENDS = ("spice", "fast", "ideal")
+
+
+class Crossbar:
+    """One crossbar array at one conductance state, readable forward and transposed.
+
+    Parameters
+    ----------
+    spec : CrossbarSpec
+    G : ndarray, shape ``spec.g_shape``
+        Cell conductances [S] (differential arrays: G+ and G- interleaved).
+    engine : Engine, optional
+        ngspice runner for the spice backend (default: ``SubprocessEngine()``).
+    keep_decks : path, optional
+        Folder where every deck run by the spice backend is written.
+    """
+
+    def __init__(self, spec: CrossbarSpec, G: np.ndarray, *, engine: Engine | None = None,
+                 keep_decks: str | Path | None = None):
+        self.spec = spec
+        self.G = check_conductances(spec, G)
+        self.engine = engine
+        self.keep_decks = Path(keep_decks) if keep_decks is not None else None
+        self._circuits: dict[bool, CrossbarCircuit] = {}
+        self._solvers: dict[bool, CrossbarSolver] = {}
+
+    # -- building blocks ----------------------------------------------------------------------
+    def circuit(self, transpose: bool = False) -> CrossbarCircuit:
+        """The validated circuit IR for one read direction (built once)."""
+        if transpose not in self._circuits:
+            xc = build_crossbar(self.spec, self.G, transpose=transpose)
+            validate(xc.circuit)
+            self._circuits[transpose] = xc
+        return self._circuits[transpose]
+
+    def deck(self, V: np.ndarray, transpose: bool = False) -> str:
+        """The ngspice deck that reads the batch ``V`` (one ``.dc`` sweep point per vector)."""
+        V = check_inputs(self.spec, V, transpose)
+        xc = self.circuit(transpose)
+        return write_spice(xc.circuit, BatchSweep(xc.drive_values(V)))
+
+    def solver(self, transpose: bool = False) -> CrossbarSolver:
+        """The fast solver for one direction, factored once per conductance state."""
+        if transpose not in self._solvers:
+            self._solvers[transpose] = CrossbarSolver(self.circuit(transpose).circuit)
+        return self._solvers[transpose]
+
+    # -- reads --------------------------------------------------------------------------------
+    def read(self, V: np.ndarray, *, transpose: bool = False, backend: Backend = "fast",
+             workers: int | None = None) -> np.ndarray:
+        """Read the array.
+
+        Parameters
+        ----------
+        V : ndarray (batch, rows) or (batch, cols) if ``transpose`` [V]
+            Row voltages (forward) or column voltages (transposed); a 1-D vector is a batch of 1.
+        transpose : bool
+            Drive the columns at their sense ends and sense the rows at their driver ends.
+        backend : "spice", "fast" or "ideal"
+        workers : int, optional
+            spice backend: ngspice processes to split the batch over (default: the engine's).
+
+        Returns
+        -------
+        ndarray (batch, cols) forward or (batch, rows) transposed [A]
+            Currents into the virtual grounds (differential arrays: I+ - I-).
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        V = check_inputs(self.spec, V, transpose)
+        if backend == "ideal":
+            return self._ideal(V, transpose)
+        xc = self.circuit(transpose)
+        drive = xc.drive_values(V)
+        if backend == "fast":
+            return xc.outputs(self.solver(transpose).solve(drive))
+        return xc.outputs(self._spice(xc, drive, workers))
+
+    def _ideal(self, V: np.ndarray, transpose: bool) -> np.ndarray:
+        W = self.weights()
+        return V @ W.T if transpose else V @ W
+
+    def weights(self) -> np.ndarray:
+        """The effective conductance matrix (rows, cols) [S]: G, or G+ - G- for pairs."""
+        if self.spec.cell == "diff":
+            return self.G[:, 0::2] - self.G[:, 1::2]
+        return self.G
+
+    def _spice(self, xc: CrossbarCircuit, drive: np.ndarray, workers: int | None) -> np.ndarray:
+        engine = self.engine or SubprocessEngine(keep_files=self.keep_decks is not None,
+                                                 workdir=self.keep_decks)
+        n_workers = max(1, min(workers or engine.workers, drive.shape[0]))
+        bounds = np.linspace(0, drive.shape[0], n_workers + 1).astype(int)
+        chunks = [drive[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        decks = [write_spice(xc.circuit, BatchSweep(c)) for c in chunks]
+        names = [f"i({n.lower()})" for n in xc.circuit.sense_names()]
+        results = engine.run_many(decks, need=names, points=[len(c) for c in chunks], name="mvm")
+        return np.concatenate([np.column_stack([r.vectors[n] for n in names]) for r in results], axis=0)
+
+
+def mvm(G: np.ndarray, V: np.ndarray, spec: CrossbarSpec, *, transpose: bool = False,
+        backend: Backend = "fast", engine: Engine | None = None, workers: int | None = None) -> np.ndarray:
+    """One-call read: ``Crossbar(spec, G, engine=engine).read(V, ...)``."""
+    return Crossbar(spec, G, engine=engine).read(V, transpose=transpose, backend=backend, workers=workers)

@@ -1,0 +1,421 @@
+"""The fast solver: the same Circuit IR that the SPICE writer renders, stamped into a sparse
+nodal system and solved exactly, factored once per conductance state, many inputs per factor.
+
+Layer: cosim. Two solvers, both exact (not behavioural models):
+
+:class:`NodalSolver`
+    Any circuit of the DC-linear element types. Stamps through :data:`STAMPERS` (the
+    counterpart of the SPICE writer's table), eliminates the nodes fixed by grounded voltage
+    sources, factors the rest once (SuperLU) and solves a batch of drive values at once.
+:class:`CrossbarSolver`
+    Circuits with a :class:`~netlists.ir.CrossbarLayout` (what ``build_crossbar`` returns). The
+    nodal matrix there is two families of 1-D chains (row wires, column wires) coupled by the
+    cells. It factors every chain once (tridiagonal, O(cells)) and solves the Schur complement
+    on the column nodes, S = T_C - D T_R^-1 D, by conjugate gradients preconditioned with
+    T_C^-1. Each CG step costs two batched tridiagonal solves; the preconditioned spectrum lies
+    in [1 - rho, 1] with rho = the coupling of the block-Jacobi split, so a 256x256 array at
+    1 ohm / 25 uS converges in about 5 steps and 1024x1024 in about 20. It stops at a relative
+    residual of 1e-12 (agreement with the direct solve and ngspice is tested to 1e-9).
+
+Both return the currents of the sense sources with the IR's sign convention (positive when
+current flows out of the array into the virtual ground).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.errors import ShapeError, UnsupportedElementError, XbarError
+from netlists.ir import (
+    ELEMENT_TYPES, Capacitors, Circuit, Group, Resistors, SubcktInstances, VoltageSources,
+)
+
+
+class SolverError(XbarError, RuntimeError):
+    """The fast solver could not produce a trustworthy answer."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Stamping tables
+
+
+class _Stamps:
+    """Collects conductance triplets and grounded-source constraints."""
+
+    def __init__(self, n_nodes: int):
+        self.n = n_nodes
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.fixed: list[tuple[VoltageSources, np.ndarray]] = []
+
+    def conductance(self, a: np.ndarray, b: np.ndarray, g: np.ndarray) -> None:
+        self.rows += [a, b, a, b]
+        self.cols += [a, b, b, a]
+        self.vals += [g, g, -g, -g]
+
+    def matrix(self) -> sp.csr_matrix:
+        if not self.vals:
+            return sp.csr_matrix((self.n, self.n))
+        return sp.coo_matrix((np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols))),
+                             shape=(self.n, self.n)).tocsr()
+
+
+def _stamp_resistors(g: Resistors, st: _Stamps) -> None:
+    st.conductance(g.a, g.b, 1.0 / g.resistance)
+
+
+def _stamp_capacitors(g: Capacitors, st: _Stamps) -> None:
+    """Open at DC: nothing to stamp."""
+
+
+def _stamp_sources(g: VoltageSources, st: _Stamps) -> None:
+    if (g.n != 0).any():
+        k = int(np.argmax(g.n != 0))
+        raise UnsupportedElementError(
+            f"{g.element_name(k)} is a floating voltage source (its - node is not ground); the fast "
+            "solver handles grounded sources only: use the spice backend")
+    st.fixed.append((g, g.p))
+
+
+def _stamp_instances(g: SubcktInstances, st: _Stamps) -> None:
+    raise UnsupportedElementError(
+        f"the fast solver has no DC model for subcircuit {g.subckt!r} (group {g.name!r}); "
+        "use the spice backend, or read the devices at their stored states as resistors")
+
+
+#: Element type -> stamp function. Every type in ``netlists.ir.ELEMENT_TYPES`` is here; those
+#: the solver cannot handle raise UnsupportedElementError naming the element.
+STAMPERS: Mapping[type[Group], Callable[[Group, _Stamps], None]] = {
+    Resistors: _stamp_resistors,
+    Capacitors: _stamp_capacitors,
+    VoltageSources: _stamp_sources,
+    SubcktInstances: _stamp_instances,
+}
+#: Types whose stamp only raises (listed so the parity test knows it is on purpose).
+UNSUPPORTED: frozenset[type[Group]] = frozenset({SubcktInstances})
+assert set(STAMPERS) == set(ELEMENT_TYPES)
+
+
+def _drive_and_sense(circuit: Circuit) -> tuple[list[VoltageSources], list[VoltageSources]]:
+    return circuit.sources("drive"), circuit.sources("sense")
+
+
+# ---------------------------------------------------------------------------------------------
+# General nodal solver
+
+
+class NodalSolver:
+    """Exact DC solve of a DC-linear circuit: factor once, solve many drive vectors.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        Resistors, capacitors (open) and grounded voltage sources.
+    """
+
+    def __init__(self, circuit: Circuit):
+        from scipy.sparse.linalg import splu
+
+        st = _Stamps(len(circuit.nodes))
+        for g in circuit.groups:
+            STAMPERS[type(g)](g, st)
+        A = st.matrix()
+        fixed = np.zeros(st.n, dtype=bool)
+        fixed[0] = True
+        for g, p in st.fixed:
+            fixed[p] = True
+        self._fixed = np.flatnonzero(fixed)
+        self._free = np.flatnonzero(~fixed)
+        self._pos = np.full(st.n, -1)
+        self._pos[self._fixed] = np.arange(self._fixed.size)
+        A = A.tocsr()
+        self._A_ff = A[self._free][:, self._free].tocsc()
+        self._A_fk = A[self._free][:, self._fixed].tocsr()
+        self._A_kf = A[self._fixed][:, self._free].tocsr()
+        self._A_kk = A[self._fixed][:, self._fixed].tocsr()
+        try:
+            self._lu = splu(self._A_ff, permc_spec="MMD_AT_PLUS_A") if self._free.size else None
+        except RuntimeError as exc:
+            raise SolverError(f"the nodal matrix is singular ({exc}): a node has no DC path to a source "
+                              "(run netlists.validate.validate for its name)") from None
+        self.circuit = circuit
+        drive, sense = _drive_and_sense(circuit)
+        self._drive = np.concatenate([g.p for g in drive]) if drive else np.zeros(0, np.int64)
+        self._sense = np.concatenate([g.p for g in sense]) if sense else np.zeros(0, np.int64)
+        self._base = np.zeros(self._fixed.size)
+        for g, p in st.fixed:
+            self._base[self._pos[p]] = g.value
+
+    def solve(self, drive_values: np.ndarray) -> np.ndarray:
+        """Sense currents (batch, n_sense) [A] for drive values (batch, n_drive) [V]."""
+        V = np.atleast_2d(np.asarray(drive_values, dtype=float))
+        if V.shape[1] != self._drive.size:
+            raise ShapeError(f"drive values have {V.shape[1]} columns, the circuit has {self._drive.size} drive sources")
+        vk = np.repeat(self._base[:, None], V.shape[0], axis=1)
+        vk[self._pos[self._drive], :] = V.T
+        if self._lu is not None:
+            xf = self._lu.solve(-(self._A_fk @ vk))
+            inj = self._A_kf @ xf + self._A_kk @ vk
+        else:
+            inj = self._A_kk @ vk
+        # a source injects inj into the circuit; i(V) (into p, through the source) is -inj
+        return -inj[self._pos[self._sense], :].T
+
+    def node_voltages(self, drive_values: np.ndarray) -> np.ndarray:
+        """All node voltages (batch, n_nodes) [V]."""
+        V = np.atleast_2d(np.asarray(drive_values, dtype=float))
+        vk = np.repeat(self._base[:, None], V.shape[0], axis=1)
+        vk[self._pos[self._drive], :] = V.T
+        out = np.zeros((len(self.circuit.nodes), V.shape[0]))
+        out[self._fixed] = vk
+        if self._lu is not None:
+            out[self._free] = self._lu.solve(-(self._A_fk @ vk))
+        return out.T
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured crossbar solver
+
+
+class _Chains:
+    """Symmetric positive-definite tridiagonal chains, factored for batched in-place solves.
+
+    The chains run along ``axis`` (0 or 1) of arrays shaped (N, P, nrhs); ``diag`` has the
+    shape (N, P) and ``off`` one less along ``axis`` (off[l] couples positions l and l+1).
+    Factored as T = L M L^T with L unit lower bidiagonal and M diagonal (diagonally dominant:
+    no pivoting). The sweeps with L are the only sequential loops (two numpy operations per
+    position on an (K, nrhs) slab); scalings by M are single whole-array operations.
+    """
+
+    def __init__(self, diag: np.ndarray, off: np.ndarray, axis: int):
+        self.axis = axis
+        d = np.moveaxis(diag, axis, 0)
+        e = np.moveaxis(off, axis, 0)
+        L = d.shape[0]
+        self.L = L
+        m = np.empty_like(d)
+        w = np.zeros_like(d)
+        m[0] = d[0]
+        for l in range(1, L):
+            w[l] = e[l - 1] / m[l - 1]
+            m[l] = d[l] - w[l] * e[l - 1]
+        self.w = w[:, :, None]                                # L[l, l-1]
+        m_field = np.moveaxis(m, 0, axis)[..., None]          # (N, P, 1)
+        self.inv_m = 1.0 / m_field
+        self.inv_sqrt_m = np.sqrt(self.inv_m)
+
+    def _slab(self, y: np.ndarray, l: int) -> np.ndarray:
+        return y[l] if self.axis == 0 else y[:, l]
+
+    def lower_sweep(self, y: np.ndarray, tmp: np.ndarray) -> None:
+        """y <- L^-1 y, in place."""
+        sl, w = self._slab, self.w
+        prev = sl(y, 0)
+        for l in range(1, self.L):
+            cur = sl(y, l)
+            np.multiply(w[l], prev, out=tmp)
+            cur -= tmp
+            prev = cur
+
+    def upper_sweep(self, y: np.ndarray, tmp: np.ndarray) -> None:
+        """y <- L^-T y, in place."""
+        sl, w = self._slab, self.w
+        nxt = sl(y, self.L - 1)
+        for l in range(self.L - 2, -1, -1):
+            cur = sl(y, l)
+            np.multiply(w[l + 1], nxt, out=tmp)
+            cur -= tmp
+            nxt = cur
+
+    def solve(self, y: np.ndarray) -> np.ndarray:
+        """y <- T^-1 y, in place; returns y."""
+        tmp = np.empty_like(self._slab(y, 0))
+        self.lower_sweep(y, tmp)
+        y *= self.inv_m
+        self.upper_sweep(y, tmp)
+        return y
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-right-hand-side inner products of (N, P, nrhs) arrays."""
+    return np.einsum("ijr,ijr->r", a, b)
+
+
+class CrossbarSolver:
+    """Exact DC solve of a crossbar in the reference topology, for many input vectors.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        Built by ``build_crossbar`` (it needs ``circuit.layout``).
+    tol : float
+        Relative residual at which CG stops.
+    workers : int, optional
+        Threads over chunks of the batch (numpy releases the GIL in the chain sweeps).
+    chunk_bytes : int
+        Memory per working array; the batch is split to fit it.
+    """
+
+    def __init__(self, circuit: Circuit, *, tol: float = 1e-12, max_iter: int = 1000,
+                 workers: int | None = None, chunk_bytes: int = 128 << 20):
+        lay = circuit.layout
+        if lay is None:
+            raise SolverError("CrossbarSolver needs a circuit built by build_crossbar (no layout)")
+        for g in circuit.groups:
+            if isinstance(g, VoltageSources) and (g.n != 0).any():
+                raise UnsupportedElementError(f"{g.name}: floating voltage source")
+            if isinstance(g, SubcktInstances):
+                STAMPERS[SubcktInstances](g, _Stamps(0))
+        self.circuit = circuit
+        self.tol, self.max_iter = tol, max_iter
+        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+        self.chunk_bytes = chunk_bytes
+        cells = circuit.group(lay.cells)
+        N, P = lay.row_nodes.shape
+        self.N, self.P = N, P
+        self.G = (1.0 / cells.resistance).reshape(N, P)
+        self.gr = (1.0 / circuit.group(lay.row_wires).resistance).reshape(N, P) if lay.row_wires else None
+        self.gc = (1.0 / circuit.group(lay.col_wires).resistance).reshape(N, P) if lay.col_wires else None
+        drive, sense = _drive_and_sense(circuit)
+        if len(drive) != 1 or len(sense) != 1:
+            raise SolverError("CrossbarSolver expects one drive and one sense source group")
+        self.transpose = drive[0].name == "cs"
+        self.iterations: list[int] = []
+        G = self.G
+        # every field is laid out (N, P, batch); row chains run along axis 1, columns along 0
+        if self.gr is not None:
+            gr = self.gr  # segment (i, j) reaches cell (i, j) from the driver side
+            dR = G + gr
+            dR[:, :-1] += gr[:, 1:]
+            self._TR = _Chains(dR, -gr[:, 1:], axis=1)
+        if self.gc is not None:
+            gc = self.gc  # segment (i, j) leaves cell (i, j) toward the sense end
+            dC = G + gc
+            dC[1:] += gc[:-1]
+            self._TC = _Chains(dC, -gc[:-1], axis=0)
+
+    # -- the three cases ----------------------------------------------------------------------
+    def solve(self, drive_values: np.ndarray) -> np.ndarray:
+        """Sense currents (batch, n_sense) [A] for drive values (batch, n_drive) [V]."""
+        V = np.atleast_2d(np.asarray(drive_values, dtype=float))
+        n_in = self.P if self.transpose else self.N
+        if V.shape[1] != n_in:
+            raise ShapeError(f"drive values have {V.shape[1]} columns, the array has {n_in} drive sources")
+        per_rhs = 8 * self.N * self.P
+        chunk = max(1, min(V.shape[0], self.chunk_bytes // per_rhs))
+        parts = [V[i:i + chunk] for i in range(0, V.shape[0], chunk)]
+        if len(parts) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(parts))) as pool:
+                out = list(pool.map(self._solve_chunk, parts))
+        else:
+            out = [self._solve_chunk(p) for p in parts]
+        return np.concatenate(out, axis=0)
+
+    def _solve_chunk(self, V: np.ndarray) -> np.ndarray:
+        G, N, P, nb = self.G, self.N, self.P, V.shape[0]
+        v_rd = np.zeros((N, nb))
+        v_cs = np.zeros((P, nb))
+        if self.transpose:
+            v_cs[:] = V.T
+        else:
+            v_rd[:] = V.T
+        Gx = G[:, :, None]
+        if self.gr is None and self.gc is None:
+            if self.transpose:   # row i senses sum_j G_ij (v_cs_j - v_rd_i)
+                return (G @ v_cs - G.sum(1)[:, None] * v_rd).T
+            return (G.T @ v_rd - G.sum(0)[:, None] * v_cs).T
+        if self.gr is None:       # rows ideal: node voltages along row i are v_rd_i
+            bC = Gx * v_rd[:, None, :]
+            bC[-1] += self.gc[-1][:, None] * v_cs
+            xC = self._TC.solve(bC)
+            if self.transpose:
+                return np.einsum("ij,ijr->ri", G, xC) - (G.sum(1)[:, None] * v_rd).T
+            return (self.gc[-1][:, None] * (xC[-1] - v_cs)).T
+        if self.gc is None:       # columns ideal: node voltages along column j are v_cs_j
+            bR = Gx * v_cs[None, :, :]
+            bR[:, 0] += self.gr[:, 0][:, None] * v_rd
+            xR = self._TR.solve(bR)
+            if self.transpose:
+                return (self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)).T
+            return np.einsum("ij,ijr->rj", G, xR) - (G.sum(0)[:, None] * v_cs).T
+        xR, xC = self._coupled(v_rd, v_cs)
+        if self.transpose:
+            return (self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)).T
+        return (self.gc[-1][:, None] * (xC[-1] - v_cs)).T
+
+    def _coupled(self, v_rd: np.ndarray, v_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both wire families resistive.
+
+        With T_C = C C^T (C = L M^1/2), the column-node Schur system S x = rhs becomes
+        (I - K) u = C^-1 rhs, K = C^-1 D T_R^-1 D C^-T, x = C^-T u: plain CG on a symmetric
+        operator whose eigenvalues lie in [1 - rho, 1], at one row-chain solve and one
+        column-chain sweep each way per step (no separate preconditioner or matvec).
+        """
+        G, N, P = self.G, self.N, self.P
+        nb = v_rd.shape[1]
+        D = G[:, :, None]
+        TR, TC = self._TR, self._TC
+        tmp_c = np.empty((P, nb))
+        bR = np.zeros((N, P, nb))
+        bR[:, 0] = self.gr[:, 0][:, None] * v_rd
+        f = TR.solve(bR.copy())
+        f *= D
+        f[-1] += self.gc[-1][:, None] * v_cs
+        TC.lower_sweep(f, tmp_c)                 # f = C^-1 (b_C + D T_R^-1 b_R), C = L M^1/2
+        f *= TC.inv_sqrt_m
+
+        def apply(p: np.ndarray, out: np.ndarray) -> np.ndarray:   # out = (I - K) p
+            np.multiply(p, TC.inv_sqrt_m, out=out)
+            TC.upper_sweep(out, tmp_c)
+            out *= D
+            TR.solve(out)
+            out *= D
+            TC.lower_sweep(out, tmp_c)
+            out *= TC.inv_sqrt_m
+            np.subtract(p, out, out=out)
+            return out
+
+        u = f.copy()                                 # K is small: u0 = f is a good start
+        Ap = np.empty_like(f)
+        tmp = np.empty_like(f)
+        r = f - apply(u, Ap)
+        p = r.copy()
+        rr = _dot(r, r)
+        norm0 = np.sqrt(_dot(f, f))
+        norm0[norm0 == 0] = 1.0
+        it = 0
+        while (np.sqrt(rr) / norm0).max() > self.tol:
+            if it >= self.max_iter:
+                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {self.tol:g} "
+                                  f"in {self.max_iter} iterations; use the nodal solver")
+            apply(p, Ap)
+            alpha = rr / _dot(p, Ap)
+            np.multiply(p, alpha, out=tmp)         # no temporaries: big fresh arrays page-fault
+            u += tmp
+            np.multiply(Ap, alpha, out=tmp)
+            r -= tmp
+            rr_new = _dot(r, r)
+            p *= rr_new / rr
+            p += r
+            rr = rr_new
+            it += 1
+        self.iterations.append(it)
+        u *= TC.inv_sqrt_m                           # x_C = C^-T u
+        TC.upper_sweep(u, tmp_c)
+        xR = u * D
+        xR += bR
+        TR.solve(xR)
+        return xR, u
+
+
+def make_solver(circuit: Circuit, **kwargs) -> NodalSolver | CrossbarSolver:
+    """The structured solver for crossbars, the general nodal solver otherwise."""
+    if circuit.layout is not None:
+        return CrossbarSolver(circuit, **kwargs)
+    return NodalSolver(circuit)
