@@ -70,12 +70,12 @@ def _spec_and_G(args):
         G = np.asarray(_load_array(args.conductances, "conductances"), dtype=float)
         if G.ndim != 2:
             raise ValueError(f"conductances must be a 2-D (rows, cols) array, got shape {G.shape}")
-        rows = args.rows or G.shape[0]
+        rows = G.shape[0] if args.rows is None else args.rows
         if G.shape[1] % factor:
             raise ValueError(f"a differential array needs an even number of physical columns, got {G.shape[1]}")
-        cols = args.cols or G.shape[1] // factor
+        cols = G.shape[1] // factor if args.cols is None else args.cols
     else:
-        if not (args.rows and args.cols):
+        if args.rows is None or args.cols is None:
             raise ValueError("give --conductances FILE, or --rows and --cols for random conductances")
         rows, cols = args.rows, args.cols
         G = None

@@ -569,7 +569,14 @@ class SharedEngine:
                                "it restarts on the next call", deck_path=deck_path) from None
 
     def _call(self, op: str, payload: dict, what: str):
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is not None and self._proc.poll() is not None:
+            code = self._proc.returncode
+            had_circuit = self._loaded is not None
+            self.close()
+            if had_circuit:
+                raise NgspiceCrash(f"{what}: the ngspice shared-library worker died (exit code {code}) "
+                                   "and its circuit with it; load the deck again")
+        if self._proc is None:
             self._start()
         try:
             self._conn.send((op, payload))
@@ -614,7 +621,11 @@ class SharedEngine:
     def load(self, deck: str) -> None:
         """Parse ``deck`` into the library (replacing the previous circuit)."""
         log = self._call("load", {"deck": deck, "replace": self._loaded is not None}, "loading the deck")
-        check_log(log)
+        try:
+            check_log(log)
+        except NgspiceError:
+            self.close()  # a failed parse can leave the library unusable: start afresh next time
+            raise
         self._loaded = deck
 
     def rerun(self, commands: Sequence[str] = (), *, need: Sequence[str] = (),
@@ -622,15 +633,21 @@ class SharedEngine:
         """Send ``commands`` (e.g. ``alter`` lines, each under 1,000 characters), then ``run``."""
         if self._loaded is None:
             raise NgspiceError("rerun() before load(): no circuit in the shared library")
+        if any(c.strip().lower().startswith(("quit", "exit", "bg_")) for c in commands):
+            raise ValueError("quit, exit and background commands would leave the ngspice library unusable")
         too_long = [c for c in commands if len(c) > _MAX_COMMAND]
         if too_long:
             raise ValueError(f"command of {len(too_long[0])} characters: ngspice would silently "
                              f"truncate it past ~1,023; split it (first: {too_long[0][:60]!r}...)")
         t0 = time.perf_counter()
         log, raw_plots = self._call("run", {"commands": list(commands), "need": list(need)}, "running")
-        warnings = check_log(log, allow_fallback=allow_fallback)
         plots = [Plot(name, vecs) for name, vecs in raw_plots]
-        _check_vectors(plots, need, points, log, None)
+        try:
+            warnings = check_log(log, allow_fallback=allow_fallback)
+            _check_vectors(plots, need, points, log, None)
+        except NgspiceError:
+            self.close()
+            raise
         return SimResult(plots, log, self._version, time.perf_counter() - t0, warnings)
 
     def run(self, deck: str, *, need: Sequence[str] = (), points: int | None = None,

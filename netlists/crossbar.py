@@ -106,10 +106,10 @@ def check_conductances(spec: CrossbarSpec, G: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(G)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ParameterError(f"conductance G[{i},{j}] is {G[i, j]}: every conductance must be finite")
+        raise ParameterError(f"conductance G[{i},{j}] is {float(G[i, j])}: every conductance must be finite")
     if (G <= 0).any():
         i, j = np.argwhere(G <= 0)[0]
-        raise ParameterError(f"conductance G[{i},{j}] = {G[i, j]!r} S: conductances must be > 0 "
+        raise ParameterError(f"conductance G[{i},{j}] = {float(G[i, j])!r} S: conductances must be > 0 "
                              "(use a tiny value such as 1e-12 S for an open cell)")
     return G
 
@@ -128,7 +128,7 @@ def check_inputs(spec: CrossbarSpec, V: np.ndarray, transpose: bool) -> np.ndarr
         raise ShapeError("input voltages: the batch is empty")
     if not np.isfinite(V).all():
         b, k = np.argwhere(~np.isfinite(V))[0]
-        raise ParameterError(f"input voltage V[{b},{k}] is {V[b, k]}: inputs must be finite")
+        raise ParameterError(f"input voltage V[{b},{k}] is {float(V[b, k])}: inputs must be finite")
     vmax = float(np.abs(V).max())
     if vmax > spec.v_read * (1 + 1e-12):
         raise ParameterError(f"input voltage of {vmax:g} V exceeds the read voltage v_read = "

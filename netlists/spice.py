@@ -30,7 +30,7 @@ INDEX_SOURCE = "Vxbar_idx"
 
 def fmt(x: float) -> str:
     """One number as ngspice reads it: plain SI, 12 significant digits."""
-    return f"{float(x):.12g}"
+    return f"{float(x) + 0.0:.12g}"  # + 0.0 turns -0.0 into 0
 
 
 # ---------------------------------------------------------------------------------------------

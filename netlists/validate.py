@@ -11,7 +11,7 @@ Layer: netlists. Checks, each raising a typed error:
 - a voltage source shorted by itself (p == n)                          -> TopologyError
 
 The connectivity check runs networkx on the graph of DC-conducting elements; past
-``NX_MAX_NODES`` nodes (a 150x150 array) it runs scipy's compiled connected components on the
+``NX_MAX_NODES`` nodes (a 50x50 array) it runs scipy's compiled connected components on the
 same edges instead, since networkx's Python graph would cost more than the simulation.
 """
 
@@ -90,12 +90,12 @@ def validate(circuit: Circuit) -> None:
             bad = ~np.isfinite(vals) | (vals <= 0)
             if bad.any():
                 k = int(np.argmax(bad))
-                raise InvalidValueError(f"{g.element_name(k)}: {field_} = {vals[k]!r} must be finite and > 0")
+                raise InvalidValueError(f"{g.element_name(k)}: {field_} = {float(vals[k])!r} must be finite and > 0")
         if isinstance(g, VoltageSources):
             bad = ~np.isfinite(g.value)
             if bad.any():
                 k = int(np.argmax(bad))
-                raise InvalidValueError(f"{g.element_name(k)}: value {g.value[k]!r} V is not finite")
+                raise InvalidValueError(f"{g.element_name(k)}: value {float(g.value[k])!r} V is not finite")
             short = g.p == g.n
             if short.any():
                 k = int(np.argmax(short))
@@ -103,7 +103,7 @@ def validate(circuit: Circuit) -> None:
                                     "to itself")
         if isinstance(g, Capacitors) and g.ic is not None and not np.isfinite(g.ic).all():
             k = int(np.argmax(~np.isfinite(g.ic)))
-            raise InvalidValueError(f"{g.element_name(k)}: initial voltage {g.ic[k]!r} is not finite")
+            raise InvalidValueError(f"{g.element_name(k)}: initial voltage {float(g.ic[k])!r} is not finite")
 
     # Connectivity at DC (capacitors are open, so they add no edge).
     a_parts, b_parts = [], []
@@ -130,7 +130,7 @@ def validate(circuit: Circuit) -> None:
                                 f"{', '.join(names)}{more} (connected only through capacitors, or not at all)")
 
 
-NX_MAX_NODES = 50_000  # past this, networkx's Python graph costs seconds: use scipy's C version
+NX_MAX_NODES = 5_000  # past this (a 50x50 array), networkx costs more than the solve: use scipy
 
 
 def _grounded(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
