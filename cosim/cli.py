@@ -161,6 +161,30 @@ def cmd_demo(args) -> int:
     return 0 if summary["ok"] else 1
 
 
+def cmd_train(args) -> int:
+    from cosim.data import load_digits_split, load_npz
+    from cosim.mapping import MappingSpec
+    from cosim.network import LayerConfig
+    from cosim.train import TrainConfig, train
+
+    data = load_npz(args.data) if args.data else load_digits_split()
+    layer = LayerConfig(mapping=MappingSpec(g_min=args.g_min, g_max=args.g_max, w_max=args.w_max),
+                        r_wire=args.r_wire, v_read=args.v_read, max_rows=args.max_rows, max_cols=args.max_cols,
+                        adc_bits=None if args.adc_bits == 0 else args.adc_bits, out_bound=args.out_bound)
+    cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed, forward=args.forward or args.reads, backward=args.backward or args.reads,
+                      update=args.update, layer=layer, checkpoint_every=args.checkpoint_every)
+    out = Path(args.out)
+    m = train(cfg, data, out, resume=not args.fresh)
+    f = m["final"]
+    print(f"test accuracy {100 * f['test_accuracy']:.2f} % (software baseline {100 * f['software_test_accuracy']:.2f} %, "
+          f"same predictions on {100 * f['same_predictions']:.1f} % of {m['n_test']} test images)")
+    t = m["seconds"]
+    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    print(f"results in {out} (metrics.json, curves.png, conductances.png, netlists/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xbar", description="Circuit-level SPICE co-simulation of "
                                      "analog in-memory computing crossbars (ngspice + exact fast solver).")
@@ -189,6 +213,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
     p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
     p.set_defaults(func=cmd_mvm)
+
+    p = sub.add_parser("train", help="train an MLP with reads and updates through the simulated arrays")
+    p.add_argument("--data", help=".npz with X_train, y_train, X_test, y_test (default: scikit-learn's 8x8 digits)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes (default 32)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3: a few minutes on spice reads)")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reads", choices=["software", "ideal", "fast", "spice"], default="spice",
+                   help="backend of the forward and backward reads (default spice: ngspice)")
+    p.add_argument("--forward", choices=["software", "ideal", "fast", "spice"], help="override for forward reads")
+    p.add_argument("--backward", choices=["software", "ideal", "fast", "spice"], help="override for backward reads")
+    p.add_argument("--update", choices=["ideal"], default="ideal", help="update rule of the arrays")
+    p.add_argument("--r-wire", type=float, default=1.0, help="wire resistance per segment [ohm] (default 1)")
+    p.add_argument("--v-read", type=float, default=0.2)
+    p.add_argument("--g-min", type=float, default=1e-6)
+    p.add_argument("--g-max", type=float, default=25e-6)
+    p.add_argument("--w-max", type=float, default=4.0, help="weight mapped to a full pair")
+    p.add_argument("--adc-bits", type=int, default=9, help="output ADC bits (0: none)")
+    p.add_argument("--out-bound", type=float, default=0.1, help="ADC full scale / largest possible current")
+    p.add_argument("--max-rows", type=int, default=256, help="largest array: rows (larger layers are tiled)")
+    p.add_argument("--max-cols", type=int, default=256, help="largest array: weight columns")
+    p.add_argument("--checkpoint-every", type=int, default=20, help="mini-batches between checkpoints")
+    p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
+    p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="build a crossbar, read it in ngspice and in the fast solver, compare")
     p.add_argument("--size", type=int, default=64, help="rows = cols (default 64)")

@@ -1,0 +1,224 @@
+"""Analog layers and a multilayer perceptron whose reads and updates run through the circuit.
+
+Layer: cosim. An :class:`AnalogLayer` holds a weight matrix as differential conductance pairs
+on one or more crossbar tiles (partial sums added digitally). Each training phase picks its
+backend:
+
+- forward read (rows driven) and backward read (columns driven, the transposed product of the
+  same arrays): ``"software"`` (float weights, no analog path), ``"ideal"`` (V @ G from the
+  conductances), ``"fast"`` (exact nodal solve with wire parasitics) or ``"spice"`` (ngspice);
+- update: an :class:`Updater` (``IdealUpdate`` here; pulse-coincidence device updates plug in
+  through the same interface).
+
+Inputs are scaled per sample to the read voltage (abs-max, as analog chips' digital
+periphery does), read, converted by an ideal ``adc_bits`` quantiser whose full scale is
+``out_bound * rows * v_read * g_range``, and scaled back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from cosim.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
+from cosim.mvm import Crossbar
+from models.errors import ParameterError, ShapeError
+from netlists.crossbar import CrossbarSpec, interleave
+
+READ_BACKENDS = ("software", "ideal", "fast", "spice")
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """Analog hardware of one layer.
+
+    Attributes
+    ----------
+    mapping : MappingSpec
+    r_wire : float
+        Wire resistance per segment, rows and columns [ohm].
+    v_read : float
+        Read voltage at full-scale input [V].
+    max_rows, max_cols : int
+        Largest array (logical rows, weight columns); larger layers are tiled.
+    adc_bits : int or None
+        Output quantiser resolution (None: no quantisation).
+    out_bound : float
+        ADC full scale as a fraction of the largest possible column current.
+    bias : bool
+        A bias row driven at full scale.
+    """
+
+    mapping: MappingSpec = field(default_factory=lambda: MappingSpec(w_max=4.0))
+    r_wire: float = 0.0
+    v_read: float = 0.2
+    max_rows: int = 256
+    max_cols: int = 256
+    adc_bits: int | None = 9
+    out_bound: float = 0.1
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.r_wire < 0 or not np.isfinite(self.r_wire):
+            raise ParameterError(f"r_wire must be >= 0, got {self.r_wire}")
+        if self.adc_bits is not None and not 1 <= self.adc_bits <= 24:
+            raise ParameterError(f"adc_bits must be in 1..24 or None, got {self.adc_bits}")
+        if not 0 < self.out_bound <= 1:
+            raise ParameterError(f"out_bound must be in (0, 1], got {self.out_bound}")
+
+
+def quantize(I: np.ndarray, bits: int | None, full_scale: float) -> np.ndarray:
+    """Ideal mid-tread ADC over [-full_scale, full_scale]: clip, then round to 2^bits - 1 levels."""
+    if bits is None:
+        return I
+    lsb = 2 * full_scale / (2 ** bits - 2)
+    return np.clip(np.round(I / lsb), -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) * lsb
+
+
+@dataclass
+class Tile:
+    """One crossbar of a layer: logical rows/cols it covers and its conductance pairs."""
+
+    rows: slice
+    cols: slice
+    g_plus: np.ndarray
+    g_minus: np.ndarray
+    _xbar: Crossbar | None = None
+
+    def crossbar(self, cfg: LayerConfig, engine=None) -> Crossbar:
+        if self._xbar is None:
+            spec = CrossbarSpec(rows=self.g_plus.shape[0], cols=self.g_plus.shape[1], cell="diff",
+                                r_row=cfg.r_wire, r_col=cfg.r_wire, v_read=cfg.v_read)
+            self._xbar = Crossbar(spec, interleave(self.g_plus, self.g_minus), engine=engine)
+        return self._xbar
+
+    def changed(self) -> None:
+        self._xbar = None
+
+
+class Updater(Protocol):
+    """Applies a weight update to a tile's conductances (in place)."""
+
+    def apply(self, tile: Tile, dW: np.ndarray, scale: np.ndarray, mapping: MappingSpec,
+              rng: np.random.Generator) -> None: ...
+
+
+@dataclass(frozen=True)
+class IdealUpdate:
+    """The control: the exact float update, W + dW clipped to +-w_max (per column scale), written
+    back onto the pair as a fresh mapping (one device at g_min, the other carrying the weight)."""
+
+    def apply(self, tile: Tile, dW: np.ndarray, scale: np.ndarray, mapping: MappingSpec,
+              rng: np.random.Generator) -> None:
+        W = scale[None, :] * (tile.g_plus - tile.g_minus) + dW
+        g_max_w = scale[None, :] * mapping.g_range
+        W = np.clip(W, -g_max_w, g_max_w)
+        tile.g_plus = mapping.g_min + np.maximum(W, 0) / scale[None, :]
+        tile.g_minus = mapping.g_min + np.maximum(-W, 0) / scale[None, :]
+
+
+class AnalogLayer:
+    """A dense layer y = x W (+ b) stored on crossbar tiles.
+
+    Parameters
+    ----------
+    W : ndarray (n_in, n_out)
+        Initial weights (a bias row is appended when ``cfg.bias``).
+    cfg : LayerConfig
+    engine : Engine, optional
+        ngspice engine for spice reads.
+    """
+
+    def __init__(self, W: np.ndarray, cfg: LayerConfig, *, b: np.ndarray | None = None, engine=None):
+        W = np.asarray(W, dtype=float)
+        if W.ndim != 2:
+            raise ShapeError(f"W must be 2-D, got {W.shape}")
+        if cfg.bias:
+            W = np.vstack([W, np.zeros((1, W.shape[1])) if b is None else np.asarray(b, float)[None, :]])
+        self.cfg = cfg
+        self.engine = engine
+        self.n_in, self.n_out = W.shape
+        gp, gm, self.scale = to_conductances(W, cfg.mapping)
+        self.tiles = [Tile(r, c, gp[r, c].copy(), gm[r, c].copy())
+                      for r, c in tile_slices(self.n_in, self.n_out, cfg.max_rows, cfg.max_cols)]
+        self.W_soft = W.copy()      # used only by the "software" backend
+
+    # -- state --------------------------------------------------------------------------------
+    def weights(self) -> np.ndarray:
+        """The weights the conductances store, (n_in(+1), n_out)."""
+        W = np.zeros((self.n_in, self.n_out))
+        for t in self.tiles:
+            W[t.rows, t.cols] = from_conductances(t.g_plus, t.g_minus, self.scale[t.cols])
+        return W
+
+    def conductances(self) -> tuple[np.ndarray, np.ndarray]:
+        gp, gm = np.zeros((self.n_in, self.n_out)), np.zeros((self.n_in, self.n_out))
+        for t in self.tiles:
+            gp[t.rows, t.cols], gm[t.rows, t.cols] = t.g_plus, t.g_minus
+        return gp, gm
+
+    def set_conductances(self, gp: np.ndarray, gm: np.ndarray) -> None:
+        for t in self.tiles:
+            t.g_plus, t.g_minus = gp[t.rows, t.cols].copy(), gm[t.rows, t.cols].copy()
+            t.changed()
+
+    # -- reads --------------------------------------------------------------------------------
+    def _augment(self, x: np.ndarray) -> np.ndarray:
+        if self.cfg.bias:
+            return np.hstack([x, np.ones((x.shape[0], 1))])
+        return x
+
+    def forward(self, x: np.ndarray, backend: str = "fast") -> np.ndarray:
+        """y = x W for a batch x (batch, n_in) through the chosen read backend."""
+        xa = self._augment(np.asarray(x, float))
+        if backend == "software":
+            return xa @ self.W_soft
+        return self._read(xa, transpose=False, backend=backend)
+
+    def backward(self, d: np.ndarray, backend: str = "fast") -> np.ndarray:
+        """dx = d W^T (bias row dropped), by the transposed read of the same arrays."""
+        d = np.asarray(d, float)
+        if backend == "software":
+            out = d @ self.W_soft.T
+        else:
+            out = self._read(d, transpose=True, backend=backend)
+        return out[:, :-1] if self.cfg.bias else out
+
+    def _read(self, u: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+        if backend not in READ_BACKENDS:
+            raise ValueError(f"unknown read backend {backend!r}; choose one of {READ_BACKENDS}")
+        cfg = self.cfg
+        if transpose:   # dx_i = sum_j d_j s_j (G+ - G-)_ij: weight the drives by the column scales
+            u = u * self.scale[None, :]
+        amax = np.abs(u).max(axis=1, keepdims=True)
+        amax[amax == 0] = 1.0
+        V = u / amax * cfg.v_read
+        out = np.zeros((u.shape[0], self.n_in if transpose else self.n_out))
+        for t in self.tiles:
+            src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
+            I = t.crossbar(cfg, self.engine).read(V[:, src], transpose=transpose, backend=backend)
+            full_scale = cfg.out_bound * (src.stop - src.start) * cfg.v_read * cfg.mapping.g_range
+            out[:, dst] += quantize(I, cfg.adc_bits, full_scale)
+        if not transpose:
+            out *= self.scale[None, :]
+        return out * amax / cfg.v_read
+
+    # -- update -------------------------------------------------------------------------------
+    def update(self, x: np.ndarray, d: np.ndarray, lr: float, updater: Updater, rng: np.random.Generator,
+               software: bool = False) -> None:
+        """W <- W - lr x^T d, through ``updater`` (or on the float weights when ``software``)."""
+        xa = self._augment(np.asarray(x, float))
+        dW = -lr * xa.T @ np.asarray(d, float)
+        if software:
+            self.W_soft += dW
+            return
+        for t in self.tiles:
+            updater.apply(t, dW[t.rows, t.cols], self.scale[t.cols], self.cfg.mapping, rng)
+            t.changed()
+
+
+def with_ideal_periphery(cfg: LayerConfig) -> LayerConfig:
+    """The same layer without wires and quantisation (for baselines)."""
+    return replace(cfg, r_wire=0.0, adc_bits=None)

@@ -1,0 +1,298 @@
+"""Training at circuit fidelity: backpropagation whose reads and updates go through the arrays.
+
+Layer: cosim. :func:`train` runs a multilayer perceptron (sigmoid hidden layers, softmax
+output, cross-entropy loss) on analog layers, with the forward read, the transposed backward
+read and the update each on its chosen backend, and beside it a software network with the same
+seed, architecture, initial weights and mini-batch schedule. After every ``checkpoint_every``
+mini-batches it writes a checkpoint; a killed run resumes where it stopped and ends with the
+same result (every random draw derives from (seed, epoch, batch), not from a running state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cosim.data import Dataset
+from cosim.network import READ_BACKENDS, AnalogLayer, IdealUpdate, LayerConfig, Updater
+from models.errors import ParameterError
+
+UPDATERS: dict[str, Callable[[], Updater]] = {"ideal": IdealUpdate}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train and how.
+
+    Attributes
+    ----------
+    hidden : tuple of int
+        Hidden layer sizes.
+    epochs, batch_size : int
+    lr : float
+        SGD learning rate.
+    seed : int
+    forward, backward : str
+        Read backends: "software", "ideal", "fast" or "spice".
+    update : str
+        Update rule of the analog layers (a key of UPDATERS).
+    layer : LayerConfig
+    checkpoint_every : int
+        Mini-batches between checkpoints.
+    """
+
+    hidden: tuple[int, ...] = (32,)
+    epochs: int = 10
+    batch_size: int = 10
+    lr: float = 0.5
+    seed: int = 0
+    forward: str = "fast"
+    backward: str = "fast"
+    update: str = "ideal"
+    layer: LayerConfig = field(default_factory=LayerConfig)
+    checkpoint_every: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("forward", "backward"):
+            if getattr(self, name) not in READ_BACKENDS:
+                raise ParameterError(f"{name} backend must be one of {READ_BACKENDS}, got {getattr(self, name)!r}")
+        if self.update not in UPDATERS:
+            raise ParameterError(f"update must be one of {tuple(UPDATERS)}, got {self.update!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if any(h < 1 for h in self.hidden):
+            raise ParameterError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise ParameterError(f"lr must be > 0, got {self.lr}")
+
+    def fingerprint(self, data: Dataset) -> str:
+        blob = json.dumps({"cfg": asdict(self), "data": data.name, "n": len(data.y_train)}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * z))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class MLP:
+    """Analog layers plus the rules of backprop; ``software=True`` uses the float weights."""
+
+    def __init__(self, sizes: list[int], layer_cfg: LayerConfig, seed: int, engine=None):
+        rng = np.random.default_rng([seed, 0xA11])
+        self.layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            a = np.sqrt(6.0 / (n_in + n_out))
+            W = rng.uniform(-a, a, (n_in, n_out))
+            self.layers.append(AnalogLayer(W, layer_cfg, engine=engine))
+
+    def forward(self, x: np.ndarray, backend: str) -> list[np.ndarray]:
+        acts = [x]
+        for k, layer in enumerate(self.layers):
+            z = layer.forward(acts[-1], backend)
+            acts.append(z if k == len(self.layers) - 1 else _sigmoid(z))
+        return acts
+
+    def step(self, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, updater: Updater,
+             rng: np.random.Generator, software: bool, times: dict) -> float:
+        fwd = "software" if software else cfg.forward
+        bwd = "software" if software else cfg.backward
+        t0 = time.perf_counter()
+        acts = self.forward(x, fwd)
+        t1 = time.perf_counter()
+        p = _softmax(acts[-1])
+        loss = float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean())
+        d = p.copy()
+        d[np.arange(len(y)), y] -= 1
+        d /= len(y)
+        deltas = [d]
+        for k in range(len(self.layers) - 1, 0, -1):
+            h = acts[k]
+            deltas.insert(0, self.layers[k].backward(deltas[0], bwd) * h * (1 - h))
+        t2 = time.perf_counter()
+        for k, layer in enumerate(self.layers):
+            layer.update(acts[k], deltas[k], cfg.lr, updater, rng, software=software)
+        t3 = time.perf_counter()
+        if not software:
+            times["forward"] += t1 - t0
+            times["backward"] += t2 - t1
+            times["update"] += t3 - t2
+        return loss
+
+    def accuracy(self, X: np.ndarray, y: np.ndarray, backend: str) -> tuple[float, np.ndarray]:
+        pred = self.forward(X, backend)[-1].argmax(axis=1)
+        return float((pred == y).mean()), pred
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    batch: int = 0
+    history: list = field(default_factory=list)
+    losses: list = field(default_factory=list)
+    soft_losses: list = field(default_factory=list)
+    times: dict = field(default_factory=lambda: {"forward": 0.0, "backward": 0.0, "update": 0.0, "eval": 0.0})
+
+
+def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State) -> None:
+    arrays = {}
+    for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
+        gp, gm = a.conductances()
+        arrays[f"gp{k}"], arrays[f"gm{k}"], arrays[f"soft{k}"] = gp, gm, s.W_soft
+    meta = {"fingerprint": fp, "epoch": st.epoch, "batch": st.batch, "history": st.history,
+            "losses": st.losses, "soft_losses": st.soft_losses, "times": st.times}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, meta=json.dumps(meta), **arrays)
+    tmp.replace(path)   # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta["fingerprint"] != fp:
+            raise ParameterError(f"{path} belongs to a run with another configuration; use a new --out "
+                                 "folder or delete the checkpoint")
+        for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
+            a.set_conductances(z[f"gp{k}"], z[f"gm{k}"])
+            s.W_soft = z[f"soft{k}"].copy()
+    return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"], meta["times"])
+
+
+def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progress: bool = True,
+          resume: bool = True, stop_after: int | None = None) -> dict:
+    """Train; returns the metrics (also written to ``out_dir/metrics.json``).
+
+    ``stop_after`` stops after that many mini-batches in this call (a checkpoint is written):
+    a test hook for interrupting a run, the same as killing it after a checkpoint.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = [data.n_features, *cfg.hidden, data.n_classes]
+    net = MLP(sizes, cfg.layer, cfg.seed, engine=engine)
+    soft = MLP(sizes, cfg.layer, cfg.seed)
+    updater = UPDATERS[cfg.update]()
+    fp = cfg.fingerprint(data)
+    ckpt = out_dir / "checkpoint.npz"
+    st = (_load_checkpoint(ckpt, fp, net, soft) if resume else None) or _State()
+    n = len(data.y_train)
+    n_batches = -(-n // cfg.batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.epochs * n_batches, initial=st.epoch * n_batches + st.batch, unit="batch",
+                   desc=f"train {cfg.forward}/{cfg.backward}/{cfg.update}")
+    done_here = 0
+    while st.epoch < cfg.epochs:
+        order = np.random.default_rng([cfg.seed, st.epoch]).permutation(n)
+        while st.batch < n_batches:
+            idx = order[st.batch * cfg.batch_size:(st.batch + 1) * cfg.batch_size]
+            x, y = data.X_train[idx], data.y_train[idx]
+            rng = np.random.default_rng([cfg.seed, st.epoch, st.batch])
+            st.losses.append(net.step(x, y, cfg, updater, rng, False, st.times))
+            st.soft_losses.append(soft.step(x, y, cfg, updater, rng, True, st.times))
+            st.batch += 1
+            done_here += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(st.losses[-20:]):.3f}")
+            end_of_epoch = st.batch == n_batches
+            if end_of_epoch:
+                _end_epoch(cfg, data, net, soft, st, n_batches)   # epoch += 1, batch = 0
+            if end_of_epoch or st.batch % cfg.checkpoint_every == 0:
+                _save_checkpoint(ckpt, fp, net, soft, st)
+            if stop_after is not None and done_here >= stop_after:
+                if bar is not None:
+                    bar.close()
+                return {"stopped": True, "epoch": st.epoch, "batch": st.batch}
+            if end_of_epoch:
+                break
+    if bar is not None:
+        bar.close()
+    return _finish(cfg, data, net, soft, st, out_dir)
+
+
+def _end_epoch(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, n_batches: int) -> None:
+    t0 = time.perf_counter()
+    acc, pred = net.accuracy(data.X_test, data.y_test, cfg.forward)
+    st.times["eval"] += time.perf_counter() - t0
+    sacc, spred = soft.accuracy(data.X_test, data.y_test, "software")
+    w_err = []
+    for a, s in zip(net.layers, soft.layers):
+        w_err.append(float(np.sqrt(np.mean((a.weights() - s.W_soft) ** 2) / np.mean(s.W_soft ** 2))))
+    st.history.append({"epoch": st.epoch + 1,
+                       "loss": float(np.mean(st.losses[-n_batches:])),
+                       "software_loss": float(np.mean(st.soft_losses[-n_batches:])),
+                       "test_accuracy": acc, "software_test_accuracy": sacc,
+                       "same_predictions": float((pred == spred).mean()),
+                       "weight_rel_rms_error": w_err})
+    st.epoch += 1
+    st.batch = 0
+
+
+def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, out_dir: Path) -> dict:
+    last = st.history[-1]
+    metrics = {"config": asdict(cfg), "data": data.name, "n_train": int(len(data.y_train)),
+               "n_test": int(len(data.y_test)), "history": st.history,
+               "final": {k: last[k] for k in ("test_accuracy", "software_test_accuracy", "same_predictions")},
+               "seconds": st.times}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    net_dir = out_dir / "netlists"
+    net_dir.mkdir(exist_ok=True)
+    for k, layer in enumerate(net.layers):
+        for t_i, tile in enumerate(layer.tiles):
+            xb = tile.crossbar(layer.cfg)
+            (net_dir / f"layer{k}_tile{t_i}.cir").write_text(xb.deck(np.full((1, xb.spec.rows), layer.cfg.v_read)))
+    _plots(metrics, net, soft, out_dir, st)
+    metrics["out_dir"] = str(out_dir)
+    return metrics
+
+
+def _plots(metrics: dict, net: MLP, soft: MLP, out_dir: Path, st: _State) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = metrics["history"]
+    ep = [r["epoch"] for r in h]
+    cfg = metrics["config"]
+    label = f"analog ({cfg['forward']} reads, {cfg['update']} updates)"
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    ax[0].plot(ep, [r["loss"] for r in h], "o-", label=label)
+    ax[0].plot(ep, [r["software_loss"] for r in h], "s--", label="software")
+    ax[0].set(xlabel="epoch", ylabel="train loss", title="loss")
+    ax[1].plot(ep, [100 * r["test_accuracy"] for r in h], "o-", label=label)
+    ax[1].plot(ep, [100 * r["software_test_accuracy"] for r in h], "s--", label="software")
+    ax[1].set(xlabel="epoch", ylabel="test accuracy [%]", title="accuracy")
+    for k in range(len(net.layers)):
+        ax[2].plot(ep, [r["weight_rel_rms_error"][k] for r in h], "o-", label=f"layer {k}")
+    ax[2].set(xlabel="epoch", ylabel="RMS(W - W_software) / RMS(W_software)", title="weights vs software")
+    for a in ax:
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(net.layers), figsize=(5 * len(net.layers), 3.6), squeeze=False)
+    for k, (layer, a) in enumerate(zip(net.layers, axes[0])):
+        gp, gm = layer.conductances()
+        a.hist(gp.ravel() * 1e6, bins=40, alpha=0.6, label="G+")
+        a.hist(gm.ravel() * 1e6, bins=40, alpha=0.6, label="G-")
+        a.set(xlabel="conductance [uS]", ylabel="devices", title=f"layer {k} after training")
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "conductances.png", dpi=110)
+    plt.close(fig)

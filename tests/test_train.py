@@ -1,0 +1,149 @@
+"""Weight mapping, analog layers and the training loop (checkpoints, resume, baselines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosim.data import Dataset, load_digits_split, load_npz
+from cosim.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
+from cosim.network import AnalogLayer, IdealUpdate, LayerConfig, quantize
+from cosim.train import TrainConfig, train
+from models.errors import ParameterError, ShapeError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("per_column", [False, True])
+def test_mapping_round_trip(per_column, rng):
+    spec = MappingSpec(g_min=2e-6, g_max=20e-6, w_max=1.5, per_column=per_column)
+    W = rng.uniform(-1.5, 1.5, (17, 9))
+    gp, gm, scale = to_conductances(W, spec)
+    assert gp.min() >= spec.g_min - 1e-18 and gp.max() <= spec.g_max + 1e-18
+    assert np.allclose(from_conductances(gp, gm, scale), W, rtol=0, atol=1e-12)
+    assert np.all((gp == spec.g_min) | (gm == spec.g_min))     # one device of a pair idles
+    big = to_conductances(np.full((2, 2), 9.0), MappingSpec(w_max=1.5))
+    assert np.allclose(from_conductances(*big), 1.5)          # clipped, not wrapped
+    with pytest.raises(ParameterError, match="g_min"):
+        MappingSpec(g_min=30e-6, g_max=20e-6)
+    with pytest.raises(ParameterError, match="NaN"):
+        to_conductances(np.array([[np.nan]]), spec)
+
+
+def test_tiles_cover_the_layer_and_add_up(rng):
+    tiles = tile_slices(70, 33, 32, 16)
+    cover = np.zeros((70, 33), int)
+    for r, c in tiles:
+        cover[r, c] += 1
+    assert np.all(cover == 1) and len(tiles) == 9
+    W = rng.uniform(-1, 1, (70, 33))
+    x = rng.uniform(0, 1, (4, 70))
+    d = rng.uniform(-1, 1, (4, 33))
+    cfg = LayerConfig(r_wire=0.0, adc_bits=None, max_rows=32, max_cols=16)
+    tiled, whole = AnalogLayer(W, cfg), AnalogLayer(W, LayerConfig(r_wire=0.0, adc_bits=None))
+    assert len(tiled.tiles) == 9
+    for backend in ("ideal", "fast"):
+        assert np.allclose(tiled.forward(x, backend), whole.forward(x, "software"), atol=1e-9)
+        assert np.allclose(tiled.backward(d, backend), whole.backward(d, "software"), atol=1e-9)
+
+
+def test_spice_reads_match_fast_reads_through_a_layer(rng, engine):
+    cfg = LayerConfig(r_wire=1.5, adc_bits=None, max_rows=16, max_cols=8)
+    layer = AnalogLayer(rng.uniform(-2, 2, (20, 10)), cfg, engine=engine)
+    x = rng.uniform(0, 1, (3, 20))
+    d = rng.uniform(-1, 1, (3, 10))
+    assert np.allclose(layer.forward(x, "spice"), layer.forward(x, "fast"), rtol=1e-8, atol=1e-12)
+    assert np.allclose(layer.backward(d, "spice"), layer.backward(d, "fast"), rtol=1e-8, atol=1e-12)
+    # and the wires make the analog result differ from the float product
+    assert not np.allclose(layer.forward(x, "fast"), layer.forward(x, "ideal"), rtol=1e-4)
+
+
+def test_quantiser():
+    I = np.linspace(-2, 2, 401)
+    q = quantize(I, 3, 1.0)
+    assert q.max() == pytest.approx(1.0) and q.min() == pytest.approx(-1.0)
+    assert len(np.unique(q)) == 7
+    assert np.array_equal(quantize(I, None, 1.0), I)
+
+
+def test_ideal_update_is_the_float_update(rng):
+    cfg = LayerConfig(adc_bits=None)
+    W = rng.uniform(-1, 1, (6, 4))
+    layer = AnalogLayer(W, cfg)
+    x, d = rng.uniform(0, 1, (5, 6)), rng.uniform(-1, 1, (5, 4))
+    layer.update(x, d, 0.1, IdealUpdate(), rng)
+    xa = np.hstack([x, np.ones((5, 1))])
+    assert np.allclose(layer.weights(), np.vstack([W, np.zeros((1, 4))]) - 0.1 * xa.T @ d, atol=1e-12)
+
+
+def _small(data: Dataset, n_train: int = 200) -> Dataset:
+    return Dataset("digits-small", data.X_train[:n_train], data.y_train[:n_train], data.X_test, data.y_test)
+
+
+def test_software_baseline_and_ideal_analog_agree():
+    data = load_digits_split()
+    assert (len(data.y_train), len(data.y_test)) == (1437, 360)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        m = train(TrainConfig(epochs=10, forward="ideal", backward="ideal"), data, Path(tmp), progress=False,
+                  resume=False)
+    assert m["final"]["software_test_accuracy"] >= 0.95
+    assert m["final"]["same_predictions"] >= 0.99          # only the 9-bit ADC differs
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    data = _small(load_digits_split())
+    cfg = TrainConfig(epochs=2, forward="fast", backward="fast", checkpoint_every=5,
+                      layer=LayerConfig(r_wire=1.0))
+    full = train(cfg, data, tmp_path / "full", progress=False)
+    part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)   # killed mid-epoch
+    assert part["stopped"] and (tmp_path / "cut" / "checkpoint.npz").exists()
+    resumed = train(cfg, data, tmp_path / "cut", progress=False)
+    assert resumed["history"] == full["history"]
+    a, b = np.load(tmp_path / "full" / "checkpoint.npz"), np.load(tmp_path / "cut" / "checkpoint.npz")
+    for key in ("gp0", "gm0", "gp1", "gm1"):
+        assert np.array_equal(a[key], b[key])
+    for name in ("metrics.json", "curves.png", "conductances.png", "netlists/layer0_tile0.cir"):
+        assert (tmp_path / "cut" / name).exists()
+    other = TrainConfig(epochs=2, lr=0.1, forward="fast", backward="fast")
+    with pytest.raises(ParameterError, match="another configuration"):
+        train(other, data, tmp_path / "cut", progress=False)
+
+
+def test_user_npz_data(tmp_path, rng):
+    p = tmp_path / "d.npz"
+    np.savez(p, X_train=rng.uniform(0, 1, (30, 5)), y_train=rng.integers(0, 3, 30),
+             X_test=rng.uniform(0, 1, (10, 5)), y_test=rng.integers(0, 3, 10))
+    d = load_npz(p)
+    assert d.n_features == 5 and d.n_classes == 3
+    np.savez(tmp_path / "bad.npz", X_train=rng.uniform(0, 9, (3, 2)), y_train=np.zeros(3, int),
+             X_test=np.zeros((1, 2)), y_test=np.zeros(1, int))
+    with pytest.raises(ParameterError, match=r"\[0, 1\]"):
+        load_npz(tmp_path / "bad.npz")
+    np.savez(tmp_path / "short.npz", X_train=np.zeros((3, 2)))
+    with pytest.raises(ShapeError, match="lacks"):
+        load_npz(tmp_path / "short.npz")
+
+
+def test_train_cli(tmp_path, rng):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = tmp_path / "d.npz"
+    np.savez(p, X_train=rng.uniform(0, 1, (40, 6)), y_train=rng.integers(0, 3, 40),
+             X_test=rng.uniform(0, 1, (12, 6)), y_test=rng.integers(0, 3, 12))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cosim.cli", "train", *map(str, a)], cwd=tmp_path,
+                                    env=env, capture_output=True, text=True, timeout=600)
+    res = run("--data", p, "--epochs", 1, "--hidden", 4, "--out", "o")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "software baseline" in res.stdout
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["config"]["forward"] == "spice"
+    for bad, msg in ((["--epochs", 0], "epochs must be >= 1"), (["--data", "nope.npz"], "does not exist"),
+                     (["--lr", "nan"], "lr must be > 0"), (["--r-wire", -1], "r_wire")):
+        res = run(*bad, "--out", "bad")
+        assert res.returncode == 2 and msg in res.stderr, res.stderr[-500:]
