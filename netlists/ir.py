@@ -54,6 +54,7 @@ no segments: its cells connect straight to ``rd{i}`` (or ``cs{j}``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
@@ -81,10 +82,9 @@ class NodeBlock:
 
     def names(self) -> Iterator[str]:
         if not self.shape:
-            yield self.pattern
-            return
-        for idx in np.ndindex(*self.shape):
-            yield self.pattern.format(*idx)
+            return iter([self.pattern])
+        fmt = self.pattern.format
+        return (fmt(*idx) for idx in itertools.product(*map(range, self.shape)))
 
 
 class NodeTable:
@@ -165,7 +165,13 @@ class Group:
 
     def element_names(self) -> list[str]:
         head = f"{self.letter}{self.name}_"
-        return [head + "_".join(map(str, idx)) for idx in np.ndindex(*self.shape)]
+        if len(self.shape) == 1:
+            return [f"{head}{i}" for i in range(self.shape[0])]
+        if len(self.shape) == 2:
+            a, b = self.shape
+            tails = [f"_{j}" for j in range(b)]
+            return [f"{head}{i}{t}" for i in range(a) for t in tails]
+        return [head + "_".join(map(str, idx)) for idx in itertools.product(*map(range, self.shape))]
 
 
 @dataclass(frozen=True, eq=False)

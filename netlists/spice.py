@@ -85,12 +85,12 @@ Analysis = Op | BatchSweep | Tran
 
 
 def _names(nodes: list[str], idx: np.ndarray) -> list[str]:
-    return [nodes[k] for k in idx]
+    return [nodes[k] for k in idx.tolist()]
 
 
 def _write_resistors(g: Resistors, nodes: list[str], ctx: "_Context") -> list[str]:
-    return [f"{e} {a} {b} {fmt(r)}" for e, a, b, r in
-            zip(g.element_names(), _names(nodes, g.a), _names(nodes, g.b), g.resistance)]
+    return [f"{e} {a} {b} {r + 0.0:.12g}" for e, a, b, r in
+            zip(g.element_names(), _names(nodes, g.a), _names(nodes, g.b), g.resistance.tolist())]
 
 
 def _write_capacitors(g: Capacitors, nodes: list[str], ctx: "_Context") -> list[str]:
