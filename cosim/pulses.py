@@ -1,0 +1,125 @@
+"""Stochastic pulse trains for the parallel outer-product update (Gokmen & Vlasov, 2016).
+
+Layer: cosim. An update dW = -lr x^T d of a whole array happens in place: row i fires in each of
+BL time slots with probability p_i ~ |x_i|, column j with q_j ~ |d_j|, and a cell changes by one
+device step only where a row pulse and a column pulse coincide (rows carry +-V/2 and columns
+-+V/2, so only a coincidence puts the full V across a cell, above its threshold). The expected
+count is E[n_ij] = BL p_i q_j, so E[dW_ij] = dw_min BL p_i q_j = lr |x_i d_j| with the gains
+chosen here ("update management": the gain is split between rows and columns so that neither
+probability exceeds 1).
+
+Signs come from four sub-phases, one per quadrant (sign x_i, sign d_j): in each, only the rows
+and columns of that quadrant fire, with the polarity -sign(x_i) sign(d_j) that gradient descent
+asks for. On a differential pair a SET-only device (PCM) takes both polarities as a SET of the
+G+ column (increase) or of the G- column (decrease): :func:`pair_columns` maps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.errors import ParameterError, ShapeError
+
+QUADRANTS = ((1, 1), (1, -1), (-1, 1), (-1, -1))   # (sign of x, sign of d)
+
+
+@dataclass(frozen=True)
+class PulseTrains:
+    """The bits of one update, per sub-phase.
+
+    Attributes
+    ----------
+    rows : ndarray bool (4, BL, n_rows)
+    cols : ndarray bool (4, BL, n_cols)
+    polarity : ndarray int (4,)
+        +1: the coincidences of that sub-phase increase the weight; -1: decrease it.
+    gain : float
+        The factor by which the realised expectation falls short of lr |x d| (1.0 unless the
+        probabilities had to be clipped at 1).
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    polarity: np.ndarray
+    gain: float
+
+    @property
+    def bl(self) -> int:
+        return self.rows.shape[1]
+
+    def coincidences(self) -> np.ndarray:
+        """Counts per sub-phase and cell, (4, n_rows, n_cols): popcount(row AND column)."""
+        r = self.rows.astype(np.int32)
+        c = self.cols.astype(np.int32)
+        return np.einsum("pti,ptj->pij", r, c)
+
+    def signed_counts(self) -> np.ndarray:
+        """Net coincidences (n_rows, n_cols): up-phases minus down-phases."""
+        return np.einsum("p,pij->ij", self.polarity, self.coincidences())
+
+
+def pulse_trains(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
+                 rng: np.random.Generator) -> PulseTrains:
+    """Draw the pulse trains of one sample's update dW = -lr x^T d.
+
+    Parameters
+    ----------
+    x : ndarray (n_rows,)
+        Layer input of the sample.
+    d : ndarray (n_cols,)
+        Error at the layer output.
+    lr : float
+        Learning rate.
+    dw_min : float
+        Weight change of one coincidence (the device step in weight units).
+    bl : int
+        Slots per sub-phase.
+    rng : numpy.random.Generator
+    """
+    x, d = np.asarray(x, float), np.asarray(d, float)
+    if x.ndim != 1 or d.ndim != 1:
+        raise ShapeError(f"x and d must be vectors, got {x.shape} and {d.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(d).all()):
+        raise ParameterError("x and d must be finite")
+    if bl < 1:
+        raise ParameterError(f"bl must be >= 1, got {bl}")
+    if not (lr > 0 and dw_min > 0):
+        raise ParameterError(f"lr and dw_min must be > 0, got {lr} and {dw_min}")
+    x_max, d_max = np.abs(x).max(), np.abs(d).max()
+    n_r, n_c = x.size, d.size
+    rows = np.zeros((4, bl, n_r), bool)
+    cols = np.zeros((4, bl, n_c), bool)
+    polarity = np.array([-sx * sd for sx, sd in QUADRANTS])
+    if x_max == 0 or d_max == 0:
+        return PulseTrains(rows, cols, polarity, 1.0)
+    # E[n] = bl * (a |x|/x_max) * (b |d|/d_max) must equal lr |x d| / dw_min
+    k = lr * x_max * d_max / (dw_min * bl)            # = a * b
+    a = b = np.sqrt(k)
+    if a > 1:   # keep both probabilities <= 1: put what fits on one side, clip the rest
+        a = 1.0
+        b = min(1.0, k)
+    gain = a * b / k
+    p = a * np.abs(x) / x_max
+    q = b * np.abs(d) / d_max
+    rbits = rng.random((bl, n_r)) < p
+    cbits = rng.random((bl, n_c)) < q
+    for k_, (sx, sd) in enumerate(QUADRANTS):
+        rows[k_] = rbits & (np.sign(x) == sx)
+        cols[k_] = cbits & (np.sign(d) == sd)
+    return PulseTrains(rows, cols, polarity, float(gain))
+
+
+def pair_columns(trains: PulseTrains) -> tuple[np.ndarray, np.ndarray]:
+    """For differential pairs of SET-only devices: the bits of the physical columns.
+
+    Returns ``rows`` (4, BL, n_rows) unchanged and ``cols`` (4, BL, 2 n_cols) where a sub-phase
+    that increases a weight fires its G+ column (2j) and one that decreases it fires G- (2j+1);
+    every coincidence is then a SET.
+    """
+    four, bl, n_c = trains.cols.shape
+    pcols = np.zeros((four, bl, 2 * n_c), bool)
+    for k, pol in enumerate(trains.polarity):
+        pcols[k, :, (0 if pol > 0 else 1)::2] = trains.cols[k]
+    return trains.rows, pcols

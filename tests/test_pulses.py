@@ -1,0 +1,64 @@
+"""Stochastic pulse trains: the coincidence oracle (PHYSICS.md, experiment 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cosim.pulses import QUADRANTS, pair_columns, pulse_trains
+from models.errors import ParameterError
+
+
+def test_expected_update_is_minus_lr_x_d(rng):
+    x = rng.uniform(-1, 1, 6)
+    d = rng.uniform(-0.3, 0.3, 4)
+    lr, dw, bl = 0.01, 0.002, 20
+    mean = np.zeros((6, 4))
+    n = 4000
+    for s in range(n):
+        t = pulse_trains(x, d, lr=lr, dw_min=dw, bl=bl, rng=np.random.default_rng(s))
+        mean += t.signed_counts() * dw
+    mean /= n
+    assert np.allclose(mean, -lr * np.outer(x, d), atol=4 * dw * np.sqrt(bl) / np.sqrt(n) + 1e-12)
+
+
+def test_counts_are_binomial_and_each_cell_sees_one_quadrant(rng):
+    x = np.array([0.8, -0.5, 0.0])
+    d = np.array([0.4, -1.0])
+    counts = []
+    for s in range(3000):
+        t = pulse_trains(x, d, lr=0.05, dw_min=0.01, bl=10, rng=np.random.default_rng(s))
+        c = t.coincidences()
+        # a cell only ever fires in the quadrant of its signs; the zero row never
+        assert c[:, 2, :].sum() == 0
+        for k, (sx, sd) in enumerate(QUADRANTS):
+            for i in range(2):
+                for j in range(2):
+                    if (np.sign(x[i]), np.sign(d[j])) != (sx, sd):
+                        assert c[k, i, j] == 0
+        counts.append(c.sum(axis=0)[0, 0])
+    k = 0.05 * 0.8 * 1.0 / (0.01 * 10)
+    a = b = np.sqrt(k)
+    p = (a * 0.8 / 0.8) * (b * 0.4 / 1.0)
+    observed = np.bincount(counts, minlength=11)[:11]
+    expected = stats.binom.pmf(np.arange(11), 10, p) * len(counts)
+    keep = expected > 5
+    chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    assert chi2 < stats.chi2.ppf(0.999, keep.sum() - 1)
+
+
+def test_probabilities_are_clipped_and_reported():
+    t = pulse_trains(np.ones(3), np.ones(2), lr=10.0, dw_min=1e-3, bl=5, rng=np.random.default_rng(0))
+    assert t.gain < 1 and t.rows.any()
+    with pytest.raises(ParameterError, match="bl"):
+        pulse_trains(np.ones(3), np.ones(2), lr=0.1, dw_min=1e-3, bl=0, rng=np.random.default_rng(0))
+
+
+def test_pair_columns_turn_every_coincidence_into_a_set(rng):
+    x, d = rng.uniform(-1, 1, 5), rng.uniform(-1, 1, 3)
+    t = pulse_trains(x, d, lr=0.05, dw_min=0.01, bl=8, rng=rng)
+    rows, pcols = pair_columns(t)
+    up = np.einsum("pti,ptj->ij", rows.astype(int), pcols[:, :, 0::2].astype(int))
+    down = np.einsum("pti,ptj->ij", rows.astype(int), pcols[:, :, 1::2].astype(int))
+    assert np.array_equal(up - down, t.signed_counts())
