@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from models.errors import ShapeError, UnsupportedElementError, XbarError
 from netlists.ir import (
-    ELEMENT_TYPES, Capacitors, Circuit, Group, Resistors, SubcktInstances, VoltageSources,
+    ELEMENT_TYPES, Capacitors, Circuit, Group, PwlSources, Resistors, SubcktInstances, VoltageSources,
 )
 
 
@@ -89,6 +89,12 @@ def _stamp_instances(g: SubcktInstances, st: _Stamps) -> None:
         "use the spice backend, or read the devices at their stored states as resistors")
 
 
+def _stamp_pwl(g: PwlSources, st: _Stamps) -> None:
+    raise UnsupportedElementError(
+        f"the fast solver is a DC solver; {g.name!r} is a transient waveform source: use the spice backend "
+        "(or the numpy twins of the update phase)")
+
+
 #: Element type -> stamp function. Every type in ``netlists.ir.ELEMENT_TYPES`` is here; those
 #: the solver cannot handle raise UnsupportedElementError naming the element.
 STAMPERS: Mapping[type[Group], Callable[[Group, _Stamps], None]] = {
@@ -96,9 +102,10 @@ STAMPERS: Mapping[type[Group], Callable[[Group, _Stamps], None]] = {
     Capacitors: _stamp_capacitors,
     VoltageSources: _stamp_sources,
     SubcktInstances: _stamp_instances,
+    PwlSources: _stamp_pwl,
 }
 #: Types whose stamp only raises (listed so the parity test knows it is on purpose).
-UNSUPPORTED: frozenset[type[Group]] = frozenset({SubcktInstances})
+UNSUPPORTED: frozenset[type[Group]] = frozenset({SubcktInstances, PwlSources})
 assert set(STAMPERS) == set(ELEMENT_TYPES)
 
 

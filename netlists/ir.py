@@ -253,7 +253,44 @@ class SubcktInstances(Group):
                                             for key, v in self.params.items()})
 
 
-ELEMENT_TYPES: tuple[type[Group], ...] = (Resistors, Capacitors, VoltageSources, SubcktInstances)
+@dataclass(frozen=True, eq=False)
+class PwlSources(Group):
+    """Voltage sources ``p`` to ``n`` following piecewise-linear waveforms (transients only).
+
+    ``times`` and ``values`` are tuples with one array per source: the corner times [s]
+    (strictly increasing, starting at 0) and the voltages there [V]; after the last corner the
+    value holds.
+    """
+
+    p: np.ndarray = field(default=None, repr=False)
+    n: np.ndarray = field(default=None, repr=False)
+    times: tuple = field(default=(), repr=False)
+    values: tuple = field(default=(), repr=False)
+    letter = "V"
+
+    def __post_init__(self) -> None:
+        k = self.count
+        object.__setattr__(self, "p", _as_index(f"{self.name}.p", self.p, k))
+        object.__setattr__(self, "n", _as_index(f"{self.name}.n", self.n, k))
+        if len(self.times) != k or len(self.values) != k:
+            raise ShapeError(f"{self.name}: {k} sources need {k} waveforms, got {len(self.times)} times "
+                             f"and {len(self.values)} value arrays")
+        ts, vs = [], []
+        for i, (t, v) in enumerate(zip(self.times, self.values)):
+            t, v = np.asarray(t, float).ravel(), np.asarray(v, float).ravel()
+            if t.size != v.size or t.size < 1:
+                raise ShapeError(f"{self.element_name(i)}: {t.size} times and {v.size} values")
+            if not (np.isfinite(t).all() and np.isfinite(v).all()):
+                raise ParameterError(f"{self.element_name(i)}: waveform has non-finite points")
+            if t[0] != 0 or (np.diff(t) <= 0).any():
+                raise ParameterError(f"{self.element_name(i)}: corner times must start at 0 and increase")
+            ts.append(t)
+            vs.append(v)
+        object.__setattr__(self, "times", tuple(ts))
+        object.__setattr__(self, "values", tuple(vs))
+
+
+ELEMENT_TYPES: tuple[type[Group], ...] = (Resistors, Capacitors, VoltageSources, SubcktInstances, PwlSources)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 
 from models.errors import ParameterError, ShapeError, UnsupportedElementError, check_positive
 from netlists.ir import (
-    ELEMENT_TYPES, Capacitors, Circuit, Group, Resistors, SubcktInstances, VoltageSources,
+    ELEMENT_TYPES, Capacitors, Circuit, Group, PwlSources, Resistors, SubcktInstances, VoltageSources,
 )
 
 INDEX_NODE = "xbar_idx"
@@ -125,12 +125,22 @@ def _write_instances(g: SubcktInstances, nodes: list[str], ctx: "_Context") -> l
     return lines
 
 
+def _write_pwl(g: PwlSources, nodes: list[str], ctx: "_Context") -> list[str]:
+    lines = []
+    for e, a, b, t, v in zip(g.element_names(), _names(nodes, g.p), _names(nodes, g.n), g.times, g.values):
+        pairs = [f"{ti + 0.0:.12g} {vi + 0.0:.12g}" for ti, vi in zip(t.tolist(), v.tolist())]
+        body = "\n+ ".join(" ".join(pairs[i:i + 16]) for i in range(0, len(pairs), 16))
+        lines.append(f"{e} {a} {b} PWL(\n+ {body} )")
+    return lines
+
+
 #: Element type -> writer. Every type in ``netlists.ir.ELEMENT_TYPES`` must be here.
 WRITERS: Mapping[type[Group], Callable[..., list[str]]] = {
     Resistors: _write_resistors,
     Capacitors: _write_capacitors,
     VoltageSources: _write_sources,
     SubcktInstances: _write_instances,
+    PwlSources: _write_pwl,
 }
 assert set(WRITERS) == set(ELEMENT_TYPES)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.errors import ParameterError, XbarError
-from netlists.ir import Capacitors, Circuit, Group, Resistors, SubcktInstances, VoltageSources
+from netlists.ir import Capacitors, Circuit, Group, PwlSources, Resistors, SubcktInstances, VoltageSources
 
 
 class CircuitError(XbarError, ValueError):
@@ -50,7 +50,7 @@ def _dc_edges(g: Group) -> tuple[np.ndarray, np.ndarray] | None:
     """Node pairs that an element group connects at DC (None: it connects nothing)."""
     if isinstance(g, (Resistors,)):
         return g.a, g.b
-    if isinstance(g, VoltageSources):
+    if isinstance(g, (VoltageSources, PwlSources)):
         return g.p, g.n
     if isinstance(g, SubcktInstances):
         # a subcircuit is assumed to conduct between all of its ports (devices do; the

@@ -195,3 +195,22 @@ def test_subckt_instances_render_with_parameters():
     c = Circuit("t", nodes, (inst,), subckts=(".subckt cell p n params: s0=0\nR1 p n {1/(1e-6*(1+s0))}\n.ends",))
     deck = write_spice(c, save=["v(n0)"])
     assert "Xdev_1 n1 0 cell s0=0.25" in deck and ".subckt cell" in deck
+
+
+def test_pwl_sources_run_in_ngspice(engine):
+    from netlists.ir import PwlSources
+    nodes = NodeTable()
+    n = nodes.add("n{0}", (2,))
+    t = np.array([0.0, 1e-6, 1.001e-6, 3e-6])
+    v = np.array([0.0, 0.0, 1.0, 1.0])
+    c = Circuit("rc", nodes, (PwlSources("in", (1,), p=[n[0]], n=[0], times=(t,), values=(v,)),
+                              Resistors("r", (1,), a=[n[0]], b=[n[1]], resistance=1e3),
+                              Capacitors("c", (1,), a=[n[1]], b=[0], capacitance=1e-10)))
+    validate(c)
+    res = engine.run(write_spice(c, Tran(1e-8, 3e-6), save=["v(n1)"]), need=["v(n1)", "time"])
+    tt, vv = res["time"], res["v(n1)"]
+    sel = tt > 1.5e-6
+    expected = 1 - np.exp(-(tt[sel] - 1.0005e-6) / 1e-7)
+    assert np.abs(vv[sel] - expected).max() < 0.01
+    with pytest.raises(ParameterError, match="increase"):
+        PwlSources("bad", (1,), p=[1], n=[0], times=(np.array([0, 2, 1.0]),), values=(np.zeros(3),))
