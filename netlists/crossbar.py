@@ -164,21 +164,29 @@ class CrossbarCircuit:
         return currents
 
 
-def build_crossbar(spec: CrossbarSpec, G: np.ndarray, *, transpose: bool = False,
-                   inputs: np.ndarray | None = None) -> CrossbarCircuit:
-    """Build the reference-topology crossbar with resistive cells of conductance ``G`` [S].
+@dataclass(frozen=True, eq=False)
+class ArrayWires:
+    """The wires of the reference topology, shared by every array builder (reads, updates).
 
-    Parameters
-    ----------
-    spec : CrossbarSpec
-    G : ndarray, shape ``spec.g_shape``
-        Cell conductances [S], all > 0.
-    transpose : bool
-        False: rows driven at ``rd{i}``, columns sensed at ``cs{j}``. True: the reverse.
-    inputs : ndarray, optional
-        One logical input vector [V] for the drive sources' default values (zeros otherwise).
+    ``row_nodes`` / ``col_nodes`` (rows, pcols) are where cell (i, j) attaches; ``row_ends`` and
+    ``col_ends`` are the driver end of each row and the sense end of each column.
     """
-    G = check_conductances(spec, G)
+
+    nodes: NodeTable
+    row_ends: np.ndarray
+    col_ends: np.ndarray
+    row_nodes: np.ndarray
+    col_nodes: np.ndarray
+    groups: tuple
+
+    def layout(self, cells: str) -> CrossbarLayout:
+        names = {g.name for g in self.groups}
+        return CrossbarLayout(self.row_nodes, self.col_nodes, self.row_ends, self.col_ends, cells,
+                              "row" if "row" in names else "", "col" if "col" in names else "")
+
+
+def array_wires(spec: CrossbarSpec) -> ArrayWires:
+    """Nodes and wire segments of the reference topology (see :mod:`netlists.ir`)."""
     N, P = spec.g_shape
     nodes = NodeTable()
     rd = nodes.add("rd{0}", (N,))
@@ -200,24 +208,42 @@ def build_crossbar(spec: CrossbarSpec, G: np.ndarray, *, transpose: bool = False
             groups.append(Capacitors("ccol", (N, P), a=cn, b=np.zeros_like(cn), capacitance=spec.c_col))
     else:
         cn = np.repeat(cs[None, :], N, axis=0)
-    groups.insert(0, Resistors("cell", (N, P), a=rn, b=cn, resistance=1.0 / G))
+    return ArrayWires(nodes, rd, cs, rn, cn, tuple(groups))
 
-    zeros_n, zeros_p = np.zeros(N, np.int64), np.zeros(P, np.int64)
-    row_src = VoltageSources("rd", (N,), p=rd, n=zeros_n, value=0.0,
-                             role="sense" if transpose else "drive")
-    col_src = VoltageSources("cs", (P,), p=cs, n=zeros_p, value=0.0,
-                             role="drive" if transpose else "sense")
-    groups += [row_src, col_src]
-    layout = CrossbarLayout(rn, cn, rd, cs, "cell", "row" if spec.r_row > 0 else "",
-                            "col" if spec.r_col > 0 else "")
-    title = (f"xbar-cosim crossbar {N}x{P} cell={spec.cell} r_row={spec.r_row:.12g} "
-             f"r_col={spec.r_col:.12g} {'transposed' if transpose else 'forward'} read")
-    xb = CrossbarCircuit(spec, Circuit(title, nodes, tuple(groups), layout=layout), transpose)
+
+def build_crossbar(spec: CrossbarSpec, G: np.ndarray, *, transpose: bool = False,
+                   inputs: np.ndarray | None = None) -> CrossbarCircuit:
+    """Build the reference-topology crossbar with resistive cells of conductance ``G`` [S].
+
+    Parameters
+    ----------
+    spec : CrossbarSpec
+    G : ndarray, shape ``spec.g_shape``
+        Cell conductances [S], all > 0.
+    transpose : bool
+        False: rows driven at ``rd{i}``, columns sensed at ``cs{j}``. True: the reverse.
+    inputs : ndarray, optional
+        One logical input vector [V] for the drive sources' default values (zeros otherwise).
+    """
+    G = check_conductances(spec, G)
+    N, P = spec.g_shape
+    w = array_wires(spec)
+    row_vals, col_vals = np.zeros(N), np.zeros(P)
     if inputs is not None:
         V = check_inputs(spec, inputs, transpose)
         if V.shape[0] != 1:
             raise ShapeError(f"inputs: one vector expected for default source values, got {V.shape[0]}")
-        vals = xb.drive_values(V)[0]
-        src = col_src if transpose else row_src
-        object.__setattr__(src, "value", vals.astype(float))
-    return xb
+        vals = V[0] if not (transpose and spec.cell == "diff") else np.ravel(np.column_stack([V[0], -V[0]]))
+        if transpose:
+            col_vals = vals
+        else:
+            row_vals = vals
+    cells = Resistors("cell", (N, P), a=w.row_nodes, b=w.col_nodes, resistance=1.0 / G)
+    row_src = VoltageSources("rd", (N,), p=w.row_ends, n=np.zeros(N, np.int64), value=row_vals,
+                             role="sense" if transpose else "drive")
+    col_src = VoltageSources("cs", (P,), p=w.col_ends, n=np.zeros(P, np.int64), value=col_vals,
+                             role="drive" if transpose else "sense")
+    title = (f"xbar-cosim crossbar {N}x{P} cell={spec.cell} r_row={spec.r_row:.12g} "
+             f"r_col={spec.r_col:.12g} {'transposed' if transpose else 'forward'} read")
+    circuit = Circuit(title, w.nodes, (cells, *w.groups, row_src, col_src), layout=w.layout("cell"))
+    return CrossbarCircuit(spec, circuit, transpose)

@@ -17,9 +17,9 @@ def regen_golden(request) -> bool:
 
 
 @pytest.fixture(scope="session")
-def engine():
+def engine(tmp_path_factory):
     from cosim.engine import SubprocessEngine
-    return SubprocessEngine(timeout=300)
+    return SubprocessEngine(timeout=300, workdir=tmp_path_factory.mktemp("decks"))
 
 
 @pytest.fixture(scope="session")
