@@ -1,0 +1,318 @@
+"""3T1C capacitor cell at transistor level (BSIM3 level 8, cards from models.mosfet).
+
+Layer: models (leaf).
+
+Schematic (ports ``p n up dn vdd``; ground is node 0; state = capacitor voltage V_C on ``s``)::
+
+              vdd
+               |
+        up --o| Mpu (PMOS, pull-up)          p
+               |                             |
+               s ------+------------- gate| Mrd (NMOS read FET, triode)
+               |       |       |             |
+        dn ---| Mpd   = C     Rleak          n
+               |       |       |
+               0       0       0
+
+A pulse on ``up`` (vdd -> vdd - v_up) charges C through the saturated PMOS; a pulse on ``dn``
+(0 -> v_dn) discharges it through the NMOS: dV_C = +-I(V_C) t_eff / C per pulse. The two pump
+currents differ and depend on V_C (channel-length modulation, body effect, short pulses' edge
+charge), so the up/down asymmetry comes out of the circuit, not from a parameter. The read FET
+in triode gives g ~ k'(W/L)(V_C - V_T); Rleak (and the FETs' off current) makes V_C decay.
+
+Pulse convention for the benches and the twin: a signed amplitude per slot; a positive one is
+an ``up`` pulse, a negative one a ``dn`` pulse, the magnitude given as a fraction of full drive
+(``v_write`` = 1.0 means full: v_up on ``up``, v_dn on ``dn``; 0.5 is a half-selected drive,
+whose gate overdrive sits below threshold). Half-select immunity is therefore approximate here
+(subthreshold current): the twin treats |amplitude| < 0.75 as no pulse; the residual is stated
+by the tests.
+
+Numpy twin (behavioural, fitted to the circuit; constants in Cap3T1CParams): per full pulse
+V_C += I_up(V_C) t_eff / C_eff or -= I_dn(V_C) t_eff / C_eff, with I_up, I_dn quadratic fits of
+DC sweeps of the pump FETs at the pulse gate levels, t_eff = width + 2 rise rho (rho: the
+edge-charge ratio from a DC gate sweep), then RC leakage over the slot. Read: I = v G(V_C) +
+v^2 H(V_C) (cubic fits of the read FET for |v| <= v_read). :meth:`Cap3T1C.fit_decks`
+and :meth:`Cap3T1C.fitted` regenerate these constants from ngspice.
+
+Initial state: write ``.ic v(x<inst>.s)=V_C`` and run ``.tran`` WITHOUT ``uic`` (the operating
+point then holds V_C while supplies and gates come up). With ``uic`` the FETs' gate charge
+shares with C at t = 0 and shifts V_C by about 12 mV (measured).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models.device import DeviceModel, PulseShape, fmt
+from models.errors import ParameterError, check_positive
+from models.mosfet import NMOS_180, PMOS_180, MosfetCard
+
+
+@dataclass(frozen=True)
+class Cap3T1CParams:
+    """3T1C cell (Li et al., VLSI 2018; Ambrogio et al., Nature 558:60, 2018), generic 180 nm.
+
+    Attributes
+    ----------
+    c_store : float
+        Storage capacitor [F].
+    r_leak : float
+        Leakage resistance across C [ohm] (RC = retention time constant).
+    vdd : float
+        Supply [V].
+    v_up : float
+        Pull-up gate swing below vdd during an up pulse [V].
+    v_dn : float
+        Pull-down gate level during a dn pulse [V].
+    w_pu, l_pu, w_pd, l_pd, w_rd, l_rd : float
+        Widths and lengths of pull-up, pull-down and read FETs [m].
+    v_read : float
+        Read drain-source voltage [V].
+    vc_min, vc_max : float
+        Useful V_C range [V] (read FET on, pumps saturated).
+    i_up, i_dn : tuple of float
+        Fitted pump currents [A] as polynomials in V_C (highest power first, np.polyval).
+    rho_up, rho_dn : float
+        Edge-charge ratios [-]: int_0^1 I(u V_gate) du / I(V_gate).
+    c_extra : float
+        Fitted extra capacitance on the storage node (FET gate/junction caps) [F].
+    g_read, h_read : tuple of float
+        Fitted read coefficients: I = v polyval(g_read, V_C) + v^2 polyval(h_read, V_C) [A].
+    """
+
+    c_store: float = 100e-15
+    r_leak: float = 1e10
+    vdd: float = 1.8
+    v_up: float = 0.72
+    v_dn: float = 0.57
+    w_pu: float = 0.22e-6
+    l_pu: float = 2e-6
+    w_pd: float = 0.22e-6
+    l_pd: float = 2e-6
+    w_rd: float = 0.22e-6
+    l_rd: float = 1e-6
+    v_read: float = 0.1
+    vc_min: float = 0.6
+    vc_max: float = 1.2
+    i_up: tuple[float, ...] = (0.0, 0.0, 2e-8)
+    i_dn: tuple[float, ...] = (0.0, 0.0, 2e-8)
+    rho_up: float = 0.1
+    rho_dn: float = 0.1
+    c_extra: float = 0.0
+    g_read: tuple[float, ...] = (0.0, 0.0, 1e-5, -4e-6)
+    h_read: tuple[float, ...] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        for f in ("c_store", "r_leak", "vdd", "v_up", "v_dn", "w_pu", "l_pu", "w_pd", "l_pd",
+                  "w_rd", "l_rd", "v_read", "vc_max"):
+            check_positive(f, getattr(self, f))
+        check_positive("c_extra", self.c_extra, allow_zero=True)
+        check_positive("vc_min", self.vc_min, allow_zero=True)
+        check_positive("rho_up", self.rho_up, allow_zero=True)
+        check_positive("rho_dn", self.rho_dn, allow_zero=True)
+        if self.vc_min >= self.vc_max or self.vc_max >= self.vdd:
+            raise ParameterError("need 0 <= vc_min < vc_max < vdd")
+        for f in ("i_up", "i_dn", "g_read", "h_read"):
+            if not all(np.isfinite(getattr(self, f))):
+                raise ParameterError(f"{f} must be finite")
+
+
+#: Fitted to ngspice 46 with the generic180 cards (see ``Cap3T1C.fitted``).
+PRESET = replace(Cap3T1CParams(), 
+                 i_up=(-2.026680430178743e-11, -3.136639281375534e-10, 2.2982127728632155e-08), 
+                 i_dn=(-2.0146434953934166e-11, 9.815699505592857e-10, 2.1369769544988335e-08), 
+                 rho_up=0.07476328440305324, 
+                 rho_dn=0.06934411399841306, 
+                 g_read=(-1.3780793371122705e-05, 3.1988122630550496e-05, 1.8125782894050536e-06, -8.22761349203376e-06), 
+                 h_read=(-0.000158340802669406, 0.00046001432898205944, -0.00043139277726126816, 0.00011414676227682908))
+
+
+class Cap3T1C(DeviceModel):
+    """3T1C cell at transistor level; state = V_C [V]."""
+
+    name = "cap3t1c"
+    ports = ("p", "n", "up", "dn", "vdd")
+    write_ports = ("up", "dn")
+    v_write = 1.0
+    v_threshold = 0.75
+
+    def __init__(self, params: Cap3T1CParams | None = None, nmos: MosfetCard = NMOS_180,
+                 pmos: MosfetCard = PMOS_180):
+        self.params = params or PRESET
+        self.nmos, self.pmos = nmos, pmos
+        self.v_read = self.params.v_read
+
+    @property
+    def state_range(self) -> tuple[float, float]:
+        return self.params.vc_min, self.params.vc_max
+
+    @property
+    def c_eff(self) -> float:
+        return self.params.c_store + self.params.c_extra
+
+    # -- SPICE --------------------------------------------------------------------------------
+    def model_cards(self) -> str:
+        return "\n".join([self.nmos.to_spice(), self.pmos.to_spice()])
+
+    def subckt(self, *, live_current: bool = True) -> str:
+        p = self.params
+        return "\n".join([
+            f".subckt {self.subckt_name} p n up dn vdd params: s0={fmt(p.vc_min)}",
+            f"Mpu s up vdd vdd {self.pmos.name} W={fmt(p.w_pu)} L={fmt(p.l_pu)}",
+            f"Mpd s dn 0 0 {self.nmos.name} W={fmt(p.w_pd)} L={fmt(p.l_pd)}",
+            f"Mrd p s n 0 {self.nmos.name} W={fmt(p.w_rd)} L={fmt(p.l_rd)}",
+            f"Cs s 0 {fmt(p.c_store)} IC={{s0}}",
+            f"Rl s 0 {fmt(p.r_leak)}",
+            ".ends"])
+
+    def instance_params(self, state, variation=None, noise=None) -> dict[str, np.ndarray]:
+        return {"s0": np.atleast_1d(np.asarray(state, float))}
+
+    def _bench_instance(self, i, inst, wave, *, read=False):
+        p = self.params
+        params = f"s0={fmt(inst['s0'][i])}"
+        if read:
+            return [f"Vr{i} a{i} 0 {wave}",
+                    f"X{i} a{i} 0 u{i} 0 vdd{i} {self.subckt_name} {params}",
+                    f"Vu{i} u{i} 0 {fmt(p.vdd)}", f"Vdd{i} vdd{i} 0 {fmt(p.vdd)}"]
+        return [f"Vu{i} u{i} 0 {wave}", f"Vd{i} d{i} 0 {wave.replace('PWL(', 'PWL(', 1)}",
+                f"Vr{i} a{i} 0 {fmt(p.v_read)}", f"Vdd{i} vdd{i} 0 {fmt(p.vdd)}",
+                f"X{i} a{i} 0 u{i} d{i} vdd{i} {self.subckt_name} {params}"]
+
+    def pulse_deck(self, state, amplitudes, shape: PulseShape, variation=None, noise=None,
+                   *, live_current: bool = True, method: str = "gear") -> str:
+        """Bench: device i gets an ``up`` pulse (gate to vdd - |a| v_up) for a > 0 and a ``dn``
+        pulse (gate to |a| v_dn) for a < 0 in each slot; saves ``v(x<i>.s)``."""
+        from models.device import pwl_text
+        p = self.params
+        s = np.atleast_1d(np.asarray(state, float))
+        amps = np.atleast_2d(np.asarray(amplitudes, float))
+        lines = [f"* {self.name} pulse bench", self.model_cards(), self.subckt()]
+        for i in range(s.size):
+            up = np.where(amps[i] > 0, -amps[i] * p.v_up, 0.0)
+            dn = np.where(amps[i] < 0, -amps[i] * p.v_dn, 0.0)
+            lines += [f"Vu{i} u{i} 0 PWL({pwl_text(up, shape, base=p.vdd)})",
+                      f"Vd{i} d{i} 0 PWL({pwl_text(dn, shape)})",
+                      f"Vr{i} a{i} 0 {fmt(p.v_read)}", f"Vdd{i} vdd{i} 0 {fmt(p.vdd)}",
+                      f"X{i} a{i} 0 u{i} d{i} vdd{i} {self.subckt_name} s0={fmt(s[i])}"]
+        tstop = amps.shape[1] * shape.period
+        # .ic (not uic): the operating point holds V_C while the supplies and gate levels come
+        # up, so the FETs' gate charge does not share with C at t = 0 (uic gave a ~12 mV kick).
+        lines += [".ic " + " ".join(f"v(x{i}.s)={fmt(s[i])}" for i in range(s.size)),
+                  f".options klu method={method}", f".tran {fmt(shape.tstep)} {fmt(tstop)} 0 "
+                  f"{fmt(shape.tstep)}",
+                  ".save " + " ".join(f"v(x{i}.s)" for i in range(s.size)), ".end"]
+        return "\n".join(lines)
+
+    def iv_deck(self, state, v_max: float, *, points: int = 41) -> str:
+        """Read-FET I-V bench (pumps off), started from ``.ic`` (see the module docstring)."""
+        deck = super().iv_deck(state, v_max, points=points)
+        s = np.atleast_1d(np.asarray(state, float))
+        ic = ".ic " + " ".join(f"v(x{i}.s)={fmt(s[i])}" for i in range(s.size))
+        return deck.replace(" uic\n", "\n").replace(".options klu", ic + "\n.options klu", 1)
+
+    def leak_deck(self, state, t_stop: float) -> str:
+        """Bench: no pulses for ``t_stop`` [s] (pumps off); saves ``v(x<i>.s)``."""
+        return self.pulse_deck(state, np.zeros((np.size(state), 1)),
+                               PulseShape(width=t_stop / 4, rise=t_stop / 100, period=t_stop,
+                                          tstep=t_stop / 200))
+
+    # -- fitting the twin to the circuit ------------------------------------------------------
+    def fit_decks(self) -> dict[str, str]:
+        """DC decks whose results :meth:`fitted` turns into the twin's constants.
+
+        ``pumps``: ``.dc`` of V_C (source ``Vc``) with both pumps at their pulse gate level;
+        ``gates``: ``.dc`` of the gate drive fraction ``u`` in [0, 1] at mid V_C; ``read``:
+        ``.dc`` of v_ds (``Vd``) for read FETs at a grid of V_C (``i(vs<k>)``); ``vc``: that grid.
+        """
+        p = self.params
+        head = [self.model_cards(), f"Vdd vdd 0 {fmt(p.vdd)}"]
+        vc = np.linspace(p.vc_min, p.vc_max, 13)
+        vmid = 0.5 * (p.vc_min + p.vc_max)
+        pumps = "\n".join(["* pumps", *head,
+                           f"Mpu c gu vdd vdd {self.pmos.name} W={fmt(p.w_pu)} L={fmt(p.l_pu)}",
+                           f"Mpd c2 gd 0 0 {self.nmos.name} W={fmt(p.w_pd)} L={fmt(p.l_pd)}",
+                           f"Vgu gu 0 {fmt(p.vdd - p.v_up)}", f"Vgd gd 0 {fmt(p.v_dn)}",
+                           "Vc c 0 0", "Vc2 c2 c 0", ".options klu",
+                           f".dc Vc {fmt(vc[0])} {fmt(vc[-1] + 1e-9)} {fmt(vc[1] - vc[0])}",
+                           ".end"])
+        gates = "\n".join(["* gate sweep", *head,
+                           f"Mpu c gu vdd vdd {self.pmos.name} W={fmt(p.w_pu)} L={fmt(p.l_pu)}",
+                           f"Mpd c2 gd 0 0 {self.nmos.name} W={fmt(p.w_pd)} L={fmt(p.l_pd)}",
+                           "Vu u 0 0", f"Bgu gu 0 V={fmt(p.vdd)}-v(u)*{fmt(p.v_up)}",
+                           f"Bgd gd 0 V=v(u)*{fmt(p.v_dn)}",
+                           f"Vc c 0 {fmt(vmid)}", "Vc2 c2 c 0", ".options klu",
+                           ".dc Vu 0 1.0000001 0.01", ".end"])
+        reads = []
+        for k, v in enumerate(vc):
+            reads.append(f"Vg{k} g{k} 0 {fmt(v)}")
+            reads.append(f"Mrd{k} d g{k} s{k} 0 {self.nmos.name} W={fmt(p.w_rd)} L={fmt(p.l_rd)}")
+            reads.append(f"Vs{k} s{k} 0 0")
+        read = "\n".join(["* read FET", self.model_cards(), "Vd d 0 0", *reads, ".options klu",
+                          f".dc Vd {fmt(-2 * p.v_read)} {fmt(2 * p.v_read + 1e-9)} {fmt(p.v_read / 10)}",
+                          ".end"])
+        return {"pumps": pumps, "gates": gates, "read": read, "vc": vc}
+
+    def fitted(self, pumps: dict, gates: dict, read: dict) -> "Cap3T1C":
+        """A model whose twin constants are fitted to the vectors of the ``fit_decks`` runs."""
+        p = self.params
+        # node c: the PMOS delivers I_up; Vc2 (+ at c2) carries the NMOS current I_dn = -i(vc2)
+        # away from c; Vc takes the rest: I_up = I_dn + i(vc).
+        vc = np.asarray(pumps["v(c)"])
+        i_dn = -np.asarray(pumps["i(vc2)"])
+        i_up = i_dn + np.asarray(pumps["i(vc)"])
+        iu_fit, id_fit = np.polyfit(vc, i_up, 2), np.polyfit(vc, i_dn, 2)
+        u = np.asarray(gates["v(u)"])
+        gd = -np.asarray(gates["i(vc2)"])
+        gu = gd + np.asarray(gates["i(vc)"])
+        rho_up = float(np.trapezoid(gu, u) / gu[-1])
+        rho_dn = float(np.trapezoid(gd, u) / gd[-1])
+        vd = np.asarray(read["v(d)"])
+        vcs = self.fit_decks()["vc"]
+        G, H = [], []
+        for k in range(len(vcs)):
+            ids = np.asarray(read[f"i(vs{k})"])  # drain -> source current enters Vs at +
+            mask = np.abs(vd) <= p.v_read * 1.0001
+            c = np.polyfit(vd[mask], ids[mask], 2)
+            G.append(c[1]); H.append(c[0])
+        g_fit = np.polyfit(vcs, G, 3)
+        h_fit = np.polyfit(vcs, H, 3)
+        return Cap3T1C(replace(p, i_up=tuple(map(float, iu_fit)), i_dn=tuple(map(float, id_fit)),
+                               rho_up=rho_up, rho_dn=rho_dn, g_read=tuple(map(float, g_fit)),
+                               h_read=tuple(map(float, h_fit))), self.nmos, self.pmos)
+
+    # -- numpy twin ---------------------------------------------------------------------------
+    def pump_currents(self, state) -> tuple[np.ndarray, np.ndarray]:
+        """(I_up, I_dn) [A] at V_C = state during a full pulse (fitted)."""
+        v = np.asarray(state, float)
+        return np.polyval(self.params.i_up, v), np.polyval(self.params.i_dn, v)
+
+    def current(self, state, v) -> np.ndarray:
+        p = self.params
+        s = np.asarray(state, float)
+        v = np.asarray(v, float)
+        return v * np.polyval(p.g_read, s) + v * v * np.polyval(p.h_read, s)
+
+    def to_conductance(self, state) -> np.ndarray:
+        return self.current(state, self.params.v_read) / self.params.v_read
+
+    def from_conductance(self, g) -> np.ndarray:
+        grid = np.linspace(self.params.vc_min, self.params.vc_max, 2001)
+        gg = self.to_conductance(grid)
+        return np.interp(np.asarray(g, float), gg, grid)
+
+    def leak(self, state, t) -> np.ndarray:
+        """V_C after ``t`` [s] without pulses: RC decay (FET off currents neglected)."""
+        return np.asarray(state, float) * np.exp(-np.asarray(t, float) / (self.params.r_leak * self.c_eff))
+
+    def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:
+        p = self.params
+        s = np.asarray(state, float)
+        a = np.asarray(amplitude, float)
+        iu, idn = self.pump_currents(s)
+        up = (a >= self.v_threshold) * iu * (shape.width + 2 * shape.rise * p.rho_up)
+        dn = (a <= -self.v_threshold) * idn * (shape.width + 2 * shape.rise * p.rho_dn)
+        s = s + (up - dn) / self.c_eff
+        return self.leak(s, shape.period)
