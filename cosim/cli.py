@@ -185,6 +185,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_device(args) -> int:
+    from cosim.device_char import characterize_device
+
+    out = Path(args.out) / args.name
+    summary = characterize_device(args.name, out, seeds=args.seeds, pulses=args.pulses, seed=args.seed)
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2, default=str))
+    print(f"results in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xbar", description="Circuit-level SPICE co-simulation of "
                                      "analog in-memory computing crossbars (ngspice + exact fast solver).")
@@ -239,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
     p.set_defaults(func=cmd_train)
+
+    from models.device import device_names
+    p = sub.add_parser("device", help="pulse response and I-V of a device, SPICE and numpy twin overlaid")
+    p.add_argument("name", choices=device_names())
+    p.add_argument("--pulses", type=int, default=40, help="pulses up, then down")
+    p.add_argument("--seeds", type=int, default=5, help="seeds for the spread over cycle-to-cycle noise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", "-o", default="xbar-out/device", help="output folder")
+    p.set_defaults(func=cmd_device)
 
     p = sub.add_parser("demo", help="build a crossbar, read it in ngspice and in the fast solver, compare")
     p.add_argument("--size", type=int, default=64, help="rows = cols (default 64)")

@@ -108,3 +108,12 @@ def test_demo_writes_results(tmp_path):
     assert "agrees" in res.stdout
     for name in ("demo.json", "demo.npz", "demo.png"):
         assert (tmp_path / "demo" / name).exists()
+
+
+def test_device_characterisation(tmp_path):
+    res = xbar("device", "linear", "--pulses", 10, "--seeds", 2, "--out", "dev", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "pulse_max_diff_steps" in res.stdout
+    assert list((tmp_path / "dev" / "linear").glob("*.png")) and list((tmp_path / "dev" / "linear").glob("*.csv"))
+    res = xbar("device", "flux-capacitor", cwd=tmp_path)
+    assert res.returncode == 2 and "invalid choice" in res.stderr
