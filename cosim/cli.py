@@ -168,12 +168,18 @@ def cmd_train(args) -> int:
     from cosim.train import TrainConfig, train
 
     data = load_npz(args.data) if args.data else load_digits_split()
-    layer = LayerConfig(mapping=MappingSpec(g_min=args.g_min, g_max=args.g_max, w_max=args.w_max),
+    mapping = MappingSpec(g_min=args.g_min, g_max=args.g_max, w_max=args.w_max)
+    if args.update != "ideal":
+        from cosim.update import mapping_for
+        from models.device import get_device
+        mapping = mapping_for(get_device(args.device), args.w_max)
+    layer = LayerConfig(mapping=mapping,
                         r_wire=args.r_wire, v_read=args.v_read, max_rows=args.max_rows, max_cols=args.max_cols,
                         adc_bits=None if args.adc_bits == 0 else args.adc_bits, out_bound=args.out_bound)
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, forward=args.forward or args.reads, backward=args.backward or args.reads,
-                      update=args.update, layer=layer, checkpoint_every=args.checkpoint_every)
+                      update=args.update, device=args.device, bl=args.bl, layer=layer,
+                      checkpoint_every=args.checkpoint_every)
     out = Path(args.out)
     m = train(cfg, data, out, resume=not args.fresh)
     f = m["final"]
@@ -235,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend of the forward and backward reads (default spice: ngspice)")
     p.add_argument("--forward", choices=["software", "ideal", "fast", "spice"], help="override for forward reads")
     p.add_argument("--backward", choices=["software", "ideal", "fast", "spice"], help="override for backward reads")
-    p.add_argument("--update", choices=["ideal"], default="ideal", help="update rule of the arrays")
+    p.add_argument("--update", choices=["ideal", "fast", "spice"], default="ideal",
+                   help="ideal: exact float update; fast / spice: pulse coincidence on --device, numpy twin "
+                        "or ngspice transient")
+    p.add_argument("--device", default="pcm", help="device for pulse updates (pcm, linear, rram, ecram)")
+    p.add_argument("--bl", type=int, default=10, help="pulse slots per update sub-phase")
     p.add_argument("--r-wire", type=float, default=1.0, help="wire resistance per segment [ohm] (default 1)")
     p.add_argument("--v-read", type=float, default=0.2)
     p.add_argument("--g-min", type=float, default=1e-6)

@@ -99,10 +99,14 @@ class Tile:
 
 
 class Updater(Protocol):
-    """Applies a weight update to a tile's conductances (in place)."""
+    """Applies one mini-batch's update dW = -lr x^T d to a tile's conductances (in place).
 
-    def apply(self, tile: Tile, dW: np.ndarray, scale: np.ndarray, mapping: MappingSpec,
-              rng: np.random.Generator) -> None: ...
+    ``x`` (batch, tile rows) and ``d`` (batch, tile cols) are per sample, so pulse-based updaters
+    can apply the samples in sequence, as the hardware does.
+    """
+
+    def apply(self, tile: Tile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
+              mapping: MappingSpec, rng: np.random.Generator) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,9 @@ class IdealUpdate:
     """The control: the exact float update, W + dW clipped to +-w_max (per column scale), written
     back onto the pair as a fresh mapping (one device at g_min, the other carrying the weight)."""
 
-    def apply(self, tile: Tile, dW: np.ndarray, scale: np.ndarray, mapping: MappingSpec,
-              rng: np.random.Generator) -> None:
-        W = scale[None, :] * (tile.g_plus - tile.g_minus) + dW
+    def apply(self, tile: Tile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
+              mapping: MappingSpec, rng: np.random.Generator) -> None:
+        W = scale[None, :] * (tile.g_plus - tile.g_minus) - lr * x.T @ d
         g_max_w = scale[None, :] * mapping.g_range
         W = np.clip(W, -g_max_w, g_max_w)
         tile.g_plus = mapping.g_min + np.maximum(W, 0) / scale[None, :]
@@ -210,12 +214,12 @@ class AnalogLayer:
                software: bool = False) -> None:
         """W <- W - lr x^T d, through ``updater`` (or on the float weights when ``software``)."""
         xa = self._augment(np.asarray(x, float))
-        dW = -lr * xa.T @ np.asarray(d, float)
+        d = np.asarray(d, float)
         if software:
-            self.W_soft += dW
+            self.W_soft -= lr * xa.T @ d
             return
         for t in self.tiles:
-            updater.apply(t, dW[t.rows, t.cols], self.scale[t.cols], self.cfg.mapping, rng)
+            updater.apply(t, xa[:, t.rows], d[:, t.cols], lr, self.scale[t.cols], self.cfg.mapping, rng)
             t.changed()
 
 

@@ -15,7 +15,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -23,7 +22,17 @@ from cosim.data import Dataset
 from cosim.network import READ_BACKENDS, AnalogLayer, IdealUpdate, LayerConfig, Updater
 from models.errors import ParameterError
 
-UPDATERS: dict[str, Callable[[], Updater]] = {"ideal": IdealUpdate}
+UPDATES = ("ideal", "fast", "spice")
+
+
+def make_updater(cfg: "TrainConfig", engine=None) -> Updater:
+    """The update rule: the float control, or pulse coincidence on the device (twin or ngspice)."""
+    if cfg.update == "ideal":
+        return IdealUpdate()
+    from cosim.update import PulseUpdate
+    from models.device import get_device
+    return PulseUpdate(get_device(cfg.device), bl=cfg.bl, backend=cfg.update, r_wire=cfg.layer.r_wire,
+                       engine=engine, seed=cfg.seed)
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,12 @@ class TrainConfig:
     forward, backward : str
         Read backends: "software", "ideal", "fast" or "spice".
     update : str
-        Update rule of the analog layers (a key of UPDATERS).
+        "ideal" (exact float update, the control), or pulse-coincidence updates of ``device`` on
+        its numpy twin ("fast") or in ngspice ("spice").
+    device : str
+        Registry name of the device for pulse updates (its range sets the weight mapping).
+    bl : int
+        Pulse slots per update sub-phase.
     layer : LayerConfig
     checkpoint_every : int
         Mini-batches between checkpoints.
@@ -55,6 +69,8 @@ class TrainConfig:
     forward: str = "fast"
     backward: str = "fast"
     update: str = "ideal"
+    device: str = "pcm"
+    bl: int = 10
     layer: LayerConfig = field(default_factory=LayerConfig)
     checkpoint_every: int = 20
 
@@ -62,8 +78,11 @@ class TrainConfig:
         for name in ("forward", "backward"):
             if getattr(self, name) not in READ_BACKENDS:
                 raise ParameterError(f"{name} backend must be one of {READ_BACKENDS}, got {getattr(self, name)!r}")
-        if self.update not in UPDATERS:
-            raise ParameterError(f"update must be one of {tuple(UPDATERS)}, got {self.update!r}")
+        if self.update not in UPDATES:
+            raise ParameterError(f"update must be one of {UPDATES}, got {self.update!r}")
+        from models.device import device_names
+        if self.device not in device_names():
+            raise ParameterError(f"device must be one of {device_names()}, got {self.device!r}")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -184,7 +203,7 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     sizes = [data.n_features, *cfg.hidden, data.n_classes]
     net = MLP(sizes, cfg.layer, cfg.seed, engine=engine)
     soft = MLP(sizes, cfg.layer, cfg.seed)
-    updater = UPDATERS[cfg.update]()
+    updater = make_updater(cfg, engine)
     fp = cfg.fingerprint(data)
     ckpt = out_dir / "checkpoint.npz"
     st = (_load_checkpoint(ckpt, fp, net, soft) if resume else None) or _State()

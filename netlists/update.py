@@ -43,12 +43,16 @@ class WriteScheme:
         Rise and fall time [s].
     t_slot : float
         Period of the slots [s]; at least t_pulse + 2 t_edge.
+    knots : tuple of float
+        Fractions of the edge (0..1) at which to put extra corners: where a full-selected
+        cell's voltage crosses the device's threshold knots, so the transient steps on them.
     """
 
     v_write: float
     t_pulse: float
     t_edge: float
     t_slot: float
+    knots: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_positive("v_write", self.v_write)
@@ -58,6 +62,8 @@ class WriteScheme:
         if self.t_slot < self.t_pulse + 2 * self.t_edge:
             raise ParameterError(f"t_slot {self.t_slot:g} s is shorter than a pulse with its edges "
                                  f"({self.t_pulse + 2 * self.t_edge:g} s)")
+        if any(not 0 < k < 1 for k in self.knots):
+            raise ParameterError(f"knots are fractions of the edge in (0, 1), got {self.knots}")
         if self.t_edge > self.t_pulse:
             raise ParameterError(f"t_edge {self.t_edge:g} s is longer than the pulse ({self.t_pulse:g} s): "
                                  "the simulator's time step could not resolve the pulse")
@@ -70,7 +76,10 @@ def line_waveforms(bits: np.ndarray, levels: np.ndarray, scheme: WriteScheme) ->
     S, n = bits.shape
     lv = np.broadcast_to(np.asarray(levels, float).reshape(S, -1), (S, n))
     e, w, T = scheme.t_edge, scheme.t_pulse, scheme.t_slot
-    offs = np.array([0.0, e, e + w, 2 * e + w])
+    kn = np.unique(np.asarray(scheme.knots, float))
+    rise_t, fall_t = kn * e, e + w + (1 - kn[::-1]) * e
+    offs = np.concatenate([[0.0], rise_t, [e, e + w], fall_t, [2 * e + w]])
+    frac = np.concatenate([[0.0], kn, [1.0, 1.0], kn[::-1], [0.0]])
     times, values = [], []
     for k in range(n):
         fired = np.flatnonzero(bits[:, k])
@@ -80,7 +89,7 @@ def line_waveforms(bits: np.ndarray, levels: np.ndarray, scheme: WriteScheme) ->
             continue
         # a small lead so the first slot's rise does not start at t = 0 exactly
         t = (fired[:, None] * T + e + offs[None, :]).ravel()
-        v = np.column_stack([np.zeros(fired.size), lv[fired, k], lv[fired, k], np.zeros(fired.size)]).ravel()
+        v = (lv[fired, k][:, None] * frac[None, :]).ravel()
         times.append(np.concatenate([[0.0], t]))
         values.append(np.concatenate([[0.0], v]))
     return tuple(times), tuple(values)

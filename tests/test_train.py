@@ -77,7 +77,7 @@ def test_ideal_update_is_the_float_update(rng):
     W = rng.uniform(-1, 1, (6, 4))
     layer = AnalogLayer(W, cfg)
     x, d = rng.uniform(0, 1, (5, 6)), rng.uniform(-1, 1, (5, 4))
-    layer.update(x, d, 0.1, IdealUpdate(), rng)
+    layer.update(x, d, 0.1, IdealUpdate(), rng)   # per-sample x, d; the float update in sum
     xa = np.hstack([x, np.ones((5, 1))])
     assert np.allclose(layer.weights(), np.vstack([W, np.zeros((1, 4))]) - 0.1 * xa.T @ d, atol=1e-12)
 

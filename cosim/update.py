@@ -1,0 +1,159 @@
+"""The update phase on devices: pulse-coincidence updates of differential pairs, on the numpy
+twins (``fast``) or as one ngspice transient per mini-batch over the whole array (``spice``).
+
+Layer: cosim. :class:`PulseUpdate` is an :class:`~cosim.network.Updater`. For each sample of a
+mini-batch it draws stochastic pulse trains (:func:`cosim.pulses.pulse_trains`) and turns
+every coincidence into a SET of the pair's G+ column (weight up) or G- column (weight down)
+(:func:`cosim.pulses.pair_columns`), so one write polarity serves SET-only devices (PCM) and
+bipolar ones alike. The samples are applied in sequence: on ``fast`` by the device twin, on
+``spice`` by concatenating all samples' slots into one transient of the array with its wire
+parasitics (:func:`netlists.update.build_update_circuit`), whose state nodes are read back.
+Both see the same pulse trains and the same random draws (device-to-device variation, fixed
+per tile; one cycle-to-cycle multiplier per device per mini-batch), so they differ only by
+what the circuit adds: wire IR drop on the write lines and integration error.
+
+A pair whose larger device passes ``refresh_at`` of the device range is refreshed: both are
+reset and the weight is programmed back onto one of them (as IBM's occasional refresh of
+SET-only PCM pairs does); the count of refreshes is kept in ``refreshes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cosim.engine import Engine, SubprocessEngine
+from cosim.mapping import MappingSpec
+from cosim.pulses import pair_columns, pulse_trains
+from models.device import DeviceModel, PulseShape
+from models.errors import ParameterError
+from netlists.crossbar import CrossbarSpec, interleave
+from netlists.spice import Tran, write_spice
+from netlists.update import WriteScheme, build_update_circuit, state_vectors, update_duration
+
+
+def mapping_for(device: DeviceModel, w_max: float = 4.0) -> MappingSpec:
+    """The weight mapping whose conductance range is the device's."""
+    g = np.sort(device.to_conductance(np.array(device.state_range, float)))
+    return MappingSpec(g_min=float(g[0]), g_max=float(g[1]), w_max=w_max)
+
+
+@dataclass
+class PulseUpdate:
+    """Stochastic pulse-coincidence updates of a tile's differential pairs.
+
+    Parameters
+    ----------
+    device : DeviceModel
+        A two-terminal device of the registry (ports ``p n``).
+    bl : int
+        Slots per sub-phase.
+    backend : "fast" or "spice"
+    shape : PulseShape
+        Write pulse timing.
+    r_wire : float
+        Write-line resistance per segment [ohm] (spice backend).
+    engine : Engine, optional
+    refresh_at : float
+        Fraction of the device range at which a pair is refreshed.
+    seed : int
+        Seed of the device-to-device variation (drawn once per tile).
+    """
+
+    device: DeviceModel
+    bl: int = 10
+    backend: str = "fast"
+    shape: PulseShape = field(default_factory=PulseShape)
+    r_wire: float = 0.0
+    engine: Engine | None = None
+    refresh_at: float = 0.9
+    seed: int = 0
+    refreshes: int = 0
+    transients: int = 0
+
+    def __post_init__(self) -> None:
+        if tuple(self.device.ports) != ("p", "n"):
+            raise ParameterError(f"pulse updates need a two-terminal device; {self.device.name} has ports "
+                                 f"{self.device.ports}")
+        if self.backend not in ("fast", "spice"):
+            raise ParameterError(f"update backend must be 'fast' or 'spice', got {self.backend!r}")
+        if self.bl < 1 or not 0 < self.refresh_at <= 1:
+            raise ParameterError(f"need bl >= 1 and 0 < refresh_at <= 1, got {self.bl}, {self.refresh_at}")
+        self._variation: dict = {}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def step_conductance(self) -> float:
+        """Conductance change of one full-selected pulse from the bottom of the range [S]."""
+        dev = self.device
+        lo = dev.from_conductance(np.array([min(dev.to_conductance(np.array(dev.state_range, float)))]))
+        after = dev.step(lo, dev.v_write, self.shape)
+        step = float(dev.to_conductance(after)[0] - dev.to_conductance(lo)[0])
+        if step <= 0:
+            raise ParameterError(f"a +{dev.v_write:g} V pulse does not raise the conductance of {dev.name}: "
+                                 "pair updates need a potentiating write polarity")
+        return step
+
+    def scheme(self) -> WriteScheme:
+        v = self.device.v_write
+        knots = tuple(k / v for k in self.device.knots if 0 < k / v < 1)
+        return WriteScheme(v_write=v, t_pulse=self.shape.width, t_edge=self.shape.rise,
+                           t_slot=self.shape.period, knots=knots)
+
+    def variation(self, key: tuple, n: int) -> dict:
+        if key not in self._variation:
+            self._variation[key] = self.device.draw_variation(n, np.random.default_rng([self.seed, *key]))
+        return self._variation[key]
+
+    # -- the Updater interface ----------------------------------------------------------------
+    def apply(self, tile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray, mapping: MappingSpec,
+              rng: np.random.Generator) -> None:
+        dev = self.device
+        R, C = tile.g_plus.shape
+        state = dev.from_conductance(interleave(tile.g_plus, tile.g_minus)).ravel()
+        var = self.variation((tile.rows.start, tile.cols.start, R, C), state.size)
+        noise = dev.draw_noise(state.size, rng)
+        dw_min = float(np.mean(scale)) * self.step_conductance()
+        row_bits, col_bits = [], []
+        for b in range(x.shape[0]):
+            trains = pulse_trains(x[b], d[b], lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+            rows, pcols = pair_columns(trains)
+            row_bits.append(rows.reshape(-1, R))
+            col_bits.append(pcols.reshape(-1, 2 * C))
+        if self.backend == "fast":
+            for rb, cb in zip(row_bits, col_bits):
+                counts = rb.astype(np.int32).T @ cb.astype(np.int32)
+                if counts.any():
+                    state = dev.apply_counts(state, counts.ravel(), self.shape, var, noise)
+        else:
+            state = self._spice(state, np.concatenate(row_bits), np.concatenate(col_bits), var, noise, R, C)
+        G = dev.to_conductance(state).reshape(R, 2 * C)
+        gp, gm = G[:, 0::2], G[:, 1::2]
+        full = mapping.g_min + self.refresh_at * mapping.g_range
+        hot = np.maximum(gp, gm) > full
+        if hot.any():
+            self.refreshes += int(hot.sum())
+            W = gp - gm
+            gp = np.where(hot, mapping.g_min + np.maximum(W, 0), gp)
+            gm = np.where(hot, mapping.g_min + np.maximum(-W, 0), gm)
+        tile.g_plus, tile.g_minus = gp, gm
+
+    def _spice(self, state, row_bits, col_bits, var, noise, R, C) -> np.ndarray:
+        if not row_bits.any() or not col_bits.any():
+            return state
+        spec = CrossbarSpec(rows=R, cols=C, cell="diff", r_row=self.r_wire, r_col=self.r_wire)
+        params = {k: np.asarray(v, float).reshape(R, 2 * C)
+                  for k, v in self.device.instance_params(state, var, noise).items()}
+        scheme = self.scheme()
+        circuit = build_update_circuit(spec, subckt=self.device.subckt(live_current=True),
+                                       subckt_name=self.device.subckt_name, params=params, row_bits=row_bits,
+                                       col_bits=col_bits, polarity=np.ones(len(row_bits)), scheme=scheme,
+                                       models=tuple(filter(None, [self.device.model_cards()])))
+        T = update_duration(len(row_bits), scheme)
+        names = state_vectors(spec)
+        deck = write_spice(circuit, Tran(self.shape.tstep, T, start=T - self.shape.tstep,
+                                         max_step=self.shape.tstep, uic=True),
+                           save=names, options={"method": "gear"})
+        res = (self.engine or SubprocessEngine()).run(deck, need=names, name="update")
+        self.transients += 1
+        return np.array([res.vectors[v][-1] for v in names])
