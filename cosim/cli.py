@@ -169,10 +169,6 @@ def cmd_train(args) -> int:
 
     data = load_npz(args.data) if args.data else load_digits_split()
     mapping = MappingSpec(g_min=args.g_min, g_max=args.g_max, w_max=args.w_max)
-    if args.update != "ideal":
-        from cosim.update import mapping_for
-        from models.device import get_device
-        mapping = mapping_for(get_device(args.device), args.w_max)
     layer = LayerConfig(mapping=mapping,
                         r_wire=args.r_wire, v_read=args.v_read, max_rows=args.max_rows, max_cols=args.max_cols,
                         adc_bits=None if args.adc_bits == 0 else args.adc_bits, out_bound=args.out_bound)
@@ -248,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bl", type=int, default=10, help="pulse slots per update sub-phase")
     p.add_argument("--r-wire", type=float, default=1.0, help="wire resistance per segment [ohm] (default 1)")
     p.add_argument("--v-read", type=float, default=0.2)
-    p.add_argument("--g-min", type=float, default=1e-6)
+    p.add_argument("--g-min", type=float, default=1e-6, help="conductance range of ideal updates [S] "
+                   "(pulse updates use the device's range)")
     p.add_argument("--g-max", type=float, default=25e-6)
     p.add_argument("--w-max", type=float, default=4.0, help="weight mapped to a full pair")
     p.add_argument("--adc-bits", type=int, default=9, help="output ADC bits (0: none)")

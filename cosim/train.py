@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +201,13 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes = [data.n_features, *cfg.hidden, data.n_classes]
-    net = MLP(sizes, cfg.layer, cfg.seed, engine=engine)
-    soft = MLP(sizes, cfg.layer, cfg.seed)
+    layer_cfg = cfg.layer
+    if cfg.update != "ideal":   # pulse updates: the device's conductance range is the mapping's
+        from cosim.update import mapping_for
+        from models.device import get_device
+        layer_cfg = replace(layer_cfg, mapping=mapping_for(get_device(cfg.device), layer_cfg.mapping.w_max))
+    net = MLP(sizes, layer_cfg, cfg.seed, engine=engine)
+    soft = MLP(sizes, layer_cfg, cfg.seed)
     updater = make_updater(cfg, engine)
     fp = cfg.fingerprint(data)
     ckpt = out_dir / "checkpoint.npz"

@@ -71,6 +71,7 @@ class PulseUpdate:
     seed: int = 0
     refreshes: int = 0
     transients: int = 0
+    slots: int = 0
 
     def __post_init__(self) -> None:
         if tuple(self.device.ports) != ("p", "n"):
@@ -118,8 +119,11 @@ class PulseUpdate:
         for b in range(x.shape[0]):
             trains = pulse_trains(x[b], d[b], lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
             rows, pcols = pair_columns(trains)
-            row_bits.append(rows.reshape(-1, R))
-            col_bits.append(pcols.reshape(-1, 2 * C))
+            rb, cb = rows.reshape(-1, R), pcols.reshape(-1, 2 * C)
+            live = rb.any(axis=1) & cb.any(axis=1)   # a slot without a row or a column pulse
+            row_bits.append(rb[live])                # cannot select any cell: skip it
+            col_bits.append(cb[live])
+        self.slots += sum(len(rb) for rb in row_bits)
         if self.backend == "fast":
             for rb, cb in zip(row_bits, col_bits):
                 counts = rb.astype(np.int32).T @ cb.astype(np.int32)

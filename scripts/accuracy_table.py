@@ -1,0 +1,73 @@
+"""Accuracy table: the MLP on scikit-learn's digits, per backend and device, one run each.
+
+    python scripts/accuracy_table.py                 # the default rows (about 15 minutes)
+    python scripts/accuracy_table.py --only ideal-fast-pcm
+
+Every row trains the same 64-32-10 network with the same seed and schedule, beside its software
+baseline (the same initial weights and mini-batches in float), and reports test accuracy and
+how many test predictions agree with the software run. Writes a Markdown table and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from cosim.data import load_digits_split
+from cosim.network import LayerConfig
+from cosim.train import TrainConfig, train
+
+# name: (reads, update, device, r_wire [ohm], epochs)
+ROWS = {
+    "ideal-reads-ideal-device": ("ideal", "ideal", None, 0.0, 10),
+    "spice-reads-ideal-device": ("spice", "ideal", None, 0.0, 10),
+    "fast-reads-1ohm-ideal-device": ("fast", "ideal", None, 1.0, 10),
+    "fast-reads-1ohm-linear": ("fast", "fast", "linear", 1.0, 10),
+    "fast-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10),
+    "fast-reads-1ohm-rram": ("fast", "fast", "rram", 1.0, 10),
+}
+
+
+def run(name: str, out: Path, seed: int) -> dict:
+    reads, update, device, r, epochs = ROWS[name]
+    layer = LayerConfig(r_wire=r)   # pulse updates take the device's conductance range
+    cfg = TrainConfig(epochs=epochs, forward=reads, backward=reads, update=update, device=device or "pcm",
+                      layer=layer, seed=seed)
+    t0 = time.perf_counter()
+    m = train(cfg, load_digits_split(), out / name, progress=False, resume=True)
+    f = m["final"]
+    return {"run": name, "reads": reads, "update": update, "device": device or "ideal", "r_wire": r,
+            "epochs": epochs, "test_accuracy": f["test_accuracy"], "software_test_accuracy": f["software_test_accuracy"],
+            "same_predictions": f["same_predictions"], "seconds": time.perf_counter() - t0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=list(ROWS), help="run only these rows")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="xbar-out/accuracy")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.only or list(ROWS):
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        rows.append(run(name, out, args.seed))
+    lines = ["| run | reads | update | device | wire [ohm] | epochs | test acc. | software | same predictions | time [s] |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['reads']} | {r['update']} | {r['device']} | {r['r_wire']:g} | {r['epochs']} | "
+                     f"{100 * r['test_accuracy']:.1f} % | {100 * r['software_test_accuracy']:.1f} % | "
+                     f"{100 * r['same_predictions']:.1f} % | {r['seconds']:.0f} |")
+    text = "\n".join(lines)
+    print(text)
+    (out / "accuracy.md").write_text(text + "\n")
+    (out / "accuracy.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
