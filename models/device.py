@@ -72,7 +72,7 @@ import numpy as np
 from models.errors import ParameterError, ShapeError, check_finite, check_positive
 
 __all__ = ["fmt", "PulseShape", "ramp", "ramp_spice", "exposure", "pwl_text", "DeviceModel",
-           "REGISTRY", "get_device", "device_names"]
+           "MicroSiemensDevice", "REGISTRY", "get_device", "device_names"]
 
 
 def fmt(x: float) -> str:
@@ -311,6 +311,42 @@ class DeviceModel(abc.ABC):
 
 # ----------------------------------------------------------------------------------------------
 # Registry
+
+
+class MicroSiemensDevice(DeviceModel):
+    """A device whose state is its conductance in uS (``pcm``, ``linear``, ``ecram``).
+
+    Subclasses set ``_smin`` / ``_smax`` (the state range), ``params.sigma_c2c`` and, when they
+    use the shared step-rate parameter ``r``, ``_rate`` [uS per unit exposure].
+    """
+
+    _smin: float
+    _smax: float
+    _rate: float
+
+    @property
+    def state_range(self) -> tuple[float, float]:
+        return self._smin, self._smax
+
+    def to_conductance(self, state) -> np.ndarray:
+        return np.asarray(state, float) * 1e-6
+
+    def from_conductance(self, g) -> np.ndarray:
+        return np.clip(np.asarray(g, float) * 1e6, self._smin, self._smax)
+
+    def current(self, state, v) -> np.ndarray:
+        return self.to_conductance(state) * np.asarray(v, float)
+
+    def draw_noise(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"m_c2c": np.maximum(1 + self.params.sigma_c2c * rng.standard_normal(n), 0.0)}
+
+    def _r(self, noise, n):
+        m = np.ones(n) if noise is None or "m_c2c" not in noise else np.asarray(noise["m_c2c"], float)
+        return self._rate * m
+
+    def instance_params(self, state, variation=None, noise=None) -> dict[str, np.ndarray]:
+        s = np.atleast_1d(np.asarray(state, float))
+        return {"s0": s, "r": np.broadcast_to(self._r(noise, s.size), s.shape)}
 
 
 def _factories() -> dict[str, Callable[[], DeviceModel]]:

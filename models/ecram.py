@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.device import DeviceModel, PulseShape, exposure, fmt, ramp_spice
+from models.device import MicroSiemensDevice, PulseShape, exposure, fmt, ramp_spice
 from models.errors import ParameterError, check_positive
 
 
@@ -83,7 +83,7 @@ class ECRAMParams:
             raise ParameterError("v_write/2 reaches v_lo: half-selected cells would switch")
 
 
-class ECRAM(DeviceModel):
+class ECRAM(MicroSiemensDevice):
     """ECRAM cell, ports ``(p n g)``; state in uS; written by pulses on ``g`` against ``n``."""
 
     name = "ecram"
@@ -98,10 +98,6 @@ class ECRAM(DeviceModel):
         self.v_write, self.v_threshold, self.v_read = p.v_write, p.v_lo, p.v_read
         self._smin, self._smax, self._seq = p.g_min * 1e6, p.g_max * 1e6, p.g_eq * 1e6
         self._rate = p.dg * 1e6 / p.shape_exposure
-
-    @property
-    def state_range(self) -> tuple[float, float]:
-        return self._smin, self._smax
 
     def subckt(self, *, live_current: bool = True) -> str:
         p = self.params
@@ -118,26 +114,6 @@ class ECRAM(DeviceModel):
             f"-(v(s)-{fmt(self._seq)})*{fmt(1 / p.tau_ret)}",
             "Cs s 0 1 IC={s0}",
             ".ends"])
-
-    def _r(self, noise, n):
-        m = np.ones(n) if noise is None or "m_c2c" not in noise else np.asarray(noise["m_c2c"], float)
-        return self._rate * m
-
-    def instance_params(self, state, variation=None, noise=None) -> dict[str, np.ndarray]:
-        s = np.atleast_1d(np.asarray(state, float))
-        return {"s0": s, "r": np.broadcast_to(self._r(noise, s.size), s.shape)}
-
-    def draw_noise(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"m_c2c": np.maximum(1 + self.params.sigma_c2c * rng.standard_normal(n), 0.0)}
-
-    def to_conductance(self, state) -> np.ndarray:
-        return np.asarray(state, float) * 1e-6
-
-    def from_conductance(self, g) -> np.ndarray:
-        return np.clip(np.asarray(g, float) * 1e6, self._smin, self._smax)
-
-    def current(self, state, v) -> np.ndarray:
-        return self.to_conductance(state) * np.asarray(v, float)
 
     def retain(self, state, t) -> np.ndarray:
         """State after idling ``t`` [s] (retention leak toward g_eq)."""

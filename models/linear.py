@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.device import DeviceModel, PulseShape, exposure, fmt, ramp_spice
+from models.device import MicroSiemensDevice, PulseShape, exposure, fmt, ramp_spice
 from models.errors import ParameterError, check_positive
 
 
@@ -69,7 +69,7 @@ class LinearParams:
             raise ParameterError(f"v_write/2 = {self.v_write / 2:g} V reaches v_lo: half-selected cells would switch")
 
 
-class LinearDevice(DeviceModel):
+class LinearDevice(MicroSiemensDevice):
     """Ideal linear-step device, ports ``(p n)``; state in uS."""
 
     name = "linear"
@@ -84,10 +84,6 @@ class LinearDevice(DeviceModel):
         self._smin, self._smax = p.g_min * 1e6, p.g_max * 1e6
         self._rate = p.dg * 1e6 / p.shape_exposure  # [uS/s]
 
-    @property
-    def state_range(self) -> tuple[float, float]:
-        return self._smin, self._smax
-
     def subckt(self, *, live_current: bool = True) -> str:
         p = self.params
         up = ramp_spice("v(p,n)", p.v_lo, p.v_hi)
@@ -101,26 +97,6 @@ class LinearDevice(DeviceModel):
             f"-{dn}*min(1,max(0,(v(s)-{fmt(self._smin)})*{fmt(d)})))",
             "Cs s 0 1 IC={s0}",
             ".ends"])
-
-    def _r(self, noise, n):
-        m = np.ones(n) if noise is None or "m_c2c" not in noise else np.asarray(noise["m_c2c"], float)
-        return self._rate * m
-
-    def instance_params(self, state, variation=None, noise=None) -> dict[str, np.ndarray]:
-        s = np.atleast_1d(np.asarray(state, float))
-        return {"s0": s, "r": np.broadcast_to(self._r(noise, s.size), s.shape)}
-
-    def draw_noise(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"m_c2c": np.maximum(1 + self.params.sigma_c2c * rng.standard_normal(n), 0.0)}
-
-    def to_conductance(self, state) -> np.ndarray:
-        return np.asarray(state, float) * 1e-6
-
-    def from_conductance(self, g) -> np.ndarray:
-        return np.clip(np.asarray(g, float) * 1e6, self._smin, self._smax)
-
-    def current(self, state, v) -> np.ndarray:
-        return self.to_conductance(state) * np.asarray(v, float)
 
     def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:
         p = self.params

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.device import DeviceModel, PulseShape, exposure, fmt, ramp_spice
+from models.device import MicroSiemensDevice, PulseShape, exposure, fmt, ramp_spice
 from models.errors import ParameterError, check_finite, check_positive
 
 
@@ -105,7 +105,7 @@ class PCMParams:
             raise ParameterError("v_write must stay below v_reset_lo (a SET pulse would RESET)")
 
 
-class PCM(DeviceModel):
+class PCM(MicroSiemensDevice):
     """PCM cell, ports ``(p n)``; state in uS. See the module docstring for the equations."""
 
     name = "pcm"
@@ -118,10 +118,6 @@ class PCM(DeviceModel):
         self.v_write, self.v_threshold, self.v_read = p.v_write, p.v_set_lo, p.v_read
         self.v_reset = p.v_reset_hi + 0.1
         self._smin, self._smax = p.g_min * 1e6, p.g_max * 1e6
-
-    @property
-    def state_range(self) -> tuple[float, float]:
-        return self._smin, self._smax
 
     # -- SPICE --------------------------------------------------------------------------------
     def subckt(self, *, live_current: bool = True) -> str:
@@ -159,19 +155,7 @@ class PCM(DeviceModel):
         return {"m_d2d": np.maximum(1 + p.sigma_d2d * rng.standard_normal(n), 0.1),
                 "z_nu": rng.standard_normal(n)}
 
-    def draw_noise(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"m_c2c": np.maximum(1 + self.params.sigma_c2c * rng.standard_normal(n), 0.0)}
-
     # -- numpy twin ---------------------------------------------------------------------------
-    def to_conductance(self, state) -> np.ndarray:
-        return np.asarray(state, float) * 1e-6
-
-    def from_conductance(self, g) -> np.ndarray:
-        return np.clip(np.asarray(g, float) * 1e6, self._smin, self._smax)
-
-    def current(self, state, v) -> np.ndarray:
-        return self.to_conductance(state) * np.asarray(v, float)
-
     def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:
         p = self.params
         s = np.asarray(state, float)
