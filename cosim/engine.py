@@ -363,9 +363,10 @@ class SubprocessEngine:
             return SimResult(plots, log, version, time.perf_counter() - t0, warnings,
                              deck_path if self.keep_files else None)
         finally:
-            raw_path.unlink(missing_ok=True) if not self.keep_files else None
-            if ok and not self.keep_files:
-                shutil.rmtree(folder, ignore_errors=True)
+            if not self.keep_files:
+                raw_path.unlink(missing_ok=True)   # a failing deck and its log stay for inspection
+                if ok:
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def run_many(self, decks: Sequence[str], *, need: Sequence[str] = (),
                  points: Sequence[int | None] | None = None, allow_fallback: bool = False,
@@ -487,7 +488,8 @@ def _shared_worker(conn, library: str) -> None:  # pragma: no cover - runs in th
         try:
             if op == "load":
                 command("destroy all")
-                command("remove circuit") if payload.get("replace") else None
+                if payload.get("replace"):
+                    command("remove circuit")
                 lines = [ln for ln in payload["deck"].splitlines() if ln.strip()] + [""]
                 keep = [ffi.new("char[]", ln.encode()) for ln in lines] + [ffi.NULL]
                 lib.ngSpice_Circ(ffi.new("char *[]", keep))
