@@ -217,8 +217,10 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     bar = None
     if progress:
         from tqdm.auto import tqdm
+        import sys
         bar = tqdm(total=cfg.epochs * n_batches, initial=st.epoch * n_batches + st.batch, unit="batch",
-                   desc=f"train {cfg.forward}/{cfg.backward}/{cfg.update}")
+                   desc=f"train {cfg.forward}/{cfg.backward}/{cfg.update}",
+                   mininterval=0.1 if sys.stderr.isatty() else 15.0)   # a log, not a flood, in CI
     done_here = 0
     while st.epoch < cfg.epochs:
         order = np.random.default_rng([cfg.seed, st.epoch]).permutation(n)
