@@ -47,3 +47,31 @@ def test_pulse_update_rejects_bad_settings():
         PulseUpdate(get_device("ecram"))
     with pytest.raises(ParameterError, match="backend"):
         PulseUpdate(get_device("pcm"), backend="magic")
+
+
+@pytest.mark.parametrize("name", ["pcm", "linear"])
+def test_pulse_count_programming_twin_and_spice_agree(name, engine):
+    from cosim.update import program_counts
+    dev = get_device(name)
+    lo, hi = dev.state_range
+    s = np.full((4, 3), lo + 0.3 * (hi - lo))
+    counts = np.random.default_rng(0).integers(-2 if name == "linear" else 0, 4, (4, 3))
+    fast = program_counts(dev, s, counts)
+    spice = program_counts(dev, s, counts, backend="spice", engine=engine)
+    assert np.array_equal(np.sign(np.round(fast - s, 9)), np.sign(counts))   # only counted cells move
+    assert np.abs(spice - fast).max() < 0.01 * np.abs(fast - s).max()
+
+
+@pytest.mark.parametrize("name, backend", [("pcm", "fast"), ("pcm", "spice"), ("linear", "fast")])
+def test_write_verify_reaches_targets(name, backend, engine):
+    from cosim.update import write_verify
+    dev = get_device(name)
+    lo, hi = np.sort(dev.to_conductance(np.array(dev.state_range)))
+    rng = np.random.default_rng(1)
+    start = dev.from_conductance(np.full((3, 3), lo + 0.5 * (hi - lo)))
+    target = rng.uniform(lo + 0.1 * (hi - lo), lo + 0.8 * (hi - lo), (3, 3))   # some below the start
+    res = write_verify(dev, start, target, tol=0.02 * (hi - lo), backend=backend, engine=engine)
+    assert res.converged.all() and res.rounds <= 6
+    assert np.abs(res.conductance - target).max() <= 0.02 * (hi - lo)
+    with pytest.raises(ParameterError, match="device range"):
+        write_verify(dev, start, np.full((3, 3), 10 * hi), tol=1e-7)
