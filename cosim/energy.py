@@ -1,0 +1,84 @@
+"""Energy of a read from the simulation: the power of every source integrated over time.
+
+Layer: cosim. :func:`read_energy` drives the rows of a crossbar with pulses of duration
+``t_read`` (amplitude-coded inputs), runs the transient in ngspice, and integrates
+-v(t) i(t) of each source (the power it delivers; ngspice's i(V) flows into the + node). The
+result splits the energy between the drivers and the sense side and reports energy per MVM,
+per MAC and TOPS/W (2 operations per MAC). For a resistive array without wires the array
+energy is sum_ij V_i^2 G_ij t_read exactly (tested); with wires it includes their dissipation.
+
+What it does not include yet: DACs, integrators and ADCs (the periphery issue) and the digital
+side, which dominate a real tile's energy; so the TOPS/W here is an upper bound for the array
+alone and not comparable to chip-level figures such as the calculated 28,065 GOP/s/W of
+Ambrogio et al. (Nature 2018), which included their periphery model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosim.engine import Engine, SubprocessEngine
+from models.errors import ParameterError, check_positive
+from netlists.crossbar import CrossbarSpec, build_crossbar, check_inputs
+from netlists.ir import Circuit, PwlSources, VoltageSources
+from netlists.spice import Tran, write_spice
+
+
+@dataclass(frozen=True)
+class ReadEnergy:
+    """Energies of one read [J] and the figures derived from them."""
+
+    drive_j: float
+    sense_j: float
+    macs: int
+    t_read: float
+
+    @property
+    def total_j(self) -> float:
+        return self.drive_j + self.sense_j
+
+    @property
+    def per_mac_j(self) -> float:
+        return self.total_j / self.macs
+
+    @property
+    def tops_per_w(self) -> float:
+        """Tera-operations per second per watt, 2 operations per MAC."""
+        return 2 * self.macs / self.total_j / 1e12
+
+
+def read_energy(spec: CrossbarSpec, G: np.ndarray, V: np.ndarray, *, t_read: float = 100e-9,
+                t_edge: float = 1e-9, engine: Engine | None = None) -> ReadEnergy:
+    """Energy of one forward read of ``V`` (rows, [V]) held for ``t_read`` [s] with edges ``t_edge``."""
+    check_positive("t_read", t_read)
+    check_positive("t_edge", t_edge)
+    if t_edge > t_read:
+        raise ParameterError(f"t_edge {t_edge:g} s must not exceed t_read {t_read:g} s")
+    V = check_inputs(spec, V, False)
+    if V.shape[0] != 1:
+        raise ParameterError("read_energy takes one input vector")
+    xc = build_crossbar(spec, G)
+    drive = xc.circuit.group("rd")
+    assert isinstance(drive, VoltageSources)
+    t = np.array([0.0, t_edge, t_edge * 2, t_edge * 2 + t_read, t_edge * 3 + t_read])
+    shape = np.array([0.0, 0.0, 1.0, 1.0, 0.0])
+    pwl = PwlSources("rd", drive.shape, p=drive.p, n=drive.n,
+                     times=tuple(t for _ in range(drive.count)),
+                     values=tuple(v * shape for v in xc.drive_values(V)[0]))
+    groups = tuple(pwl if g is drive else g for g in xc.circuit.groups)
+    circuit = Circuit(xc.circuit.title + " (energy)", xc.circuit.nodes, groups, layout=xc.circuit.layout)
+    names_d = [f"i({n.lower()})" for n in drive.element_names()]
+    names_s = [f"i({n.lower()})" for n in xc.circuit.sense_names()]
+    stop = t_edge * 4 + t_read
+    deck = write_spice(circuit, Tran(t_edge / 10, stop, max_step=t_edge), save=names_d + names_s
+                       + [f"v({xc.circuit.nodes.name(int(k))})" for k in drive.p])
+    res = (engine or SubprocessEngine()).run(deck, need=names_d + names_s, name="energy")
+    time = res["time"]
+    e_drive = 0.0
+    for k, name in enumerate(names_d):
+        v = res[f"v({xc.circuit.nodes.name(int(drive.p[k]))})"]
+        e_drive += float(np.trapezoid(-v * res[name], time))
+    # sense sources sit at 0 V: they deliver no power (kept in the split for later periphery)
+    return ReadEnergy(drive_j=e_drive, sense_j=0.0, macs=spec.rows * spec.cols, t_read=t_read)
