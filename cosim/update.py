@@ -34,6 +34,7 @@ from cosim.pulses import pair_columns, pulse_trains
 from models.device import DeviceModel, PulseShape
 from models.errors import ParameterError, check_positive
 from netlists.crossbar import CrossbarSpec, interleave
+from netlists.ir import Circuit
 from netlists.spice import Tran, write_spice
 from netlists.update import WriteScheme, build_update_circuit, state_vectors, update_duration
 
@@ -64,6 +65,14 @@ class PulseUpdate:
         Fraction of the device range at which a pair is refreshed.
     seed : int
         Seed of the device-to-device variation (drawn once per tile).
+    method : "slots" or "transient"
+        spice backend only. ``"transient"``: one transient of the array of device subcircuits.
+        ``"slots"``: ngspice solves the write network (wires and cells at their phase-start
+        conductances) once per slot, all slots in one ``.dc`` sweep, and the twin integrates each
+        cell's pulses at the voltage the circuit puts across it. Exact for the edges (the network
+        is linear and every line ramps in step, so a cell's voltage is its plateau value times
+        the common ramp); the one approximation is that cell conductances are frozen during a
+        phase, which changes the wire IR drop by a fraction of a step.
     """
 
     device: DeviceModel
@@ -74,6 +83,7 @@ class PulseUpdate:
     engine: Engine | None = None
     refresh_at: float = 0.9
     seed: int = 0
+    method: str = "slots"
     refreshes: int = 0
     transients: int = 0
     slots: int = 0
@@ -84,6 +94,8 @@ class PulseUpdate:
                                  f"{self.device.ports}")
         if self.backend not in ("fast", "spice"):
             raise ParameterError(f"update backend must be 'fast' or 'spice', got {self.backend!r}")
+        if self.method not in ("slots", "transient"):
+            raise ParameterError(f"method must be 'slots' or 'transient', got {self.method!r}")
         if self.bl < 1 or not 0 < self.refresh_at <= 1:
             raise ParameterError(f"need bl >= 1 and 0 < refresh_at <= 1, got {self.bl}, {self.refresh_at}")
         self._variation: dict = {}
@@ -150,6 +162,11 @@ class PulseUpdate:
     def _spice(self, state, row_bits, col_bits, var, noise, R, C) -> np.ndarray:
         if not row_bits.any() or not col_bits.any():
             return state
+        if self.method == "slots":
+            amps = slot_voltages(self.device, state.reshape(R, 2 * C), row_bits, col_bits,
+                                 np.ones(len(row_bits)), r_wire=self.r_wire, engine=self.engine)
+            self.transients += 1
+            return self.device.apply_pulses(state, amps.reshape(len(row_bits), -1).T, self.shape, var, noise)
         spec = CrossbarSpec(rows=R, cols=C, cell="diff", r_row=self.r_wire, r_col=self.r_wire)
         params = {k: np.asarray(v, float).reshape(R, 2 * C)
                   for k, v in self.device.instance_params(state, var, noise).items()}
@@ -166,6 +183,39 @@ class PulseUpdate:
         res = (self.engine or SubprocessEngine()).run(deck, need=names, name="update")
         self.transients += 1
         return np.array([res.vectors[v][-1] for v in names])
+
+
+def slot_voltages(device: DeviceModel, states: np.ndarray, row_bits: np.ndarray, col_bits: np.ndarray,
+                  polarity: np.ndarray, *, r_wire: float, engine: Engine | None = None) -> np.ndarray:
+    """Plateau voltage across every cell in every write slot, (slots, rows, cols) [V], solved by
+    ngspice: the array with its wires and the cells at their present conductances, rows at
+    +-V/2 and columns at -+V/2 where they fire, one ``.dc`` sweep point per slot."""
+    from netlists.crossbar import array_wires
+    from netlists.ir import Resistors, VoltageSources
+    from netlists.spice import BatchSweep
+
+    R, C = states.shape
+    S = len(row_bits)
+    spec = CrossbarSpec(rows=R, cols=C, r_row=r_wire, r_col=r_wire)
+    w = array_wires(spec)
+    G = device.conductance(states.ravel()).reshape(R, C)
+    cells = Resistors("cell", (R, C), a=w.row_nodes, b=w.col_nodes, resistance=1.0 / G)
+    rows = VoltageSources("rd", (R,), p=w.row_ends, n=np.zeros(R, np.int64), value=0.0)
+    cols = VoltageSources("cs", (C,), p=w.col_ends, n=np.zeros(C, np.int64), value=0.0)
+    circuit = Circuit(f"xbar-cosim write network {R}x{C}, {S} slots", w.nodes, (cells, *w.groups, rows, cols))
+    half = device.v_write / 2 * np.asarray(polarity, float)[:, None]
+    drive = np.hstack([row_bits * half, col_bits * -half])
+    if S == 1:   # the sweep needs two points; repeat the slot
+        drive = np.vstack([drive, drive])
+    name = circuit.nodes.name
+    rn = sorted({int(k) for k in w.row_nodes.ravel()} | {int(k) for k in w.col_nodes.ravel()})
+    vecs = [f"v({name(k)})" for k in rn]
+    res = (engine or SubprocessEngine()).run(write_spice(circuit, BatchSweep(drive), save=vecs), need=vecs,
+                                             points=len(drive), name="slots")
+    v = np.zeros((len(drive), len(circuit.nodes)))
+    for k, vec in zip(rn, vecs):
+        v[:, k] = res.vectors[vec]
+    return (v[:, w.row_nodes] - v[:, w.col_nodes])[:S]
 
 
 # ---------------------------------------------------------------------------------------------

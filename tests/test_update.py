@@ -75,3 +75,22 @@ def test_write_verify_reaches_targets(name, backend, engine):
     assert np.abs(res.conductance - target).max() <= 0.02 * (hi - lo)
     with pytest.raises(ParameterError, match="device range"):
         write_verify(dev, start, np.full((3, 3), 10 * hi), tol=1e-7)
+
+
+@pytest.mark.parametrize("r_wire", [0.0, 30.0])
+def test_slot_sweep_update_matches_the_full_transient(r_wire, engine):
+    """method="slots" (one .dc point per slot, twin integrates at the solved cell voltages)
+    against the transient of the array of device subcircuits, same trains."""
+    dev = get_device("pcm")
+    W = np.random.default_rng(1).uniform(-1, 1, (8, 4))
+    x = np.random.default_rng(2).uniform(0, 1, (4, 8))
+    d = np.random.default_rng(3).uniform(-0.2, 0.2, (4, 4))
+    out = {}
+    for method in ("slots", "transient"):
+        layer = AnalogLayer(W, LayerConfig(mapping=mapping_for(dev), adc_bits=None, bias=False))
+        up = PulseUpdate(dev, bl=10, backend="spice", method=method, r_wire=r_wire, engine=engine, refresh_at=1.0)
+        layer.update(x, d, 0.5, up, np.random.default_rng(4))
+        out[method] = layer.weights()
+    change = np.abs(out["transient"] - W).max()
+    assert change > 0.05
+    assert np.abs(out["slots"] - out["transient"]).max() < 2e-3 * change
