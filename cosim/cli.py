@@ -174,7 +174,8 @@ def cmd_train(args) -> int:
                         adc_bits=None if args.adc_bits == 0 else args.adc_bits, out_bound=args.out_bound)
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, forward=args.forward or args.reads, backward=args.backward or args.reads,
-                      update=args.update, device=args.device, bl=args.bl, layer=layer,
+                      update=args.update, device=args.device, bl=args.bl, update_method=args.update_method,
+                      layer=layer,
                       checkpoint_every=args.checkpoint_every)
     out = Path(args.out)
     m = train(cfg, data, out, resume=not args.fresh)
@@ -242,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or ngspice transient")
     p.add_argument("--device", default="pcm", help="device for pulse updates (pcm, linear, rram, ecram)")
     p.add_argument("--bl", type=int, default=10, help="pulse slots per update sub-phase")
+    p.add_argument("--update-method", choices=["slots", "transient"], default="slots",
+                   help="spice updates: one .dc point per write slot (default) or one transient of the "
+                        "array of device subcircuits")
     p.add_argument("--r-wire", type=float, default=1.0, help="wire resistance per segment [ohm] (default 1)")
     p.add_argument("--v-read", type=float, default=0.2)
     p.add_argument("--g-min", type=float, default=1e-6, help="conductance range of ideal updates [S] "

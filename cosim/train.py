@@ -32,7 +32,7 @@ def make_updater(cfg: "TrainConfig", engine=None) -> Updater:
     from cosim.update import PulseUpdate
     from models.device import get_device
     return PulseUpdate(get_device(cfg.device), bl=cfg.bl, backend=cfg.update, r_wire=cfg.layer.r_wire,
-                       engine=engine, seed=cfg.seed)
+                       engine=engine, seed=cfg.seed, method=cfg.update_method)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class TrainConfig:
         Registry name of the device for pulse updates (its range sets the weight mapping).
     bl : int
         Pulse slots per update sub-phase.
+    update_method : str
+        spice updates: "slots" (one .dc sweep point per write slot, the default) or "transient"
+        (the array of device subcircuits in one transient); see cosim.update.PulseUpdate.
     layer : LayerConfig
     checkpoint_every : int
         Mini-batches between checkpoints.
@@ -71,6 +74,7 @@ class TrainConfig:
     update: str = "ideal"
     device: str = "pcm"
     bl: int = 10
+    update_method: str = "slots"
     layer: LayerConfig = field(default_factory=LayerConfig)
     checkpoint_every: int = 20
 
@@ -80,6 +84,8 @@ class TrainConfig:
                 raise ParameterError(f"{name} backend must be one of {READ_BACKENDS}, got {getattr(self, name)!r}")
         if self.update not in UPDATES:
             raise ParameterError(f"update must be one of {UPDATES}, got {self.update!r}")
+        if self.update_method not in ("slots", "transient"):
+            raise ParameterError(f"update_method must be 'slots' or 'transient', got {self.update_method!r}")
         from models.device import device_names
         if self.device not in device_names():
             raise ParameterError(f"device must be one of {device_names()}, got {self.device!r}")
