@@ -1,0 +1,71 @@
+"""Benchmark: one pulse-coincidence update of a 64x64 PCM pair array, on every path, one run.
+
+    python scripts/bench_update.py            # about a minute (the transient path dominates)
+    python scripts/bench_update.py --no-transient
+
+Array: 64 rows x 32 weights (64 physical columns, G+ and G- interleaved), 1 ohm per segment,
+BL = 10. One update phase is one sample's trains; a mini-batch is 10 samples applied in
+sequence (one deck). Reports wall seconds, the slots simulated, and the largest difference of
+each path's weight change from the full transient's (or from the slot path's when the
+transient is skipped), as a fraction of the largest change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cosim.network import AnalogLayer, LayerConfig
+from cosim.update import PulseUpdate, mapping_for
+from models.device import get_device
+
+
+def one(dev, W, x, d, backend: str, method: str, r: float) -> tuple[np.ndarray, float, int]:
+    layer = AnalogLayer(W, LayerConfig(mapping=mapping_for(dev), adc_bits=None, bias=False))
+    up = PulseUpdate(dev, bl=10, backend=backend, method=method, r_wire=r, refresh_at=1.0)
+    t0 = time.perf_counter()
+    layer.update(x, d, 0.5, up, np.random.default_rng(4))
+    return layer.weights(), time.perf_counter() - t0, up.slots
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-transient", action="store_true", help="skip the full transient (about 20-60 s)")
+    ap.add_argument("--r-wire", type=float, default=1.0)
+    ap.add_argument("--out", default="xbar-out/bench_update")
+    args = ap.parse_args(argv)
+    dev = get_device("pcm")
+    W = np.random.default_rng(1).uniform(-1, 1, (64, 32))
+    rows = []
+    for samples in (1, 10):
+        x = np.random.default_rng(2).uniform(0, 1, (samples, 64))
+        d = np.random.default_rng(3).uniform(-0.2, 0.2, (samples, 32))
+        paths = [("fast", "slots"), ("spice", "slots")]
+        if not args.no_transient and samples == 1:
+            paths.append(("spice", "transient"))
+        res = {p: one(dev, W, x, d, *p, args.r_wire) for p in paths}
+        ref = res.get(("spice", "transient"), res[("spice", "slots")])[0]
+        change = np.abs(ref - W).max()
+        for (backend, method), (Wp, t, slots) in res.items():
+            rows.append({"samples": samples, "path": "twin" if backend == "fast" else f"spice {method}",
+                         "seconds": t, "slots": slots,
+                         "max_diff_of_change": float(np.abs(Wp - ref).max() / change)})
+    lines = ["| samples | path | slots | wall [s] | difference / largest change |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['samples']} | {r['path']} | {r['slots']} | {r['seconds']:.3f} | {r['max_diff_of_change']:.1e} |")
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_update.md").write_text(text + "\n")
+    (out / "bench_update.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
