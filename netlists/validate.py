@@ -11,7 +11,7 @@ Layer: netlists. Checks, each raising a typed error:
 - a voltage source shorted by itself (p == n)                          -> TopologyError
 
 The connectivity check runs networkx on the graph of DC-conducting elements; past
-``NX_MAX_NODES`` nodes (a 50x50 array) it runs scipy's compiled connected components on the
+``NX_MAX_NODES`` nodes (a 22x22 array with wires) it runs scipy's compiled connected components on the
 same edges instead, since networkx's Python graph would cost more than the simulation.
 """
 
@@ -130,7 +130,7 @@ def validate(circuit: Circuit) -> None:
                                 f"{', '.join(names)}{more} (connected only through capacitors, or not at all)")
 
 
-NX_MAX_NODES = 5_000  # past this (a 50x50 array), networkx costs more than the solve: use scipy
+NX_MAX_NODES = 1_000  # past this (a 22x22 array) networkx costs more than the solve: use scipy
 
 
 def _grounded(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
