@@ -105,7 +105,6 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_netlist(args) -> int:
-    import numpy as np
     from netlists.crossbar import build_crossbar, check_inputs
     from netlists.spice import BatchSweep, Op, write_spice
     from netlists.validate import validate

@@ -112,12 +112,6 @@ class PulseUpdate:
                                  "pair updates need a potentiating write polarity")
         return step
 
-    def scheme(self) -> WriteScheme:
-        v = self.device.v_write
-        knots = tuple(k / v for k in self.device.knots if 0 < k / v < 1)
-        return WriteScheme(v_write=v, t_pulse=self.shape.width, t_edge=self.shape.rise,
-                           t_slot=self.shape.period, knots=knots)
-
     def variation(self, key: tuple, n: int) -> dict:
         if key not in self._variation:
             self._variation[key] = self.device.draw_variation(n, np.random.default_rng([self.seed, *key]))
@@ -168,21 +162,31 @@ class PulseUpdate:
             self.transients += 1
             return self.device.apply_pulses(state, amps.reshape(len(row_bits), -1).T, self.shape, var, noise)
         spec = CrossbarSpec(rows=R, cols=C, cell="diff", r_row=self.r_wire, r_col=self.r_wire)
-        params = {k: np.asarray(v, float).reshape(R, 2 * C)
-                  for k, v in self.device.instance_params(state, var, noise).items()}
-        scheme = self.scheme()
-        circuit = build_update_circuit(spec, subckt=self.device.subckt(live_current=True),
-                                       subckt_name=self.device.subckt_name, params=params, row_bits=row_bits,
-                                       col_bits=col_bits, polarity=np.ones(len(row_bits)), scheme=scheme,
-                                       models=tuple(filter(None, [self.device.model_cards()])))
-        T = update_duration(len(row_bits), scheme)
-        names = state_vectors(spec)
-        deck = write_spice(circuit, Tran(self.shape.tstep, T, start=T - self.shape.tstep,
-                                         max_step=self.shape.tstep, uic=True),
-                           save=names, options={"method": "gear"})
-        res = (self.engine or SubprocessEngine()).run(deck, need=names, name="update")
         self.transients += 1
-        return np.array([res.vectors[v][-1] for v in names])
+        return write_transient(self.device, spec, state, row_bits, col_bits, np.ones(len(row_bits)),
+                               self.shape, var, noise, self.engine).ravel()
+
+
+def write_transient(device: DeviceModel, spec: CrossbarSpec, states: np.ndarray, row_bits: np.ndarray,
+                    col_bits: np.ndarray, polarity: np.ndarray, shape: PulseShape, variation=None, noise=None,
+                    engine: Engine | None = None) -> np.ndarray:
+    """One ngspice transient of the array of device subcircuits under the write slots; returns
+    the states read back from every cell's state node, shaped ``spec.g_shape``."""
+    N, P = spec.g_shape
+    params = {k: np.asarray(v, float).reshape(N, P)
+              for k, v in device.instance_params(np.ravel(states), variation, noise).items()}
+    v = device.v_write
+    scheme = WriteScheme(v_write=v, t_pulse=shape.width, t_edge=shape.rise, t_slot=shape.period,
+                         knots=tuple(k / v for k in device.knots if 0 < k / v < 1))
+    circuit = build_update_circuit(spec, subckt=device.subckt(live_current=True), subckt_name=device.subckt_name,
+                                   params=params, row_bits=row_bits, col_bits=col_bits, polarity=polarity,
+                                   scheme=scheme, models=tuple(filter(None, [device.model_cards()])))
+    T = update_duration(len(row_bits), scheme)
+    names = state_vectors(spec)
+    deck = write_spice(circuit, Tran(shape.tstep, T, start=T - shape.tstep, max_step=shape.tstep, uic=True),
+                       save=names, options={"method": "gear"})
+    res = (engine or SubprocessEngine()).run(deck, need=names, name="write")
+    return np.array([res.vectors[n][-1] for n in names]).reshape(N, P)
 
 
 def slot_voltages(device: DeviceModel, states: np.ndarray, row_bits: np.ndarray, col_bits: np.ndarray,
@@ -271,20 +275,8 @@ def program_counts(device: DeviceModel, states: np.ndarray, counts: np.ndarray, 
     if not len(rb):
         return states.copy()
     pol = np.concatenate([np.ones(len(up_rb)), -np.ones(len(dn_rb))])
-    up = PulseUpdate(device, backend="spice", shape=shape, r_wire=r_wire, engine=engine)
     spec = CrossbarSpec(rows=R, cols=C, r_row=r_wire, r_col=r_wire)
-    params = {k: np.asarray(v, float).reshape(R, C)
-              for k, v in device.instance_params(states.ravel(), variation, None).items()}
-    scheme = up.scheme()
-    circuit = build_update_circuit(spec, subckt=device.subckt(), subckt_name=device.subckt_name, params=params,
-                                   row_bits=rb, col_bits=cb, polarity=pol, scheme=scheme,
-                                   models=tuple(filter(None, [device.model_cards()])))
-    T = update_duration(len(rb), scheme)
-    names = state_vectors(spec)
-    deck = write_spice(circuit, Tran(shape.tstep, T, start=T - shape.tstep, max_step=shape.tstep, uic=True),
-                       save=names, options={"method": "gear"})
-    res = (engine or SubprocessEngine()).run(deck, need=names, name="program")
-    return np.array([res.vectors[v][-1] for v in names]).reshape(R, C)
+    return write_transient(device, spec, states, rb, cb, pol, shape, variation, None, engine)
 
 
 @dataclass(frozen=True)

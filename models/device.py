@@ -69,7 +69,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_finite, check_positive
+from models.errors import ParameterError, ShapeError, check_positive
 
 __all__ = ["fmt", "PulseShape", "ramp", "ramp_spice", "exposure", "pwl_text", "DeviceModel",
            "MicroSiemensDevice", "REGISTRY", "get_device", "device_names"]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.device import MicroSiemensDevice, PulseShape, exposure, fmt, ramp_spice
-from models.errors import ParameterError, check_finite, check_positive
+from models.errors import ParameterError, check_positive
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_finite, check_positive
+from models.errors import ParameterError, ShapeError, check_positive
 from netlists.ir import (
     Capacitors, Circuit, CrossbarLayout, NodeTable, Resistors, VoltageSources,
 )

@@ -9,7 +9,7 @@ import pytest
 from cosim.mvm import Crossbar, mvm
 from cosim.solver import CrossbarSolver, NodalSolver, STAMPERS, UNSUPPORTED, SolverError
 from models.errors import ParameterError, ShapeError, UnsupportedElementError
-from netlists.crossbar import CrossbarSpec, build_crossbar
+from netlists.crossbar import CrossbarSpec
 from netlists.ir import ELEMENT_TYPES, Circuit, NodeTable, SubcktInstances, VoltageSources
 
 TOL = 1e-6  # relative to the largest spice current, as the issue asks (we reach ~1e-12)
