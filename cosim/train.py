@@ -240,7 +240,7 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
             done_here += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(st.losses[-20:]):.3f}")
+                bar.set_postfix(loss=f"{np.mean(st.losses[-20:]):.3f}", refresh=False)
             end_of_epoch = st.batch == n_batches
             if end_of_epoch:
                 _end_epoch(cfg, data, net, soft, st, n_batches)   # epoch += 1, batch = 0
