@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_finite, check_positive
+from models.errors import ParameterError, ShapeError, check_finite, check_positive, raise_or_warn
 
 #: Stated linearity spec of the default RampAdcParams [LSB] (bow of the ramp: ~0.17 LSB INL).
 SPEC_INL_LSB = 0.5
@@ -75,8 +75,25 @@ def _check_bits_range(bits, v_lo, v_hi) -> None:
         raise ParameterError(f"v_hi ({v_hi:g} V) must be above v_lo ({v_lo:g} V)")
 
 
+class _CodeRange:
+    """Code count and width of a converter over [v_lo, v_hi) with ``bits`` bits."""
+
+    bits: int
+    v_lo: float
+    v_hi: float
+
+    @property
+    def n_codes(self) -> int:
+        return 1 << self.bits
+
+    @property
+    def lsb(self) -> float:
+        """(Nominal) code width [V]."""
+        return (self.v_hi - self.v_lo) / self.n_codes
+
+
 @dataclass(frozen=True)
-class QuantizerParams:
+class QuantizerParams(_CodeRange):
     """Ideal n-bit quantiser.
 
     Attributes
@@ -99,18 +116,10 @@ class QuantizerParams:
         if not self.name.isidentifier():
             raise ParameterError(f"name must be an identifier, got {self.name!r}")
 
-    @property
-    def n_codes(self) -> int:
-        return 1 << self.bits
-
-    @property
-    def lsb(self) -> float:
-        """Code width [V]."""
-        return (self.v_hi - self.v_lo) / self.n_codes
 
 
 @dataclass(frozen=True)
-class RampAdcParams:
+class RampAdcParams(_CodeRange):
     """Single-slope converter: shared ramp, per-channel comparator and counter.
 
     Attributes
@@ -172,14 +181,6 @@ class RampAdcParams:
         if not self.name.isidentifier():
             raise ParameterError(f"name must be an identifier, got {self.name!r}")
 
-    @property
-    def n_codes(self) -> int:
-        return 1 << self.bits
-
-    @property
-    def lsb(self) -> float:
-        """Nominal code width [V]."""
-        return (self.v_hi - self.v_lo) / self.n_codes
 
     @property
     def t_conv(self) -> float:
@@ -388,9 +389,7 @@ def check_adc_range(p: QuantizerParams | RampAdcParams, v_min: float, v_max: flo
                f"{' and ' if v_min < p.v_lo and v_max >= p.v_hi else ''}"
                f"{'above the last code (%.4g V) by %.4g V' % (top, v_max - top) if v_max >= p.v_hi else ''}"
                f"; codes would clip at 0 / {p.n_codes - 1}")
-        if action == "raise":
-            raise ParameterError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        raise_or_warn(msg, action)
     elif used < 1 / 8:
         warnings.warn(f"outputs [{v_min:.4g}, {v_max:.4g}] V use {100 * used:.2g} % of the ADC range "
                       f"[{p.v_lo:.4g}, {p.v_hi:.4g}) V: fewer than {p.bits - 3} effective bits",

@@ -39,3 +39,11 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
         bound = ">= 0" if allow_zero else "> 0"
         raise ParameterError(f"{name} must be {bound}, got {value!r}")
     return v
+
+
+def raise_or_warn(message: str, action: str = "raise") -> None:
+    """Pre-run range checks: raise ParameterError (``action="raise"``) or warn (``"warn"``)."""
+    if action == "raise":
+        raise ParameterError(message)
+    import warnings
+    warnings.warn(message, RuntimeWarning, stacklevel=3)

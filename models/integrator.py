@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_finite, check_positive
+from models.errors import ParameterError, ShapeError, check_finite, check_positive, raise_or_warn
 from models.opamp import (MacroOpAmpParams, TwoStageOpAmpParams, macro_equivalent, opamp_models,
                           opamp_subckt, soft_clip)
 
@@ -241,9 +241,7 @@ def check_integrator_range(p: IntegratorParams, q_max: float, g_total: float = 0
         msg = (f"integrator saturates: full-scale charge {q_max:.4g} C on c_int={p.c_int:.4g} F gives "
                f"{v:.4g} V, beyond the swing of +-{room:.4g} V (rails [{lo:.4g}, {hi:.4g}] V); "
                f"use c_int >= {q_max / room:.4g} F, or lower v_read / pulse width / conductance")
-        if action == "raise":
-            raise ParameterError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        raise_or_warn(msg, action)
     elif used < 1 / 16:
         warnings.warn(f"integrator uses only {100 * used:.2g} % of its swing ({v:.4g} V of +-{room:.4g} V "
                       f"for {q_max:.4g} C): c_int={p.c_int:.4g} F could be {used * 100:.2g} % of it",
