@@ -26,11 +26,15 @@ from models.device import get_device
 
 
 def one(dev, W, x, d, backend: str, method: str, r: float) -> tuple[np.ndarray, float, int]:
-    layer = AnalogLayer(W, LayerConfig(mapping=mapping_for(dev), adc_bits=None, bias=False))
-    up = PulseUpdate(dev, bl=10, backend=backend, method=method, r_wire=r, refresh_at=1.0)
-    t0 = time.perf_counter()
-    layer.update(x, d, 0.5, up, np.random.default_rng(4))
-    return layer.weights(), time.perf_counter() - t0, up.slots
+    """Weights after the update, wall seconds (best of 20 for the millisecond twin), slots."""
+    best = np.inf
+    for _ in range(20 if backend == "fast" else 1):
+        layer = AnalogLayer(W, LayerConfig(mapping=mapping_for(dev), adc_bits=None, bias=False))
+        up = PulseUpdate(dev, bl=10, backend=backend, method=method, r_wire=r, refresh_at=1.0)
+        t0 = time.perf_counter()
+        layer.update(x, d, 0.5, up, np.random.default_rng(4))
+        best = min(best, time.perf_counter() - t0)
+    return layer.weights(), best, up.slots
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         for (backend, method), (Wp, t, slots) in res.items():
             rows.append({"samples": samples, "path": "twin" if backend == "fast" else f"spice {method}",
                          "seconds": t, "slots": slots,
-                         "max_diff_of_change": float(np.abs(Wp - ref).max() / change)})
-    lines = ["| samples | path | slots | wall [s] | difference / largest change |", "|---|---|---|---|---|"]
+                         "max_diff_of_change": float(np.abs(Wp - ref).max() / change),
+                         "x_twin": t / res[("fast", "slots")][1]})
+    lines = ["| samples | path | slots | wall [s] | / twin | difference / largest change |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['samples']} | {r['path']} | {r['slots']} | {r['seconds']:.3f} | {r['max_diff_of_change']:.1e} |")
+        lines.append(f"| {r['samples']} | {r['path']} | {r['slots']} | {r['seconds']:.4g} | {r['x_twin']:.0f}x "
+                     f"| {r['max_diff_of_change']:.1e} |")
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
