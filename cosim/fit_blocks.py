@@ -1,0 +1,181 @@
+"""Cheap behavioural models of devices and periphery, fitted to SPICE; Monte Carlo of MVM errors.
+
+Layer: cosim. Imports ``models`` and ``cosim``; matplotlib only inside :func:`plot_fits`
+(``import cosim`` stays cheap).
+
+The three fits live in their own modules, each a library function returning a JSON-able dict
+(lists and floats only), re-exported here:
+
+* :mod:`cosim.fit_devices`: ``fit_device_steps(name)``, step tables of the registry devices
+  (:class:`StepTable`, :func:`fit_step_table`, :func:`run_pulse_trains`);
+* :mod:`cosim.fit_periphery`: ``fit_periphery(integ, adc)``, the integrator + ADC transfer
+  (:class:`PeripheryFit`, :func:`periphery_configs`);
+* :mod:`cosim.montecarlo`: ``monte_carlo_mvm(size, r_wire)``, MVM errors over sampled array
+  instances (:class:`FaultMap`, :func:`draw_fault_map`, :func:`fault_map_for_run`).
+
+This module holds what spans them: ``plot_fits(results, out_dir)`` writes PNGs of all three;
+``fit_all(out_dir)`` runs everything (``scripts/fit_blocks_report.py`` prints the tables);
+``save_json`` / ``load_json`` write and read the results.
+
+JSON (``fits.json`` of :func:`fit_all`)::
+
+    {"devices":     {name: fit_device_steps(...)},   (cosim.fit_devices)
+     "periphery":   {name: fit_periphery(...)},      (cosim.fit_periphery)
+     "monte_carlo": [monte_carlo_mvm(...), ...],     (cosim.montecarlo, one per sigma)
+     "pngs":        [path, ...]}
+
+Measured errors of each fit: see the docstrings of the three modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cosim.fit_devices import DIRECTIONS, StepTable, fit_device_steps, fit_step_table, run_pulse_trains  # noqa: F401
+from cosim.fit_periphery import PeripheryFit, fit_periphery, periphery_configs
+from cosim.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_carlo_mvm
+
+__all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps",
+           "PeripheryFit", "periphery_configs", "fit_periphery",
+           "FaultMap", "draw_fault_map", "fault_map_for_run", "monte_carlo_mvm",
+           "plot_fits", "fit_all", "save_json", "load_json"]
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return o
+
+
+def save_json(results: dict, path) -> Path:
+    """Write ``results`` as JSON (numpy scalars/arrays converted)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(results), indent=1, allow_nan=True))
+    return path
+
+
+def load_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def plot_fits(results: dict, out_dir) -> list[str]:
+    """PNGs of a ``fit_all``-shaped dict: ``{"devices": {name: fit_device_steps(...)},
+    "periphery": {name: fit_periphery(...)}, "monte_carlo": [monte_carlo_mvm(...), ...]}``
+    (any part may be missing). Returns the written paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, r in results.get("devices", {}).items():
+        dirs = list(r["curves"])
+        fig, ax = plt.subplots(2, len(dirs), figsize=(5.5 * len(dirs), 7.5), squeeze=False)
+        tab = StepTable.from_dict(r["table"])
+        for j, d in enumerate(dirs):
+            c = r["curves"][d]
+            a = ax[0, j]
+            a.plot(np.asarray(c["sample_g"]) * 1e6, np.asarray(c["sample_step"]) * 1e9, ".", ms=2,
+                   color="0.6", label="SPICE (held out)")
+            cv = tab.curves[d]
+            g, mu, sd = (np.asarray(cv[k]) for k in ("g", "mean", "std"))
+            a.plot(g * 1e6, mu * 1e9, "-", color="C0", label="step table")
+            a.fill_between(g * 1e6, (mu - sd) * 1e9, (mu + sd) * 1e9, color="C0", alpha=0.2)
+            a.plot(np.asarray(c["g_grid"]) * 1e6, np.asarray(c["twin_step"]) * 1e9, "--", color="C3", label="twin (nominal)")
+            a.set_xlabel("G [uS]"), a.set_ylabel("step per pulse [nS]"), a.set_title(f"{name}: {d}")
+            a.legend(fontsize=8)
+            b = ax[1, j]
+            for k, (s, t, w) in enumerate(zip(c["spice"], c["step_table"], c["twin"])):
+                b.plot(np.asarray(s) * 1e6, "-", color=f"C{k % 10}", lw=1.2, label="SPICE" if k == 0 else None)
+                b.plot(np.asarray(t) * 1e6, "o", color=f"C{k % 10}", ms=2.5, mfc="none", label="table" if k == 0 else None)
+                b.plot(np.asarray(w) * 1e6, ":", color=f"C{k % 10}", label="twin" if k == 0 else None)
+            e = r["error"]
+            b.set_title(f"held out: table {100 * e['step_table']['rmse_frac']:.2g} %, "
+                        f"twin {100 * e['twin']['rmse_frac']:.2g} % RMS of range", fontsize=9)
+            b.set_xlabel("pulse"), b.set_ylabel("G [uS]"), b.legend(fontsize=8)
+        fig.tight_layout()
+        p = out / f"steps_{name}.png"
+        fig.savefig(p, dpi=110), plt.close(fig)
+        paths.append(str(p))
+    for name, r in results.get("periphery", {}).items():
+        c = r["curves"]
+        q = np.asarray(c["q"]) * 1e12
+        fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+        ax[0].plot(q, c["v_spice"], "o", ms=3, label="SPICE")
+        ax[0].plot(q, c["v_fit"], "-", label="fit")
+        ax[0].plot(q, c["v_twin"], "--", label="twin")
+        ax[0].set_xlabel("charge [pC]"), ax[0].set_ylabel("integrator output [V]"), ax[0].legend()
+        lsb = (r["fit"]["q_fs"] / r["c_int"]) * 2 / r["fit"]["n_codes"]
+        ax[1].plot(q, (np.asarray(c["v_fit"]) - c["v_spice"]) / lsb, "o-", ms=3, label="fit - SPICE")
+        ax[1].plot(q, (np.asarray(c["v_twin"]) - c["v_spice"]) / lsb, "s--", ms=3, label="twin - SPICE")
+        ax[1].set_xlabel("charge [pC]"), ax[1].set_ylabel("voltage error [LSB]"), ax[1].legend()
+        ax[2].step(q, c["code_spice"], where="mid", label="SPICE")
+        ax[2].plot(q, c["code_fit"], ".", label="fit")
+        ax[2].plot(q, c["code_twin"], "x", ms=4, label="twin")
+        ax[2].set_xlabel("charge [pC]"), ax[2].set_ylabel("code"), ax[2].legend()
+        fig.suptitle(f"{name}: {r['opamp_kind']} + {r['adc_kind']}")
+        fig.tight_layout()
+        p = out / f"periphery_{name}.png"
+        fig.savefig(p, dpi=110), plt.close(fig)
+        paths.append(str(p))
+    mc = results.get("monte_carlo", [])
+    if mc:
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        for k, r in enumerate(mc):
+            lab = f"sigma={r['sigma_d2d']:g}, stuck={r['stuck_frac']:g}, vos={r['opamp_offset_sigma']:g}"
+            ax[0].hist(np.asarray(r["per_run_rms"]) * 100, bins=20, alpha=0.5, label=lab, color=f"C{k}")
+            ax[1].plot(np.asarray(r["abs_errors_sample"]) * 100, np.linspace(0, 1, len(r["abs_errors_sample"])),
+                       color=f"C{k}", label=lab)
+        ax[0].axvline(mc[0]["wire_only"] * 100, color="k", ls=":", label="wire only")
+        ax[0].set_xlabel("per-run RMS error [% of largest ideal current]"), ax[0].set_ylabel("runs")
+        ax[1].set_xlabel("|error| [% of largest ideal current]"), ax[1].set_ylabel("CDF")
+        ax[0].legend(fontsize=7), ax[1].legend(fontsize=7)
+        ax[0].set_title(f"MVM Monte Carlo {mc[0]['rows']}x{mc[0]['cols']}, r={mc[0]['r_wire']:g} ohm")
+        fig.tight_layout()
+        p = out / "monte_carlo.png"
+        fig.savefig(p, dpi=110), plt.close(fig)
+        paths.append(str(p))
+    return paths
+
+
+def fit_all(out_dir, *, devices=None, pulses: int = 40, seeds=(0, 1, 2, 3), holdout_seeds=(100, 101),
+            mc_size: int = 32, mc_r_wire: float = 1.0, mc_runs: int = 50, mc_sigmas=(0.0, 0.05, 0.1, 0.2),
+            mc_stuck_frac: float = 0.0, mc_offset_sigma: float = 0.0, spice_runs: int = 1,
+            engine=None, progress=None) -> dict:
+    """Every fit (devices of the registry, both periphery chains, a Monte Carlo sweep over
+    sigma), written to ``out_dir/fits.json`` and PNGs; returns the dict (``json``, ``pngs``).
+    ``progress(msg)`` is called before each block if given."""
+    from models.device import device_names
+    say = progress or (lambda msg: None)
+    out = Path(out_dir)
+    res: dict = {"devices": {}, "periphery": {}, "monte_carlo": []}
+    for name in devices or device_names():
+        say(f"device {name}")
+        res["devices"][name] = fit_device_steps(name, pulses=pulses, seeds=seeds,
+                                                holdout_seeds=holdout_seeds, engine=engine)
+    for name, integ in periphery_configs().items():
+        say(f"periphery {name}")
+        res["periphery"][name] = fit_periphery(integ, engine=engine)
+    for k, s in enumerate(mc_sigmas):
+        say(f"monte carlo sigma={s:g}")
+        res["monte_carlo"].append(monte_carlo_mvm(mc_size, mc_r_wire, runs=mc_runs, seed=0, sigma_d2d=s,
+                                                  stuck_frac=mc_stuck_frac if s > 0 else 0.0,
+                                                  opamp_offset_sigma=mc_offset_sigma if s > 0 else 0.0,
+                                                  spice_runs=spice_runs if k == len(mc_sigmas) - 1 else 0,
+                                                  engine=engine))
+    res["pngs"] = plot_fits(res, out)
+    res["json"] = str(save_json(res, out / "fits.json"))
+    return res
