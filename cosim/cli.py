@@ -131,6 +131,8 @@ def cmd_mvm(args) -> int:
     from cosim.engine import make_engine
     from cosim.mvm import Crossbar
 
+    if getattr(args, "periphery", None):
+        return cmd_mvm_chain(args)
     spec, G = _spec_and_G(args)
     V = _load_array(args.voltages, "voltages")
     engine = None
@@ -147,6 +149,45 @@ def cmd_mvm(args) -> int:
     what = "row" if args.transpose else "column"
     print(f"wrote {out}: {I.shape[0]} x {I.shape[1]} {what} currents [A] "
           f"({args.backend} backend, {'transposed' if args.transpose else 'forward'} read, {dt:.3f} s)")
+    return 0
+
+
+def cmd_mvm_chain(args) -> int:
+    import numpy as np
+    from cosim.engine import make_engine
+    from cosim.readchain import PeripheryConfig, ReadChain
+
+    if args.backend not in ("spice", "fast"):
+        raise ValueError(f"--periphery needs --backend spice or fast, got {args.backend}")
+    cfg = PeripheryConfig.from_json(args.periphery)
+    args.v_read = cfg.dac.v_read  # the DAC's read voltage is the array's (--v-read is not used)
+    spec, G = _spec_and_G(args)
+    codes = np.asarray(_load_array(args.voltages, "input codes"))
+    engine = None
+    if args.backend == "spice":
+        kw = {"timeout": args.timeout}
+        if args.engine == "subprocess":
+            kw.update(workers=args.workers, keep_files=args.keep_decks is not None, workdir=args.keep_decks)
+        engine = make_engine(args.engine, **kw)
+    chain = ReadChain(spec, G, cfg, engine=engine)  # range checks run here, before any simulation
+    res = chain.read(codes, transpose=args.transpose, backend=args.backend, workers=args.workers)
+    out = res.to_npz(Path(args.out).with_suffix(".npz"))
+    print(f"wrote {out}: codes {res.codes.shape}, adc_codes, v_out [V], charge [C], current [A], decoded [A] "
+          f"({args.backend} backend, {'transposed' if args.transpose else 'forward'} read, {res.elapsed_s:.3f} s)")
+    return 0
+
+
+def cmd_periphery(args) -> int:
+    from cosim.periphery_char import characterize_periphery
+
+    if args.write_config:
+        from cosim.readchain import PeripheryConfig
+        print(f"wrote {PeripheryConfig().to_json(args.write_config)} (edit it, then: xbar mvm --periphery FILE)")
+        return 0
+
+    summary = characterize_periphery(Path(args.out), seed=args.seed, include_two_stage=not args.no_two_stage)
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=2, default=str))
+    print(f"results in {args.out}")
     return 0
 
 
@@ -224,7 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0, help="per-deck ngspice time limit [s]")
     p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
     p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
+    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
+                   help="read through DACs, integrators and ADCs (cosim.readchain.PeripheryConfig JSON): "
+                        "--voltages then holds signed integer input codes (batch, rows) and --out gets a .npz "
+                        "with codes, adc_codes, v_out, charge, current, decoded (backend spice or fast)")
     p.set_defaults(func=cmd_mvm)
+
+    p = sub.add_parser("periphery", help="characterise DAC, integrator, ADC and op-amps (SPICE vs twin plots, INL/DNL)")
+    p.add_argument("--out", "-o", default="xbar-out/periphery", help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-two-stage", action="store_true", help="skip the transistor-level op-amp")
+    p.add_argument("--write-config", metavar="CONFIG.json", default=None,
+                   help="only write the default read-chain config (for mvm --periphery) to this file")
+    p.set_defaults(func=cmd_periphery)
 
     p = sub.add_parser("train", help="train an MLP with reads and updates through the simulated arrays")
     p.add_argument("--data", help=".npz with X_train, y_train, X_test, y_test (default: scikit-learn's 8x8 digits)")

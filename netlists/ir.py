@@ -260,12 +260,19 @@ class PwlSources(Group):
     ``times`` and ``values`` are tuples with one array per source: the corner times [s]
     (strictly increasing, starting at 0) and the voltages there [V]; after the last corner the
     value holds.
+
+    ``breakpoints=False`` asks the writer for behavioural sources ``B... V = pwl(time, ...)``
+    instead of ``V ... PWL(...)``: the simulator then does not stop at every corner (a
+    transient with many distinct corners takes several times fewer steps), at the price of
+    integrating a corner that falls between two time points approximately. Such sources are
+    named ``B<name>_<i>`` (their current is not available as ``i(...)``).
     """
 
     p: np.ndarray = field(default=None, repr=False)
     n: np.ndarray = field(default=None, repr=False)
     times: tuple = field(default=(), repr=False)
     values: tuple = field(default=(), repr=False)
+    breakpoints: bool = True
     letter = "V"
 
     def __post_init__(self) -> None:

@@ -126,11 +126,29 @@ def _write_instances(g: SubcktInstances, nodes: list[str], ctx: "_Context") -> l
 
 
 def _write_pwl(g: PwlSources, nodes: list[str], ctx: "_Context") -> list[str]:
+    if not g.breakpoints:
+        return _write_bpwl(g, nodes)
     lines = []
     for e, a, b, t, v in zip(g.element_names(), _names(nodes, g.p), _names(nodes, g.n), g.times, g.values):
         pairs = [f"{ti + 0.0:.12g} {vi + 0.0:.12g}" for ti, vi in zip(t.tolist(), v.tolist())]
         body = "\n+ ".join(" ".join(pairs[i:i + 16]) for i in range(0, len(pairs), 16))
         lines.append(f"{e} {a} {b} PWL(\n+ {body} )")
+    return lines
+
+
+def _write_bpwl(g: PwlSources, nodes: list[str]) -> list[str]:
+    """``B... V = pwl(time, ...)``: no breakpoints; a flat tail point is appended because
+    ngspice's ``pwl()`` extrapolates the last segment."""
+    lines = []
+    for e, a, b, t, v in zip(g.element_names(), _names(nodes, g.p), _names(nodes, g.n), g.times, g.values):
+        if t.size == 1:
+            lines.append(f"B{e[1:]} {a} {b} V = {fmt(v[0])}")
+            continue
+        t = np.append(t, t[-1] + max(t[-1], 1e-12))
+        v = np.append(v, v[-1])
+        pairs = [f"{ti + 0.0:.12g}, {vi + 0.0:.12g}" for ti, vi in zip(t.tolist(), v.tolist())]
+        body = ",\n+ ".join(", ".join(pairs[i:i + 16]) for i in range(0, len(pairs), 16))
+        lines.append(f"B{e[1:]} {a} {b} V = pwl(time,\n+ {body})")
     return lines
 
 

@@ -1,0 +1,739 @@
+"""The peripheral read chain on a real array: input codes -> DACs -> crossbar with wires ->
+integrators -> ADCs -> output codes, in ONE ngspice transient, and its numpy twin.
+
+Layer: cosim. Builds the circuit IR (array wiring of :func:`netlists.crossbar.array_wires`,
+cells as fixed resistors at the stored conductances, periphery blocks of :mod:`models`),
+renders it with :func:`netlists.spice.write_spice`, and decodes the saved vectors.
+
+Choices (written once, here)
+----------------------------
+- Signed inputs: the DAC's ``signed="phases"`` mode (:mod:`models.dac`). Phase 1 drives the
+  lines with positive codes at ``+V``, phase 2 the lines with negative codes at ``-V``; ONE
+  integration window covers both phases, so each integrator accumulates the signed sum. No
+  digital combination of sub-reads is needed for the sign.
+- Bit-serial inputs: each bit slot is its own read window (reset, integrate a 1-bit amplitude
+  pulse of area ``V pulse_slots t_lsb``, convert), and the signed per-bit output codes are
+  combined digitally by shift-and-add (:func:`models.dac.shift_and_add`).
+- Differential pairs (``cell="diff"``): one single-ended integrator + ADC per *physical*
+  column; the signed output of weight column j is the digital difference
+  ``code(2j+1) - code(2j)`` (the integrator inverts: more charge, lower code). Transposed reads
+  drive column 2j with ``+code`` and column 2j+1 with ``-code`` (opposite phases), so each row
+  integrator sees ``sum_j (G+ - G-) x_j`` directly.
+- Single-ended outputs (``cell="1r"`` or transposed reads): signed output
+  ``mid - code`` with ``mid = round(-v_lo / lsb)`` (the code where 0 V starts).
+- Forward reads drive the rows at ``rd{i}`` and integrate the columns at ``cs{j}``; transposed
+  reads drive the columns at ``cs{j}`` and integrate the rows at ``rd{i}`` (the same ends as
+  :mod:`netlists.ir`'s reference topology). A 0 V sense source ``Vsen_k`` sits between each
+  line end and its integrator, positive for current out of the array (IR convention); its
+  integrated current is the measured charge.
+
+Timeline of one window (all corners on the ``t_lsb`` grid; windows follow each other)::
+
+    rst  1 ~~~~~\\___________________________________/~~~   (reset t_reset, then integrate)
+    dac          |<- phase + | phase - ->|
+    en   0 _______________________________/~~~~~~~~~~\\__   (ramp ADC converts, integrator holds)
+    clr  1 ~~~~~\\_______________________________________/~  (counter cleared during reset)
+         0    t_reset                  t_adc            t_end (codes sampled here)
+
+1T1R arrays (``ReadChain(..., access=AccessParams())``): an NMOS access transistor in series
+with every cell (:mod:`netlists.access`), gates on one word-line node at ``v_gate`` (every row
+selected for a parallel read), bulk on ``vss``. The twin puts the transistor's on-resistance,
+measured once in ngspice at the potential of its source, in series with each cell.
+
+The fast backend is the twin of the whole chain: :class:`cosim.solver.CrossbarSolver`
+gives the exact drive -> sense transfer matrix of the wired array (linear and static, so the
+charge is ``volt_seconds @ G_eff``), then the integrator twin
+(:func:`models.integrator.charge_to_voltage`: finite gain and bandwidth, offset, leak,
+saturation) and the ADC twin (:func:`models.adc.quantize` / :func:`models.adc.ramp_convert`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from models.adc import (QuantizerParams, RampAdcParams, check_adc_range, code_to_voltage, quantize,
+                        quantizer_subckt, ramp_convert, ramp_library)
+from models.dac import DacParams, read_duration, row_waveforms, shift_and_add, volt_second_moments, volt_seconds
+from models.errors import ParameterError, ShapeError, check_positive
+from models.integrator import (IntegratorParams, charge_to_voltage, check_integrator_range,
+                               effective_capacitance, integrator_library, start_voltage)
+from models.mosfet import CARDS
+from models.opamp import MacroOpAmpParams, TwoStageOpAmpParams
+from netlists.access import AccessParams, access_cells, access_subckt
+from netlists.crossbar import CrossbarSpec, array_wires, build_crossbar, check_conductances
+from netlists.ir import Circuit, PwlSources, SubcktInstances, VoltageSources
+from netlists.spice import Tran, write_spice
+
+__all__ = ["PeripheryConfig", "ChainTiming", "ReadResult", "ReadChain", "chain_timing", "full_scale_time",
+           "energy_summary"]
+
+Backend = Literal["spice", "fast"]
+OPAMP_KINDS = {"macro": MacroOpAmpParams, "two_stage": TwoStageOpAmpParams}
+ADC_KINDS = {"ideal": QuantizerParams, "ramp": RampAdcParams}
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class PeripheryConfig:
+    """Everything around the array for one read chain.
+
+    Attributes
+    ----------
+    dac : DacParams
+        Input encoding (its ``v_read`` is the read voltage; ``signed="phases"`` for signed inputs).
+    integrator : IntegratorParams
+        Column integrator; ``integrator.opamp`` is the op-amp (macro or two-stage).
+    adc : QuantizerParams or RampAdcParams
+        Column converter.
+    full_scale : float
+        Fraction (0, 1] of the worst-case charge (every input at full scale with one sign into
+        the column with the largest conductance sum) that the integrator and ADC must hold.
+        1: nothing can clip; smaller values trade rare clipping for resolution.
+    range_check : str
+        ``"raise"`` (a saturating integrator or a too small ADC range is an error before any
+        run) or ``"warn"``.
+    t_reset : float or None
+        Reset time at the start of each window [s]; None: ``max(4 t_lsb, 8 tau)`` with
+        ``tau = c_int / g_on + 1 / (2 pi GBW)`` (switch and op-amp follower), rounded up to the
+        ``t_lsb`` grid. A short reset leaves the previous window's charge behind.
+    max_step : float or None
+        Largest transient step [s]; None: :meth:`ReadChain.default_max_step`.
+    exact_corners : bool
+        True: DAC and control lines are ``PWL`` sources with a breakpoint at every corner (the
+        integrated charge is exact; an 8-bit PWM read of 64 rows has ~130 distinct corners and
+        ngspice takes ~4 steps per corner). False: ``pwl(time)`` B-sources without breakpoints
+        (about 4x fewer steps; a corner between two steps is integrated approximately, a
+        fraction of ``v_read t_lsb G`` per pulse edge).
+    """
+
+    dac: DacParams = field(default_factory=DacParams)
+    integrator: IntegratorParams = field(default_factory=IntegratorParams)
+    adc: QuantizerParams | RampAdcParams = field(default_factory=QuantizerParams)
+    full_scale: float = 1.0
+    range_check: str = "raise"
+    t_reset: float | None = None
+    max_step: float | None = None
+    exact_corners: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dac, DacParams):
+            raise ParameterError(f"dac must be DacParams, got {type(self.dac).__name__}")
+        if not isinstance(self.integrator, IntegratorParams):
+            raise ParameterError(f"integrator must be IntegratorParams, got {type(self.integrator).__name__}")
+        if not isinstance(self.adc, (QuantizerParams, RampAdcParams)):
+            raise ParameterError(f"adc must be QuantizerParams or RampAdcParams, got {type(self.adc).__name__}")
+        check_positive("full_scale", self.full_scale)
+        if self.full_scale > 1:
+            raise ParameterError(f"full_scale must be in (0, 1], got {self.full_scale!r}")
+        if self.range_check not in ("raise", "warn"):
+            raise ParameterError(f"range_check must be 'raise' or 'warn', got {self.range_check!r}")
+        if self.t_reset is not None:
+            check_positive("t_reset", self.t_reset)
+        if self.max_step is not None:
+            check_positive("max_step", self.max_step)
+
+    @property
+    def opamp_kind(self) -> str:
+        return "two_stage" if isinstance(self.integrator.opamp, TwoStageOpAmpParams) else "macro"
+
+    def with_opamp(self, opamp: MacroOpAmpParams | TwoStageOpAmpParams) -> "PeripheryConfig":
+        """The same chain with another op-amp in every integrator."""
+        return replace(self, integrator=replace(self.integrator, opamp=opamp))
+
+    # -- JSON -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        op = self.integrator.opamp
+        op_d = {"kind": self.opamp_kind, **asdict(op)}
+        if isinstance(op, TwoStageOpAmpParams):
+            op_d["nmos"], op_d["pmos"] = op.nmos.name, op.pmos.name
+        integ = {f.name: getattr(self.integrator, f.name) for f in fields(self.integrator) if f.name != "opamp"}
+        adc = {"kind": "ramp" if isinstance(self.adc, RampAdcParams) else "ideal", **asdict(self.adc)}
+        if isinstance(self.adc, RampAdcParams) and math.isinf(self.adc.r_out):
+            adc["r_out"] = None
+        return {"dac": asdict(self.dac), "integrator": {**integ, "opamp": op_d}, "adc": adc,
+                "full_scale": self.full_scale, "range_check": self.range_check,
+                "t_reset": self.t_reset, "max_step": self.max_step, "exact_corners": self.exact_corners}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PeripheryConfig":
+        """Inverse of :meth:`to_dict`; missing fields take their defaults, unknown ones are errors."""
+        if not isinstance(d, dict):
+            raise ParameterError(f"periphery config must be a JSON object, got {type(d).__name__}")
+        d = dict(d)
+        _known("periphery config", d, {f.name for f in fields(cls)})
+        kw: dict = {}
+        if "dac" in d:
+            kw["dac"] = _make(DacParams, d["dac"], "dac")
+        if "integrator" in d:
+            integ = dict(d["integrator"])
+            op = dict(integ.pop("opamp", {"kind": "macro"}))
+            kind = op.pop("kind", "macro")
+            if kind not in OPAMP_KINDS:
+                raise ParameterError(f"integrator.opamp.kind must be one of {sorted(OPAMP_KINDS)}, got {kind!r}")
+            for card in ("nmos", "pmos"):
+                if card in op:
+                    if op[card] not in CARDS:
+                        raise ParameterError(f"integrator.opamp.{card}: unknown card {op[card]!r} (have {sorted(CARDS)})")
+                    op[card] = CARDS[op[card]]
+            integ["opamp"] = _make(OPAMP_KINDS[kind], op, "integrator.opamp")
+            kw["integrator"] = _make(IntegratorParams, integ, "integrator")
+        if "adc" in d:
+            adc = dict(d["adc"])
+            kind = adc.pop("kind", "ideal")
+            if kind not in ADC_KINDS:
+                raise ParameterError(f"adc.kind must be one of {sorted(ADC_KINDS)}, got {kind!r}")
+            if kind == "ramp" and adc.get("r_out", 0) is None:
+                adc["r_out"] = math.inf
+            kw["adc"] = _make(ADC_KINDS[kind], adc, "adc")
+        for k in ("full_scale", "range_check", "t_reset", "max_step", "exact_corners"):
+            if k in d:
+                kw[k] = d[k]
+        return cls(**kw)
+
+    def to_json(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=2))
+        return p
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "PeripheryConfig":
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"periphery config {p} does not exist")
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"periphery config {p} is not valid JSON: {exc}") from None
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ParameterError) as exc:
+            raise ParameterError(f"periphery config {p}: {exc}") from None
+
+
+def _known(what: str, d: dict, names: set) -> None:
+    extra = sorted(set(d) - names)
+    if extra:
+        raise ParameterError(f"{what}: unknown field(s) {', '.join(extra)} (known: {', '.join(sorted(names))})")
+
+
+def _make(cls, d, what: str):
+    if not isinstance(d, dict):
+        raise ParameterError(f"{what} must be a JSON object, got {type(d).__name__}")
+    _known(what, d, {f.name for f in fields(cls)})
+    return cls(**d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclass(frozen=True)
+class ChainTiming:
+    """Times inside one window, from the window start [s], and the window length."""
+
+    t_reset: float      # reset released (integration starts)
+    t_pulses: float     # first DAC corner
+    t_adc: float        # integration ends, conversion starts
+    t_end: float        # codes sampled; the next window starts here
+    t_edge: float
+
+
+def _window_dac(p: DacParams) -> DacParams:
+    """The encoding of one window: bit-serial reads use one 1-bit amplitude window per bit."""
+    if p.encoding == "bitserial":
+        return replace(p, encoding="amplitude", bits=1)
+    return p
+
+
+def chain_timing(cfg: PeripheryConfig) -> ChainTiming:
+    """Window timeline for ``cfg`` (see the module docstring)."""
+    dac = _window_dac(cfg.dac)
+    te = dac.t_lsb
+    integ = cfg.integrator
+    # the reset settles with the switch (C / g_on) and the op-amp as a follower (1 / 2 pi GBW)
+    tau = integ.c_int / integ.g_on + 1 / (2 * math.pi * integ.macro.gbw)
+    t_rst = cfg.t_reset if cfg.t_reset is not None else max(4 * te, 8 * tau)
+    t_rst = math.ceil(t_rst / te - 1e-9) * te
+    t_pulses = t_rst + te
+    t_adc = t_pulses + read_duration(dac) + te
+    adc = cfg.adc
+    t_end = t_adc + (adc.t_conv + 2 * adc.t_clk if isinstance(adc, RampAdcParams) else te)
+    return ChainTiming(t_rst, t_pulses, t_adc, t_end, te)
+
+
+def full_scale_time(p: DacParams) -> float:
+    """Volt-seconds of a full-scale input divided by v_read [s]: charge / this = current."""
+    if p.encoding == "pwm":
+        return p.max_code * p.t_lsb
+    if p.encoding == "amplitude":
+        return p.pulse_slots * p.t_lsb
+    return p.max_code * p.pulse_slots * p.t_lsb
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True, eq=False)
+class ReadResult:
+    """Output of :meth:`ReadChain.read` (batch-first arrays).
+
+    ``codes`` (batch, n_out) int: signed digital outputs (see the module docstring).
+    ``adc_codes`` (batch, n_sense[, bits]) int: raw converter codes per physical line (bit-serial:
+    one per bit window, LSB first, on the last axis).
+    ``v_out`` (batch, n_sense[, bits]) [V]: integrator outputs at the end of integration.
+    ``charge`` (batch, n_sense) [C]: charge into each virtual ground (spice: the integrated
+    current of the sense source; fast: ``volt_seconds @ G_eff``), shift-and-added for bit-serial.
+    ``current`` (batch, n_out) [A]: the equivalent output current, charge / full-scale time
+    (diff forward: I+ - I-), comparable to ``Crossbar.read(codes / max_code * v_read)``.
+    ``decoded`` (batch, n_out) [A]: the same quantity as the digital side knows it, from the codes
+    (bin centres, ideal capacitor).
+    """
+
+    codes: np.ndarray
+    adc_codes: np.ndarray
+    v_out: np.ndarray
+    charge: np.ndarray
+    current: np.ndarray
+    decoded: np.ndarray
+    backend: str
+    elapsed_s: float
+    points: int = 0
+    energy: dict | None = None
+
+    def to_npz(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(p, codes=self.codes, adc_codes=self.adc_codes, v_out=self.v_out, charge=self.charge,
+                 current=self.current, decoded=self.decoded)
+        return p
+
+
+# ----------------------------------------------------------------------------------------------
+# The chain
+
+
+class ReadChain:
+    """One array at one conductance state behind a read periphery.
+
+    Parameters
+    ----------
+    spec : CrossbarSpec
+        The array (its wires; ``spec.v_read`` must equal ``config.dac.v_read``).
+    G : ndarray ``spec.g_shape``
+        Cell conductances [S] (differential: G+ and G- interleaved).
+    config : PeripheryConfig
+    engine : Engine, optional
+        ngspice runner (default ``SubprocessEngine()``); its ``workers`` split a batch into
+        parallel decks.
+    access : AccessParams, optional
+        1T1R array: an NMOS access transistor in series with every cell, all word lines on
+        during the read (:func:`netlists.access.access_cells`); None: passive cells.
+
+    The range checks run here, before any simulation, for both read directions.
+
+    >>> import numpy as np
+    >>> from netlists.crossbar import CrossbarSpec
+    >>> from models.integrator import IntegratorParams
+    >>> spec = CrossbarSpec(rows=8, cols=3, cell="diff", r_row=1.0, r_col=1.0)
+    >>> cfg = PeripheryConfig(dac=DacParams(bits=6), integrator=IntegratorParams(c_int=2e-12))
+    >>> chain = ReadChain(spec, np.full(spec.g_shape, 10e-6), cfg)
+    >>> out = chain.read(np.arange(-4, 4)[None, :] * 8, backend="fast")
+    >>> out.codes.shape, out.current.shape          # signed codes and equivalent currents [A]
+    ((1, 3), (1, 3))
+    """
+
+    def __init__(self, spec: CrossbarSpec, G: np.ndarray, config: PeripheryConfig, *, engine=None,
+                 access: AccessParams | None = None):
+        if abs(spec.v_read - config.dac.v_read) > 1e-12 * spec.v_read:
+            raise ParameterError(f"the array's v_read ({spec.v_read:g} V) differs from the DAC's "
+                                 f"v_read ({config.dac.v_read:g} V)")
+        self.spec = spec
+        self.G = check_conductances(spec, G)
+        self.config = config
+        self.engine = engine
+        if access is not None and not isinstance(access, AccessParams):
+            raise ParameterError(f"access must be AccessParams or None, got {type(access).__name__}")
+        self.access = access
+        self.timing = chain_timing(config)
+        self._geff: dict = {}
+        self._r_on: dict[float, float] = {}
+        self.range_used = {t: self.check_range(t) for t in (False, True)}
+
+    # -- structure ----------------------------------------------------------------------------------
+    def n_drive(self, transpose: bool) -> int:
+        return self.spec.pcols if transpose else self.spec.rows
+
+    def n_sense(self, transpose: bool) -> int:
+        return self.spec.rows if transpose else self.spec.pcols
+
+    def n_in(self, transpose: bool) -> int:
+        return self.spec.cols if transpose else self.spec.rows
+
+    def transfer(self, transpose: bool = False, polarity: int = 1) -> np.ndarray:
+        """Exact (n_drive, n_sense) conductance from each driven line end to each virtual ground
+        [S], wires included (the fast solver with unit drives).
+
+        1T1R arrays: each cell in series with its transistor's on-resistance, measured once in
+        ngspice at the potential its source sits at (forward reads: the row's, ``polarity * v_read``;
+        transposed reads: the row's virtual ground, 0 V). A small-signal linearisation: the
+        drain-source voltage stays below ``v_read R_on / (R_on + 1/G)``."""
+        key = (transpose, polarity if (self.access is not None and not transpose) else 1)
+        if key not in self._geff:
+            from cosim.solver import CrossbarSolver
+            G = self.G
+            if self.access is not None:
+                G = 1.0 / (1.0 / G + self.r_on(0.0 if transpose else key[1] * self.spec.v_read))
+            xc = build_crossbar(self.spec, G, transpose=transpose)
+            self._geff[key] = CrossbarSolver(xc.circuit).solve(np.eye(self.n_drive(transpose)))
+        return self._geff[key]
+
+    def r_on(self, v_source: float) -> float:
+        """On-resistance [ohm] of the access transistor (gate at v_gate, bulk at vss) with its
+        source at ``v_source`` [V] and 1 mV across it, from one ngspice ``.op`` (cached)."""
+        if self.access is None:
+            raise ParameterError("this array has no access transistors")
+        if v_source not in self._r_on:
+            from cosim.engine import SubprocessEngine
+            a, integ = self.access, self.config.integrator
+            deck = "\n".join([f"* access transistor on-resistance at v_source={v_source:.12g}", a.card.to_spice(),
+                              access_subckt(a.card, a.w, a.l), f"Vd d 0 DC {v_source + 1e-3:.12g}",
+                              f"Vs s 0 DC {v_source:.12g}", f"Vg g 0 DC {a.v_gate:.12g}",
+                              f"Vb b 0 DC {integ.vss:.12g}", "X1 d g s b xbar_access", ".op", ".save i(vd)", ".end"])
+            res = (self.engine or SubprocessEngine()).run(deck, need=["i(vd)"], name="r_on")
+            self._r_on[v_source] = 1e-3 / -float(res.vectors["i(vd)"][0])
+        return self._r_on[v_source]
+
+    def g_total(self, transpose: bool) -> np.ndarray:
+        """Conductance loading each integrator input [S] (sum of the line's cells)."""
+        return self.G.sum(axis=1) if transpose else self.G.sum(axis=0)
+
+    def drive_codes(self, codes: np.ndarray, transpose: bool) -> np.ndarray:
+        """Logical codes (batch, n_in) -> codes of the physical drives (batch, n_drive)."""
+        if transpose and self.spec.cell == "diff":
+            out = np.empty((codes.shape[0], 2 * codes.shape[1]), dtype=np.int64)
+            out[:, 0::2], out[:, 1::2] = codes, -codes
+            return out
+        return codes
+
+    def check_codes(self, codes, transpose: bool) -> np.ndarray:
+        c = np.asarray(codes)
+        if c.ndim == 1:
+            c = c[None, :]
+        n = self.n_in(transpose)
+        if c.ndim != 2 or c.shape[1] != n or c.shape[0] == 0:
+            raise ShapeError(f"codes have shape {np.shape(codes)}; a {'transposed' if transpose else 'forward'} "
+                             f"read needs (batch, {n}) integer codes")
+        volt_seconds(c, self.config.dac)  # validates integers, range and sign mode
+        return c.astype(np.int64)
+
+    def check_range(self, transpose: bool = False) -> dict:
+        """Worst-case charge vs integrator swing and ADC range (raises or warns per config)."""
+        cfg = self.config
+        dac = _window_dac(cfg.dac)
+        vs_max = float(volt_seconds(np.array([dac.max_code]), dac)[0])
+        gt = self.g_total(transpose)
+        # worst case per sensed line: every input at full scale with the sign that adds up (wires
+        # only lower it); a transposed differential read drives G+ and G- with opposite signs
+        if transpose and self.spec.cell == "diff":
+            g_worst = np.abs(self.G[:, 0::2] - self.G[:, 1::2]).sum(axis=1)
+        else:
+            g_worst = gt
+        q_max = cfg.full_scale * vs_max * float(g_worst.max())
+        used = check_integrator_range(cfg.integrator, q_max, float(gt.max()), action=cfg.range_check)
+        ceff = float(effective_capacitance(cfg.integrator, float(gt.max())))
+        v0 = start_voltage(cfg.integrator)
+        adc_used = check_adc_range(cfg.adc, v0 - q_max / ceff, v0 + q_max / ceff, action=cfg.range_check)
+        return {"q_max": q_max, "integrator_swing_used": used, "adc_range_used": adc_used}
+
+    def mid_code(self) -> int:
+        a = self.config.adc
+        return int(round(-a.v_lo / a.lsb))
+
+    # -- reads --------------------------------------------------------------------------------------
+    def read(self, codes, *, transpose: bool = False, backend: Backend = "spice",
+             energy: bool = False, workers: int | None = None) -> ReadResult:
+        """Read a batch of signed integer input codes, (batch, rows) forward or (batch, cols)
+        transposed (|code| <= 2^bits - 1).
+
+        ``backend="spice"``: every read of the batch is a window of one transient (reset between
+        windows); ``workers`` (default: the engine's) splits the batch into parallel decks.
+        ``backend="fast"``: the numpy twin. ``energy`` (spice only) also integrates the power
+        of the DAC and supply sources into ``result.energy`` (see :func:`energy_summary`).
+        Returns a :class:`ReadResult` (codes and the analog values behind them).
+        """
+        if backend not in ("spice", "fast"):
+            raise ParameterError(f"backend must be 'spice' or 'fast', got {backend!r}")
+        c = self.check_codes(codes, transpose)
+        windows = self._windows(self.drive_codes(c, transpose))  # (batch, n_win, n_drive)
+        t0 = time.perf_counter()
+        if backend == "fast":
+            raw = self._fast(windows, transpose)
+        else:
+            raw = self._spice(windows, transpose, energy, workers)
+        return self._finish(raw, transpose, backend, time.perf_counter() - t0)
+
+    def read_values(self, x, **kw) -> ReadResult:
+        """Floats in [-1, 1] -> codes (:func:`models.dac.to_codes`) -> :meth:`read`."""
+        from models.dac import to_codes
+        return self.read(to_codes(x, self.config.dac.bits), **kw)
+
+    def _windows(self, dcodes: np.ndarray) -> np.ndarray:
+        p = self.config.dac
+        if p.encoding != "bitserial":
+            return dcodes[:, None, :]
+        s, k = np.sign(dcodes), np.abs(dcodes)
+        bits = (k[:, None, :] >> np.arange(p.bits)[None, :, None]) & 1
+        return s[:, None, :] * bits
+
+    # fast -------------------------------------------------------------------------------------
+    def _fast(self, windows: np.ndarray, transpose: bool) -> dict:
+        cfg, tm = self.config, self.timing
+        dac = _window_dac(cfg.dac)
+        gt = self.g_total(transpose)
+        vs = volt_seconds(windows, dac)  # (batch, n_win, n_drive)
+        mom = volt_second_moments(windows, dac, tm.t_adc, t_start=tm.t_pulses)
+        if self.access is not None and not transpose:  # the on-resistance depends on the row's sign
+            gp, gn = self.transfer(transpose, 1), self.transfer(transpose, -1)
+            q = np.where(vs > 0, vs, 0) @ gp + np.where(vs < 0, vs, 0) @ gn
+            mom = np.where(vs > 0, mom, 0) @ gp + np.where(vs < 0, mom, 0) @ gn
+            ge = None
+        else:
+            ge = self.transfer(transpose)
+            q = vs @ ge
+            mom = mom @ ge
+        integ, m = cfg.integrator, cfg.integrator.macro
+        t_int = tm.t_adc - tm.t_reset
+        v = charge_to_voltage(integ, q, gt, t_int=t_int, moment=mom)
+        # the charge that reaches the capacitor (what the spice backend measures), unclipped
+        ceff = effective_capacitance(integ, gt)
+        q_eff = q - gt * m.v_os * t_int - gt * mom / (ceff * m.a0)
+        q = q_eff * integ.c_int * (1 + 1 / m.a0) / ceff
+        if isinstance(cfg.adc, RampAdcParams):
+            codes = ramp_convert(cfg.adc, v, 0.0, t_window=tm.t_end - tm.t_adc - tm.t_edge / 2)
+        else:
+            codes = quantize(v, cfg.adc)
+        return {"q": q, "v": v, "codes": codes, "points": 0, "energy": None}
+
+    # spice ------------------------------------------------------------------------------------
+    def circuit(self, windows: np.ndarray, transpose: bool = False) -> tuple[Circuit, float]:
+        """The chain as IR for a batch of windows (batch, n_win, n_drive); returns it and t_stop."""
+        cfg, tm, spec = self.config, self.timing, self.spec
+        dac = _window_dac(cfg.dac)
+        nb, nw, nd = windows.shape
+        ns = self.n_sense(transpose)
+        w = array_wires(spec)
+        nodes = w.nodes
+        drive_ends, sense_ends = (w.col_ends, w.row_ends) if transpose else (w.row_ends, w.col_ends)
+        ig = nodes.add("ig{0}", (ns,))
+        io = nodes.add("io{0}", (ns,))
+        code = nodes.add("code{0}", (ns,))
+        rst, vdd, vss, en, clr, ramp = (int(nodes.add(n)) for n in ("rst", "vdd", "vss", "en", "clr", "ramp"))
+        z = np.zeros
+        T = tm.t_end
+        flat = windows.reshape(nb * nw, nd)
+        # DAC waveforms: one PWL per driven line over every window
+        times: list[list[float]] = [[0.0] for _ in range(nd)]
+        vals: list[list[float]] = [[0.0] for _ in range(nd)]
+        for k, cw in enumerate(flat):
+            if not cw.any():
+                continue
+            for i, wave in enumerate(row_waveforms(cw, dac, t_start=k * T + tm.t_pulses)):
+                if len(wave) > 1:
+                    times[i] += wave[1:, 0].tolist()
+                    vals[i] += wave[1:, 1].tolist()
+        dac_src = PwlSources("dac", (nd,), p=drive_ends, n=z(nd, np.int64), times=tuple(times), values=tuple(vals),
+                             breakpoints=cfg.exact_corners)
+        # control lines
+        te = tm.t_edge
+        rt, rv, et, ev, ct, cv = [0.0], [1.0], [0.0], [0.0], [0.0], [1.0]
+        for k in range(nb * nw):
+            s = k * T
+            if k:
+                rt += [s, s + te]; rv += [0.0, 1.0]
+                ct += [s, s + te]; cv += [0.0, 1.0]
+            rt += [s + tm.t_reset - te, s + tm.t_reset]; rv += [1.0, 0.0]
+            ct += [s + tm.t_reset - te, s + tm.t_reset]; cv += [1.0, 0.0]
+            if isinstance(cfg.adc, RampAdcParams):
+                et += [s + tm.t_adc, s + tm.t_adc + te, s + T - te, s + T]; ev += [0.0, 1.0, 1.0, 0.0]
+            else:  # a corner at t_adc so that the transient lands on the end of integration
+                rt += [s + tm.t_adc]; rv += [0.0]
+        ctl = PwlSources("ctl", (3,), p=np.array([rst, en, clr]), n=z(3, np.int64),
+                         times=(tuple(rt), tuple(et), tuple(ct)), values=(tuple(rv), tuple(ev), tuple(cv)))
+        sup = VoltageSources("sup", (2,), p=np.array([vdd, vss]), n=z(2, np.int64),
+                             value=np.array([cfg.integrator.vdd, cfg.integrator.vss]), role="supply")
+        sen = VoltageSources("sen", (ns,), p=sense_ends, n=ig, value=0.0, role="sense")
+        models: tuple[str, ...] = ()
+        if self.access is None:
+            cell_groups = [_cells(w, self.G)]
+        else:  # every word line on: one gate node for the whole array, bulk on vss
+            wl = int(nodes.add("wl"))
+            cell_groups, acc_sub, model = access_cells(nodes, w.row_nodes, w.col_nodes, self.G,
+                                                       np.full(spec.rows, wl), vss, self.access)
+            cell_groups.append(VoltageSources("wl", (1,), p=[wl], n=[0], value=self.access.v_gate, role="supply"))
+            if f".model {self.access.card.name} " not in integrator_library(cfg.integrator):
+                models = (model,)
+        integ = SubcktInstances("int", (ns,), subckt=cfg.integrator.name,
+                                ports=np.column_stack([ig, io, np.full(ns, rst), z(ns, np.int64),
+                                                       np.full(ns, vdd), np.full(ns, vss)]))
+        groups = [*cell_groups, *w.groups, dac_src, ctl, sup, sen, integ]
+        subckts = [integrator_library(cfg.integrator)] + ([acc_sub] if self.access is not None else [])
+        if isinstance(cfg.adc, RampAdcParams):
+            subckts.append(ramp_library(cfg.adc))
+            groups.append(SubcktInstances("ramp", (1,), subckt=f"{cfg.adc.name}_ramp", ports=np.array([[ramp, en]])))
+            groups.append(SubcktInstances("adc", (ns,), subckt=cfg.adc.name, params={"vos": z(ns)},
+                                          ports=np.column_stack([io, np.full(ns, ramp), np.full(ns, en),
+                                                                 np.full(ns, clr), code])))
+        else:
+            subckts.append(quantizer_subckt(cfg.adc))
+            groups.append(SubcktInstances("adc", (ns,), subckt=cfg.adc.name, ports=np.column_stack([io, code])))
+        title = (f"xbar-cosim read chain {spec.rows}x{spec.pcols} cell={spec.cell}"
+                 f"{' 1T1R' if self.access is not None else ''} "
+                 f"{'transposed' if transpose else 'forward'}, {nb * nw} windows, {cfg.dac.encoding}, "
+                 f"{cfg.opamp_kind} op-amp, {type(cfg.adc).__name__}")
+        return (Circuit(title, nodes, tuple(groups), subckts=tuple(subckts), models=models, layout=w.layout("cell")),
+                nb * nw * T)
+
+    def deck(self, codes, transpose: bool = False, *, energy: bool = False) -> str:
+        """The ngspice deck of one read of the batch ``codes`` (all windows in one transient)."""
+        c = self.check_codes(codes, transpose)
+        return self._deck(self._windows(self.drive_codes(c, transpose)), transpose, energy)[0]
+
+    def _deck(self, windows, transpose, energy):
+        circ, stop = self.circuit(windows, transpose)
+        ns, nd = self.n_sense(transpose), self.n_drive(transpose)
+        tm = self.timing
+        save = ([f"v(io{j})" for j in range(ns)] + [f"v(code{j})" for j in range(ns)]
+                + [f"i(vsen_{j})" for j in range(ns)])
+        if energy:
+            save += [f"i({self._dac_letter()}dac_{i})" for i in range(nd)] + ["i(vsup_0)", "i(vsup_1)"]
+            drive = circ.group("dac")
+            save += [f"v({circ.nodes.name(int(k))})" for k in drive.p]
+        step = self.config.max_step or self.default_max_step()
+        return write_spice(circ, Tran(tm.t_edge, stop, max_step=step), save=save), save, circ
+
+    def _spice(self, windows, transpose, energy, workers) -> dict:
+        from cosim.engine import SubprocessEngine
+        engine = self.engine or SubprocessEngine()
+        nb = windows.shape[0]
+        n_work = max(1, min(workers or getattr(engine, "workers", 1), nb))
+        bounds = np.linspace(0, nb, n_work + 1).astype(int)
+        chunks = [windows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        built = [self._deck(ch, transpose, energy) for ch in chunks]
+        need = built[0][1]
+        results = engine.run_many([b[0] for b in built], need=need, name="readchain")
+        parts = [self._decode(r, ch, transpose, energy, b[2]) for r, ch, b in zip(results, chunks, built)]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in ("q", "v", "codes")}
+        out["points"] = sum(p["points"] for p in parts)
+        out["energy"] = None
+        if energy:
+            out["energy"] = {k: sum(p["energy"][k] for p in parts) for k in parts[0]["energy"]}
+            out["energy"]["reads"] = nb
+        return out
+
+    def _decode(self, res, windows, transpose, energy, circ) -> dict:
+        tm = self.timing
+        nb, nw, nd = windows.shape
+        ns = self.n_sense(transpose)
+        v = res.vectors
+        t = v["time"]
+        starts = np.arange(nb * nw) * tm.t_end
+        isen = np.stack([v[f"i(vsen_{j})"] for j in range(ns)])
+        cum = np.concatenate([np.zeros((ns, 1)), np.cumsum(0.5 * (isen[:, 1:] + isen[:, :-1]) * np.diff(t), axis=1)], axis=1)
+        q = np.stack([np.interp(starts + tm.t_adc, t, c) - np.interp(starts + tm.t_reset, t, c) for c in cum], axis=-1)
+        vo = np.stack([np.interp(starts + tm.t_adc, t, v[f"v(io{j})"]) for j in range(ns)], axis=-1)
+        t_code = starts + tm.t_end  # a corner of rst and clr: the transient lands on it
+        codes = np.rint(np.stack([np.interp(t_code, t, v[f"v(code{j})"]) for j in range(ns)], axis=-1)).astype(np.int64)
+        out = {"q": q.reshape(nb, nw, ns), "v": vo.reshape(nb, nw, ns), "codes": codes.reshape(nb, nw, ns),
+               "points": len(t)}
+        if energy:
+            drive = circ.group("dac")
+            e_arr = 0.0
+            for i in range(nd):
+                vn = v[f"v({circ.nodes.name(int(drive.p[i]))})"]
+                e_arr += float(np.trapezoid(-vn * v[f"i({self._dac_letter()}dac_{i})"], t))
+            cfg = self.config.integrator
+            e_sup = float(np.trapezoid(-(cfg.vdd * v["i(vsup_0)"] + cfg.vss * v["i(vsup_1)"]), t))
+            out["energy"] = {"array_j": e_arr, "supply_j": e_sup, "time_s": float(t[-1])}
+        return out
+
+    # both -------------------------------------------------------------------------------------
+    def _finish(self, raw: dict, transpose: bool, backend: str, elapsed: float) -> ReadResult:
+        cfg = self.config
+        q, v, codes = raw["q"], raw["v"], raw["codes"]   # (batch, n_win, n_sense)
+        signed = self.mid_code() - codes
+        if cfg.dac.encoding == "bitserial":
+            to_last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
+            q_tot = shift_and_add(np.moveaxis(q, 1, 0))
+            s_tot = np.rint(shift_and_add(np.moveaxis(signed, 1, 0))).astype(np.int64)
+            adc_codes, v_out = to_last(codes), to_last(v)
+            # decoding: bin centres of each window, shift-and-added
+            vq = code_to_voltage(codes, cfg.adc)
+            q_dec = shift_and_add(np.moveaxis(-vq * cfg.integrator.c_int, 1, 0))
+        else:
+            q_tot, s_tot = q[:, 0], signed[:, 0]
+            adc_codes, v_out = codes[:, 0], v[:, 0]
+            q_dec = -code_to_voltage(codes[:, 0], cfg.adc) * cfg.integrator.c_int
+        t_fs = full_scale_time(cfg.dac)
+        if self.spec.cell == "diff" and not transpose:
+            out_codes = s_tot[:, 0::2] - s_tot[:, 1::2]
+            cur = (q_tot[:, 0::2] - q_tot[:, 1::2]) / t_fs
+            dec = (q_dec[:, 0::2] - q_dec[:, 1::2]) / t_fs
+        else:
+            out_codes, cur, dec = s_tot, q_tot / t_fs, q_dec / t_fs
+        return ReadResult(codes=out_codes, adc_codes=adc_codes, v_out=v_out, charge=q_tot, current=cur,
+                          decoded=dec, backend=backend, elapsed_s=elapsed, points=raw["points"],
+                          energy=raw["energy"])
+
+    def _dac_letter(self) -> str:
+        return "v" if self.config.exact_corners else "b"
+
+    def default_max_step(self) -> float:
+        """``4 t_lsb``; with a ramp ADC at most one clock period (the comparator's transition
+        must be resolved: with 4 clocks the codes drift by a few LSB from the twin)."""
+        te = self.timing.t_edge
+        if isinstance(self.config.adc, RampAdcParams):
+            return min(4 * te, self.config.adc.t_clk)
+        return 4 * te
+
+    def lsb_current(self) -> float:
+        """Output current per output code [A] (ideal capacitor)."""
+        return self.config.adc.lsb * self.config.integrator.c_int / full_scale_time(self.config.dac)
+
+
+def energy_summary(result: ReadResult, macs_per_read: int) -> dict:
+    """Energy per MVM and per MAC, TOPS/W (2 operations per MAC) and the array / periphery
+    split of a spice read made with ``energy=True``.
+
+    Array: the energy the DAC sources deliver (cells and wires). Periphery: the op-amp supplies
+    ``vdd`` / ``vss`` (zero for the macro-model, which draws no supply current; the ramp ADC
+    and the DAC drivers' own losses are behavioural and not counted).
+    """
+    e = result.energy
+    if e is None:
+        raise ParameterError("the read was made without energy=True (spice backend only)")
+    n = e["reads"]
+    total = e["array_j"] + e["supply_j"]
+    per = total / n
+    return {"per_mvm_j": per, "per_mac_j": per / macs_per_read,
+            "tops_per_w": 2 * macs_per_read / per / 1e12 if per > 0 else math.inf,
+            "array_j_per_mvm": e["array_j"] / n, "periphery_j_per_mvm": e["supply_j"] / n,
+            "array_share": e["array_j"] / total if total else math.nan,
+            "periphery_share": e["supply_j"] / total if total else math.nan,
+            "read_time_s": e["time_s"] / n}
+
+
+def _cells(w, G: np.ndarray):
+    from netlists.ir import Resistors
+    return Resistors("cell", G.shape, a=w.row_nodes, b=w.col_nodes, resistance=1.0 / G)

@@ -1,0 +1,340 @@
+"""The read chain on a wired array (DAC -> crossbar -> integrators -> ADC) in one ngspice
+transient, against its numpy twin; configuration, pre-run range checks, energy, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosim.readchain import PeripheryConfig, ReadChain, energy_summary
+from models.adc import QuantizerParams, RampAdcParams
+from models.dac import DacParams
+from models.errors import ParameterError
+from models.integrator import IntegratorParams
+from models.opamp import TwoStageOpAmpParams, macro_equivalent
+from netlists.crossbar import CrossbarSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: 8 rows x 3 weights (6 physical columns), 1 ohm wires; C sized so that nothing can clip.
+SPEC = CrossbarSpec(rows=8, cols=3, cell="diff", r_row=1.0, r_col=1.0)
+CFG = PeripheryConfig(dac=DacParams(encoding="pwm", bits=6),
+                      integrator=IntegratorParams(c_int=2e-12, g_on=1e-2),
+                      adc=QuantizerParams(bits=8), range_check="warn")
+
+
+def _chain(rng, cfg=CFG, spec=SPEC, engine=None):
+    G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # under-used range: fine for a test
+        return ReadChain(spec, G, cfg, engine=engine)
+
+
+def _codes(rng, chain, n, transpose):
+    m = chain.config.dac.max_code
+    return rng.integers(-m, m + 1, size=(n, chain.n_in(transpose)))
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", [CFG, CFG.with_opamp(TwoStageOpAmpParams()),
+                                 replace(CFG, adc=RampAdcParams(bits=6, r_out=float("inf")), full_scale=0.5,
+                                         exact_corners=False)])
+def test_config_json_round_trip(tmp_path, cfg):
+    assert PeripheryConfig.from_json(cfg.to_json(tmp_path / "p.json")) == cfg
+
+
+def test_bad_config_names_the_field(tmp_path):
+    with pytest.raises(ParameterError, match="unknown field.*c_intt"):
+        PeripheryConfig.from_dict({"integrator": {"c_intt": 1e-12}})
+    with pytest.raises(ParameterError, match="c_int"):
+        PeripheryConfig.from_dict({"integrator": {"c_int": -1.0}})
+    with pytest.raises(ParameterError, match="adc.kind"):
+        PeripheryConfig.from_dict({"adc": {"kind": "sar"}})
+    with pytest.raises(ParameterError, match="full_scale"):
+        PeripheryConfig(full_scale=2.0)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ParameterError, match="not valid JSON"):
+        PeripheryConfig.from_json(tmp_path / "bad.json")
+
+
+def test_saturating_config_is_reported_before_any_run(rng, engine):
+    calls = []
+
+    class Counting:  # the real engine, counted: the check must come before it is called
+        workers = 1
+
+        def run_many(self, decks, **kw):
+            calls.append(len(decks))
+            return engine.run_many(decks, **kw)
+
+    G = rng.uniform(1e-6, 25e-6, SPEC.g_shape)
+    small_c = replace(CFG, integrator=IntegratorParams(c_int=0.2e-12), range_check="raise")
+    with pytest.raises(ParameterError, match=r"integrator saturates.*use c_int >= "):
+        ReadChain(SPEC, G, small_c, engine=Counting())
+    narrow_adc = replace(CFG, adc=QuantizerParams(v_lo=-0.1, v_hi=0.1), range_check="raise")
+    with pytest.raises(ParameterError, match="ADC range .* cannot hold outputs"):
+        ReadChain(SPEC, G, narrow_adc, engine=Counting())
+    with pytest.warns(RuntimeWarning, match="saturates"):
+        ReadChain(SPEC, G, replace(small_c, range_check="warn"), engine=Counting())
+    assert calls == []
+    # and the full-scale fraction is what the check uses
+    ok = ReadChain(SPEC, G, replace(small_c, full_scale=0.05), engine=Counting())
+    assert ok.range_used[False]["integrator_swing_used"] < 1
+
+
+def test_v_read_must_match_the_array(rng):
+    with pytest.raises(ParameterError, match="v_read"):
+        ReadChain(replace(SPEC, v_read=0.1), rng.uniform(1e-6, 2e-5, SPEC.g_shape), CFG)
+
+
+def test_bad_codes_rejected(rng):
+    chain = _chain(rng)
+    with pytest.raises(ParameterError, match="exceeds"):
+        chain.read(np.full((1, 8), 64), backend="fast")
+    with pytest.raises(ValueError, match=r"\(batch, 8\)"):
+        chain.read(np.zeros((1, 5), int), backend="fast")
+
+
+# -- SPICE vs twin ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("exact_corners", [True, False])
+def test_spice_codes_match_twin_within_one_lsb(engine, rng, transpose, exact_corners):
+    """Seeded random inputs and conductances, 1 ohm wires, batch of 4 windows per deck over 2
+    parallel decks: every ADC code within 1 LSB of the twin, signed outputs within 2 (a
+    difference of two codes), the integrator voltage within 0.5 LSB.
+
+    ``exact_corners=False`` (B-source inputs, no breakpoints) runs with steps of one t_lsb:
+    the trapezoidal rule then integrates the one-t_lsb edges exactly whatever their phase. With
+    the default 4 t_lsb steps its error is random, ~v_read t_lsb G per edge (1-2 LSB on this
+    8-row array, 0.1-0.2 LSB at 64 rows with 8-bit PWM: see scripts/bench_readchain.py)."""
+    cfg = replace(CFG, exact_corners=exact_corners, max_step=None if exact_corners else CFG.dac.t_lsb)
+    chain = _chain(rng, cfg, engine=engine)
+    codes = _codes(rng, chain, 8, transpose)
+    s = chain.read(codes, transpose=transpose, backend="spice", workers=2)
+    f = chain.read(codes, transpose=transpose, backend="fast")
+    assert s.codes.shape == f.codes.shape == (8, 8 if transpose else 3)
+    lsb = CFG.adc.lsb
+    assert np.abs(s.adc_codes - f.adc_codes).max() <= 1
+    assert np.abs(s.codes - f.codes).max() <= (1 if transpose else 2)
+    assert np.abs(s.v_out - f.v_out).max() <= 0.5 * lsb
+    np.testing.assert_allclose(s.charge, f.charge, atol=0.5 * lsb * CFG.integrator.c_int)
+    # the outputs mean something: the equivalent currents follow the exact array solve
+    from cosim.mvm import Crossbar
+    V = codes / CFG.dac.max_code * CFG.dac.v_read
+    I = Crossbar(SPEC, chain.G).read(V, transpose=transpose, backend="fast")
+    assert np.abs(f.current - I).max() < 0.15 * np.abs(I).max()  # the op-amp's finite GBW and gain
+    assert np.corrcoef(s.decoded.ravel(), I.ravel())[0, 1] > 0.995
+
+
+@pytest.mark.parametrize("encoding", ["amplitude", "bitserial"])
+def test_ramp_adc_and_other_encodings_match_twin(engine, rng, encoding):
+    cfg = replace(CFG, dac=DacParams(encoding=encoding, bits=4, pulse_slots=8),
+                  adc=RampAdcParams(bits=6), integrator=IntegratorParams(c_int=0.5e-12, g_on=1e-2))
+    chain = _chain(rng, cfg, engine=engine)
+    codes = _codes(rng, chain, 2, False)
+    s = chain.read(codes, backend="spice")
+    f = chain.read(codes, backend="fast")
+    assert np.abs(s.adc_codes - f.adc_codes).max() <= 1  # per window (bit-serial: per bit)
+    if encoding == "bitserial":
+        assert s.adc_codes.shape == (2, 6, 4)
+        # shift-and-add of per-bit signed codes: the digital result equals the twin's up to 1 LSB per bit
+        assert np.abs(s.codes - f.codes).max() <= 2 * (2 ** 4 - 1)
+    else:
+        assert np.abs(s.codes - f.codes).max() <= 2
+
+
+def test_transistor_opamp_chain_matches_its_macro_equivalent(engine, rng):
+    """The two-stage transistor op-amp in every integrator vs the macro-model with its measured
+    a0 / GBW / offset (TWO_STAGE_MEASURED): codes within 1 LSB, integrator voltages within
+    1.5 LSB. The default macro (100 MHz) differs more: the GBW term G / (2 pi GBW) of C_eff."""
+    spec = CrossbarSpec(rows=8, cols=2, cell="diff", r_row=1.0, r_col=1.0)
+    two = CFG.with_opamp(TwoStageOpAmpParams())
+    eq = CFG.with_opamp(replace(macro_equivalent(TwoStageOpAmpParams()), name="opamp_eq"))
+    G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+    codes = rng.integers(-63, 64, size=(3, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t = ReadChain(spec, G, two, engine=engine).read(codes)
+        m = ReadChain(spec, G, eq, engine=engine).read(codes)
+        f = ReadChain(spec, G, two).read(codes, backend="fast")
+    lsb = CFG.adc.lsb
+    assert np.abs(t.adc_codes - m.adc_codes).max() <= 1
+    assert np.abs(t.v_out - m.v_out).max() <= 1.5 * lsb
+    assert np.abs(t.adc_codes - f.adc_codes).max() <= 1
+
+
+def test_energy_split(engine, rng):
+    """Without wires the array energy is sum_i V_i^2 (G row sum) t_i (minus the edges: a ramp of
+    one t_lsb carries V^2 t_lsb / 3, not / 2); the macro op-amp draws no supply power and the
+    two-stage one dominates."""
+    spec = CrossbarSpec(rows=6, cols=2, cell="diff")
+    G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+    codes = rng.integers(-63, 64, size=(2, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = ReadChain(spec, G, CFG, engine=engine).read(codes, energy=True)
+        r2 = ReadChain(spec, G, CFG.with_opamp(TwoStageOpAmpParams()), engine=engine).read(codes, energy=True)
+    k = np.abs(codes)
+    t_eff = (k - 1 + 2 / 3) * CFG.dac.t_lsb * (k > 0)
+    expect = float(np.sum(t_eff * CFG.dac.v_read ** 2 * G.sum(axis=1)))
+    assert r.energy["array_j"] == pytest.approx(expect, rel=0.02)
+    assert r.energy["supply_j"] == 0.0
+    e1, e2 = energy_summary(r, 12), energy_summary(r2, 12)
+    assert e1["array_share"] == 1.0 and e1["per_mac_j"] == pytest.approx(expect / 2 / 12, rel=0.02)
+    assert e2["periphery_share"] > 0.9
+    assert e2["array_j_per_mvm"] == pytest.approx(e1["array_j_per_mvm"], rel=0.05)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+def _xbar(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "cosim.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_mvm_with_periphery(tmp_path, rng):
+    G = rng.uniform(1e-6, 25e-6, SPEC.g_shape)
+    np.save(tmp_path / "G.npy", G)
+    codes = rng.integers(-63, 64, size=(3, 8))
+    np.save(tmp_path / "codes.npy", codes)
+    CFG.to_json(tmp_path / "p.json")
+    outs = {}
+    for backend in ("spice", "fast"):
+        res = _xbar("mvm", "-G", "G.npy", "--cell", "diff", "--r-wire", 1, "-V", "codes.npy", "--periphery", "p.json",
+                    "--backend", backend, "-o", f"{backend}.npz", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        outs[backend] = np.load(tmp_path / f"{backend}.npz")
+        assert outs[backend]["codes"].shape == (3, 3)
+    assert np.abs(outs["spice"]["adc_codes"] - outs["fast"]["adc_codes"]).max() <= 1
+    # a config that saturates: exit 2 with the reason, nothing simulated
+    replace(CFG, integrator=IntegratorParams(c_int=0.2e-12), range_check="raise").to_json(tmp_path / "sat.json")
+    res = _xbar("mvm", "-G", "G.npy", "--cell", "diff", "-V", "codes.npy", "--periphery", "sat.json",
+                "--backend", "spice", cwd=tmp_path)
+    assert res.returncode == 2 and "integrator saturates" in res.stderr
+    (tmp_path / "typo.json").write_text(json.dumps({"adc": {"bitz": 8}}))
+    res = _xbar("mvm", "-G", "G.npy", "--cell", "diff", "-V", "codes.npy", "--periphery", "typo.json", cwd=tmp_path)
+    assert res.returncode == 2 and "bitz" in res.stderr
+    res = _xbar("periphery", "--write-config", "default.json", cwd=tmp_path)
+    assert res.returncode == 0 and PeripheryConfig.from_json(tmp_path / "default.json") == PeripheryConfig()
+    np.save(tmp_path / "frac.npy", codes / 100)
+    res = _xbar("mvm", "-G", "G.npy", "--cell", "diff", "-V", "frac.npy", "--periphery", "p.json", cwd=tmp_path)
+    assert res.returncode == 2 and "integers" in res.stderr
+
+
+@pytest.mark.slow
+def test_cli_periphery_writes_plots(tmp_path):
+    res = _xbar("periphery", "--out", "per", "--no-two-stage", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for name in ("dac_transfer.png", "integrator_waveform.png", "adc_transfer.png", "adc_inl_dnl.csv"):
+        assert (tmp_path / "per" / name).exists()
+
+
+# -- sneak paths: 0T1R vs 1T1R -------------------------------------------------------------------
+
+
+def test_sneak_paths_in_0t1r_removed_by_1t1r(engine, rng):
+    """Single-cell reads of an 8x8 array (1 ohm wires): with unselected lines floating or
+    half-biased, the passive array reads the cell plus sneak currents (errors of the order of
+    the read current and more); access transistors on the word lines remove them, leaving only
+    the on-resistance in series (a few percent low)."""
+    from cosim.sneak import cell_read_errors
+    from netlists.access import build_cell_read
+    from netlists.ir import SubcktInstances
+
+    spec = CrossbarSpec(rows=8, cols=8, r_row=1.0, r_col=1.0)
+    G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+    cells = [(0, 0), (3, 5), (7, 7), (5, 2)]
+    c = build_cell_read(spec, G, (3, 5), access="1t1r")
+    acc = c.group("acc")
+    assert isinstance(acc, SubcktInstances) and acc.count == 64
+    assert (c.group("wl").value == np.where(np.arange(8) == 3, 1.8, 0.0)).all()
+    for unselected in ("float", "half"):
+        passive = cell_read_errors(spec, G, cells, access="0t1r", unselected=unselected, engine=engine)
+        gated = cell_read_errors(spec, G, cells, access="1t1r", unselected=unselected, engine=engine)
+        assert passive.min() > 0.5, passive         # sneak currents add to every read
+        assert np.abs(gated).max() < 0.06, gated    # R_on (~1.6 kOhm) in series with <= 40 kOhm
+        assert (gated < 0).all()                    # series resistance: always low
+        assert np.abs(gated).max() < 0.05 * passive.min()
+    with pytest.raises(ParameterError, match="1r"):
+        build_cell_read(SPEC, np.full(SPEC.g_shape, 1e-5), (0, 0))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_1t1r_chain_matches_twin(engine, rng, transpose):
+    """The read chain on a 1T1R array (every word line on, bulk on vss): SPICE vs the twin with
+    the on-resistance measured in ngspice in series with each cell; and the transistors matter
+    (the passive twin reads more charge)."""
+    from netlists.access import AccessParams
+
+    G = rng.uniform(1e-6, 25e-6, SPEC.g_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        chain = ReadChain(SPEC, G, CFG, engine=engine, access=AccessParams())
+        passive = ReadChain(SPEC, G, CFG)
+    assert 1e3 < chain.r_on(0.0) < 5e3  # W/L = 1 um / 0.18 um at 1.8 V on the generic 180 nm card
+    codes = _codes(rng, chain, 4, transpose)
+    s = chain.read(codes, transpose=transpose)
+    f = chain.read(codes, transpose=transpose, backend="fast")
+    p = passive.read(codes, transpose=transpose, backend="fast")
+    assert np.abs(s.adc_codes - f.adc_codes).max() <= 1
+    assert np.abs(s.v_out - f.v_out).max() <= 0.5 * CFG.adc.lsb
+    ratio = np.abs(s.charge).sum() / np.abs(p.charge).sum()
+    assert 0.9 < ratio < 0.995
+
+
+def test_chain_circuit_structure(rng):
+    """Structural checks on the IR: one integrator and one ADC per physical sensed line, one DAC
+    per driven line, the sense sources between the line ends and the integrators."""
+    chain = _chain(rng)
+    for transpose, (nd, ns) in ((False, (8, 6)), (True, (6, 8))):
+        codes = _codes(rng, chain, 2, transpose)
+        circ, stop = chain.circuit(chain._windows(chain.drive_codes(codes, transpose)), transpose)
+        assert circ.group("dac").count == nd and circ.group("int").count == ns and circ.group("adc").count == ns
+        sen = circ.group("sen")
+        ends = circ.layout.row_ends if transpose else circ.layout.col_ends
+        assert (sen.p == ends).all()
+        assert (circ.group("int").ports[:, 0] == sen.n).all()
+        assert stop == pytest.approx(2 * chain.timing.t_end)
+    deck = chain.deck(_codes(rng, chain, 1, False))
+    assert ".options klu" in deck and ".tran" in deck
+    import re
+    body = "\n".join(l for l in deck.splitlines() if not l.startswith("*"))
+    assert not re.search(r"\b\d+(\.\d+)?(meg|[fpnumk])\b", body, re.I)
+
+
+def test_pwl_sources_without_breakpoints_render_as_b_sources(engine):
+    """``PwlSources(breakpoints=False)`` becomes ``B... V = pwl(time, ...)`` with a flat tail; on
+    an RC low-pass sampled on a grid, the response equals the breakpoint rendering's."""
+    from netlists.ir import Capacitors, Circuit, NodeTable, PwlSources, Resistors
+    from netlists.spice import Tran, write_spice
+
+    nodes = NodeTable()
+    a, b = nodes.add("in"), nodes.add("out")
+    t = np.array([0, 1e-9, 2e-9, 6e-9, 7e-9])
+    v = np.array([0, 0, 0.2, 0.2, 0])
+    outs = []
+    for bp in (True, False):
+        src = PwlSources("in", (1,), p=[a], n=[0], times=(t,), values=(v,), breakpoints=bp)
+        c = Circuit("rc", nodes, (src, Resistors("r", (1,), a=[a], b=[b], resistance=1e3),
+                                  Capacitors("c", (1,), a=[b], b=[0], capacitance=1e-12)))
+        deck = write_spice(c, Tran(1e-10, 2e-8, max_step=1e-10), save=["v(out)"])
+        assert ("Bin_0 in 0 V = pwl(time," in deck) != bp
+        r = engine.run(deck, need=["v(out)"], name="bpwl")
+        grid = np.linspace(0, 2e-8, 41)
+        outs.append(np.interp(grid, r["time"], r["v(out)"]))
+    np.testing.assert_allclose(outs[0], outs[1], atol=2e-3)
+    assert outs[0].max() > 0.15
