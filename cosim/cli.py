@@ -216,7 +216,8 @@ def cmd_train(args) -> int:
                       seed=args.seed, forward=args.forward or args.reads, backward=args.backward or args.reads,
                       update=args.update, device=args.device, bl=args.bl, update_method=args.update_method,
                       layer=layer,
-                      checkpoint_every=args.checkpoint_every)
+                      checkpoint_every=args.checkpoint_every, cell=args.cell, transfer_every=args.transfer_every,
+                      gain_f=args.gain_f)
     out = Path(args.out)
     m = train(cfg, data, out, resume=not args.fresh)
     f = m["final"]
@@ -309,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=256, help="largest array: rows (larger layers are tiled)")
     p.add_argument("--max-cols", type=int, default=256, help="largest array: weight columns")
     p.add_argument("--checkpoint-every", type=int, default=20, help="mini-batches between checkpoints")
+    p.add_argument("--cell", choices=["pair", "2pcm3t1c"], default="pair",
+                   help="pair: a differential pair of --device; 2pcm3t1c: IBM 2018 unit cell, PCM pair (gain F) "
+                        "+ 3T1C cell; --update then acts on the 3T1C cells (ideal, fast twin, spice transient)")
+    p.add_argument("--transfer-every", type=int, default=20,
+                   help="2pcm3t1c: mini-batches between transfers of the 3T1C part into the PCM pair (default 20)")
+    p.add_argument("--gain-f", type=float, default=3.0, help="2pcm3t1c: gain F of the PCM pair (default 3)")
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
     p.set_defaults(func=cmd_train)

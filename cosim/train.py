@@ -6,6 +6,12 @@ read and the update each on its chosen backend, and beside it a software network
 seed, architecture, initial weights and mini-batch schedule. After every ``checkpoint_every``
 mini-batches it writes a checkpoint; a killed run resumes where it stopped and ends with the
 same result (every random draw derives from (seed, epoch, batch), not from a running state).
+
+``cell`` picks the weight's hardware: ``"pair"`` (a differential pair of ``device``, updated by
+``update``) or ``"2pcm3t1c"`` (the IBM 2018 unit cell of :mod:`cosim.unitcell`: updates go to
+the 3T1C cells, every ``transfer_every`` mini-batches the 3T1C part is transferred into the PCM
+pair and its polarity inverted; capacitor states, polarities and transfer counts are part of
+the checkpoint).
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ UPDATES = ("ideal", "fast", "spice")
 
 
 def make_updater(cfg: "TrainConfig", engine=None) -> Updater:
-    """The update rule: the float control, or pulse coincidence on the device (twin or ngspice)."""
+    """The update rule: the float control, or pulse coincidence on the device (twin or ngspice);
+    for the unit cell, on its 3T1C cells."""
+    if cfg.cell == "2pcm3t1c":
+        from cosim.unitcell import CapUpdate, LspIdealUpdate
+        from models.device import get_device
+        cap = get_device("cap3t1c")
+        if cfg.update == "ideal":
+            return LspIdealUpdate(cap)
+        return CapUpdate(cap, bl=cfg.bl, backend=cfg.update, engine=engine)
     if cfg.update == "ideal":
         return IdealUpdate()
     from cosim.update import PulseUpdate
@@ -62,6 +76,14 @@ class TrainConfig:
     layer : LayerConfig
     checkpoint_every : int
         Mini-batches between checkpoints.
+    cell : str
+        "pair" (a differential pair of ``device``) or "2pcm3t1c" (PCM pair of ``device`` with
+        gain ``gain_f`` plus a 3T1C cell; ``update`` then acts on the 3T1C cells: "ideal" float,
+        "fast" twin, "spice" transistor-level transient).
+    transfer_every : int
+        2pcm3t1c: mini-batches between transfers (counted over the whole run).
+    gain_f : float
+        2pcm3t1c: gain F of the PCM pair.
     """
 
     hidden: tuple[int, ...] = (32,)
@@ -77,6 +99,9 @@ class TrainConfig:
     update_method: str = "slots"
     layer: LayerConfig = field(default_factory=LayerConfig)
     checkpoint_every: int = 20
+    cell: str = "pair"
+    transfer_every: int = 20
+    gain_f: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("forward", "backward"):
@@ -89,6 +114,14 @@ class TrainConfig:
         from models.device import device_names
         if self.device not in device_names():
             raise ParameterError(f"device must be one of {device_names()}, got {self.device!r}")
+        from cosim.unitcell import CELLS
+        if self.cell not in CELLS:
+            raise ParameterError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.cell == "2pcm3t1c":
+            self.unit_cell()    # validates gain_f and transfer_every
+            from models.device import get_device
+            if tuple(get_device(self.device).ports) != ("p", "n"):
+                raise ParameterError(f"the unit cell's pair needs a two-terminal device, got {self.device!r}")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -97,9 +130,17 @@ class TrainConfig:
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise ParameterError(f"lr must be > 0, got {self.lr}")
 
+    def unit_cell(self):
+        """The :class:`cosim.unitcell.UnitCellSpec` of a 2pcm3t1c run."""
+        from cosim.unitcell import UnitCellSpec
+        return UnitCellSpec(gain_f=self.gain_f, transfer_every=self.transfer_every)
+
     def fingerprint(self, data: Dataset) -> str:
-        blob = json.dumps({"cfg": asdict(self), "data": data.name, "n": len(data.y_train)}, sort_keys=True,
-                          default=str)
+        cfg = asdict(self)
+        if self.cell == "pair":   # unit-cell fields do not apply: checkpoints of pair runs stay valid
+            for k in ("cell", "transfer_every", "gain_f"):
+                cfg.pop(k)
+        blob = json.dumps({"cfg": cfg, "data": data.name, "n": len(data.y_train)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -115,13 +156,18 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class MLP:
     """Analog layers plus the rules of backprop; ``software=True`` uses the float weights."""
 
-    def __init__(self, sizes: list[int], layer_cfg: LayerConfig, seed: int, engine=None):
+    def __init__(self, sizes: list[int], layer_cfg: LayerConfig, seed: int, engine=None, *, unit_cell=None,
+                 msp=None):
         rng = np.random.default_rng([seed, 0xA11])
         self.layers = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             a = np.sqrt(6.0 / (n_in + n_out))
             W = rng.uniform(-a, a, (n_in, n_out))
-            self.layers.append(AnalogLayer(W, layer_cfg, engine=engine))
+            if unit_cell is None:
+                self.layers.append(AnalogLayer(W, layer_cfg, engine=engine))
+            else:
+                from cosim.unitcell import UnitCellLayer
+                self.layers.append(UnitCellLayer(W, layer_cfg, unit_cell, engine=engine, msp=msp))
 
     def forward(self, x: np.ndarray, backend: str) -> list[np.ndarray]:
         acts = [x]
@@ -169,6 +215,7 @@ class _State:
     losses: list = field(default_factory=list)
     soft_losses: list = field(default_factory=list)
     times: dict = field(default_factory=lambda: {"forward": 0.0, "backward": 0.0, "update": 0.0, "eval": 0.0})
+    transfers: list = field(default_factory=list)
 
 
 def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State) -> None:
@@ -176,8 +223,10 @@ def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State) -> No
     for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
         gp, gm = a.conductances()
         arrays[f"gp{k}"], arrays[f"gm{k}"], arrays[f"soft{k}"] = gp, gm, s.W_soft
+        if hasattr(a, "unit_state"):   # 2pcm3t1c: capacitors, polarities, transfer count
+            arrays.update({f"{name}{k}": v for name, v in a.unit_state().items()})
     meta = {"fingerprint": fp, "epoch": st.epoch, "batch": st.batch, "history": st.history,
-            "losses": st.losses, "soft_losses": st.soft_losses, "times": st.times}
+            "losses": st.losses, "soft_losses": st.soft_losses, "times": st.times, "transfers": st.transfers}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, meta=json.dumps(meta), **arrays)
     tmp.replace(path)   # atomic: a kill mid-write leaves the previous checkpoint intact
@@ -193,8 +242,11 @@ def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
                                  "folder or delete the checkpoint")
         for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
             a.set_conductances(z[f"gp{k}"], z[f"gm{k}"])
+            if hasattr(a, "set_unit_state"):
+                a.set_unit_state({name: z[f"{name}{k}"] for name in ("vc", "polarity", "transfers")})
             s.W_soft = z[f"soft{k}"].copy()
-    return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"], meta["times"])
+    return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"], meta["times"],
+                  meta.get("transfers", []))
 
 
 def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progress: bool = True,
@@ -208,11 +260,16 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes = [data.n_features, *cfg.hidden, data.n_classes]
     layer_cfg = cfg.layer
-    if cfg.update != "ideal":   # pulse updates: the device's conductance range is the mapping's
+    unit = cfg.cell == "2pcm3t1c"
+    if cfg.update != "ideal" or unit:   # device updates: the device's conductance range is the mapping's
         from cosim.update import mapping_for
         from models.device import get_device
         layer_cfg = replace(layer_cfg, mapping=mapping_for(get_device(cfg.device), layer_cfg.mapping.w_max))
-    net = MLP(sizes, layer_cfg, cfg.seed, engine=engine)
+    if unit:
+        from models.device import get_device
+        net = MLP(sizes, layer_cfg, cfg.seed, engine=engine, unit_cell=cfg.unit_cell(), msp=get_device(cfg.device))
+    else:
+        net = MLP(sizes, layer_cfg, cfg.seed, engine=engine)
     soft = MLP(sizes, layer_cfg, cfg.seed)
     updater = make_updater(cfg, engine)
     fp = cfg.fingerprint(data)
@@ -238,6 +295,12 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
             st.soft_losses.append(soft.step(x, y, cfg, updater, rng, True, st.times))
             st.batch += 1
             done_here += 1
+            if unit and (st.epoch * n_batches + st.batch) % cfg.transfer_every == 0:
+                t0 = time.perf_counter()
+                stats = [layer.transfer() for layer in net.layers]
+                st.times["transfer"] = st.times.get("transfer", 0.0) + time.perf_counter() - t0
+                st.transfers.append({"epoch": st.epoch, "batch": st.batch,
+                                     **{k: [s[k] for s in stats] for k in stats[0]}})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(st.losses[-20:]):.3f}", refresh=False)
@@ -270,7 +333,8 @@ def _end_epoch(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State,
                        "software_loss": float(np.mean(st.soft_losses[-n_batches:])),
                        "test_accuracy": acc, "software_test_accuracy": sacc,
                        "same_predictions": float((pred == spred).mean()),
-                       "weight_rel_rms_error": w_err})
+                       "weight_rel_rms_error": w_err,
+                       "transfers": len(st.transfers)})
     st.epoch += 1
     st.batch = 0
 
@@ -280,7 +344,7 @@ def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, ou
     metrics = {"config": asdict(cfg), "data": data.name, "n_train": int(len(data.y_train)),
                "n_test": int(len(data.y_test)), "history": st.history,
                "final": {k: last[k] for k in ("test_accuracy", "software_test_accuracy", "same_predictions")},
-               "seconds": st.times}
+               "seconds": st.times, "transfers": st.transfers}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     net_dir = out_dir / "netlists"
     net_dir.mkdir(exist_ok=True)
@@ -288,6 +352,9 @@ def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, ou
         for t_i, tile in enumerate(layer.tiles):
             xb = tile.crossbar(layer.cfg)
             (net_dir / f"layer{k}_tile{t_i}.cir").write_text(xb.deck(np.full((1, xb.spec.rows), layer.cfg.v_read)))
+            if hasattr(tile, "lsp_crossbar"):   # the 3T1C array with its reference row and column
+                lx = tile.lsp_crossbar(layer.cfg, layer.lsp, layer.g_shared)
+                (net_dir / f"layer{k}_tile{t_i}_3t1c.cir").write_text(lx.deck(np.full((1, lx.spec.rows), lx.spec.v_read)))
     _plots(metrics, net, soft, out_dir, st)
     metrics["out_dir"] = str(out_dir)
     return metrics
@@ -301,7 +368,7 @@ def _plots(metrics: dict, net: MLP, soft: MLP, out_dir: Path, st: _State) -> Non
     h = metrics["history"]
     ep = [r["epoch"] for r in h]
     cfg = metrics["config"]
-    label = f"analog ({cfg['forward']} reads, {cfg['update']} updates)"
+    label = f"analog ({cfg['forward']} reads, {cfg['update']} updates{', 2PCM+3T1C' if cfg.get('cell') == '2pcm3t1c' else ''})"
     fig, ax = plt.subplots(1, 3, figsize=(14, 4))
     ax[0].plot(ep, [r["loss"] for r in h], "o-", label=label)
     ax[0].plot(ep, [r["software_loss"] for r in h], "s--", label="software")
@@ -323,6 +390,9 @@ def _plots(metrics: dict, net: MLP, soft: MLP, out_dir: Path, st: _State) -> Non
         gp, gm = layer.conductances()
         a.hist(gp.ravel() * 1e6, bins=40, alpha=0.6, label="G+")
         a.hist(gm.ravel() * 1e6, bins=40, alpha=0.6, label="G-")
+        g = layer.lsp.to_conductance(layer.unit_state()["vc"]) if hasattr(layer, "unit_state") else None
+        if g is not None and np.ptp(g) > 0:   # the 3T1C cells (all at g_shared right after a transfer)
+            a.hist(g.ravel() * 1e6, bins=40, alpha=0.6, label=f"3T1C g (g_shared {layer.g_shared * 1e6:.2f} uS)")
         a.set(xlabel="conductance [uS]", ylabel="devices", title=f"layer {k} after training")
         a.legend()
     fig.tight_layout()

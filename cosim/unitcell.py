@@ -1,0 +1,402 @@
+"""The IBM 2018 unit cell: a PCM pair (more significant, gain F) plus a 3T1C cell (less
+significant) per weight, with periodic transfer and polarity inversion (Ambrogio et al.,
+Nature 558:60, 2018).
+
+Layer: cosim. One weight is::
+
+    W = scale * ( F (G+ - G-)  +  p (g - g_shared) )
+                  \\__ MSP __/      \\__ LSP ___/
+
+- MSP: the PCM pair of :class:`~cosim.network.Tile` (``g_plus``, ``g_minus``), on the same
+  interleaved differential crossbar as the plain pair. It changes only at transfers.
+- LSP: one 3T1C cell per weight whose state is its capacitor voltage V_C (``UnitCellTile.vc``);
+  its read conductance ``g = Cap3T1C.to_conductance(V_C)`` (chord conductance of the read FET
+  at the cell's ``v_read``).
+- ``g_shared``: ONE reference per array (per tile): 3T1C reference cells held at ``vc_shared``
+  (default: the middle of the V_C range), so ``g_shared = to_conductance(vc_shared)`` and a
+  freshly reset cell contributes exactly zero.
+- ``p`` = +-1: the polarity of the LSP, inverted at every transfer (all tiles of a layer
+  together), so that the 3T1C up/down asymmetry, which comes from the transistor-level cell
+  (:mod:`models.cap3t1c`), acts on weight increases in one transfer period and on decreases in
+  the next, and cancels to first order.
+- ``scale = w_max / (F g_range_pcm)`` [weight/S]: a full PCM pair (F g_range) maps to ``w_max``.
+
+Reads. The LSP is a resistive crossbar of (rows + 1) x (cols + 1) cells: the weight cells
+g_ij, one reference column (cells at g_shared, one per row) and one reference row (cells at
+g_shared, one per column). A forward read drives the weight rows (the reference row at 0 V)
+and senses every column: I_lsp_j = I_j - I_refcol. A transposed read drives the weight columns
+(the reference column at 0 V) and senses every row: I_lsp_i = I_i - I_refrow. Both arrays are
+read on the same backend (ideal, fast or spice: a spice read simulates both arrays, wires
+included), each through its own ideal ADC, and combined digitally::
+
+    I = F q(I_msp) + p (v_read / v_lsp) q(I_lsp)
+
+The LSP array is read at the 3T1C's own read voltage ``v_lsp`` (0.1 V, where its read FET was
+fitted), its drive scaled by ``v_lsp / v_read``; the factor undoes that. The 3T1C cells are
+rendered as resistors at their chord conductance at ``v_lsp``: exact for pulse-width-coded
+inputs at a fixed read voltage (IBM's scheme), an approximation for the amplitude-coded reads
+used here (the read FET's v^2 term is not in the array read).
+
+Updates (:class:`CapUpdate`). Stochastic pulse coincidence (:func:`cosim.pulses.pulse_trains`):
+each coincidence of a sub-phase of weight polarity ``s`` gives its cell an ``up`` pulse if
+``s p > 0`` and a ``dn`` pulse otherwise, on the 3T1C twin (``fast``; pump currents fitted to
+ngspice, so the asymmetry is the circuit's) or in ngspice (``spice``: per mini-batch and tile,
+one transient of the transistor-level subcircuits of every cell that receives a pulse, each
+driven on up/dn by its own coincidence pulses, sub-phase after sub-phase; the row/column AND
+is evaluated in numpy and the write lines' wires are not simulated; cells without a pulse
+leak on the twin over the same time). The twin leaks every cell by RC during the slots of an
+update (not during reads). States are clipped to the V_C range (the pumps leave saturation
+beyond it). :class:`LspIdealUpdate` is the float control
+of the LSP (the exact dW, written onto the capacitors).
+
+Transfer (:meth:`UnitCellLayer.transfer`, every ``transfer_every`` mini-batches): for every
+weight, take the LSP dg = p (g - g_shared) (from the cell state: an ideal read, no ADC) and
+add dg / F to the pair, SET-only: raise G+ if
+dg > 0, else raise G-. A pair whose raised device would pass ``refresh_at`` of the range is
+refreshed: both devices RESET, the new difference programmed onto one of them. Programming is
+closed-loop (:func:`cosim.update.write_verify` on the PCM twin, within ``transfer_tol``; a
+change smaller than the tolerance leaves the pair as it is). Then every capacitor is reset to
+``vc_shared`` (an ideal reset switch, not part of the 3T1C model) and p flips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cosim.mapping import MappingSpec
+from cosim.mvm import Crossbar
+from cosim.network import AnalogLayer, LayerConfig, Tile, quantize
+from cosim.pulses import pulse_trains
+from models.device import DeviceModel, PulseShape
+from models.errors import ParameterError
+from netlists.crossbar import CrossbarSpec
+
+CELLS = ("pair", "2pcm3t1c")
+
+
+@dataclass(frozen=True)
+class UnitCellSpec:
+    """The 2 PCM + 3T1C unit cell.
+
+    Attributes
+    ----------
+    gain_f : float
+        Gain F of the PCM pair relative to the 3T1C cell [-] (3 in Ambrogio 2018).
+    transfer_every : int
+        Mini-batches between transfers of the LSP into the PCM pair.
+    transfer_tol : float
+        Write-verify tolerance of the PCM programming at a transfer [S] (at least half the
+        largest PCM step, 0.52 uS for the preset, so that some pulse count lands within it).
+    refresh_at : float
+        Fraction of the PCM range above which a pair is refreshed (RESET both, reprogram).
+    vc_shared : float or None
+        Capacitor voltage of the reference cells and of a reset cell [V] (None: the middle of
+        the 3T1C's V_C range).
+    max_rounds : int
+        Write-verify rounds per transfer.
+    invert_polarity : bool
+        Flip p at every transfer (the paper's scheme; False: an ablation control).
+    """
+
+    gain_f: float = 3.0
+    transfer_every: int = 20
+    transfer_tol: float = 0.3e-6
+    refresh_at: float = 0.9
+    vc_shared: float | None = None
+    max_rounds: int = 20
+    invert_polarity: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.gain_f > 0 and np.isfinite(self.gain_f)):
+            raise ParameterError(f"gain_f must be > 0, got {self.gain_f}")
+        if self.transfer_every < 1:
+            raise ParameterError(f"transfer_every must be >= 1, got {self.transfer_every}")
+        if not (self.transfer_tol > 0 and np.isfinite(self.transfer_tol)):
+            raise ParameterError(f"transfer_tol must be > 0, got {self.transfer_tol}")
+        if not 0 < self.refresh_at <= 1:
+            raise ParameterError(f"refresh_at must be in (0, 1], got {self.refresh_at}")
+        if self.max_rounds < 1:
+            raise ParameterError(f"max_rounds must be >= 1, got {self.max_rounds}")
+
+
+@dataclass
+class UnitCellTile(Tile):
+    """A tile with a PCM pair (``g_plus``, ``g_minus``) and a 3T1C array (``vc`` [V])."""
+
+    vc: np.ndarray | None = None
+    polarity: int = 1
+    _lsp: Crossbar | None = field(default=None, repr=False)
+
+    def lsp_crossbar(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None) -> Crossbar:
+        """The 3T1C array with its reference row and column (see the module docstring)."""
+        if self._lsp is None:
+            R, C = self.vc.shape
+            G = np.full((R + 1, C + 1), g_shared)
+            G[:R, :C] = np.maximum(lsp.to_conductance(self.vc), 1e-12)
+            spec = CrossbarSpec(rows=R + 1, cols=C + 1, cell="1r", r_row=cfg.r_wire, r_col=cfg.r_wire,
+                                v_read=lsp.v_read)
+            self._lsp = Crossbar(spec, G, engine=engine)
+        return self._lsp
+
+    def lsp_changed(self) -> None:
+        self._lsp = None
+
+    def changed(self) -> None:
+        self._xbar = None
+        self._lsp = None
+
+
+class UnitCellLayer(AnalogLayer):
+    """A dense layer on 2 PCM + 3T1C unit cells (see the module docstring).
+
+    Parameters
+    ----------
+    W : ndarray (n_in, n_out)
+        Initial weights: programmed onto the PCM pairs (the LSP starts at zero).
+    cfg : LayerConfig
+        Its mapping's conductance range should be the PCM's (:func:`cosim.update.mapping_for`).
+    spec : UnitCellSpec
+    msp, lsp : DeviceModel, optional
+        The pair's device (default: PCM preset) and the 3T1C cell (default: Cap3T1C preset).
+    """
+
+    def __init__(self, W: np.ndarray, cfg: LayerConfig, spec: UnitCellSpec | None = None, *,
+                 b: np.ndarray | None = None, engine=None, msp: DeviceModel | None = None,
+                 lsp: DeviceModel | None = None):
+        from models.device import get_device
+        super().__init__(W, cfg, b=b, engine=engine)
+        self.spec = spec or UnitCellSpec()
+        self.msp = msp or get_device("pcm")
+        self.lsp = lsp or get_device("cap3t1c")
+        lo, hi = self.lsp.state_range
+        self.vc_shared = 0.5 * (lo + hi) if self.spec.vc_shared is None else float(self.spec.vc_shared)
+        if not lo <= self.vc_shared <= hi:
+            raise ParameterError(f"vc_shared = {self.vc_shared} V lies outside the 3T1C range [{lo}, {hi}] V")
+        self.g_shared = float(self.lsp.to_conductance(self.vc_shared))
+        self.scale = self.scale / self.spec.gain_f       # W = scale (F (G+ - G-) + p (g - g_shared))
+        self.tiles = [UnitCellTile(t.rows, t.cols, t.g_plus, t.g_minus,
+                                   vc=np.full(t.g_plus.shape, self.vc_shared)) for t in self.tiles]
+        self.transfers = 0
+        self.transfer_log: list[dict] = []
+
+    # -- state --------------------------------------------------------------------------------
+    def lsp_conductance(self, t: UnitCellTile) -> np.ndarray:
+        """p (g - g_shared) of a tile [S]."""
+        return t.polarity * (self.lsp.to_conductance(t.vc) - self.g_shared)
+
+    def weights(self) -> np.ndarray:
+        return self.msp_weights() + self.lsp_weights()
+
+    def msp_weights(self) -> np.ndarray:
+        W = np.zeros((self.n_in, self.n_out))
+        for t in self.tiles:
+            W[t.rows, t.cols] = self.scale[t.cols][None, :] * self.spec.gain_f * (t.g_plus - t.g_minus)
+        return W
+
+    def lsp_weights(self) -> np.ndarray:
+        W = np.zeros((self.n_in, self.n_out))
+        for t in self.tiles:
+            W[t.rows, t.cols] = self.scale[t.cols][None, :] * self.lsp_conductance(t)
+        return W
+
+    def unit_state(self) -> dict[str, np.ndarray]:
+        """Capacitor voltages (n_in, n_out) [V], per-tile polarities and the transfer count."""
+        vc = np.zeros((self.n_in, self.n_out))
+        for t in self.tiles:
+            vc[t.rows, t.cols] = t.vc
+        return {"vc": vc, "polarity": np.array([t.polarity for t in self.tiles], int),
+                "transfers": np.array(self.transfers)}
+
+    def set_unit_state(self, state) -> None:
+        for t, pol in zip(self.tiles, state["polarity"]):
+            t.vc = np.array(state["vc"][t.rows, t.cols], float)
+            t.polarity = int(pol)
+            t.lsp_changed()
+        self.transfers = int(state["transfers"])
+
+    # -- reads --------------------------------------------------------------------------------
+    def _read(self, u: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+        from cosim.network import READ_BACKENDS
+        if backend not in READ_BACKENDS:
+            raise ValueError(f"unknown read backend {backend!r}; choose one of {READ_BACKENDS}")
+        cfg, F = self.cfg, self.spec.gain_f
+        v_lsp = self.lsp.v_read
+        k = v_lsp / cfg.v_read
+        if transpose:
+            u = u * self.scale[None, :]
+        amax = np.abs(u).max(axis=1, keepdims=True)
+        amax[amax == 0] = 1.0
+        V = u / amax * cfg.v_read
+        out = np.zeros((u.shape[0], self.n_in if transpose else self.n_out))
+        g_lsp_range = float(np.ptp(self.lsp.to_conductance(np.array(self.lsp.state_range))))
+        for t in self.tiles:
+            src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
+            n_src = src.stop - src.start
+            I_msp = t.crossbar(cfg, self.engine).read(V[:, src], transpose=transpose, backend=backend)
+            I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
+            V_lsp = np.hstack([V[:, src] * k, np.zeros((len(V), 1))])     # reference line at 0 V
+            I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V_lsp, transpose=transpose,
+                                                                              backend=backend)
+            I_lsp = quantize(I[:, :-1] - I[:, -1:], cfg.adc_bits, cfg.out_bound * n_src * v_lsp * g_lsp_range)
+            out[:, dst] += F * I_msp + t.polarity * I_lsp / k
+        if not transpose:
+            out *= self.scale[None, :]
+        return out * amax / cfg.v_read
+
+    # -- update and transfer --------------------------------------------------------------------
+    def update(self, x: np.ndarray, d: np.ndarray, lr: float, updater, rng: np.random.Generator,
+               software: bool = False) -> None:
+        """W <- W - lr x^T d on the 3T1C cells only (the PCM pair changes at transfers)."""
+        xa = self._augment(np.asarray(x, float))
+        d = np.asarray(d, float)
+        if software:
+            self.W_soft -= lr * xa.T @ d
+            return
+        for t in self.tiles:
+            updater.apply(t, xa[:, t.rows], d[:, t.cols], lr, self.scale[t.cols], self.cfg.mapping, rng)
+            t.lsp_changed()
+
+    def transfer(self) -> dict:
+        """Add the LSP into the PCM pairs, reset the capacitors, invert the polarity; returns
+        statistics (pulses, refreshes, unconverged cells, largest weight change)."""
+        from cosim.update import write_verify
+        spec, F, m = self.spec, self.spec.gain_f, self.cfg.mapping
+        msp = self.msp
+        W0 = self.weights()
+        stats = {"pulses": 0, "refreshes": 0, "unconverged": 0}
+        full = m.g_min + spec.refresh_at * m.g_range
+        for t in self.tiles:
+            dg = self.lsp_conductance(t) / F
+            gp, gm = t.g_plus, t.g_minus
+            tp = np.where(dg > 0, gp + dg, gp)
+            tm = np.where(dg < 0, gm - dg, gm)
+            hot = np.maximum(tp, tm) > full
+            D = gp - gm + dg
+            tp = np.clip(np.where(hot, m.g_min + np.maximum(D, 0), tp), m.g_min, m.g_max)
+            tm = np.clip(np.where(hot, m.g_min + np.maximum(-D, 0), tm), m.g_min, m.g_max)
+            sp, sm = msp.from_conductance(gp), msp.from_conductance(gm)
+            if hot.any() and hasattr(msp, "reset"):
+                sp, sm = np.where(hot, msp.reset(sp), sp), np.where(hot, msp.reset(sm), sm)
+            stats["refreshes"] += int(hot.sum())
+            for name, s, target in (("g_plus", sp, tp), ("g_minus", sm, tm)):
+                res = write_verify(msp, s, target, tol=spec.transfer_tol, max_rounds=spec.max_rounds)
+                setattr(t, name, res.conductance)
+                stats["pulses"] += res.pulses
+                stats["unconverged"] += int((~res.converged).sum())
+            t.vc = np.full(t.vc.shape, self.vc_shared)
+            if spec.invert_polarity:
+                t.polarity = -t.polarity
+            t.changed()
+        self.transfers += 1
+        stats["max_abs_dw"] = float(np.abs(self.weights() - W0).max())
+        return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Updaters of the 3T1C cells
+
+
+@dataclass
+class CapUpdate:
+    """Pulse-coincidence updates of a :class:`UnitCellTile`'s 3T1C cells.
+
+    Parameters
+    ----------
+    device : DeviceModel
+        The 3T1C cell (ports ``p n up dn vdd``).
+    bl : int
+        Slots per sub-phase.
+    backend : "fast" or "spice"
+        ``fast``: the twin; ``spice``: one ngspice transient per mini-batch and tile of the
+        pulsed cells' subcircuits, driven on up/dn by their coincidences (module docstring).
+    shape : PulseShape
+    engine : Engine, optional
+    """
+
+    device: DeviceModel
+    bl: int = 10
+    backend: str = "fast"
+    shape: PulseShape = field(default_factory=PulseShape)
+    engine: object = None
+    transients: int = 0
+    pulses: int = 0
+
+    def __post_init__(self) -> None:
+        if "up" not in self.device.ports or "dn" not in self.device.ports:
+            raise ParameterError(f"CapUpdate needs a cell with up/dn pump ports; {self.device.name} has "
+                                 f"{self.device.ports}")
+        if self.backend not in ("fast", "spice"):
+            raise ParameterError(f"3T1C update backend must be 'fast' or 'spice', got {self.backend!r}")
+        if self.bl < 1:
+            raise ParameterError(f"bl must be >= 1, got {self.bl}")
+
+    def step_conductance(self) -> float:
+        """Conductance change of one up pulse at the middle of the V_C range [S]."""
+        dev = self.device
+        mid = np.array([0.5 * sum(dev.state_range)])
+        return float((dev.to_conductance(dev.step(mid, dev.v_write, self.shape)) - dev.to_conductance(mid))[0])
+
+    def pulse_signs(self, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray, polarity: int,
+                    rng: np.random.Generator) -> np.ndarray:
+        """Signed pulses (samples * 4 sub-phases, rows, cols): +n up pulses, -n dn pulses."""
+        dw_min = float(np.mean(scale)) * self.step_conductance()
+        out = []
+        for b in range(x.shape[0]):
+            tr = pulse_trains(x[b], d[b], lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+            co = tr.coincidences()
+            out.extend(int(pol) * polarity * co[k] for k, pol in enumerate(tr.polarity))
+        return np.array(out)
+
+    def apply(self, tile: UnitCellTile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
+              mapping: MappingSpec, rng: np.random.Generator) -> None:
+        dev = self.device
+        signed = self.pulse_signs(x, d, lr, scale, tile.polarity, rng)
+        self.pulses += int(np.abs(signed).sum())
+        s = tile.vc.ravel()
+        if self.backend == "fast":
+            for c in signed:
+                if c.any():   # a sub-phase has one sign: all its pulses are up, or all dn
+                    pol = 1 if c.max() > 0 else -1
+                    s = dev.apply_counts(s, np.abs(c).ravel(), self.shape, polarity=pol)
+        else:
+            s = self._spice(s, signed)
+        lo, hi = dev.state_range
+        tile.vc = np.clip(s, lo, hi).reshape(tile.vc.shape)
+
+    def _spice(self, s: np.ndarray, signed: np.ndarray) -> np.ndarray:
+        """One transient: cell i gets, sub-phase after sub-phase, its count of up or dn pulses."""
+        from cosim.engine import SubprocessEngine
+        live = [c.ravel() for c in signed if c.any()]
+        if not live:
+            return s
+        slots = []
+        for c in live:   # n slots per sub-phase, n its largest count
+            n = int(np.abs(c).max())
+            k = np.arange(n)[None, :]
+            slots.append(np.where(np.abs(c)[:, None] > k, np.sign(c)[:, None] * self.device.v_write, 0.0))
+        amps = np.hstack(slots)
+        cells = np.flatnonzero(np.abs(amps).sum(axis=1))   # untouched cells: no instance
+        deck = self.device.pulse_deck(s[cells], amps[cells], self.shape)
+        names = [f"v(x{i}.s)" for i in range(len(cells))]
+        res = (self.engine or SubprocessEngine()).run(deck, need=names, name="cap_update")
+        self.transients += 1
+        out = s.copy()
+        # untouched cells leak like the others over the same time
+        out = self.device.leak(out, amps.shape[1] * self.shape.period)
+        out[cells] = [res.vectors[n][-1] for n in names]
+        return out
+
+
+@dataclass(frozen=True)
+class LspIdealUpdate:
+    """Float control of the LSP: the exact dW written onto the capacitors (clipped to the range)."""
+
+    device: DeviceModel
+
+    def apply(self, tile: UnitCellTile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
+              mapping: MappingSpec, rng: np.random.Generator) -> None:
+        dev = self.device
+        dg = -lr * (x.T @ d) / scale[None, :] * tile.polarity
+        tile.vc = dev.from_conductance(dev.to_conductance(tile.vc) + dg)

@@ -1,0 +1,217 @@
+"""The IBM 2018 unit cell (2 PCM + 3T1C): weight formula, reads of both arrays, updates of the
+3T1C part, transfer with polarity inversion, resume, and a short training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosim.data import Dataset, load_digits_split
+from cosim.network import LayerConfig
+from cosim.train import TrainConfig, train
+from cosim.unitcell import CapUpdate, LspIdealUpdate, UnitCellLayer, UnitCellSpec
+from cosim.update import mapping_for
+from models.device import get_device
+from models.errors import ParameterError
+
+PCM_MAPPING = mapping_for(get_device("pcm"), 4.0)
+CAP = get_device("cap3t1c")
+
+
+def _layer(rng, n_in=20, n_out=7, *, spec=None, engine=None, **cfg) -> UnitCellLayer:
+    cfg = LayerConfig(**{"mapping": PCM_MAPPING, "r_wire": 0.0, "adc_bits": None, **cfg})
+    return UnitCellLayer(rng.uniform(-2, 2, (n_in, n_out)), cfg, spec or UnitCellSpec(), engine=engine)
+
+
+def _scramble(layer: UnitCellLayer, rng, lo=0.65, hi=1.15) -> None:
+    for t in layer.tiles:
+        t.vc = rng.uniform(lo, hi, t.vc.shape)
+        t.lsp_changed()
+
+
+def test_weight_formula_and_round_trip(rng):
+    W = rng.uniform(-3, 3, (12, 5))
+    cfg = LayerConfig(mapping=PCM_MAPPING, adc_bits=None, max_rows=8, max_cols=3)
+    layer = UnitCellLayer(W, cfg, UnitCellSpec(gain_f=3.0))
+    assert len(layer.tiles) == 4
+    assert np.allclose(layer.weights()[:-1], W, atol=1e-12)       # initial weights all on the pair
+    assert np.array_equal(layer.lsp_weights(), np.zeros_like(layer.lsp_weights()))
+    _scramble(layer, rng)
+    layer.tiles[1].polarity = -1
+    gp, gm = layer.conductances()
+    state = layer.unit_state()
+    pol = np.ones(gp.shape)
+    pol[layer.tiles[1].rows, layer.tiles[1].cols] = -1
+    expected = layer.scale[None, :] * (3.0 * (gp - gm) + pol * (CAP.to_conductance(state["vc"]) - layer.g_shared))
+    assert np.allclose(layer.weights(), expected, rtol=1e-12, atol=1e-15)
+    assert np.allclose(layer.weights(), layer.msp_weights() + layer.lsp_weights())
+    # the scale: a full PCM pair, times F, is w_max
+    assert layer.scale[0] * 3.0 * PCM_MAPPING.g_range == pytest.approx(PCM_MAPPING.w_max)
+    # state round trip (what a checkpoint stores)
+    other = UnitCellLayer(W, cfg, UnitCellSpec(gain_f=3.0))
+    other.set_conductances(gp, gm)
+    other.set_unit_state(state)
+    assert np.array_equal(other.weights(), layer.weights())
+    # an ideal read of both arrays combined is x W
+    x = rng.uniform(0, 1, (3, 12))
+    xa = np.hstack([x, np.ones((3, 1))])
+    assert np.allclose(layer.forward(x, "ideal"), xa @ layer.weights(), rtol=1e-10, atol=1e-12)
+    d = rng.uniform(-1, 1, (3, 5))
+    assert np.allclose(layer.backward(d, "ideal"), d @ layer.weights()[:-1].T, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ParameterError, match="gain_f"):
+        UnitCellSpec(gain_f=0)
+    with pytest.raises(ParameterError, match="transfer_every"):
+        UnitCellSpec(transfer_every=0)
+    with pytest.raises(ParameterError, match="vc_shared"):
+        UnitCellLayer(W, cfg, UnitCellSpec(vc_shared=1.7))
+    with pytest.raises(ParameterError, match="cell must be"):
+        TrainConfig(cell="3pcm")
+
+
+def test_update_moves_only_the_3t1c_part(rng):
+    x, d = rng.uniform(0, 1, (10, 20)), rng.uniform(-0.1, 0.1, (10, 7))
+    xa = np.hstack([x, np.ones((10, 1))])
+    ideal = -0.5 * xa.T @ d
+    for polarity in (1, -1):
+        dW, dvc = [], []
+        for seed in range(16):   # the expectation of the stochastic update, over seeds
+            layer = _layer(np.random.default_rng(0))
+            for t in layer.tiles:
+                t.polarity = polarity
+            gp, gm = layer.conductances()
+            vc0, W0 = layer.unit_state()["vc"], layer.weights()
+            layer.update(x, d, 0.5, CapUpdate(CAP), np.random.default_rng(seed))
+            gp1, gm1 = layer.conductances()
+            assert np.array_equal(gp, gp1) and np.array_equal(gm, gm1)     # the PCM pair is untouched
+            dW.append(layer.weights() - W0)
+            dvc.append(layer.unit_state()["vc"] - vc0)
+        dW, dvc = np.mean(dW, axis=0), np.mean(dvc, axis=0)
+        assert np.corrcoef(dW.ravel(), ideal.ravel())[0, 1] > 0.9         # the update is the gradient step
+        assert 0.8 < (dW * ideal).sum() / (ideal * ideal).sum() < 1.25    # of the right size
+        # with the inverted polarity the same weight change is made by the opposite pulses
+        assert np.corrcoef(dvc.ravel(), polarity * ideal.ravel())[0, 1] > 0.9
+    # the twin's up and down steps differ, and by V_C-dependent amounts (the cell's asymmetry)
+    vc = np.array([0.65, 1.15])
+    up = CAP.to_conductance(CAP.step(vc, 1.0, CapUpdate(CAP).shape)) - CAP.to_conductance(vc)
+    dn = CAP.to_conductance(vc) - CAP.to_conductance(CAP.step(vc, -1.0, CapUpdate(CAP).shape))
+    asym = (up - dn) / (up + dn)
+    assert asym[0] > 0.01 and asym[1] < -0.01
+    # the float control writes the exact change onto the capacitors (within the range)
+    layer = _layer(rng)
+    W0 = layer.weights()
+    layer.update(x, d, 0.05, LspIdealUpdate(CAP), rng)
+    assert np.allclose(layer.weights() - W0, -0.05 * xa.T @ d, atol=1e-6)
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_transfer_preserves_the_weight_resets_and_flips(rng, refresh):
+    spec = UnitCellSpec(transfer_tol=0.3e-6)
+    layer = _layer(rng, 30, 9, spec=spec)
+    if refresh:   # G+ near the top: raising it would pass refresh_at, so the pair is reprogrammed
+        for t in layer.tiles:
+            t.g_plus = np.full(t.g_plus.shape, 0.88 * PCM_MAPPING.g_max)
+            t.g_minus = np.full(t.g_minus.shape, 0.7 * PCM_MAPPING.g_max)
+            t.changed()
+    _scramble(layer, rng)
+    W0 = layer.weights()
+    stats = layer.transfer()
+    W1 = layer.weights()
+    tol_w = layer.scale[0] * spec.gain_f * spec.transfer_tol
+    assert stats["unconverged"] == 0 and stats["pulses"] > 0
+    assert (stats["refreshes"] > 0) == refresh
+    # one device of a pair is programmed (two after a refresh), each within the tolerance
+    assert np.abs(W1 - W0).max() <= (2 if refresh else 1) * tol_w * (1 + 1e-9)
+    assert np.abs(W1 - W0).mean() < 0.5 * tol_w
+    for t in layer.tiles:
+        assert np.all(t.vc == layer.vc_shared) and t.polarity == -1
+    assert np.array_equal(layer.lsp_weights(), np.zeros_like(W1))
+    assert layer.transfers == 1
+    gp, gm = layer.conductances()
+    assert gp.max() <= PCM_MAPPING.g_max and gm.min() >= PCM_MAPPING.g_min
+    layer.transfer()
+    assert all(t.polarity == 1 for t in layer.tiles) and layer.transfers == 2
+
+
+@pytest.mark.parametrize("vc_shared", [0.7, 1.1])
+def test_polarity_inversion_cancels_the_3t1c_asymmetry(vc_shared):
+    """A weight-symmetric update stream (+dW, -dW, ...) leaves a net drift on the 3T1C cell (its
+    up and down steps differ, and it leaks); inverting the polarity at each transfer makes the
+    next period's drift opposite, so the sum transferred into the PCM nearly cancels."""
+    net = {}
+    for invert in (True, False):
+        cfg = LayerConfig(mapping=PCM_MAPPING, adc_bits=None, bias=False)
+        layer = UnitCellLayer(np.zeros((4, 3)), cfg, UnitCellSpec(vc_shared=vc_shared, invert_polarity=invert))
+        up = CapUpdate(CAP, bl=2)
+        lr = float(layer.scale[0]) * up.step_conductance() * up.bl   # probabilities 1: bl pulses per update
+        moved = []
+        for _ in range(2):
+            for _ in range(50):
+                for sign in (1.0, -1.0):
+                    layer.update(np.ones((1, 4)), np.full((1, 3), sign), lr, up, np.random.default_rng(0))
+            moved.append(layer.lsp_weights().mean())
+            layer.transfer()
+        net[invert] = sum(moved)
+        assert (layer.tiles[0].polarity == 1) and layer.transfers == 2
+    # the drift's sign is the cell's: up steps larger than down at low V_C, smaller at high V_C
+    assert np.sign(net[False]) == (1 if vc_shared < 0.9 else -1)
+    assert abs(net[True]) < 0.2 * abs(net[False])     # measured 0.04 and 0.09
+
+
+def test_spice_reads_of_both_arrays_agree_with_fast_reads(rng, engine):
+    layer = _layer(rng, 20, 10, engine=engine, r_wire=1.5, max_rows=16, max_cols=8)
+    _scramble(layer, rng)
+    layer.tiles[0].polarity = -1
+    x, d = rng.uniform(0, 1, (3, 20)), rng.uniform(-1, 1, (3, 10))
+    assert np.allclose(layer.forward(x, "spice"), layer.forward(x, "fast"), rtol=1e-8, atol=1e-12)
+    assert np.allclose(layer.backward(d, "spice"), layer.backward(d, "fast"), rtol=1e-8, atol=1e-12)
+    # wires on both arrays: the analog result differs from the float product
+    assert not np.allclose(layer.forward(x, "fast"), layer.forward(x, "ideal"), rtol=1e-4)
+
+
+def test_spice_update_of_the_3t1c_cells_matches_the_twin(rng, engine):
+    """Transistor-level transient of the cells under their coincidence pulses vs the fitted twin."""
+    x, d = rng.uniform(0, 1, (2, 6)), rng.uniform(-0.2, 0.2, (2, 4))
+    out = {}
+    for backend in ("spice", "fast"):
+        layer = _layer(np.random.default_rng(1), 6, 4)
+        up = CapUpdate(CAP, backend=backend, engine=engine)
+        layer.update(x, d, 0.5, up, np.random.default_rng(5))
+        out[backend] = layer.unit_state()["vc"]
+    step = float(CAP.step(np.array([0.9]), 1.0, up.shape)[0] - 0.9)
+    moved = np.abs(out["fast"] - 0.9)
+    assert moved.max() > 3 * step                                   # several pulses on some cells
+    assert np.abs(out["spice"] - out["fast"]).max() < 0.15 * step  # measured ~0.07 step
+
+
+def _small(n: int = 200) -> Dataset:
+    data = load_digits_split()
+    return Dataset("digits-small", data.X_train[:n], data.y_train[:n], data.X_test, data.y_test)
+
+
+def test_killed_unit_cell_run_resumes_to_the_same_result(tmp_path):
+    data = _small()
+    cfg = TrainConfig(epochs=2, forward="fast", backward="fast", update="fast", cell="2pcm3t1c",
+                      transfer_every=7, checkpoint_every=5, layer=LayerConfig(r_wire=1.0))
+    full = train(cfg, data, tmp_path / "full", progress=False)
+    part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)   # between transfers
+    assert part["stopped"]
+    resumed = train(cfg, data, tmp_path / "cut", progress=False)
+    assert resumed["history"] == full["history"]
+    assert resumed["transfers"] == full["transfers"] and len(full["transfers"]) == 40 // 7
+    a, b = np.load(tmp_path / "full" / "checkpoint.npz"), np.load(tmp_path / "cut" / "checkpoint.npz")
+    for key in ("gp0", "gm0", "vc0", "vc1", "polarity0", "transfers1"):
+        assert np.array_equal(a[key], b[key])
+    assert int(a["transfers0"]) == 5 and list(a["polarity0"]) == [-1]
+    assert (tmp_path / "cut" / "netlists" / "layer0_tile0_3t1c.cir").exists()
+
+
+def test_short_unit_cell_training_learns_digits(tmp_path):
+    data = load_digits_split()
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", update="fast", cell="2pcm3t1c",
+                      transfer_every=20, layer=LayerConfig(r_wire=1.0))
+    m = train(cfg, data, tmp_path, progress=False)
+    assert m["final"]["test_accuracy"] >= 0.7          # chance is 0.1; measured 0.861 (seed 0)
+    assert len(m["transfers"]) == 144 // 20
+    assert all(u == 0 for t in m["transfers"] for u in t["unconverged"])
