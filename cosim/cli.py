@@ -239,6 +239,45 @@ def cmd_device(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from cosim.calibrate import run_calibration
+    from cosim.irmodel import Calibration, to_aihwkit
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.monte_carlo < 0:
+        raise ValueError(f"--monte-carlo must be >= 0, got {args.monte_carlo}")
+    if args.from_file and not args.export_aihwkit:
+        raise ValueError("--from JSON only goes with --export-aihwkit FILE")
+    if args.export_aihwkit and args.from_file:
+        cal = Calibration.load(args.from_file)
+        out = Path(args.export_aihwkit)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2) + "\n")
+        print(f"wrote {out} (aihwkit-style IOParameters dict from {args.from_file})")
+        return 0
+    if args.quick:
+        sizes, r_wires, n_train, n_test = args.sizes or [8, 16, 32], args.r_wire or [1.0, 2.5], 2, 1
+    else:
+        sizes, r_wires, n_train, n_test = args.sizes or [16, 32, 64, 128, 256], args.r_wire or [0.5, 1.0, 2.5], 4, 2
+    if args.cases is not None:
+        n_train, n_test = args.cases, max(1, args.cases // 2)
+    s = run_calibration(args.out, sizes=sizes, r_wires=r_wires, train_per_point=n_train, test_per_point=n_test,
+                        batch=args.batch, seed=args.seed, workers=args.workers, scheduler=args.scheduler,
+                        monte_carlo_runs=args.monte_carlo, timing=not args.no_timing)
+    print(s["text"])
+    if args.export_aihwkit:
+        cal = Calibration.load(s["calibration"])
+        out = Path(args.export_aihwkit)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2) + "\n")
+        print(f"wrote {out}")
+    sw = s["sweep"]
+    print(f"sweep: {sw['ran']} cases run, {sw['skipped']} already done, {sw['failed']} failed ({sw['wall_s']:.1f} s)")
+    print(f"results in {s['out_dir']} (calibration.json, report.md, report.json, *.png, sweep/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xbar", description="Circuit-level SPICE co-simulation of "
                                      "analog in-memory computing crossbars (ngspice + exact fast solver).")
@@ -337,6 +376,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="xbar-out/demo", help="output folder")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("calibrate", help="fit the cheap IR-drop model to ngspice over a sweep (resumable, Dask)")
+    p.add_argument("--out", "-o", default="xbar-out/calibrate", help="output folder (the sweep resumes from it)")
+    p.add_argument("--workers", type=int, default=1, help="1: serial, in this process; n: a local Dask cluster")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="array sizes N (N x N) (default 16..256)")
+    p.add_argument("--r-wire", type=float, nargs="+", default=None, help="wire resistances per segment [ohm]")
+    p.add_argument("--cases", type=int, default=None, help="training cases per (size, r_wire) (held out: half)")
+    p.add_argument("--batch", type=int, default=16, help="input vectors per case")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="small sweep (8..32, seconds)")
+    p.add_argument("--monte-carlo", type=int, default=0, metavar="N", help="Monte Carlo runs of non-idealities")
+    p.add_argument("--no-timing", action="store_true", help="skip the speed comparison with the exact solve")
+    p.add_argument("--export-aihwkit", default=None, metavar="FILE", help="also write an aihwkit-style dict")
+    p.add_argument("--from", dest="from_file", default=None, metavar="JSON",
+                   help="with --export-aihwkit: export an existing calibration.json, run nothing")
+    p.add_argument("--adc-bits", type=int, default=None, help="export: output ADC bits")
+    p.add_argument("--dac-bits", type=int, default=None, help="export: input DAC bits")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 

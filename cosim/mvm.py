@@ -3,7 +3,8 @@ backends that share one circuit description.
 
 Layer: cosim. ``spice`` writes the IR as an ngspice deck (a batch of inputs becomes one ``.dc``
 sweep per worker) and is the ground truth; ``fast`` stamps the same IR into the exact
-structured solver; ``ideal`` is V @ G with no parasitics.
+structured solver; ``ideal`` is V @ G with no parasitics; ``calibrated`` is the cheap IR-drop
+model of :mod:`cosim.irmodel` with the coefficients of a calibration (``xbar calibrate``).
 
 >>> import numpy as np
 >>> from netlists.crossbar import CrossbarSpec
@@ -29,8 +30,8 @@ from netlists.crossbar import (
 from netlists.spice import BatchSweep, write_spice
 from netlists.validate import validate
 
-Backend = Literal["spice", "fast", "ideal"]
-BACKENDS = ("spice", "fast", "ideal")
+Backend = Literal["spice", "fast", "ideal", "calibrated"]
+BACKENDS = ("spice", "fast", "ideal", "calibrated")
 
 
 class Crossbar:
@@ -79,7 +80,7 @@ class Crossbar:
 
     # -- reads --------------------------------------------------------------------------------
     def read(self, V: np.ndarray, *, transpose: bool = False, backend: Backend = "fast",
-             workers: int | None = None) -> np.ndarray:
+             workers: int | None = None, calibration=None) -> np.ndarray:
         """Read the array.
 
         Parameters
@@ -88,9 +89,11 @@ class Crossbar:
             Row voltages (forward) or column voltages (transposed); a 1-D vector is a batch of 1.
         transpose : bool
             Drive the columns at their sense ends and sense the rows at their driver ends.
-        backend : "spice", "fast" or "ideal"
+        backend : "spice", "fast", "ideal" or "calibrated"
         workers : int, optional
             spice backend: ngspice processes to split the batch over (default: the engine's).
+        calibration : cosim.irmodel.Calibration, IRModel or path, optional
+            calibrated backend: the fitted model (a path is loaded as calibration.json).
 
         Returns
         -------
@@ -102,6 +105,9 @@ class Crossbar:
         V = check_inputs(self.spec, V, transpose)
         if backend == "ideal":
             return self._ideal(V, transpose)
+        if backend == "calibrated":
+            W = self._calibrated_weights(calibration)
+            return V @ W.T if transpose else V @ W
         xc = self.circuit(transpose)
         drive = xc.drive_values(V)
         if backend == "fast":
@@ -111,6 +117,21 @@ class Crossbar:
     def _ideal(self, V: np.ndarray, transpose: bool) -> np.ndarray:
         W = self.weights()
         return V @ W.T if transpose else V @ W
+
+    def _calibrated_weights(self, calibration) -> np.ndarray:
+        from cosim.irmodel import Calibration, IRModel
+        if calibration is None:
+            raise ValueError("the calibrated backend needs calibration= (a Calibration, an IRModel or the path "
+                             "of a calibration.json written by `xbar calibrate`)")
+        if isinstance(calibration, (str, Path)):
+            calibration = Calibration.load(calibration)
+        model = calibration.model if isinstance(calibration, Calibration) else calibration
+        if not isinstance(model, IRModel):
+            raise ValueError(f"calibration must be a Calibration, an IRModel or a path, got {type(calibration).__name__}")
+        cached = getattr(self, "_cal_cache", None)
+        if cached is None or cached[0] != model:       # one effective matrix per conductance state
+            self._cal_cache = (model, model.effective_weights(self.spec, self.G))
+        return self._cal_cache[1]
 
     def weights(self) -> np.ndarray:
         """The effective conductance matrix (rows, cols) [S]: G, or G+ - G- for pairs."""

@@ -404,13 +404,14 @@ class CrossbarSolver:
                 raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {self.tol:g} "
                                   f"in {self.max_iter} iterations; use the nodal solver")
             apply(p, Ap)
-            alpha = rr / _dot(p, Ap)
+            pAp = _dot(p, Ap)              # 0 for a right-hand side already solved (an all-zero input)
+            alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
             np.multiply(p, alpha, out=tmp)         # no temporaries: big fresh arrays page-fault
             u += tmp
             np.multiply(Ap, alpha, out=tmp)
             r -= tmp
             rr_new = _dot(r, r)
-            p *= rr_new / rr
+            p *= np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
             p += r
             rr = rr_new
             it += 1

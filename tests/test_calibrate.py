@@ -1,0 +1,246 @@
+"""Sweeps (serial and Dask, resume, failures) and the calibrated cheap IR-drop model, on real ngspice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosim.calibrate import ArrayCase, _data, case_errors, default_cases, fit_model, spice_case
+from cosim.irmodel import Calibration, IRModel, ir_features, to_aihwkit
+from cosim.mvm import Crossbar
+from cosim.sweep import case_key, case_rng, load_case, run_sweep
+from models.errors import ParameterError
+from netlists.crossbar import CrossbarSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Counts the task calls of this process (each one is one ngspice run); serial sweeps only.
+_CALLS: list[str] = []
+
+
+def counting_task(case, rng):
+    _CALLS.append(case.replica)
+    return spice_case(case, rng)
+
+
+def failing_task(case, rng):
+    """Case replica 1 hands ngspice a deck it rejects (a real parse error, not a mock)."""
+    if case.replica == 1:
+        from cosim.engine import SubprocessEngine
+        SubprocessEngine(workers=1, timeout=60).run("bad deck\nR1 a\n.op\n.end\n", need=["v(a)"])
+    return spice_case(case, rng)
+
+
+def tiny_cases(n: int = 4) -> list[ArrayCase]:
+    return [ArrayCase(6, 5, 1.0 + 0.5 * k, batch=3, replica=k) for k in range(n)]
+
+
+def test_case_key_and_rng_are_stable():
+    c = ArrayCase(8, 8, 1.0)
+    assert case_key(c, 0, 0) == case_key(ArrayCase(8, 8, 1.0), 0, 0)
+    keys = {case_key(c, 0, 0), case_key(c, 1, 0), case_key(c, 0, 1), case_key(ArrayCase(8, 8, 1.5), 0, 0)}
+    assert len(keys) == 4
+    assert np.array_equal(case_rng(3, 7).random(5), case_rng(3, 7).random(5))
+    assert not np.array_equal(case_rng(3, 7).random(5), case_rng(3, 8).random(5))
+    with pytest.raises(ParameterError, match="r_wire"):
+        ArrayCase(8, 8, -1.0)
+    with pytest.raises(ParameterError, match="rows"):
+        ArrayCase(0, 8, 1.0)
+
+
+def test_sweep_identical_on_one_and_two_dask_workers(tmp_path):
+    cases = tiny_cases(4)
+    serial = run_sweep(cases, spice_case, tmp_path / "serial", seed=5, workers=1, progress=False)
+    dask2 = run_sweep(cases, spice_case, tmp_path / "dask2", seed=5, workers=2, progress=False)
+    assert serial.backend == "serial" and dask2.backend == "local-cluster"
+    assert serial.ran == dask2.ran == 4 and not serial.failed and not dask2.failed
+    for a, b in zip(serial.results, dask2.results):
+        assert a.key == b.key
+        for name in ("G", "V", "I"):
+            assert np.array_equal(a.arrays[name], b.arrays[name]), name
+    # every case is on disk as a JSON + NPZ pair, and reads back identical
+    files = sorted(p.name for p in (tmp_path / "dask2").iterdir())
+    assert files == sorted([f"{r.key}.json" for r in dask2.results] + [f"{r.key}.npz" for r in dask2.results])
+    back = load_case(tmp_path / "dask2", dask2.results[2].key)
+    assert np.array_equal(back.arrays["I"], serial.results[2].arrays["I"])
+    # and the currents are what the read gives (G, V from the case's own generator)
+    c = cases[2]
+    G, V = back.arrays["G"], back.arrays["V"]
+    fast = Crossbar(c.spec, G).read(V, backend="fast")
+    assert np.abs(fast - back.arrays["I"]).max() < 1e-6 * np.abs(fast).max()
+
+
+def test_resume_skips_finished_cases(tmp_path):
+    cases = tiny_cases(3)
+    _CALLS.clear()
+    first = run_sweep(cases, counting_task, tmp_path, workers=1, progress=False)
+    assert len(_CALLS) == 3 and first.ran == 3
+    # a sweep stopped before its last case: that case's record is missing
+    (tmp_path / f"{first.results[2].key}.json").unlink()
+    _CALLS.clear()
+    again = run_sweep(cases, counting_task, tmp_path, workers=1, progress=False)
+    assert _CALLS == [2] and again.ran == 1 and again.skipped == 2
+    assert all(np.array_equal(a.arrays["I"], b.arrays["I"]) for a, b in zip(first.results, again.results))
+    _CALLS.clear()
+    done = run_sweep(cases, counting_task, tmp_path, workers=1, progress=False)
+    assert _CALLS == [] and done.ran == 0 and done.skipped == 3
+    # a new case in the same folder runs alone
+    _CALLS.clear()
+    more = run_sweep(cases + tiny_cases(4)[3:], counting_task, tmp_path, workers=1, progress=False)
+    assert len(_CALLS) == 1 and more.ran == 1
+
+
+def test_failing_case_is_recorded_and_the_others_kept(tmp_path):
+    cases = tiny_cases(3)
+    s = run_sweep(cases, failing_task, tmp_path, workers=1, progress=False)
+    assert [r.status for r in s.results] == ["ok", "error", "ok"]
+    bad = s.results[1]
+    assert bad.error_type.startswith("Ngspice") and "ngspice" in bad.error.lower()
+    meta = json.loads((tmp_path / f"{bad.key}.json").read_text())
+    assert meta["status"] == "error" and meta["error"] and not (tmp_path / f"{bad.key}.npz").exists()
+    assert all((tmp_path / f"{r.key}.npz").exists() for r in (s.results[0], s.results[2]))
+    again = run_sweep(cases, failing_task, tmp_path, workers=1, progress=False)
+    assert again.ran == 0 and len(again.failed) == 1
+    retry = run_sweep(cases, failing_task, tmp_path, workers=1, progress=False, retry_failed=True)
+    assert retry.ran == 1 and len(retry.failed) == 1
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    cases = default_cases((8, 16, 24), (1.0, 2.5), train_per_point=2, test_per_point=1, batch=6)
+    s = run_sweep(cases, spice_case, tmp_path_factory.mktemp("cal"), seed=11, workers=1, progress=False)
+    assert not s.failed
+    data = _data(s.results)
+    return [d for d in data if d.case.split == "train"], [d for d in data if d.case.split == "test"]
+
+
+def test_nominal_model_is_first_order_exact(engine):
+    """IR drop shrinks as r; the nominal model's error must shrink as r^2 (first order exact)."""
+    rng = np.random.default_rng(4)
+    G = rng.uniform(1e-6, 25e-6, (12, 10))
+    V = rng.uniform(0, 0.2, (4, 12))
+    ratios = []
+    for r in (0.2, 2.0):
+        spec = CrossbarSpec(rows=12, cols=10, r_row=r, r_col=r)
+        I = Crossbar(spec, G, engine=engine).read(V, backend="spice")
+        drop = np.abs(V @ G - I).max()
+        ratios.append(np.abs(IRModel.nominal().read(spec, G, V) - I).max() / drop)
+    assert ratios[0] < 0.02 and ratios[0] < 0.3 * ratios[1]
+
+
+def test_fit_reduces_held_out_error(small_sweep):
+    train, test = small_sweep
+    model = fit_model(train)
+    assert model != IRModel.nominal()
+    rows = [case_errors(d, model) for d in test]
+    uncal = np.mean([r["uncal_rmse"] for r in rows])
+    cal = np.mean([r["cal_rmse"] for r in rows])
+    ideal = np.mean([r["ideal_rmse"] for r in rows])
+    assert cal < 0.5 * uncal and uncal < 0.05 * ideal
+    assert sum(r["cal_rmse"] < r["uncal_rmse"] for r in rows) >= len(rows) - 1
+
+
+def test_calibration_round_trip_and_backend(small_sweep, tmp_path):
+    train, test = small_sweep
+    model = fit_model(train)
+    cal = Calibration(model, {"sizes": [8, 16, 24], "r_wire": [1.0, 2.5], "g_range": [1e-6, 25e-6]},
+                      ({"size": "8x8", "cal_rmse": 1e-6},))
+    path = cal.save(tmp_path / "calibration.json")
+    back = Calibration.load(path)
+    assert back == cal and back.model.to_vector().tolist() == model.to_vector().tolist()
+    d = test[0]
+    xb = Crossbar(d.case.spec, d.G)
+    I = xb.read(d.V, backend="calibrated", calibration=path)
+    assert np.array_equal(I, model.read(d.case.spec, d.G, d.V))
+    assert np.abs(I - d.I).max() < np.abs(xb.read(d.V, backend="ideal") - d.I).max()
+    # transposed reads use the same W (reciprocity), checked against the exact solve
+    Vt = np.random.default_rng(0).uniform(-0.2, 0.2, (3, d.case.cols))
+    It = xb.read(Vt, transpose=True, backend="calibrated", calibration=back)
+    exact = xb.read(Vt, transpose=True, backend="fast")
+    assert np.abs(It - exact).max() < 0.1 * np.abs(xb.read(Vt, transpose=True, backend="ideal") - exact).max()
+    # differential arrays: logical columns are W+ - W-
+    spec = CrossbarSpec(rows=8, cols=3, cell="diff", r_row=1.0, r_col=1.0)
+    Gd = np.random.default_rng(1).uniform(1e-6, 25e-6, spec.g_shape)
+    W = model.physical_weights(Gd, 1.0, 1.0)
+    assert np.allclose(Crossbar(spec, Gd).read(np.full((1, 8), 0.1), backend="calibrated", calibration=model),
+                       0.1 * (W[:, 0::2] - W[:, 1::2]).sum(0))
+    with pytest.raises(ValueError, match="calibration="):
+        xb.read(d.V, backend="calibrated")
+    bad = json.loads(path.read_text())
+    bad["version"] = 99
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ParameterError, match="version 99"):
+        Calibration.load(tmp_path / "bad.json")
+    exp = to_aihwkit(back, adc_bits=8, dac_bits=7)
+    assert exp["forward"]["out_res"] == 1 / 254 and exp["forward"]["inp_res"] == 1 / 126
+    assert exp["forward"]["ir_drop_g_ratio"] == pytest.approx(1 / (1.75 * 25e-6))
+    json.dumps(exp)
+
+
+def test_features_need_no_solve_and_vanish_without_wires():
+    G = np.full((4, 3), 10e-6)
+    f = ir_features(G, 0.0, 0.0)
+    assert not f.x_R.any() and not f.x_C.any()
+    f = ir_features(G, 2.0, 0.0)   # row loading of cell j: r * G * sum_j' (min(j, j') + 1)
+    assert np.allclose(f.x_R[0], 2.0 * 10e-6 * np.array([3, 5, 6]))
+    assert np.allclose(IRModel.nominal().physical_weights(G, 0.0, 0.0), G)
+
+
+def _xbar(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "cosim.cli", "calibrate", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_calibrate_quick_and_bad_input(tmp_path):
+    res = _xbar("--sizes", 6, 8, "--r-wire", 2.0, "--cases", 2, "--batch", 4, "--no-timing", "--out", "cal",
+                "--export-aihwkit", "aihwkit.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "| 8x8 | 2 |" in res.stdout and "results in cal" in res.stdout
+    for name in ("calibration.json", "report.md", "report.json", "error_vs_size.png", "predicted_vs_spice.png",
+                 "uncalibrated_vs_calibrated.png"):
+        assert (tmp_path / "cal" / name).exists(), name
+    assert json.loads((tmp_path / "aihwkit.json").read_text())["forward"]["ir_drop_g_ratio"] > 0
+    again = _xbar("--sizes", 6, 8, "--r-wire", 2.0, "--cases", 2, "--batch", 4, "--no-timing", "--out", "cal",
+                  cwd=tmp_path)
+    assert again.returncode == 0 and "0 cases run, 6 already done" in again.stdout
+    exp = _xbar("--export-aihwkit", "x.json", "--from", "cal/calibration.json", "--adc-bits", 8, cwd=tmp_path)
+    assert exp.returncode == 0, exp.stderr
+    assert json.loads((tmp_path / "x.json").read_text())["forward"]["out_res"] == 1 / 254
+    for bad in (["--r-wire", -1], ["--sizes", 0], ["--workers", 0], ["--cases", 0]):
+        res = _xbar(*bad, "--out", "bad", cwd=tmp_path)
+        assert res.returncode == 2, (bad, res.stderr)
+        assert "error" in res.stderr
+
+
+def test_monte_carlo_is_seeded_and_grows_with_variation():
+    from cosim.calibrate import Variation, monte_carlo
+
+    kw = dict(size=8, r_wire=1.0, runs=6, batch=4, seed=3)
+    quiet = monte_carlo(IRModel.nominal(), variation=Variation(0.0, 0.0, 0.0, 0.0, None), spice_checks=1, **kw)
+    noisy = monte_carlo(IRModel.nominal(), variation=Variation(0.2, 0.05, 0.05, 1e-7, 6), **kw)
+    again = monte_carlo(IRModel.nominal(), variation=Variation(0.2, 0.05, 0.05, 1e-7, 6), **kw)
+    assert noisy == again
+    # no variation: the error vs ideal is the IR drop alone, and the model is close to ngspice
+    assert quiet["rmse_mean"] == pytest.approx(quiet["ir_only_rmse_mean"])
+    assert noisy["rmse_mean"] > 5 * quiet["rmse_mean"]
+    assert quiet["spice_checks"] == 1 and quiet["model_vs_spice_rmse"][0] < 0.01 * quiet["rmse_mean"]
+    with pytest.raises(ParameterError):
+        Variation(p_stuck_min=0.8, p_stuck_max=0.8)
+
+
+def test_fast_solver_reads_an_all_zero_input_in_a_batch(engine):
+    """Found while calibrating: CG divided 0 by 0 for an all-zero vector (sparse inputs) -> NaN."""
+    G = np.random.default_rng(0).uniform(1e-6, 25e-6, (8, 6))
+    V = np.random.default_rng(1).uniform(0, 0.2, (3, 8))
+    V[1] = 0.0
+    xb = Crossbar(CrossbarSpec(rows=8, cols=6, r_row=1.0, r_col=1.0), G, engine=engine)
+    fast, spice = xb.read(V, backend="fast"), xb.read(V, backend="spice")
+    assert np.isfinite(fast).all() and not fast[1].any()
+    assert np.abs(fast - spice).max() < 1e-6 * np.abs(spice).max()
