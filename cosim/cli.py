@@ -143,7 +143,10 @@ def cmd_mvm(args) -> int:
         engine = make_engine(args.engine, **kw)
     xb = Crossbar(spec, G, engine=engine)
     t0 = time.perf_counter()
-    I = xb.read(V, transpose=args.transpose, backend=args.backend, workers=args.workers)
+    if args.backend == "calibrated" and not args.calibration:
+        raise ValueError("--backend calibrated needs --calibration FILE (written by `xbar calibrate`)")
+    I = xb.read(V, transpose=args.transpose, backend=args.backend, workers=args.workers,
+                calibration=args.calibration)
     dt = time.perf_counter() - t0
     out = _save_array(args.out, I)
     what = "row" if args.transpose else "column"
@@ -209,7 +212,11 @@ def cmd_train(args) -> int:
 
     data = load_npz(args.data) if args.data else load_digits_split()
     mapping = MappingSpec(g_min=args.g_min, g_max=args.g_max, w_max=args.w_max)
-    layer = LayerConfig(mapping=mapping,
+    periphery = None
+    if args.periphery:
+        from cosim.readchain import PeripheryConfig
+        periphery = PeripheryConfig.from_json(args.periphery)
+    layer = LayerConfig(mapping=mapping, periphery=periphery, calibration=args.calibration,
                         r_wire=args.r_wire, v_read=args.v_read, max_rows=args.max_rows, max_cols=args.max_cols,
                         adc_bits=None if args.adc_bits == 0 else args.adc_bits, out_bound=args.out_bound)
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -298,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voltages", "-V", required=True,
                    help="(batch, rows) row voltages [V], or (batch, cols) column voltages with --transpose")
     p.add_argument("--transpose", action="store_true", help="drive the columns, sense the rows")
-    p.add_argument("--backend", choices=["spice", "fast", "ideal"], default="fast")
+    p.add_argument("--backend", choices=["spice", "fast", "ideal", "calibrated"], default="fast")
+    p.add_argument("--calibration", default=None, metavar="JSON",
+                   help="calibration.json of `xbar calibrate`, for --backend calibrated")
     p.add_argument("--engine", choices=["subprocess", "shared"], default="subprocess",
                    help="spice backend: ngspice -b processes, or the shared library in a child process")
     p.add_argument("--workers", type=int, default=None, help="ngspice processes (default: one per core)")
@@ -319,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only write the default read-chain config (for mvm --periphery) to this file")
     p.set_defaults(func=cmd_periphery)
 
+    READS = ["software", "ideal", "fast", "spice", "calibrated"]
     p = sub.add_parser("train", help="train an MLP with reads and updates through the simulated arrays")
     p.add_argument("--data", help=".npz with X_train, y_train, X_test, y_test (default: scikit-learn's 8x8 digits)")
     p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes (default 32)")
@@ -326,10 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reads", choices=["software", "ideal", "fast", "spice"], default="spice",
+    p.add_argument("--reads", choices=READS, default="spice",
                    help="backend of the forward and backward reads (default spice: ngspice)")
-    p.add_argument("--forward", choices=["software", "ideal", "fast", "spice"], help="override for forward reads")
-    p.add_argument("--backward", choices=["software", "ideal", "fast", "spice"], help="override for backward reads")
+    p.add_argument("--forward", choices=READS, help="override for forward reads")
+    p.add_argument("--backward", choices=READS, help="override for backward reads")
+    p.add_argument("--calibration", default=None, metavar="JSON",
+                   help="calibration.json of `xbar calibrate`, for --reads calibrated (the cheap IR-drop model)")
     p.add_argument("--update", choices=["ideal", "fast", "spice"], default="ideal",
                    help="ideal: exact float update; fast / spice: pulse coincidence on --device, numpy twin "
                         "or ngspice transient")
@@ -355,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-every", type=int, default=20,
                    help="2pcm3t1c: mini-batches between transfers of the 3T1C part into the PCM pair (default 20)")
     p.add_argument("--gain-f", type=float, default=3.0, help="2pcm3t1c: gain F of the PCM pair (default 3)")
+    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
+                   help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
+                        "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
     p.set_defaults(func=cmd_train)

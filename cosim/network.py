@@ -13,6 +13,14 @@ backend:
 Inputs are scaled per sample to the read voltage (abs-max, as analog chips' digital
 periphery does), read, converted by an ideal ``adc_bits`` quantiser whose full scale is
 ``out_bound * rows * v_read * g_range``, and scaled back.
+
+With ``LayerConfig.periphery`` (a :class:`cosim.readchain.PeripheryConfig`) the ``fast`` and
+``spice`` reads go through the circuit read chain instead: inputs as DAC codes, the wired array,
+one integrator and ADC per physical line, the digital difference of each pair's codes
+(:class:`cosim.readchain.ReadChain`; ``fast`` is its numpy twin, ``spice`` one ngspice transient
+per tile and read direction). The integrator capacitor is sized per tile by
+:func:`periphery_for_tile` so that ``periphery.full_scale`` of the worst-case charge fills the
+ADC range; ``adc_bits`` and ``out_bound`` then do not apply.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from cosim.mvm import Crossbar
 from models.errors import ParameterError, ShapeError
 from netlists.crossbar import CrossbarSpec, interleave
 
-READ_BACKENDS = ("software", "ideal", "fast", "spice")
+READ_BACKENDS = ("software", "ideal", "fast", "spice", "calibrated")
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,11 @@ class LayerConfig:
         ADC full scale as a fraction of the largest possible column current.
     bias : bool
         A bias row driven at full scale.
+    periphery : cosim.readchain.PeripheryConfig or None
+        Read through DACs, integrators and ADCs (fast and spice reads); None: the ideal
+        quantiser above.
+    calibration : str or None
+        Path of a ``calibration.json`` (``xbar calibrate``) for the ``"calibrated"`` read backend.
     """
 
     mapping: MappingSpec = field(default_factory=lambda: MappingSpec(w_max=4.0))
@@ -59,6 +72,9 @@ class LayerConfig:
     adc_bits: int | None = 9
     out_bound: float = 0.1
     bias: bool = True
+    periphery: object = None
+    calibration: str | None = None
+
 
     def __post_init__(self) -> None:
         if self.r_wire < 0 or not np.isfinite(self.r_wire):
@@ -67,6 +83,10 @@ class LayerConfig:
             raise ParameterError(f"adc_bits must be in 1..24 or None, got {self.adc_bits}")
         if not 0 < self.out_bound <= 1:
             raise ParameterError(f"out_bound must be in (0, 1], got {self.out_bound}")
+        if self.periphery is not None:
+            from cosim.readchain import PeripheryConfig
+            if not isinstance(self.periphery, PeripheryConfig):
+                raise ParameterError(f"periphery must be a PeripheryConfig or None, got {type(self.periphery).__name__}")
 
 
 def quantize(I: np.ndarray, bits: int | None, full_scale: float) -> np.ndarray:
@@ -86,16 +106,58 @@ class Tile:
     g_plus: np.ndarray
     g_minus: np.ndarray
     _xbar: Crossbar | None = None
+    _chain: object = None
+
+    def spec(self, cfg: LayerConfig) -> CrossbarSpec:
+        return CrossbarSpec(rows=self.g_plus.shape[0], cols=self.g_plus.shape[1], cell="diff",
+                            r_row=cfg.r_wire, r_col=cfg.r_wire, v_read=cfg.v_read)
 
     def crossbar(self, cfg: LayerConfig, engine=None) -> Crossbar:
         if self._xbar is None:
-            spec = CrossbarSpec(rows=self.g_plus.shape[0], cols=self.g_plus.shape[1], cell="diff",
-                                r_row=cfg.r_wire, r_col=cfg.r_wire, v_read=cfg.v_read)
-            self._xbar = Crossbar(spec, interleave(self.g_plus, self.g_minus), engine=engine)
+            self._xbar = Crossbar(self.spec(cfg), interleave(self.g_plus, self.g_minus), engine=engine)
         return self._xbar
+
+    def read_chain(self, cfg: LayerConfig, engine=None):
+        """The tile behind ``cfg.periphery`` (:class:`cosim.readchain.ReadChain`), cached until
+        the conductances change."""
+        if self._chain is None:
+            import warnings
+            from cosim.readchain import ReadChain
+            spec = self.spec(cfg)
+            pc = periphery_for_tile(cfg.periphery, spec, cfg.mapping.g_max, cfg.mapping.g_range)
+            with warnings.catch_warnings():   # sized for the larger direction: the other one
+                warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
+                self._chain = ReadChain(spec, interleave(self.g_plus, self.g_minus), pc, engine=engine)
+        return self._chain
 
     def changed(self) -> None:
         self._xbar = None
+        self._chain = None
+
+
+def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float):
+    """``pc`` with the array's read voltage and an integrator capacitor sized for ``spec``: the
+    worst-case charge of any line (every input at full scale with one sign; forward: a physical
+    column of ``rows`` cells at ``g_max``; transposed: a row of ``cols`` pairs at ``g_range``),
+    times ``pc.full_scale``, uses 90 % of the smaller of the ADC's and the op-amp's half ranges.
+    """
+    from models.dac import volt_seconds
+    from models.integrator import start_voltage, swing
+    from cosim.readchain import _window_dac
+
+    dac = replace(pc.dac, v_read=spec.v_read)
+    wdac = _window_dac(dac)
+    vs_max = float(volt_seconds(np.array([wdac.max_code]), wdac)[0])
+    q_max = pc.full_scale * vs_max * max(spec.rows * g_max, spec.cols * g_range)
+    v0 = start_voltage(pc.integrator)
+    lo, hi = swing(pc.integrator)
+    half = min(v0 - pc.adc.v_lo, pc.adc.v_hi - v0, v0 - lo, hi - v0)
+    if half <= 0:
+        raise ParameterError(f"the integrator starts at {v0:g} V, outside the ADC range "
+                             f"[{pc.adc.v_lo:g}, {pc.adc.v_hi:g}] V or the op-amp swing [{lo:g}, {hi:g}] V")
+    integ = replace(pc.integrator, c_int=q_max / (0.9 * half))
+    return replace(pc, dac=dac, integrator=integ)
 
 
 class Updater(Protocol):
@@ -148,6 +210,10 @@ class AnalogLayer:
         self.tiles = [Tile(r, c, gp[r, c].copy(), gm[r, c].copy())
                       for r, c in tile_slices(self.n_in, self.n_out, cfg.max_rows, cfg.max_cols)]
         self.W_soft = W.copy()      # used only by the "software" backend
+        self._calibration = None
+        if cfg.calibration is not None:
+            from cosim.irmodel import Calibration
+            self._calibration = Calibration.load(cfg.calibration)
 
     # -- state --------------------------------------------------------------------------------
     def weights(self) -> np.ndarray:
@@ -200,9 +266,19 @@ class AnalogLayer:
         amax[amax == 0] = 1.0
         V = u / amax * cfg.v_read
         out = np.zeros((u.shape[0], self.n_in if transpose else self.n_out))
+        chain = cfg.periphery is not None and backend in ("fast", "spice")
         for t in self.tiles:
             src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
-            I = t.crossbar(cfg, self.engine).read(V[:, src], transpose=transpose, backend=backend)
+            if chain:   # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
+                res = t.read_chain(cfg, self.engine).read_values(V[:, src] / cfg.v_read, transpose=transpose,
+                                                                 backend=backend)
+                out[:, dst] += res.decoded
+                continue
+            if backend == "calibrated" and self._calibration is None:
+                raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "
+                                     "calibration.json written by `xbar calibrate`)")
+            I = t.crossbar(cfg, self.engine).read(V[:, src], transpose=transpose, backend=backend,
+                                                  calibration=self._calibration)
             full_scale = cfg.out_bound * (src.stop - src.start) * cfg.v_read * cfg.mapping.g_range
             out[:, dst] += quantize(I, cfg.adc_bits, full_scale)
         if not transpose:
@@ -225,4 +301,4 @@ class AnalogLayer:
 
 def with_ideal_periphery(cfg: LayerConfig) -> LayerConfig:
     """The same layer without wires and quantisation (for baselines)."""
-    return replace(cfg, r_wire=0.0, adc_bits=None)
+    return replace(cfg, r_wire=0.0, adc_bits=None, periphery=None)

@@ -140,6 +140,9 @@ class TrainConfig:
         if self.cell == "pair":   # unit-cell fields do not apply: checkpoints of pair runs stay valid
             for k in ("cell", "transfer_every", "gain_f"):
                 cfg.pop(k)
+        for k in ("periphery", "calibration"):   # likewise for runs without a read chain or calibration
+            if getattr(self.layer, k) is None:
+                cfg["layer"].pop(k)
         blob = json.dumps({"cfg": cfg, "data": data.name, "n": len(data.y_train)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,68 @@ def test_train_cli(tmp_path, rng):
                      (["--lr", "nan"], "lr must be > 0"), (["--r-wire", -1], "r_wire")):
         res = run(*bad, "--out", "bad")
         assert res.returncode == 2 and msg in res.stderr, res.stderr[-500:]
+
+
+def _chain_cfg(bits: int = 10, full_scale: float = 0.3, **kw) -> LayerConfig:
+    from cosim.readchain import PeripheryConfig
+    from models.adc import QuantizerParams
+    from models.dac import DacParams
+    pc = PeripheryConfig(dac=DacParams(bits=8), adc=QuantizerParams(bits=bits), full_scale=full_scale)
+    return LayerConfig(adc_bits=None, periphery=pc, **kw)
+
+
+def test_layer_reads_through_the_periphery_chain(rng, engine):
+    """DAC codes -> wired array -> integrators -> ADCs: within a few output LSB of the exact read
+    of the DAC-quantised input, spice and fast twin within one LSB of each other."""
+    from models.dac import from_codes, to_codes
+
+    cfg = _chain_cfg(r_wire=1.0, max_rows=12, max_cols=6)
+    W = rng.uniform(-2, 2, (15, 8))
+    layer = AnalogLayer(W, cfg, engine=engine)      # 16 rows with the bias: 2 x 2 tiles
+    plain = AnalogLayer(W, replace(cfg, periphery=None))
+    x = rng.uniform(0, 1, (3, 15))
+    d = rng.uniform(-1, 1, (3, 8))
+    xq = from_codes(to_codes(x / x.max(axis=1, keepdims=True), 8), 8) * x.max(axis=1, keepdims=True)
+    y, y_exact = layer.forward(x, "fast"), plain.forward(xq, "fast")
+    chains = [t.read_chain(cfg, engine) for t in layer.tiles]
+    # one output LSB in weight units, per tile, summed over the row tiles
+    lsb = max(c.lsb_current() for c in chains) * layer.scale.max() * x.max() / cfg.v_read * 2
+    assert np.abs(y - y_exact).max() <= 3 * lsb
+    assert np.abs(y - y_exact).max() > 0          # the converters are really in the path
+    b, b_exact = layer.backward(d, "fast"), plain.backward(d, "fast")
+    assert np.corrcoef(b.ravel(), b_exact.ravel())[0, 1] > 0.99
+    ys = layer.forward(x[:1], "spice")
+    assert np.abs(ys - y[:1]).max() <= 2 * lsb
+    # a write invalidates the chain
+    layer.update(x, d, 0.1, IdealUpdate(), rng)
+    assert all(t._chain is None for t in layer.tiles)
+
+
+def test_training_with_the_periphery_chain_learns(tmp_path):
+    data = _small(load_digits_split())
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", layer=_chain_cfg(r_wire=1.0))
+    m = train(cfg, data, tmp_path / "chain", progress=False)
+    f = m["final"]          # 200 training images, one epoch: the software run reaches 35 %
+    assert abs(f["test_accuracy"] - f["software_test_accuracy"]) < 0.05 and f["same_predictions"] > 0.8
+    assert m["config"]["layer"]["periphery"]["adc"]["bits"] == 10
+
+
+def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
+    """The cheap IR-drop model as a read backend of the training loop: close to the exact solve,
+    cheaper, and refused with a clear error when no calibration is given."""
+    from cosim.irmodel import Calibration, IRModel
+    path = Calibration(IRModel.nominal()).save(tmp_path / "calibration.json")
+    cfg = LayerConfig(r_wire=1.0, adc_bits=None, calibration=str(path))
+    layer = AnalogLayer(rng.uniform(-2, 2, (30, 12)), cfg)
+    x = rng.uniform(0, 1, (4, 30))
+    exact, cheap, ideal = (layer.forward(x, b) for b in ("fast", "calibrated", "ideal"))
+    assert np.abs(cheap - exact).max() < 0.1 * np.abs(ideal - exact).max()
+    d = rng.uniform(-1, 1, (4, 12))
+    assert np.abs(layer.backward(d, "calibrated") - layer.backward(d, "fast")).max() < \
+        0.1 * np.abs(layer.backward(d, "ideal") - layer.backward(d, "fast")).max()
+    with pytest.raises(ParameterError, match="calibration"):
+        AnalogLayer(np.ones((3, 2)), LayerConfig()).forward(np.ones((1, 3)), "calibrated")
+    data = _small(load_digits_split(), 60)
+    m = train(TrainConfig(epochs=1, forward="calibrated", backward="calibrated", layer=cfg), data,
+              tmp_path / "run", progress=False)
+    assert m["config"]["layer"]["calibration"] == str(path)
