@@ -165,6 +165,11 @@ def cmd_mvm_chain(args) -> int:
     cfg = PeripheryConfig.from_json(args.periphery)
     args.v_read = cfg.dac.v_read  # the DAC's read voltage is the array's (--v-read is not used)
     spec, G = _spec_and_G(args)
+    if args.size_integrator:
+        from cosim.network import periphery_for_tile
+        g = np.asarray(G)
+        cfg = periphery_for_tile(cfg, spec, float(g.max()), float(g.max() - g.min()))
+        print(f"integrator capacitor sized for this array: c_int = {cfg.integrator.c_int:.4g} F")
     codes = np.asarray(_load_array(args.voltages, "input codes"))
     engine = None
     if args.backend == "spice":
@@ -318,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read through DACs, integrators and ADCs (cosim.readchain.PeripheryConfig JSON): "
                         "--voltages then holds signed integer input codes (batch, rows) and --out gets a .npz "
                         "with codes, adc_codes, v_out, charge, current, decoded (backend spice or fast)")
+    p.add_argument("--size-integrator", action="store_true",
+                   help="with --periphery: size the integrator capacitor so that the config's full_scale of "
+                        "the worst-case charge of this array fills 90 %% of the ADC range")
     p.set_defaults(func=cmd_mvm)
 
     p = sub.add_parser("periphery", help="characterise DAC, integrator, ADC and op-amps (SPICE vs twin plots, INL/DNL)")

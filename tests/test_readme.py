@@ -37,6 +37,7 @@ def test_cli_examples_run(tmp_path, rng):
     np.save(tmp_path / "G.npy", rng.uniform(1e-6, 25e-6, (16, 8)))
     np.save(tmp_path / "V.npy", rng.uniform(0, 0.2, (4, 16)))
     np.save(tmp_path / "Vt.npy", rng.uniform(0, 0.2, (4, 8)))
+    np.save(tmp_path / "codes.npy", rng.integers(-255, 256, (4, 16)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     tour = blocks("bash")[1]
     ran = 0
