@@ -119,6 +119,9 @@ class TrainConfig:
             raise ParameterError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.cell == "2pcm3t1c":
             self.unit_cell()    # validates gain_f and transfer_every
+            if self.layer.periphery is not None or self.layer.calibration is not None:
+                raise ParameterError("the read chain and the calibrated model (LayerConfig.periphery, .calibration) "
+                                     "are not wired into the 2pcm3t1c unit cell's reads yet; use cell='pair'")
             from models.device import get_device
             if tuple(get_device(self.device).ports) != ("p", "n"):
                 raise ParameterError(f"the unit cell's pair needs a two-terminal device, got {self.device!r}")

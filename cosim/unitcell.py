@@ -166,6 +166,9 @@ class UnitCellLayer(AnalogLayer):
                  b: np.ndarray | None = None, engine=None, msp: DeviceModel | None = None,
                  lsp: DeviceModel | None = None):
         from models.device import get_device
+        if cfg.periphery is not None or cfg.calibration is not None:
+            raise ParameterError("the unit cell reads its two arrays with the ideal quantiser; LayerConfig.periphery "
+                                 "and LayerConfig.calibration are not wired into it yet")
         super().__init__(W, cfg, b=b, engine=engine)
         self.spec = spec or UnitCellSpec()
         self.msp = msp or get_device("pcm")

@@ -20,7 +20,8 @@ from cosim.data import load_digits_split
 from cosim.network import LayerConfig
 from cosim.train import TrainConfig, train
 
-# name: (reads, update, device, r_wire [ohm], epochs)
+# name: (reads, update, device, r_wire [ohm], epochs[, options]); options: cell ("pair" or
+# "2pcm3t1c"), periphery (True: reads through the default read chain with 8-bit DACs and ADCs).
 ROWS = {
     "ideal-reads-ideal-device": ("ideal", "ideal", None, 0.0, 10),
     "spice-reads-ideal-device": ("spice", "ideal", None, 0.0, 10),
@@ -28,18 +29,32 @@ ROWS = {
     "fast-reads-1ohm-linear": ("fast", "fast", "linear", 1.0, 10),
     "fast-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10),
     "fast-reads-1ohm-rram": ("fast", "fast", "rram", 1.0, 10),
+    "fast-reads-1ohm-ecram": ("fast", "fast", "ecram", 1.0, 10),
+    "fast-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10, {"cell": "2pcm3t1c"}),
+    "chain-reads-1ohm-ideal-device": ("fast", "ideal", None, 1.0, 10, {"periphery": True}),
+    "chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True}),
 }
 
 
+def chain_config():
+    """The read chain of the table: 8-bit PWM DACs, macro op-amp integrators sized per tile so
+    that 30 % of the worst-case charge fills the ADC, ideal 8-bit ADCs."""
+    from cosim.readchain import PeripheryConfig
+    return PeripheryConfig(full_scale=0.3)
+
+
 def run(name: str, out: Path, seed: int) -> dict:
-    reads, update, device, r, epochs = ROWS[name]
-    layer = LayerConfig(r_wire=r)   # pulse updates take the device's conductance range
+    reads, update, device, r, epochs, *opt = ROWS[name]
+    opt = opt[0] if opt else {}
+    layer = LayerConfig(r_wire=r, periphery=chain_config() if opt.get("periphery") else None)
     cfg = TrainConfig(epochs=epochs, forward=reads, backward=reads, update=update, device=device or "pcm",
-                      layer=layer, seed=seed)
+                      layer=layer, seed=seed, cell=opt.get("cell", "pair"))
     t0 = time.perf_counter()
     m = train(cfg, load_digits_split(), out / name, progress=False, resume=True)
     f = m["final"]
-    return {"run": name, "reads": reads, "update": update, "device": device or "ideal", "r_wire": r,
+    kind = opt.get("cell", "pair") if device else "ideal"
+    return {"run": name, "reads": reads + (" + chain" if opt.get("periphery") else ""), "update": update,
+            "device": device or "ideal", "cell": kind, "r_wire": r,
             "epochs": epochs, "test_accuracy": f["test_accuracy"], "software_test_accuracy": f["software_test_accuracy"],
             "same_predictions": f["same_predictions"], "seconds": time.perf_counter() - t0}
 
@@ -56,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(ROWS):
         print(f"{name} ...", file=sys.stderr, flush=True)
         rows.append(run(name, out, args.seed))
-    lines = ["| run | reads | update | device | wire [ohm] | epochs | test acc. | software | same predictions | time [s] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | reads | update | device | cell | wire [ohm] | epochs | test acc. | software | same predictions "
+             "| time [s] |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['reads']} | {r['update']} | {r['device']} | {r['r_wire']:g} | {r['epochs']} | "
+        lines.append(f"| {r['run']} | {r['reads']} | {r['update']} | {r['device']} | {r['cell']} | {r['r_wire']:g} | "
+                     f"{r['epochs']} | "
                      f"{100 * r['test_accuracy']:.1f} % | {100 * r['software_test_accuracy']:.1f} % | "
                      f"{100 * r['same_predictions']:.1f} % | {r['seconds']:.0f} |")
     text = "\n".join(lines)

@@ -215,3 +215,12 @@ def test_short_unit_cell_training_learns_digits(tmp_path):
     assert m["final"]["test_accuracy"] >= 0.7          # chance is 0.1; measured 0.861 (seed 0)
     assert len(m["transfers"]) == 144 // 20
     assert all(u == 0 for t in m["transfers"] for u in t["unconverged"])
+
+
+def test_unit_cell_refuses_the_read_chain_it_does_not_use():
+    from cosim.network import LayerConfig
+    from cosim.readchain import PeripheryConfig
+    from cosim.train import TrainConfig
+    from models.errors import ParameterError
+    with pytest.raises(ParameterError, match="unit"):
+        TrainConfig(cell="2pcm3t1c", layer=LayerConfig(periphery=PeripheryConfig()))
