@@ -127,20 +127,23 @@ def cmd_netlist(args) -> int:
     return 0
 
 
-def cmd_mvm(args) -> int:
+def _spice_engine(args):
+    """The ngspice runner of ``xbar mvm``'s engine options."""
     from cosim.engine import make_engine
+    kw = {"timeout": args.timeout}
+    if args.engine == "subprocess":
+        kw.update(workers=args.workers, keep_files=args.keep_decks is not None, workdir=args.keep_decks)
+    return make_engine(args.engine, **kw)
+
+
+def cmd_mvm(args) -> int:
     from cosim.mvm import Crossbar
 
     if getattr(args, "periphery", None):
         return cmd_mvm_chain(args)
     spec, G = _spec_and_G(args)
     V = _load_array(args.voltages, "voltages")
-    engine = None
-    if args.backend == "spice":
-        kw = {"timeout": args.timeout}
-        if args.engine == "subprocess":
-            kw.update(workers=args.workers, keep_files=args.keep_decks is not None, workdir=args.keep_decks)
-        engine = make_engine(args.engine, **kw)
+    engine = _spice_engine(args) if args.backend == "spice" else None
     xb = Crossbar(spec, G, engine=engine)
     t0 = time.perf_counter()
     if args.backend == "calibrated" and not args.calibration:
@@ -157,7 +160,6 @@ def cmd_mvm(args) -> int:
 
 def cmd_mvm_chain(args) -> int:
     import numpy as np
-    from cosim.engine import make_engine
     from cosim.readchain import PeripheryConfig, ReadChain
 
     if args.backend not in ("spice", "fast"):
@@ -171,12 +173,7 @@ def cmd_mvm_chain(args) -> int:
         cfg = periphery_for_tile(cfg, spec, float(g.max()), float(g.max() - g.min()))
         print(f"integrator capacitor sized for this array: c_int = {cfg.integrator.c_int:.4g} F")
     codes = np.asarray(_load_array(args.voltages, "input codes"))
-    engine = None
-    if args.backend == "spice":
-        kw = {"timeout": args.timeout}
-        if args.engine == "subprocess":
-            kw.update(workers=args.workers, keep_files=args.keep_decks is not None, workdir=args.keep_decks)
-        engine = make_engine(args.engine, **kw)
+    engine = _spice_engine(args) if args.backend == "spice" else None
     chain = ReadChain(spec, G, cfg, engine=engine)  # range checks run here, before any simulation
     res = chain.read(codes, transpose=args.transpose, backend=args.backend, workers=args.workers)
     out = res.to_npz(Path(args.out).with_suffix(".npz"))

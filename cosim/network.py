@@ -296,7 +296,11 @@ class AnalogLayer:
             return
         for t in self.tiles:
             updater.apply(t, xa[:, t.rows], d[:, t.cols], lr, self.scale[t.cols], self.cfg.mapping, rng)
-            t.changed()
+            self._written(t)
+
+    def _written(self, tile: Tile) -> None:
+        """An update wrote ``tile``: drop what was cached for its old conductances."""
+        tile.changed()
 
 
 def with_ideal_periphery(cfg: LayerConfig) -> LayerConfig:

@@ -249,17 +249,9 @@ class UnitCellLayer(AnalogLayer):
         return out * amax / cfg.v_read
 
     # -- update and transfer --------------------------------------------------------------------
-    def update(self, x: np.ndarray, d: np.ndarray, lr: float, updater, rng: np.random.Generator,
-               software: bool = False) -> None:
-        """W <- W - lr x^T d on the 3T1C cells only (the PCM pair changes at transfers)."""
-        xa = self._augment(np.asarray(x, float))
-        d = np.asarray(d, float)
-        if software:
-            self.W_soft -= lr * xa.T @ d
-            return
-        for t in self.tiles:
-            updater.apply(t, xa[:, t.rows], d[:, t.cols], lr, self.scale[t.cols], self.cfg.mapping, rng)
-            t.lsp_changed()
+    def _written(self, tile: UnitCellTile) -> None:
+        """Updates write the 3T1C cells only (the PCM pair changes at transfers)."""
+        tile.lsp_changed()
 
     def transfer(self) -> dict:
         """Add the LSP into the PCM pairs, reset the capacitors, invert the polarity; returns
