@@ -29,7 +29,6 @@ ROWS = {
     "fast-reads-1ohm-linear": ("fast", "fast", "linear", 1.0, 10),
     "fast-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10),
     "fast-reads-1ohm-rram": ("fast", "fast", "rram", 1.0, 10),
-    "fast-reads-1ohm-ecram": ("fast", "fast", "ecram", 1.0, 10),
     "fast-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10, {"cell": "2pcm3t1c"}),
     "chain-reads-1ohm-ideal-device": ("fast", "ideal", None, 1.0, 10, {"periphery": True}),
     "chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True}),
