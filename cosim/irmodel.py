@@ -1,49 +1,90 @@
 """A cheap IR-drop model of crossbar reads, its calibration file, and an aihwkit-style export.
 
-Layer: cosim. Cheap means: no linear solve. The model maps the conductances to an *effective*
-conductance matrix W (one per conductance state, a handful of cumulative sums over the array),
-and a read is then ``V @ W`` (forward) or ``V @ W.T`` (transposed: a passive linear network is
-reciprocal, so the transposed transfer is the same W). The exact answer is also a linear map
-of the inputs; the model approximates it. :mod:`cosim.calibrate` fits the coefficients to
-ngspice; with its nominal coefficients (no fit) the model is the first-order physics below.
+Layer: cosim. Cheap means: no linear solve of the array. The model maps the conductances to an
+*effective* conductance matrix W (one per conductance state: cumulative sums over the array and
+one scalar recursion along each line, O(rows x cols)), and a read is then ``V @ W`` (forward)
+or ``V @ W.T`` (transposed: a passive linear network is reciprocal, so the transposed transfer
+is the same W). The exact answer is also a linear map of the inputs; the model approximates it.
+:mod:`cosim.calibrate` fits the coefficients to ngspice; with its nominal coefficients (no fit)
+the model is the first-order physics below.
+
+The physics
+-----------
+Reference topology (:mod:`netlists.ir`): rows driven at column 0, columns sensed after row N-1,
+``r_row`` / ``r_col`` [ohm] per segment. With the cell currents I, the row and column node
+voltages are exactly u = V - r_row K_R I and v = r_col K_C I, where
+
+    (K_R y)[i,j] = sum_j' y[i,j'] (min(j, j') + 1)     (row path shared with cell j')
+    (K_C y)[i,j] = sum_i' y[i',j] (N - max(i, i'))     (column path shared with cell i')
+
+(each a cumulative sum of a reverse cumulative sum), so I = (1 + G K)^-1 (G V) and the transfer
+W[i,j] (current into sense j per volt on row i) has the Neumann series in r
+
+    W = G (1 - h1 + r_row K_R(G x_R) + r_col K_C(G x_C) + x_R x_C) + X + O(r^3)
+
+with the first-order *loadings* x_R = r_row K_R G, x_C = r_col K_C G, h1 = x_R + x_C, and the
+one second-order term that is not proportional to G[i,j], the row-column cross term (a current
+path cell (i,j') -> column j' -> cell (i',j') -> row i' -> cell (i',j) -> column j)
+
+    X[i,j] = r_row r_col sum_{i',j'} G[i,j'] G[i',j'] G[i',j] (min(j,j') + 1) (N - max(i,i')).
+
+X costs O(rows x cols x min(rows, cols)): the kernels split into cumulative sums, but the middle
+factor G[i',j'] ties the two summation indices together, so after the split the contraction is
+still a four-index one (with constant kernels X would be the matrix product G G^T G). It is
+computed exactly when rows x cols x min(rows, cols) <= :data:`EXACT_CROSS_WORK` (small arrays,
+where it matters most: there the error is all second order) and otherwise replaced by its
+mean field T[i,j] = x_C[i,j] r_row sum_j' (min(j,j') + 1) G[i,j'] gbar[j'] (gbar: column means
+of G; T = X when G is constant, and X - T shrinks relative to X as the array grows).
+
+Each line alone is solved exactly by a scalar recursion from its open end (no matrix): for a
+row with its cells to ground, the dimensionless admittance seen at node j looking away from the
+driver is z_j = r S_j + z_{j+1} / (1 + z_{j+1}) (S = G), and the row voltage there, per volt of
+input, is prod_{l<=j} 1 / (1 + z_l). Writing it as 1 / (1 + rho_R) defines the exact single-line
+loading rho_R = prod_{l<=j} (1 + z_l) - 1 = x_R + O(r^2); rho_C likewise along each column from
+the sense end (for the column, by reciprocity, the fraction of a cell's current that reaches the
+sense). rho = rho_R + rho_C resums all orders of the two single-line series; to second order
+G / (1 + rho) = G (1 - h1 + r K_R(G x_R) + r K_C(G x_C) + 2 x_R x_C), i.e. the series above with
+X replaced by G x_R x_C (exact for a constant array). Hence D = X - G x_R x_C is the whole
+second-order coupling beyond the lines.
 
 The model
 ---------
-Reference topology (:mod:`netlists.ir`): rows driven at column 0, columns sensed after row N-1,
-``r_row`` / ``r_col`` [ohm] per segment. To first order in r the drop on row i at cell j and
-the rise on column j at cell i, per volt of input, are the dimensionless *loadings*
+::
 
-    x_R[i,j] = r_row * sum_j' G[i,j'] * (min(j, j') + 1)      (row path shared with cell j')
-    x_C[i,j] = r_col * sum_i' G[i',j] * (N - max(i, i'))      (column path shared with cell i')
+    W[i,j] = G[i,j] / (1 + sum_k a_k phi_k[i,j])  +  D[i,j] (b + b2 rho / (1 + c rho)) / (1 + c rho)^2
 
-each a cumulative sum of a reverse cumulative sum (O(rows x cols)). First-order perturbation
-theory (exact to O(r); the column term by reciprocity) gives W = G (1 - x_R - x_C). Write
-h1 = x_R + x_C and h2 = r_row K_R(G h1) + r_col K_C(G h1) for the second-order term of the
-Neumann series (K_R, K_C the two cumulative-sum operators above). The model is
+    phi = (x_R, x_C, d_R, d_C, rho_R rho_C, [rho_R rho_C rho, rho^3, (d_R + d_C) rho] / (1 + rho)),
+    d_R = rho_R - x_R, d_C = rho_C - x_C    (the single-line corrections, second order and up)
 
-    W[i,j] = G[i,j] / (1 + sum_k a_k phi_k[i,j])  +  b * T[i,j] / (1 + c * h1[i,j])
+The third-order features are damped by 1 / (1 + rho) so that a fit made on loadings up to a few
+units does not run away beyond them (undamped cubics made the denominator negative at
+rho ~ 20, 512 x 512 at 2.5 ohm; damped, it stays sane there, and the held-out error of the fit
+is also lower). Beyond the loadings of its calibration the model warns
+(:attr:`IRModel.rho_max`), and it refuses to return weights from a denominator <= 0.
 
-    phi = (x_R, x_C, x_R^2, x_C^2, x_R x_C, h1^2 - h2, h1^3, h1 (h1^2 - h2))
-    T[i,j] = x_C[i,j] * r_row * sum_j' (min(j, j') + 1) G[i,j'] gbar[j']    (gbar: column means of G)
+The **nominal** (uncalibrated) coefficients are the first-order physics, as in version 1 of the
+model: a = (1, 1, 0, ...), b = b2 = c = 0, i.e. W = G / (1 + x_R + x_C). The line-resummed
+physics with no fit (:meth:`IRModel.physical`) is a = (1, 1, 1, 1, 0, ...), b = c = 1, b2 = 0:
+exact to second order in r when X is exact. The fit (:func:`cosim.calibrate.fit_model`) by
+default starts there and adjusts only the third-and-higher-order coefficients (the a of the
+three damped features, and b2, c): the regime of large arrays, where the
+loadings reach 1-2 and no finite series converges. rho_R rho_C is second order (its physical
+coefficient is 0); it stays in the family so that a full fit (``free=None``) can use it.
+Differential arrays: W is computed on the physical columns and each logical column is
+W[:, 2j] - W[:, 2j+1].
 
-The denominator resums the series (a single cell on a line is exact in 1/(1 + x)); T is a
-mean-field form of the one second-order term that is not proportional to G[i,j] (the row drop
-that a cell sees through the currents of the other rows on its columns). The **nominal**
-(uncalibrated) coefficients are the first-order physics: a = (1, 1, 0, ...), b = c = 0, i.e.
-W = G / (1 + x_R + x_C). Differential arrays: W is computed on the physical columns and each
-logical column is W[:, 2j] - W[:, 2j+1].
-
-Calibration file (JSON, ``schema: "xbar-cosim/ir-calibration"``, ``version: 1``)
+Calibration file (JSON, ``schema: "xbar-cosim/ir-calibration"``, ``version: 2``)
 ---------------------------------------------------------------------------------
 ::
 
     {
       "schema": "xbar-cosim/ir-calibration",
-      "version": 1,
-      "model": "resummed-thevenin",          # the model above
+      "version": 2,
+      "model": "line-resummed",              # the model above
       "features": ["x_R", "x_C", ...],        # names of phi, in order
-      "coefficients": {"a": [...], "b": 0.0, "c": 0.0},
-      "nominal": {"a": [...], "b": 0.0, "c": 0.0},
+      "coefficients": {"a": [...], "b": 1.0, "b2": 0.0, "c": 1.0, "rho_max": 2.8},   # rho_max: fit range
+      "nominal": {"a": [...], "b": 0.0, "b2": 0.0, "c": 0.0, "rho_max": null},
+      "exact_cross_work": 32768,              # X exact when rows*cols*min(rows, cols) <= this (informative)
       "fit": {                                # what it was fitted on (informative)
         "sizes": [...], "r_wire": [...], "g_range": [gmin, gmax], "v_read": 0.2,
         "train_cases": n, "test_cases": n, "seed": s, "created": "ISO time"},
@@ -51,12 +92,15 @@ Calibration file (JSON, ``schema: "xbar-cosim/ir-calibration"``, ``version: 1``)
       "periphery": {"adc_bits": null, "dac_bits": null, "out_noise": 0.0}   # optional, for the export
     }
 
-Readers accept version 1 only and refuse anything else by name.
+Readers accept version 2 only. Version 1 files (model "resummed-thevenin", 8 features plus b, c)
+are refused with a message that says how to redo them: ``xbar calibrate`` on the same output
+folder reuses the saved ngspice cases and only refits.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,9 +110,16 @@ import numpy as np
 from models.errors import ParameterError, ShapeError
 
 SCHEMA = "xbar-cosim/ir-calibration"
-VERSION = 1
-MODEL_NAME = "resummed-thevenin"
-FEATURES = ("x_R", "x_C", "x_R^2", "x_C^2", "x_R*x_C", "h1^2-h2", "h1^3", "h1*(h1^2-h2)")
+VERSION = 2
+MODEL_NAME = "line-resummed"
+FEATURES = ("x_R", "x_C", "d_R", "d_C", "rho_R*rho_C", "rho_R*rho_C*rho/(1+rho)", "rho^3/(1+rho)",
+            "(d_R+d_C)*rho/(1+rho)")
+#: The cross term X is computed exactly when rows * cols * min(rows, cols) is at most this
+#: (its cost); above it, by its mean field T. 32**3: exact up to 32x32 (and e.g. 8x512).
+EXACT_CROSS_WORK = 32 ** 3
+#: A calibrated model warns when an array's largest line loading exceeds this times the largest
+#: of its calibration data.
+RANGE_MARGIN = 1.1
 
 
 def k_row(y: np.ndarray) -> np.ndarray:
@@ -84,39 +135,107 @@ def k_col(y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.T)
 
 
+def _line_loading(a: np.ndarray) -> np.ndarray:
+    """Exact single-line loading along axis 0 of ``a`` = r * (shunt conductances), shape (L, K):
+    K independent chains, position 0 next to the driven (or sensed) end, position L-1 the open
+    end. Returns rho with 1 / (1 + rho[l]) the line voltage at l per volt at the end.
+
+    The recursion runs on w = 1 + z (z: the admittance seen at l looking toward the open end,
+    times r): w[L-1] = 1 + a[L-1], w[l] = 2 + a[l] - 1 / w[l+1]; then 1 + rho = cumprod(w).
+    """
+    L = a.shape[0]
+    w = np.empty_like(a)
+    a2 = a + 2.0
+    w[L - 1] = a[L - 1] + 1.0
+    buf = np.empty_like(a[0])
+    for l in range(L - 2, -1, -1):      # from the open end toward the driven one
+        np.divide(1.0, w[l + 1], out=buf)
+        np.subtract(a2[l], buf, out=w[l])
+    for l in range(1, L):               # 1 + rho = cumprod(w) (numpy's cumprod is slower than this loop)
+        np.multiply(w[l - 1], w[l], out=w[l])
+    w -= 1.0
+    return w
+
+
+def line_loadings(G: np.ndarray, r_row: float, r_col: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact single-line loadings (rho_R, rho_C) of conductances ``G`` (rows, cols) [S]: each row
+    alone (driven at column 0, cells to ground) and each column alone (sensed after the last row)."""
+    G = np.asarray(G, dtype=float)
+    aR = np.ascontiguousarray(G.T) * r_row if r_row > 0 else None
+    aC = G[::-1] * r_col if r_col > 0 else None
+    rR = _line_loading(aR).T if aR is not None else np.zeros_like(G)
+    rC = _line_loading(aC)[::-1] if aC is not None else np.zeros_like(G)
+    return np.ascontiguousarray(rR), np.ascontiguousarray(rC)
+
+
+def cross_term(G: np.ndarray, r_row: float, r_col: float) -> np.ndarray:
+    """The exact second-order cross term X (module docstring), O(rows x cols x min(rows, cols))
+    time and memory: meant for small arrays."""
+    G = np.asarray(G, dtype=float)
+    N, M = G.shape
+    if N > M:   # the array seen from its other family (rows <-> columns, both reversed): N x N x M stays small
+        return cross_term(G.T[::-1, ::-1], r_col, r_row)[::-1, ::-1].T
+    # cumulative sums, not a matrix product with the kernel: small BLAS calls are erratic on a busy machine
+    t = G[:, None, :] * G[None, :, :]                                   # [i', i, j'] = G[i', j'] G[i, j']
+    t = np.cumsum(np.cumsum(t[..., ::-1], axis=2)[..., ::-1], axis=2)   # K_R along j'
+    t *= G[:, None, :]                                                  # * G[i', j]
+    idx = np.arange(N)
+    t *= (N - np.maximum(idx[:, None], idx[None, :])).astype(float)[:, :, None]   # * (N - max(i, i'))
+    return (r_row * r_col) * t.sum(axis=0)
+
+
+def mean_field_cross(G: np.ndarray, x_C: np.ndarray, r_row: float) -> np.ndarray:
+    """T = x_C r_row K_R(G gbar): X with G[i', j'] replaced by its column mean."""
+    return x_C * (r_row * k_row(G * G.mean(axis=0)[None, :]))
+
+
 @dataclass(frozen=True, eq=False)
 class IRFeatures:
-    """The dimensionless loadings of one conductance state (see the module docstring)."""
+    """The dimensionless loadings of one conductance state (see the module docstring).
+
+    ``D`` is X - G x_R x_C [S] (X exact or its mean field: ``exact_cross`` says which)."""
 
     x_R: np.ndarray
     x_C: np.ndarray
-    h1: np.ndarray
-    h2: np.ndarray
-    T: np.ndarray
+    rho_R: np.ndarray
+    rho_C: np.ndarray
+    D: np.ndarray
+    exact_cross: bool = False
+
+    @property
+    def h1(self) -> np.ndarray:
+        return self.x_R + self.x_C
 
     def phi(self) -> list[np.ndarray]:
-        xR, xC, h1 = self.x_R, self.x_C, self.h1
-        d2 = h1 * h1 - self.h2
-        return [xR, xC, xR * xR, xC * xC, xR * xC, d2, h1 * h1 * h1, h1 * d2]
+        xR, xC, rR, rC = self.x_R, self.x_C, self.rho_R, self.rho_C
+        dR, dC, rho = rR - xR, rC - xC, rR + rC
+        q = rho / (1 + rho)
+        return [xR, xC, dR, dC, rR * rC, rR * rC * q, rho ** 2 * q, (dR + dC) * q]
 
 
-def ir_features(G: np.ndarray, r_row: float, r_col: float, *, cross: bool = True) -> IRFeatures:
+def ir_features(G: np.ndarray, r_row: float, r_col: float, *, cross: bool = True, lines: bool = True,
+                exact_cross_work: int = EXACT_CROSS_WORK) -> IRFeatures:
     """Loadings of physical conductances ``G`` (rows, pcols) [S] with wire segments [ohm]
-    (``cross=False`` skips the mean-field cross term T, left at zero)."""
+    (``cross=False`` skips the cross term and ``lines=False`` the line recursions: left at zero,
+    for coefficients that do not use them)."""
     G = np.asarray(G, dtype=float)
     if G.ndim != 2:
         raise ShapeError(f"conductances must be a 2-D array, got shape {G.shape}")
     xR = r_row * k_row(G) if r_row > 0 else np.zeros_like(G)
     xC = r_col * k_col(G) if r_col > 0 else np.zeros_like(G)
-    h1 = xR + xC
-    Gh = G * h1
-    h2 = (r_row * k_row(Gh) if r_row > 0 else 0.0) + (r_col * k_col(Gh) if r_col > 0 else 0.0)
-    h2 = np.broadcast_to(h2, G.shape) if np.ndim(h2) == 0 else h2
-    if cross and r_row > 0 and r_col > 0:
-        T = xC * (r_row * k_row(G * G.mean(axis=0)[None, :]))
+    if lines:
+        rR, rC = line_loadings(G, r_row, r_col)
     else:
-        T = np.zeros_like(G)
-    return IRFeatures(xR, xC, h1, h2, T)
+        rR, rC = xR, xC
+    exact = False
+    if cross and r_row > 0 and r_col > 0:
+        N, M = G.shape
+        exact = N * M * min(N, M) <= exact_cross_work
+        X = cross_term(G, r_row, r_col) if exact else mean_field_cross(G, xC, r_row)
+        D = X - G * xR * xC
+    else:
+        D = np.zeros_like(G)
+    return IRFeatures(xR, xC, rR, rC, D, exact)
 
 
 @dataclass(frozen=True)
@@ -127,23 +246,37 @@ class IRModel:
     ----------
     a : tuple of float
         Denominator coefficients, one per name in :data:`FEATURES`.
-    b, c : float
-        Weight and saturation of the mean-field cross term T.
+    b, b2, c : float
+        Weight, higher-order weight and saturation of the cross term D.
+    rho_max : float or None
+        Largest total line loading rho = rho_R + rho_C of the data the coefficients were fitted
+        on (None: no fit, no range). More than 10 % beyond it (:data:`RANGE_MARGIN`) the model
+        warns: the fitted higher-order terms are extrapolated.
     """
 
     a: tuple[float, ...] = (1.0, 1.0) + (0.0,) * (len(FEATURES) - 2)
     b: float = 0.0
+    b2: float = 0.0
     c: float = 0.0
+    rho_max: float | None = None
+
+    #: Names of the entries of :meth:`to_vector`, in order.
+    COEFFICIENTS = FEATURES + ("b", "b2", "c")
 
     def __post_init__(self) -> None:
         a = tuple(float(x) for x in self.a)
         if len(a) != len(FEATURES):
             raise ParameterError(f"a needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}), got {len(a)}")
-        if not all(np.isfinite(a)) or not (np.isfinite(self.b) and np.isfinite(self.c)):
+        scal = (self.b, self.b2, self.c)
+        if not all(np.isfinite(a)) or not all(np.isfinite(float(s)) for s in scal):
             raise ParameterError("IR model coefficients must be finite")
         object.__setattr__(self, "a", a)
-        object.__setattr__(self, "b", float(self.b))
-        object.__setattr__(self, "c", float(self.c))
+        for name in ("b", "b2", "c"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.rho_max is not None:
+            if not (np.isfinite(self.rho_max) and self.rho_max > 0):
+                raise ParameterError(f"rho_max must be a positive number or None, got {self.rho_max!r}")
+            object.__setattr__(self, "rho_max", float(self.rho_max))
 
     @classmethod
     def nominal(cls) -> "IRModel":
@@ -151,35 +284,88 @@ class IRModel:
         return cls()
 
     @classmethod
+    def physical(cls) -> "IRModel":
+        """Line-resummed physics, no fit: W = G / (1 + rho_R + rho_C) + D / (1 + rho)^2 (second-order
+        exact where X is exact)."""
+        return cls((1.0, 1.0, 1.0, 1.0) + (0.0,) * (len(FEATURES) - 4), 1.0, 0.0, 1.0)
+
+    @classmethod
     def from_vector(cls, p: np.ndarray) -> "IRModel":
         n = len(FEATURES)
-        return cls(tuple(p[:n]), float(p[n]), float(p[n + 1]))
+        return cls(tuple(p[:n]), float(p[n]), float(p[n + 1]), float(p[n + 2]))
 
     def to_vector(self) -> np.ndarray:
-        return np.array([*self.a, self.b, self.c])
+        return np.array([*self.a, self.b, self.b2, self.c])
+
+    @property
+    def uses_lines(self) -> bool:
+        return any(self.a[2:])
+
+    @property
+    def uses_cross(self) -> bool:
+        return bool(self.b or self.b2)
 
     # -- the model ----------------------------------------------------------------------------
+    def _check_range(self, rho: np.ndarray, den: np.ndarray) -> None:
+        top = float(rho.max())
+        fitted = f", its calibration reaches {self.rho_max:.3g}" if self.rho_max is not None else ""
+        if not (den > 0).all():
+            raise ParameterError(
+                f"the cheap IR model is outside its range: its denominator is <= 0 at {int((den <= 0).sum())} "
+                f"cells (largest line loading rho = {top:.3g}{fitted}); read this array with the exact "
+                "solver (backend='fast') or recalibrate on larger arrays / wire resistances")
+        if self.rho_max is not None and top > RANGE_MARGIN * self.rho_max:
+            warnings.warn(f"cheap IR model used at a line loading rho = {top:.3g}, beyond the largest of its "
+                          f"calibration ({self.rho_max:.3g}): the fitted terms are extrapolated; check against the "
+                          "exact solver (backend='fast')", RuntimeWarning, stacklevel=3)
+
     def physical_weights(self, G: np.ndarray, r_row: float, r_col: float,
                          features: IRFeatures | None = None) -> np.ndarray:
         """Effective conductances (rows, pcols) [S] of physical cells ``G`` [S]."""
         G = np.asarray(G, dtype=float)
         if r_row == 0 and r_col == 0:
             return G.copy()
-        f = features if features is not None else ir_features(G, r_row, r_col, cross=self.b != 0)
+        full = self.uses_lines or self.uses_cross
+        f = features if features is not None else ir_features(G, r_row, r_col, cross=self.uses_cross, lines=full)
         a = self.a
-        xR, xC, h1 = f.x_R, f.x_C, f.h1
-        d2 = h1 * h1
-        d2 -= f.h2
-        # 1 + sum_k a_k phi_k, grouped to save whole-array operations (this is the hot path)
-        den = xR * (a[0] + a[2] * xR + a[4] * xC)
-        den += xC * (a[1] + a[3] * xC)
-        den += d2 * (a[5] + a[7] * h1)
-        if a[6]:
-            den += a[6] * h1 * h1 * h1
+        xR, xC = f.x_R, f.x_C
+        if not full:
+            den = xR * a[0]
+            den += xC * a[1]
+            den += 1.0
+            return G / den
+        rR, rC = f.rho_R, f.rho_C
+        rho = rR + rC
+        # 1 + sum_k a_k phi_k regrouped (d = rho - x): fewer whole-array operations, this is the
+        # hot path. = 1 + (a0 - a2) x_R + (a1 - a3) x_C + a2 rho_R + a3 rho_C + a4 rho_R rho_C
+        #             + rho (a5 rho_R rho_C + a6 rho^2 + a7 (rho - x_R - x_C)) / (1 + rho)
+        P = rR * rC
+        t = rho * a[6] if a[6] else np.zeros_like(rho)
+        t += a[7]
+        t *= rho
+        if a[7]:
+            t -= a[7] * xR
+            t -= a[7] * xC
+        if a[5]:
+            t += a[5] * P
+        t *= rho
+        t /= 1.0 + rho
+        den = t
+        for coef, arr in ((a[4], P), (a[0] - a[2], xR), (a[1] - a[3], xC), (a[2], rR), (a[3], rC)):
+            if coef:
+                den += coef * arr
         den += 1.0
-        W = G / den
-        if self.b:
-            W += self.b * f.T / (1.0 + self.c * f.h1)
+        self._check_range(rho, den)
+        W = np.divide(G, den, out=den)
+        if self.uses_cross:
+            s = rho * self.c
+            s += 1.0
+            k = self.b2 * rho / s if self.b2 else np.zeros_like(rho)
+            k += self.b
+            s *= s
+            k /= s
+            k *= f.D
+            W += k
         return W
 
     def effective_weights(self, spec, G: np.ndarray) -> np.ndarray:
@@ -196,14 +382,14 @@ class IRModel:
         return V @ W.T if transpose else V @ W
 
     def to_dict(self) -> dict:
-        return {"a": list(self.a), "b": self.b, "c": self.c}
+        return {"a": list(self.a), "b": self.b, "b2": self.b2, "c": self.c, "rho_max": self.rho_max}
 
     @classmethod
     def from_dict(cls, d: dict) -> "IRModel":
         try:
-            return cls(tuple(d["a"]), d.get("b", 0.0), d.get("c", 0.0))
+            return cls(tuple(d["a"]), d.get("b", 0.0), d.get("b2", 0.0), d.get("c", 0.0), d.get("rho_max"))
         except (KeyError, TypeError) as exc:
-            raise ParameterError(f"IR model coefficients: {exc!r} (need a list 'a' and numbers 'b', 'c')") from None
+            raise ParameterError(f"IR model coefficients: {exc!r} (need a list 'a' and numbers 'b', 'b2', 'c')") from None
 
 
 @dataclass(frozen=True)
@@ -241,6 +427,7 @@ class Calibration:
     def to_json(self) -> dict:
         return {"schema": SCHEMA, "version": VERSION, "model": MODEL_NAME, "features": list(FEATURES),
                 "coefficients": self.model.to_dict(), "nominal": IRModel.nominal().to_dict(),
+                "exact_cross_work": EXACT_CROSS_WORK,
                 "fit": self.fit, "errors": list(self.errors), "periphery": self.periphery}
 
     @classmethod
@@ -248,6 +435,11 @@ class Calibration:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             found = d.get("schema") if isinstance(d, dict) else None
             raise ParameterError(f"not an xbar-cosim IR calibration (schema {found!r}, expected {SCHEMA!r})")
+        if d.get("version") == 1:
+            raise ParameterError(
+                f"calibration version 1 (model {d.get('model')!r}) is from an older xbar-cosim whose IR model this "
+                f"reader no longer has (this reader: version {VERSION}, model {MODEL_NAME!r}); re-run `xbar calibrate` "
+                "with the same --out folder: it reuses the saved ngspice cases and only refits")
         if d.get("version") != VERSION:
             raise ParameterError(f"calibration version {d.get('version')!r} is not supported (this reader: {VERSION})")
         if d.get("model") != MODEL_NAME or list(d.get("features", [])) != list(FEATURES):

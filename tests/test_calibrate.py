@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.calibrate import ArrayCase, _data, case_errors, default_cases, fit_model, spice_case
-from cosim.irmodel import Calibration, IRModel, ir_features, to_aihwkit
+from cosim.calibrate import HIGHER_ORDER, ArrayCase, _data, case_errors, default_cases, fit_model, spice_case
+from cosim.irmodel import (
+    FEATURES, Calibration, IRModel, cross_term, ir_features, line_loadings, mean_field_cross, to_aihwkit,
+)
 from cosim.mvm import Crossbar
 from cosim.sweep import case_key, case_rng, load_case, run_sweep
 from models.errors import ParameterError
@@ -138,12 +140,96 @@ def test_fit_reduces_held_out_error(small_sweep):
     train, test = small_sweep
     model = fit_model(train)
     assert model != IRModel.nominal()
+    # only the third-and-higher-order coefficients move; first and second order stay physics
+    p, phys = model.to_vector(), IRModel.physical().to_vector()
+    fixed = [k for k in range(p.size) if k not in HIGHER_ORDER]
+    assert np.array_equal(p[fixed], phys[fixed]) and not np.array_equal(p, phys)
     rows = [case_errors(d, model) for d in test]
     uncal = np.mean([r["uncal_rmse"] for r in rows])
     cal = np.mean([r["cal_rmse"] for r in rows])
+    phys_rmse = np.mean([r["phys_rmse"] for r in rows])
     ideal = np.mean([r["ideal_rmse"] for r in rows])
-    assert cal < 0.5 * uncal and uncal < 0.05 * ideal
-    assert sum(r["cal_rmse"] < r["uncal_rmse"] for r in rows) >= len(rows) - 1
+    # small arrays: the cross term is exact, the model second-order exact -> far below first order
+    assert cal < 0.1 * uncal and phys_rmse < 0.1 * uncal and uncal < 0.05 * ideal
+    assert all(r["cal_rmse"] < r["uncal_rmse"] for r in rows)
+
+
+def _exact_transfer(G, r_row, r_col):
+    """W[i, j]: sense current j per volt on row i, by the exact solver (one unit input per row)."""
+    from cosim.solver import CrossbarSolver
+    from netlists.crossbar import build_crossbar
+
+    spec = CrossbarSpec(rows=G.shape[0], cols=G.shape[1], r_row=r_row, r_col=r_col)
+    return CrossbarSolver(build_crossbar(spec, G).circuit, workers=1).solve(np.eye(G.shape[0]))
+
+
+@pytest.mark.parametrize("shape", [(9, 9), (10, 7), (6, 11)])
+def test_line_resummed_physics_is_second_order_exact(shape):
+    """With the exact cross term the no-fit model's remainder falls as r^3 (the nominal's as r^2),
+    and each line alone (other family ideal) is exact."""
+    G = np.random.default_rng(sum(shape)).uniform(1e-6, 25e-6, shape)
+    err_nom, err_phys = [], []
+    for r in (1.0, 0.5):
+        W = _exact_transfer(G, r, 0.7 * r)
+        assert ir_features(G, r, 0.7 * r).exact_cross
+        err_nom.append(np.abs(IRModel.nominal().physical_weights(G, r, 0.7 * r) - W).max())
+        err_phys.append(np.abs(IRModel.physical().physical_weights(G, r, 0.7 * r) - W).max())
+    assert 3.5 < err_nom[0] / err_nom[1] < 4.5
+    assert 7 < err_phys[0] / err_phys[1] < 9 and err_phys[0] < 1e-3 * err_nom[0]
+    for rr, rc in ((3.0, 0.0), (0.0, 3.0)):
+        W = _exact_transfer(G, rr, rc)
+        assert np.allclose(IRModel.physical().physical_weights(G, rr, rc), W, rtol=1e-12, atol=0)
+        assert np.allclose(G / (1 + sum(line_loadings(G, rr, rc))), W, rtol=1e-12, atol=0)
+
+
+def test_cross_term_is_the_brute_force_sum_and_its_mean_field():
+    rng = np.random.default_rng(3)
+    for N, M in ((5, 4), (4, 6)):
+        G = rng.uniform(1e-6, 25e-6, (N, M))
+        X = np.zeros((N, M))
+        for i, j, i2, j2 in np.ndindex(N, M, N, M):
+            X[i, j] += G[i, j2] * G[i2, j2] * G[i2, j] * (min(j, j2) + 1) * (N - max(i, i2))
+        assert np.allclose(cross_term(G, 1.5, 0.5), 0.75 * X, rtol=1e-12)
+    # constant array: the mean field is exact
+    G = np.full((6, 5), 7e-6)
+    f = ir_features(G, 1.0, 2.0)
+    assert np.allclose(mean_field_cross(G, f.x_C, 1.0), cross_term(G, 1.0, 2.0), rtol=1e-12)
+    # above the work limit the mean field is used
+    big = ir_features(rng.uniform(1e-6, 25e-6, (40, 40)), 1.0, 1.0)
+    assert not big.exact_cross
+
+
+def test_model_warns_beyond_its_calibration_and_refuses_a_negative_denominator():
+    G = np.random.default_rng(2).uniform(1e-6, 25e-6, (48, 48))
+    rho = ir_features(G, 2.5, 2.5)
+    top = float((rho.rho_R + rho.rho_C).max())
+    fitted = IRModel(IRModel.physical().a, 1.0, 0.0, 1.0, rho_max=top / 2)
+    with pytest.warns(RuntimeWarning, match="beyond the largest of its calibration"):
+        fitted.physical_weights(G, 2.5, 2.5)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        IRModel(IRModel.physical().a, 1.0, 0.0, 1.0, rho_max=top).physical_weights(G, 2.5, 2.5)
+        IRModel.physical().physical_weights(G, 2.5, 2.5)          # no fit, no range
+    broken = IRModel((1.0, 1.0, 1.0, 1.0, 0.0, 0.0, -100.0 / top ** 2, 0.0), 1.0, 0.0, 1.0)  # den < 0 near rho = top
+    with pytest.raises(ParameterError, match="outside its range"):
+        broken.physical_weights(G, 2.5, 2.5)
+    with pytest.raises(ParameterError, match="rho_max"):
+        IRModel(rho_max=-1.0)
+
+
+def test_weights_are_the_documented_formula():
+    """The regrouped hot path equals W = G / (1 + sum a_k phi_k) + D (b + b2 rho/s) / s^2, s = 1 + c rho."""
+    rng = np.random.default_rng(8)
+    G = rng.uniform(1e-6, 25e-6, (12, 12))
+    m = IRModel(tuple(rng.uniform(-0.5, 1.5, len(FEATURES))), 0.9, -0.3, 1.4)
+    f = ir_features(G, 2.0, 1.5)
+    rho = f.rho_R + f.rho_C
+    s = 1 + m.c * rho
+    ref = G / (1 + sum(a * phi for a, phi in zip(m.a, f.phi()))) + f.D * (m.b + m.b2 * rho / s) / s ** 2
+    assert np.allclose(m.physical_weights(G, 2.0, 1.5), ref, rtol=1e-12, atol=0)
+    assert np.allclose(m.physical_weights(G, 2.0, 1.5, f), ref, rtol=1e-12, atol=0)
+    assert np.array_equal(IRModel.from_vector(m.to_vector()).to_vector(), m.to_vector())
 
 
 def test_calibration_round_trip_and_backend(small_sweep, tmp_path):
@@ -177,6 +263,13 @@ def test_calibration_round_trip_and_backend(small_sweep, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ParameterError, match="version 99"):
         Calibration.load(tmp_path / "bad.json")
+    # a version-1 file (the previous model) is refused with what to do about it
+    old = {"schema": "xbar-cosim/ir-calibration", "version": 1, "model": "resummed-thevenin",
+           "features": ["x_R", "x_C"], "coefficients": {"a": [1.0, 1.0], "b": 0.0, "c": 0.0}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ParameterError, match="version 1 .*re-run `xbar calibrate`"):
+        Calibration.load(tmp_path / "old.json")
+    assert json.loads(path.read_text())["version"] == 2
     exp = to_aihwkit(back, adc_bits=8, dac_bits=7)
     assert exp["forward"]["out_res"] == 1 / 254 and exp["forward"]["inp_res"] == 1 / 126
     assert exp["forward"]["ir_drop_g_ratio"] == pytest.approx(1 / (1.75 * 25e-6))
