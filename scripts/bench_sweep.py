@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = runs["dask-2"]["wall_s"] / runs["dask-1"]["wall_s"]
     ratio_serial = runs["dask-2"]["wall_s"] / runs["serial"]["wall_s"]
     lines = [f"sweep of {args.cases} ngspice cases, {args.size}x{args.size} single-cell arrays, {args.r_wire:g} ohm "
-             f"segments, {args.batch} input vectors per case; {default_workers()} cores (shared: re-run on a quiet "
-             "machine for final numbers)", "",
+             f"segments, {args.batch} input vectors per case; {default_workers()} cores (a ratio near 1 "
+             "means the machine had no second free core)", "",
              "| run | workers | wall [s] | of which cluster start [s] | wall per case [ms] | one task [ms] | failed | "
              "bit-identical to serial |",
              "|---|---|---|---|---|---|---|---|"]
