@@ -228,12 +228,22 @@ def cmd_train(args) -> int:
                       checkpoint_every=args.checkpoint_every, cell=args.cell, transfer_every=args.transfer_every,
                       gain_f=args.gain_f)
     out = Path(args.out)
-    m = train(cfg, data, out, resume=not args.fresh)
+    mc = None
+    if args.mc_runs:
+        mc = {"runs": args.mc_runs, "seed": args.seed, "sigma_d2d": args.mc_sigma, "stuck_frac": args.mc_stuck,
+              "opamp_offset_sigma": args.mc_vos}
+    m = train(cfg, data, out, resume=not args.fresh, monte_carlo=mc)
     f = m["final"]
     print(f"test accuracy {100 * f['test_accuracy']:.2f} % (software baseline {100 * f['software_test_accuracy']:.2f} %, "
           f"same predictions on {100 * f['same_predictions']:.1f} % of {m['n_test']} test images)")
     t = m["seconds"]
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    if mc:
+        r = m["monte_carlo"]
+        print(f"Monte Carlo over {r['runs']} hardware instances (d2d sigma {r['sigma_d2d']:g}, stuck "
+              f"{100 * r['stuck_frac']:g} %, op-amp offset sigma {r['opamp_offset_sigma']:g} V): test accuracy "
+              f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f} % (min {100 * r['min']:.2f} %), nominal "
+              f"{100 * r['nominal_accuracy']:.2f} % -> monte_carlo.json")
     print(f"results in {out} (metrics.json, curves.png, conductances.png, netlists/)")
     return 0
 
@@ -375,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
                    help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
                         "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")
+    p.add_argument("--mc-runs", type=int, default=0, metavar="N",
+                   help="after training: test accuracy over N sampled hardware instances (Monte Carlo)")
+    p.add_argument("--mc-sigma", type=float, default=0.1, help="Monte Carlo: lognormal device-to-device sigma")
+    p.add_argument("--mc-stuck", type=float, default=0.01, help="Monte Carlo: fraction of stuck cells "
+                   "(half at g_min, half at g_max)")
+    p.add_argument("--mc-vos", type=float, default=0.0, help="Monte Carlo: op-amp input offset sigma [V]")
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
     p.set_defaults(func=cmd_train)

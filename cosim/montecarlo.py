@@ -3,6 +3,13 @@
 Layer: cosim. Imports ``models``, ``netlists`` and ``cosim``; the crossbar and mapping modules
 only inside :func:`monte_carlo_mvm` (``import cosim`` stays cheap).
 
+``monte_carlo_accuracy(net, X, y)``
+    The same instances carried to a trained network's test accuracy: per run ``r``, every tile
+    of every layer gets its own fault map from ``default_rng([seed, 2, r, layer, tile])``
+    (conductances perturbed as programmed, op-amp offsets as a column current
+    ``-v_os sum_i G_ij`` on forward reads), the test set is read, and the network is restored.
+    ``xbar train --mc-runs N`` runs it on the trained network.
+
 ``monte_carlo_mvm(size, r_wire)``
     Per run ``r`` a :class:`FaultMap` drawn from ``default_rng([seed, 1, r])`` (lognormal
     device-to-device factor on G, stuck-at-Gmin / Gmax cells, per-column op-amp offset, ADC
@@ -30,7 +37,7 @@ import numpy as np
 
 from models.errors import ParameterError, ShapeError, check_positive
 
-__all__ = ["FaultMap", "draw_fault_map", "fault_map_for_run", "monte_carlo_mvm"]
+__all__ = ["FaultMap", "draw_fault_map", "fault_map_for_run", "monte_carlo_mvm", "monte_carlo_accuracy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,3 +228,43 @@ def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 5
             "per_run_rms": per_run_a.tolist() if keep_errors else [],
             "abs_errors_sample": np.sort(pooled_a)[:: max(1, pooled_a.size // 2000)].tolist() if keep_errors else [],
             "spice_checks": checks, "elapsed_s": time.perf_counter() - t0}
+
+
+def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, *, runs: int = 20, seed: int = 0,
+                         sigma_d2d: float = 0.0, stuck_frac: float = 0.0, opamp_offset_sigma: float = 0.0,
+                         backend: str = "fast") -> dict:
+    """Test accuracy of a trained network (``net.layers`` of :class:`cosim.network.AnalogLayer`,
+    ``net.accuracy(X, y, backend)``) over ``runs`` sampled hardware instances; the network is
+    left as it was. Returns the nominal accuracy, per-run accuracies and their statistics."""
+    from netlists.crossbar import interleave
+    if runs < 1:
+        raise ParameterError(f"runs must be >= 1, got {runs}")
+    nominal, _ = net.accuracy(X, y, backend)
+    saved = [[(t.g_plus.copy(), t.g_minus.copy()) for t in layer.tiles] for layer in net.layers]
+    accs = []
+    t0 = time.perf_counter()
+    try:
+        for r in range(runs):
+            for k, layer in enumerate(net.layers):
+                m = layer.cfg.mapping
+                for i, t in enumerate(layer.tiles):
+                    gp, gm = saved[k][i]
+                    G = interleave(gp, gm)
+                    fm = draw_fault_map(G.shape, np.random.default_rng([seed, 2, r, k, i]), sigma_d2d=sigma_d2d,
+                                        stuck_frac=stuck_frac, opamp_offset_sigma=opamp_offset_sigma)
+                    Gf = fm.apply(G, m.g_min, m.g_max)
+                    t.g_plus, t.g_minus = Gf[:, 0::2], Gf[:, 1::2]
+                    off = fm.column_offset_current(Gf)
+                    t.out_offset = off[0::2] - off[1::2] if opamp_offset_sigma > 0 else None
+                    t.changed()
+            accs.append(net.accuracy(X, y, backend)[0])
+    finally:
+        for layer, tiles in zip(net.layers, saved):
+            for t, (gp, gm) in zip(layer.tiles, tiles):
+                t.g_plus, t.g_minus, t.out_offset = gp, gm, None
+                t.changed()
+    a = np.asarray(accs)
+    return {"runs": runs, "seed": seed, "sigma_d2d": sigma_d2d, "stuck_frac": stuck_frac,
+            "opamp_offset_sigma": opamp_offset_sigma, "backend": backend, "nominal_accuracy": nominal,
+            "accuracies": a.tolist(), "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+            "p05": float(np.percentile(a, 5)), "elapsed_s": time.perf_counter() - t0}

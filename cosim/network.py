@@ -107,6 +107,7 @@ class Tile:
     g_minus: np.ndarray
     _xbar: Crossbar | None = None
     _chain: object = None
+    out_offset: np.ndarray | None = None    # forward-read offset per weight column [A] (Monte Carlo)
 
     def spec(self, cfg: LayerConfig) -> CrossbarSpec:
         return CrossbarSpec(rows=self.g_plus.shape[0], cols=self.g_plus.shape[1], cell="diff",
@@ -279,6 +280,8 @@ class AnalogLayer:
                                      "calibration.json written by `xbar calibrate`)")
             I = t.crossbar(cfg, self.engine).read(V[:, src], transpose=transpose, backend=backend,
                                                   calibration=self._calibration)
+            if t.out_offset is not None and not transpose:
+                I = I + t.out_offset
             full_scale = cfg.out_bound * (src.stop - src.start) * cfg.v_read * cfg.mapping.g_range
             out[:, dst] += quantize(I, cfg.adc_bits, full_scale)
         if not transpose:

@@ -256,8 +256,13 @@ def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
 
 
 def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progress: bool = True,
-          resume: bool = True, stop_after: int | None = None) -> dict:
+          resume: bool = True, stop_after: int | None = None, monte_carlo: dict | None = None) -> dict:
     """Train; returns the metrics (also written to ``out_dir/metrics.json``).
+
+    ``monte_carlo`` (keyword arguments of :func:`cosim.montecarlo.monte_carlo_accuracy`, e.g.
+    ``{"runs": 20, "sigma_d2d": 0.1, "stuck_frac": 0.01}``): after training, the test accuracy
+    over sampled hardware instances of the trained arrays, read on the forward backend, in
+    ``metrics["monte_carlo"]`` and ``monte_carlo.json`` (evaluation only: not in the fingerprint).
 
     ``stop_after`` stops after that many mini-batches in this call (a checkpoint is written):
     a test hook for interrupting a run, the same as killing it after a checkpoint.
@@ -323,7 +328,13 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
                 break
     if bar is not None:
         bar.close()
-    return _finish(cfg, data, net, soft, st, out_dir)
+    metrics = _finish(cfg, data, net, soft, st, out_dir)
+    if monte_carlo:
+        from cosim.montecarlo import monte_carlo_accuracy
+        mc = monte_carlo_accuracy(net, data.X_test, data.y_test, backend=cfg.forward, **monte_carlo)
+        (out_dir / "monte_carlo.json").write_text(json.dumps(mc, indent=2))
+        metrics["monte_carlo"] = mc
+    return metrics
 
 
 def _end_epoch(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, n_batches: int) -> None:

@@ -247,3 +247,33 @@ def test_plot_fits_writes_pngs(device_fits, macro_fit, tmp_path):
     for p in paths:
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_monte_carlo_accuracy_is_seeded_restores_the_network_and_faults_cost_accuracy(tmp_path):
+    from cosim.data import load_digits_split
+    from cosim.montecarlo import monte_carlo_accuracy
+    from cosim.network import LayerConfig
+    from cosim.train import TrainConfig, train
+
+    data = load_digits_split()
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", layer=LayerConfig(r_wire=1.0))
+    m = train(cfg, data, tmp_path / "run", progress=False, monte_carlo={"runs": 3, "sigma_d2d": 0.0})
+    mc = m["monte_carlo"]
+    # no variation, no stuck cells: every instance is the trained network
+    assert mc["accuracies"] == [m["final"]["test_accuracy"]] * 3 == [mc["nominal_accuracy"]] * 3
+    assert (tmp_path / "run" / "monte_carlo.json").exists()
+    # the finished run resumes straight to the evaluation: faults on the trained arrays cost accuracy
+    faulty = train(cfg, data, tmp_path / "run", progress=False,
+                   monte_carlo={"runs": 3, "sigma_d2d": 0.2, "stuck_frac": 0.05, "opamp_offset_sigma": 0.005})
+    assert faulty["history"] == m["history"]
+    assert faulty["monte_carlo"]["mean"] < m["final"]["test_accuracy"] - 0.02
+
+    from cosim.train import MLP
+    net = MLP([64, 32, 10], cfg.layer, seed=0)
+    before = [t.g_plus.copy() for layer in net.layers for t in layer.tiles]
+    kw = dict(runs=4, seed=3, stuck_frac=0.05, sigma_d2d=0.3, opamp_offset_sigma=0.01)
+    a = monte_carlo_accuracy(net, data.X_test, data.y_test, **kw)
+    assert a == {**monte_carlo_accuracy(net, data.X_test, data.y_test, **kw), "elapsed_s": a["elapsed_s"]}
+    assert all(np.array_equal(b, t.g_plus) for b, t in zip(before, (t for layer in net.layers for t in layer.tiles)))
+    assert all(t.out_offset is None for layer in net.layers for t in layer.tiles)
+    assert len(set(a["accuracies"])) > 1          # the instances differ
