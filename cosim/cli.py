@@ -146,8 +146,9 @@ def cmd_mvm(args) -> int:
     engine = _spice_engine(args) if args.backend == "spice" else None
     xb = Crossbar(spec, G, engine=engine)
     t0 = time.perf_counter()
-    if args.backend == "calibrated" and not args.calibration:
-        raise ValueError("--backend calibrated needs --calibration FILE (written by `xbar calibrate`)")
+    if (args.backend == "calibrated") != bool(args.calibration):
+        raise ValueError("--backend calibrated needs --calibration FILE (written by `xbar calibrate`), and "
+                         "--calibration applies only to it")
     I = xb.read(V, transpose=args.transpose, backend=args.backend, workers=args.workers,
                 calibration=args.calibration)
     dt = time.perf_counter() - t0
@@ -165,7 +166,11 @@ def cmd_mvm_chain(args) -> int:
     if args.backend not in ("spice", "fast"):
         raise ValueError(f"--periphery needs --backend spice or fast, got {args.backend}")
     cfg = PeripheryConfig.from_json(args.periphery)
-    args.v_read = cfg.dac.v_read  # the DAC's read voltage is the array's (--v-read is not used)
+    if abs(args.v_read - cfg.dac.v_read) > 1e-12:
+        raise ValueError(f"--v-read {args.v_read:g} differs from the periphery's dac.v_read {cfg.dac.v_read:g}: "
+                         "the DAC sets the read voltage (edit the config)")
+    if args.calibration:
+        raise ValueError("--calibration applies to --backend calibrated, not to --periphery reads")
     spec, G = _spec_and_G(args)
     if args.size_integrator:
         from cosim.network import periphery_for_tile

@@ -369,16 +369,19 @@ class IRModel:
         return W
 
     def effective_weights(self, spec, G: np.ndarray) -> np.ndarray:
-        """Logical effective weights (rows, cols) [S] for a :class:`~netlists.crossbar.CrossbarSpec`."""
-        W = self.physical_weights(G, spec.r_row, spec.r_col)
+        """Logical effective weights (rows, cols) [S] for a :class:`~netlists.crossbar.CrossbarSpec`
+        (``G`` checked against it: shape, finite, positive)."""
+        from netlists.crossbar import check_conductances
+        W = self.physical_weights(check_conductances(spec, G), spec.r_row, spec.r_col)
         if spec.cell == "diff":
             return W[:, 0::2] - W[:, 1::2]
         return W
 
     def read(self, spec, G: np.ndarray, V: np.ndarray, *, transpose: bool = False) -> np.ndarray:
         """Currents (batch, cols) forward or (batch, rows) transposed [A] for inputs V [V]."""
+        from netlists.crossbar import check_inputs
         W = self.effective_weights(spec, G)
-        V = np.atleast_2d(np.asarray(V, dtype=float))
+        V = check_inputs(spec, V, transpose)
         return V @ W.T if transpose else V @ W
 
     def to_dict(self) -> dict:

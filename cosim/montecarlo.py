@@ -230,6 +230,28 @@ def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 5
             "spice_checks": checks, "elapsed_s": time.perf_counter() - t0}
 
 
+MC_KEYS = ("runs", "seed", "sigma_d2d", "stuck_frac", "opamp_offset_sigma")
+
+
+def check_monte_carlo(mc: dict) -> dict:
+    """Validate the settings of :func:`monte_carlo_accuracy` (before a long run, not after)."""
+    if not isinstance(mc, dict):
+        raise ParameterError(f"monte_carlo must be a dict of {MC_KEYS}, got {type(mc).__name__}")
+    unknown = sorted(set(mc) - set(MC_KEYS))
+    if unknown:
+        raise ParameterError(f"monte_carlo: unknown setting(s) {unknown} (known: {MC_KEYS})")
+    runs = mc.get("runs", 20)
+    if not isinstance(runs, (int, np.integer)) or runs < 1:
+        raise ParameterError(f"monte_carlo runs must be an integer >= 1, got {runs!r}")
+    for k in ("sigma_d2d", "opamp_offset_sigma"):
+        v = mc.get(k, 0.0)
+        if not (np.isfinite(v) and v >= 0):
+            raise ParameterError(f"monte_carlo {k} must be finite and >= 0, got {v!r}")
+    if not 0 <= mc.get("stuck_frac", 0.0) <= 1:
+        raise ParameterError(f"monte_carlo stuck_frac must be in [0, 1], got {mc.get('stuck_frac')!r}")
+    return mc
+
+
 def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, *, runs: int = 20, seed: int = 0,
                          sigma_d2d: float = 0.0, stuck_frac: float = 0.0, opamp_offset_sigma: float = 0.0,
                          backend: str = "fast") -> dict:
@@ -237,8 +259,14 @@ def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, *, runs: int = 20, s
     ``net.accuracy(X, y, backend)``) over ``runs`` sampled hardware instances; the network is
     left as it was. Returns the nominal accuracy, per-run accuracies and their statistics."""
     from netlists.crossbar import interleave
-    if runs < 1:
-        raise ParameterError(f"runs must be >= 1, got {runs}")
+    check_monte_carlo({"runs": runs, "sigma_d2d": sigma_d2d, "stuck_frac": stuck_frac,
+                       "opamp_offset_sigma": opamp_offset_sigma})
+    if backend == "software":
+        raise ParameterError("Monte Carlo perturbs the arrays: read them on ideal, fast, spice or calibrated, "
+                             "not software")
+    if any(hasattr(layer, "unit_state") for layer in net.layers):
+        raise ParameterError("Monte Carlo of the 2pcm3t1c unit cell is not supported yet (its 3T1C arrays and "
+                             "reads are not perturbed): use cell='pair'")
     nominal, _ = net.accuracy(X, y, backend)
     saved = [[(t.g_plus.copy(), t.g_minus.copy()) for t in layer.tiles] for layer in net.layers]
     accs = []

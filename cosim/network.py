@@ -274,6 +274,8 @@ class AnalogLayer:
                 res = t.read_chain(cfg, self.engine).read_values(V[:, src] / cfg.v_read, transpose=transpose,
                                                                  backend=backend)
                 out[:, dst] += res.decoded
+                if t.out_offset is not None and not transpose:
+                    out[:, dst] += t.out_offset
                 continue
             if backend == "calibrated" and self._calibration is None:
                 raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "

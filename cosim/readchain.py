@@ -137,6 +137,8 @@ class PeripheryConfig:
             raise ParameterError(f"full_scale must be in (0, 1], got {self.full_scale!r}")
         if self.range_check not in ("raise", "warn"):
             raise ParameterError(f"range_check must be 'raise' or 'warn', got {self.range_check!r}")
+        if not isinstance(self.exact_corners, (bool, np.bool_)):
+            raise ParameterError(f"exact_corners must be true or false, got {self.exact_corners!r}")
         if self.t_reset is not None:
             check_positive("t_reset", self.t_reset)
         if self.max_step is not None:
@@ -174,8 +176,13 @@ class PeripheryConfig:
         kw: dict = {}
         if "dac" in d:
             kw["dac"] = _make(DacParams, d["dac"], "dac")
+        for k in ("dac", "integrator", "adc"):
+            if k in d and not isinstance(d[k], dict):
+                raise ParameterError(f"{k} must be a JSON object, got {type(d[k]).__name__}")
         if "integrator" in d:
             integ = dict(d["integrator"])
+            if not isinstance(integ.get("opamp", {}), dict):
+                raise ParameterError("integrator.opamp must be a JSON object")
             op = dict(integ.pop("opamp", {"kind": "macro"}))
             kind = op.pop("kind", "macro")
             if kind not in OPAMP_KINDS:
@@ -458,8 +465,9 @@ class ReadChain:
         return {"q_max": q_max, "integrator_swing_used": used, "adc_range_used": adc_used}
 
     def mid_code(self) -> int:
+        """The code of 0 V (the quantiser's own rule): single-ended outputs are ``mid - code``."""
         a = self.config.adc
-        return int(round(-a.v_lo / a.lsb))
+        return int(np.floor(-a.v_lo / a.lsb))
 
     # -- reads --------------------------------------------------------------------------------------
     def read(self, codes, *, transpose: bool = False, backend: Backend = "spice",
@@ -475,6 +483,8 @@ class ReadChain:
         """
         if backend not in ("spice", "fast"):
             raise ParameterError(f"backend must be 'spice' or 'fast', got {backend!r}")
+        if energy and backend != "spice":
+            raise ParameterError("energy comes from the ngspice transient: use backend='spice'")
         c = self.check_codes(codes, transpose)
         windows = self._windows(self.drive_codes(c, transpose))  # (batch, n_win, n_drive)
         t0 = time.perf_counter()

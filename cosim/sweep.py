@@ -17,9 +17,10 @@ Guarantees
   last, so its presence means the case is finished.
 - A case whose task raises an :class:`~models.errors.XbarError` (an ngspice failure, a bad
   parameter) is recorded with ``status: "error"`` and the error text; the other cases go on.
-  On Dask so is any other exception of a task, and a worker that died; in-process any other
-  exception is a bug and stops the sweep (finished cases kept). Failed cases are not retried
-  on resume unless ``retry_failed=True``.
+  On Dask any other exception of a task, or a worker that died (killed, out of memory, a lost
+  node), is reported with ``status: "crashed"`` and not stored, so a resume runs the case
+  again; in-process any other exception is a bug and stops the sweep (finished cases kept).
+  Failed cases are not retried on resume unless ``retry_failed=True``.
 - The key of a case is a hash of its JSON, the sweep seed and its index (:func:`case_key`):
   change a field, the seed or its place in the list and the case is a new one.
 
@@ -74,7 +75,7 @@ class CaseResult:
     key: str
     index: int
     case: dict
-    status: str                 # "ok" or "error"
+    status: str                 # "ok", "error" (the case failed; stored) or "crashed" (its worker died; not stored)
     elapsed_s: float
     arrays: dict = field(default_factory=dict)
     error: str = ""
@@ -212,7 +213,8 @@ def run_sweep(cases: Sequence[Any], task: Task, out_dir: str | Path, *, seed: in
     bar = _progress(len(cases), skipped, progress, desc)
 
     def finish(res: CaseResult) -> None:
-        _store(out, res)
+        if res.status != "crashed":   # a crashed worker is not the case's result: resume re-runs it
+            _store(out, res)
         results[res.index] = res
         bar.update(1)
 
@@ -261,9 +263,9 @@ def _run_dask(todo: list[int], cases: Sequence[Any], keys: list[str], task: Task
         for fut in as_completed(futures):
             try:
                 res = fut.result()
-            except Exception as exc:   # the worker died (killed, out of memory): record, go on
+            except Exception as exc:   # the worker died (killed, out of memory): report, go on, not stored
                 k = todo[futures.index(fut)]
-                res = CaseResult(keys[k], k, dataclasses.asdict(cases[k]), "error", 0.0,
+                res = CaseResult(keys[k], k, dataclasses.asdict(cases[k]), "crashed", 0.0,
                                  error="".join(traceback.format_exception_only(type(exc), exc))[-4000:],
                                  error_type=type(exc).__name__)
             finish(res)

@@ -119,6 +119,9 @@ class TrainConfig:
             raise ParameterError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.cell == "2pcm3t1c":
             self.unit_cell()    # validates gain_f and transfer_every
+            if self.update_method != "slots":
+                raise ParameterError("update_method applies to pair updates; the 2pcm3t1c cell's 3T1C updates have "
+                                     "one ngspice rendering (a transient of the cells)")
             if self.layer.periphery is not None or self.layer.calibration is not None:
                 raise ParameterError("the read chain and the calibrated model (LayerConfig.periphery, .calibration) "
                                      "are not wired into the 2pcm3t1c unit cell's reads yet; use cell='pair'")
@@ -264,9 +267,15 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     over sampled hardware instances of the trained arrays, read on the forward backend, in
     ``metrics["monte_carlo"]`` and ``monte_carlo.json`` (evaluation only: not in the fingerprint).
 
-    ``stop_after`` stops after that many mini-batches in this call (a checkpoint is written):
-    a test hook for interrupting a run, the same as killing it after a checkpoint.
+    ``stop_after`` stops after that many mini-batches in this call without writing a
+    checkpoint: a test hook for killing a run (it resumes from the last checkpoint, redoing the
+    batches since, to the same result).
     """
+    if monte_carlo:   # checked before the run, not after it
+        from cosim.montecarlo import check_monte_carlo
+        check_monte_carlo(monte_carlo)
+        if cfg.cell != "pair" or cfg.forward == "software":
+            raise ParameterError("monte_carlo needs cell='pair' and an analog forward backend")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes = [data.n_features, *cfg.hidden, data.n_classes]

@@ -55,8 +55,10 @@ add dg / F to the pair, SET-only: raise G+ if
 dg > 0, else raise G-. A pair whose raised device would pass ``refresh_at`` of the range is
 refreshed: both devices RESET, the new difference programmed onto one of them. Programming is
 closed-loop (:func:`cosim.update.write_verify` on the PCM twin, within ``transfer_tol``; a
-change smaller than the tolerance leaves the pair as it is). Then every capacitor is reset to
-``vc_shared`` (an ideal reset switch, not part of the 3T1C model) and p flips.
+change smaller than the tolerance leaves the pair as it is). Then p flips and every capacitor
+is set (an ideal reset switch and a write of the capacitor, not part of the 3T1C model) to hold
+only what the programming missed, under the new polarity: ``g_shared`` where the pair reached
+its target, so no update is lost to the tolerance.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ from cosim.mvm import Crossbar
 from cosim.network import AnalogLayer, LayerConfig, Tile, quantize
 from cosim.pulses import pulse_trains
 from models.device import DeviceModel, PulseShape
-from models.errors import ParameterError
+from models.errors import ParameterError, ShapeError
 from netlists.crossbar import CrossbarSpec
 
 CELLS = ("pair", "2pcm3t1c")
@@ -144,7 +146,7 @@ class UnitCellTile(Tile):
         self._lsp = None
 
     def changed(self) -> None:
-        self._xbar = None
+        super().changed()
         self._lsp = None
 
 
@@ -213,9 +215,14 @@ class UnitCellLayer(AnalogLayer):
                 "transfers": np.array(self.transfers)}
 
     def set_unit_state(self, state) -> None:
-        for t, pol in zip(self.tiles, state["polarity"]):
-            t.vc = np.array(state["vc"][t.rows, t.cols], float)
-            t.polarity = int(pol)
+        vc, pol = np.asarray(state["vc"], float), np.asarray(state["polarity"]).ravel()
+        if vc.shape != (self.n_in, self.n_out) or not np.isfinite(vc).all():
+            raise ShapeError(f"unit-cell state: vc must be finite, shaped {(self.n_in, self.n_out)}, got {vc.shape}")
+        if pol.shape != (len(self.tiles),) or not np.isin(pol, (-1, 1)).all():
+            raise ParameterError(f"unit-cell state: polarity must hold one +-1 per tile ({len(self.tiles)}), got {pol}")
+        for t, p in zip(self.tiles, pol):
+            t.vc = vc[t.rows, t.cols].copy()
+            t.polarity = int(p)
             t.lsp_changed()
         self.transfers = int(state["transfers"])
 
@@ -254,14 +261,17 @@ class UnitCellLayer(AnalogLayer):
         tile.lsp_changed()
 
     def transfer(self) -> dict:
-        """Add the LSP into the PCM pairs, reset the capacitors, invert the polarity; returns
-        statistics (pulses, refreshes, unconverged cells, largest weight change)."""
+        """Add the LSP into the PCM pairs, invert the polarity, and leave on each capacitor only
+        what the PCM programming missed (its tolerance, or the device range: ``g_shared`` when
+        programming hit the target); returns statistics (pulses, refreshes, unconverged cells,
+        largest weight change)."""
         from cosim.update import write_verify
         spec, F, m = self.spec, self.spec.gain_f, self.cfg.mapping
         msp = self.msp
         W0 = self.weights()
         stats = {"pulses": 0, "refreshes": 0, "unconverged": 0}
         full = m.g_min + spec.refresh_at * m.g_range
+        g_lo, g_hi = np.sort(self.lsp.to_conductance(np.array(self.lsp.state_range, float)))
         for t in self.tiles:
             dg = self.lsp_conductance(t) / F
             gp, gm = t.g_plus, t.g_minus
@@ -280,9 +290,13 @@ class UnitCellLayer(AnalogLayer):
                 setattr(t, name, res.conductance)
                 stats["pulses"] += res.pulses
                 stats["unconverged"] += int((~res.converged).sum())
-            t.vc = np.full(t.vc.shape, self.vc_shared)
             if spec.invert_polarity:
                 t.polarity = -t.polarity
+            # what programming missed (within its tolerance, or beyond the device range) stays on
+            # the capacitor, under the new polarity: small updates are not lost at a transfer
+            residual = F * (D - (t.g_plus - t.g_minus))
+            g = np.clip(self.g_shared + t.polarity * residual, g_lo, g_hi)
+            t.vc = np.asarray(self.lsp.from_conductance(g), float)
             t.changed()
         self.transfers += 1
         stats["max_abs_dw"] = float(np.abs(self.weights() - W0).max())

@@ -139,7 +139,9 @@ def test_nominal_model_is_first_order_exact(engine):
 def test_fit_reduces_held_out_error(small_sweep):
     train, test = small_sweep
     model = fit_model(train)
-    assert model != IRModel.nominal()
+    # the fit starts from the no-fit physics and must not leave its own data worse off
+    fit_rows = [case_errors(d, model) for d in train]
+    assert np.mean([r["cal_rmse"] for r in fit_rows]) <= np.mean([r["phys_rmse"] for r in fit_rows]) * (1 + 1e-9)
     # only the third-and-higher-order coefficients move; first and second order stay physics
     p, phys = model.to_vector(), IRModel.physical().to_vector()
     fixed = [k for k in range(p.size) if k not in HIGHER_ORDER]
@@ -337,3 +339,14 @@ def test_fast_solver_reads_an_all_zero_input_in_a_batch(engine):
     fast, spice = xb.read(V, backend="fast"), xb.read(V, backend="spice")
     assert np.isfinite(fast).all() and not fast[1].any()
     assert np.abs(fast - spice).max() < 1e-6 * np.abs(spice).max()
+
+
+def test_cheap_model_checks_its_inputs():
+    from models.errors import ParameterError, ShapeError
+    spec = CrossbarSpec(rows=4, cols=4, cell="diff", r_row=1.0, r_col=1.0)
+    with pytest.raises(ShapeError):
+        IRModel.nominal().effective_weights(spec, np.full((4, 4), 1e-5))      # a pair array is (4, 8)
+    with pytest.raises(ParameterError):
+        IRModel.nominal().effective_weights(spec, np.full((4, 8), -1e-5))
+    with pytest.raises(ShapeError):
+        IRModel.nominal().read(spec, np.full((4, 8), 1e-5), np.zeros((2, 3)))

@@ -213,3 +213,16 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     m = train(TrainConfig(epochs=1, forward="calibrated", backward="calibrated", layer=cfg), data,
               tmp_path / "run", progress=False)
     assert m["config"]["layer"]["calibration"] == str(path)
+
+
+def test_bad_settings_fail_before_a_run(tmp_path):
+    """Settings that would only be used at the end of a run are checked at its start."""
+    data = _small(load_digits_split(), 40)
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast")
+    for mc, msg in (({"runs": 0}, "runs"), ({"stuck_frac": 2.0}, "stuck_frac"), ({"sigma": 0.1}, "unknown"),
+                    ({"sigma_d2d": -1.0}, "sigma_d2d")):
+        with pytest.raises(ParameterError, match=msg):
+            train(cfg, data, tmp_path / "mc", progress=False, monte_carlo=mc)
+        assert not (tmp_path / "mc" / "checkpoint.npz").exists()
+    with pytest.raises(ParameterError, match="update_method"):
+        TrainConfig(cell="2pcm3t1c", update="fast", update_method="transient")

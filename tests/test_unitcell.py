@@ -120,12 +120,13 @@ def test_transfer_preserves_the_weight_resets_and_flips(rng, refresh):
     tol_w = layer.scale[0] * spec.gain_f * spec.transfer_tol
     assert stats["unconverged"] == 0 and stats["pulses"] > 0
     assert (stats["refreshes"] > 0) == refresh
-    # one device of a pair is programmed (two after a refresh), each within the tolerance
-    assert np.abs(W1 - W0).max() <= (2 if refresh else 1) * tol_w * (1 + 1e-9)
-    assert np.abs(W1 - W0).mean() < 0.5 * tol_w
+    # the weight is kept exactly: what programming missed (within its tolerance) stays on the
+    # capacitor, under the inverted polarity, so the 3T1C part is at most the tolerance
+    assert np.abs(W1 - W0).max() <= 1e-6 * tol_w     # (the 3T1C's V_C(g) inversion is numerical)
+    assert np.abs(layer.lsp_weights()).max() <= (2 if refresh else 1) * tol_w * (1 + 1e-9)
+    assert np.abs(layer.msp_weights() - W0).mean() < 0.5 * tol_w
     for t in layer.tiles:
-        assert np.all(t.vc == layer.vc_shared) and t.polarity == -1
-    assert np.array_equal(layer.lsp_weights(), np.zeros_like(W1))
+        assert t.polarity == -1 and not np.all(t.vc == layer.vc_shared)
     assert layer.transfers == 1
     gp, gm = layer.conductances()
     assert gp.max() <= PCM_MAPPING.g_max and gm.min() >= PCM_MAPPING.g_min
@@ -144,18 +145,16 @@ def test_polarity_inversion_cancels_the_3t1c_asymmetry(vc_shared):
         layer = UnitCellLayer(np.zeros((4, 3)), cfg, UnitCellSpec(vc_shared=vc_shared, invert_polarity=invert))
         up = CapUpdate(CAP, bl=2)
         lr = float(layer.scale[0]) * up.step_conductance() * up.bl   # probabilities 1: bl pulses per update
-        moved = []
         for _ in range(2):
             for _ in range(50):
                 for sign in (1.0, -1.0):
                     layer.update(np.ones((1, 4)), np.full((1, 3), sign), lr, up, np.random.default_rng(0))
-            moved.append(layer.lsp_weights().mean())
             layer.transfer()
-        net[invert] = sum(moved)
+        net[invert] = layer.weights().mean()       # the weights started at 0: this is the drift
         assert (layer.tiles[0].polarity == 1) and layer.transfers == 2
     # the drift's sign is the cell's: up steps larger than down at low V_C, smaller at high V_C
     assert np.sign(net[False]) == (1 if vc_shared < 0.9 else -1)
-    assert abs(net[True]) < 0.2 * abs(net[False])     # measured 0.04 and 0.09
+    assert abs(net[True]) < 0.2 * abs(net[False])     # measured 0.014 and 0.13
 
 
 def test_spice_reads_of_both_arrays_agree_with_fast_reads(rng, engine):
