@@ -11,13 +11,13 @@ how many test predictions agree with the software run. Writes a Markdown table a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from cosim.data import load_digits_split
 from cosim.network import LayerConfig
+from cosim.reporting import publish
 from cosim.train import TrainConfig, train
 
 # name: (reads, update, device, r_wire [ohm], epochs[, options]); options: cell ("pair" or
@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{100 * r['test_accuracy']:.1f} % | {100 * r['software_test_accuracy']:.1f} % | "
                      f"{100 * r['same_predictions']:.1f} % | {r['seconds']:.0f} |")
     text = "\n".join(lines)
-    print(text)
-    (out / "accuracy.md").write_text(text + "\n")
-    (out / "accuracy.json").write_text(json.dumps(rows, indent=2))
+    publish(out, "accuracy", text, rows)
     return 0
 
 

@@ -16,7 +16,6 @@ same run. Timings are never asserted in tests: this script is where they live.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import numpy as np
 
 from cosim.engine import SubprocessEngine, default_workers
 from cosim.mvm import Crossbar
+from cosim.reporting import publish
 from netlists.crossbar import CrossbarSpec
 
 
@@ -109,10 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                r=args.r_wire, seed=args.seed))
     text = (f"crossbar reads, {args.r_wire:g} ohm per segment, cells 1-25 uS, {default_workers()} cores; "
             f"wall seconds (best of {args.repeats} below 512)\n\n" + table(rows, args.batch))
-    print(text)
-    (out / "bench_mvm.md").write_text(text + "\n")
-    (out / "bench_mvm.json").write_text(json.dumps({"r_wire": args.r_wire, "batch": args.batch,
-                                                    "cores": default_workers(), "rows": rows}, indent=2))
+    publish(out, "bench_mvm", text, {"r_wire": args.r_wire, "batch": args.batch, "cores": default_workers(),
+                                     "rows": rows})
     print(f"\nwrote {out / 'bench_mvm.md'} and {out / 'bench_mvm.json'}", file=sys.stderr)
     return 0
 

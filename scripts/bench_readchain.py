@@ -22,18 +22,17 @@ of the ngspice children are printed too).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from cosim.engine import SubprocessEngine
 from cosim.readchain import PeripheryConfig, ReadChain, energy_summary
+from cosim.reporting import publish
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams
 from models.integrator import IntegratorParams
@@ -127,12 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {r['case']} | {e['per_mvm_j']:.3g} | {e['per_mac_j']:.3g} | {e['tops_per_w']:.3g} | "
                          f"{100 * e['array_share']:.1f} % | {100 * e['periphery_share']:.1f} % |")
     text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"title": head, "rows": rows, "config": base.to_dict()},
-                                                 indent=2, default=float))
-    (out / "table.md").write_text(text + "\n")
+    out = publish(args.out, "bench_readchain", text, {"title": head, "rows": rows, "config": base.to_dict()})
     print(f"results in {out}")
     return 0
 

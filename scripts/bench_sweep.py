@@ -20,7 +20,6 @@ Writes bench_sweep.md and bench_sweep.json to --out. Timings are never asserted 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import numpy as np
 
 from cosim.calibrate import ArrayCase, spice_case
 from cosim.engine import default_workers
+from cosim.reporting import publish
 from cosim.sweep import run_sweep
 
 
@@ -85,13 +85,11 @@ def main(argv: list[str] | None = None) -> int:
               "(one task = the mean time of one case inside its worker; if it grows with 2 workers, the two "
               "processes did not each have a free core)"]
     text = "\n".join(lines)
-    print(text)
-    (out / "bench_sweep.md").write_text(text + "\n")
-    (out / "bench_sweep.json").write_text(json.dumps({
+    publish(out, "bench_sweep", text, {
         "cases": args.cases, "size": args.size, "batch": args.batch, "r_wire": args.r_wire, "seed": args.seed,
         "cores": default_workers(), "runs": runs, "bit_identical": identical,
         "ratio_dask2_over_dask1": ratio, "ratio_dask2_over_dask1_without_start": ratio_run,
-        "ratio_dask2_over_serial": ratio_serial}, indent=2))
+        "ratio_dask2_over_serial": ratio_serial})
     print(f"\nwrote {out / 'bench_sweep.md'} and {out / 'bench_sweep.json'}", file=sys.stderr)
     return 0 if all(identical.values()) else 1
 

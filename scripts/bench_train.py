@@ -15,13 +15,13 @@ to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from cosim.data import load_digits_split
 from cosim.network import LayerConfig
+from cosim.reporting import publish
 from cosim.train import TrainConfig, train
 
 
@@ -56,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("| spice / fast | " + " | ".join(f"{ratio[k]:.0f}x" for k in keys) + " | |")
     text = (f"{args.epochs} epoch(s), 64-32-10, {args.device} pairs, {args.r_wire:g} ohm wires\n\n"
             + "\n".join(lines))
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_train.md").write_text(text + "\n")
-    (out / "bench_train.json").write_text(json.dumps({"rows": rows, "ratio": ratio}, indent=2))
+    publish(out, "bench_train", text, {"rows": rows, "ratio": ratio})
     return 0
 
 

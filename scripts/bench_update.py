@@ -13,14 +13,13 @@ transient is skipped), as a fraction of the largest change.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from cosim.network import AnalogLayer, LayerConfig
+from cosim.reporting import publish
 from cosim.update import PulseUpdate, mapping_for
 from models.device import get_device
 
@@ -66,11 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['samples']} | {r['path']} | {r['slots']} | {r['seconds']:.4g} | {r['x_twin']:.0f}x "
                      f"| {r['max_diff_of_change']:.1e} |")
     text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_update.md").write_text(text + "\n")
-    (out / "bench_update.json").write_text(json.dumps(rows, indent=2))
+    publish(args.out, "bench_update", text, rows)
     return 0
 
 

@@ -13,12 +13,12 @@ g_min, half at g_max) and op-amp input offsets (a column current ``-v_os sum_i G
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from cosim.data import load_digits_split
 from cosim.network import LayerConfig
+from cosim.reporting import publish
 from cosim.train import TrainConfig, train
 
 SETTINGS = [  # (sigma_d2d, stuck_frac, opamp_offset_sigma [V])
@@ -53,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{1e3 * r['opamp_offset_sigma']:g} mV | {100 * r['nominal_accuracy']:.1f} % | "
                      f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} % | {100 * r['min']:.1f} % |")
     text = f"{args.runs} instances per setting\n\n" + "\n".join(lines)
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mc_accuracy.md").write_text(text + "\n")
-    (out / "mc_accuracy.json").write_text(json.dumps(rows, indent=2))
+    publish(out, "mc_accuracy", text, rows)
     return 0
 
 
