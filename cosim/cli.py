@@ -290,6 +290,8 @@ def cmd_calibrate(args) -> int:
                         batch=args.batch, seed=args.seed, workers=args.workers, scheduler=args.scheduler,
                         monte_carlo_runs=args.monte_carlo, timing=not args.no_timing)
     print(s["text"])
+    if args.blocks:
+        _calibrate_blocks(Path(s["out_dir"]), quick=args.quick)
     if args.export_aihwkit:
         cal = Calibration.load(s["calibration"])
         out = Path(args.export_aihwkit)
@@ -300,6 +302,28 @@ def cmd_calibrate(args) -> int:
     print(f"sweep: {sw['ran']} cases run, {sw['skipped']} already done, {sw['failed']} failed ({sw['wall_s']:.1f} s)")
     print(f"results in {s['out_dir']} (calibration.json, report.md, report.json, *.png, sweep/)")
     return 0
+
+
+def _calibrate_blocks(out: Path, *, quick: bool) -> None:
+    """Fit device step tables, integrator/ADC transfers and a Monte Carlo sweep to SPICE into
+    ``out/blocks/fits.json``; append their tables to ``report.md`` and point ``calibration.json``
+    at the file (key ``blocks``)."""
+    from cosim.engine import SubprocessEngine
+    from cosim.fit_blocks import fit_all, report_markdown
+
+    kw = dict(pulses=20, seeds=(0, 1), holdout_seeds=(100,), mc_runs=10) if quick else {}
+    res = fit_all(out / "blocks", engine=SubprocessEngine(),
+                  progress=lambda m: print(f"fitting {m}", file=sys.stderr, flush=True), **kw)
+    text = report_markdown(res)
+    with open(out / "report.md", "a") as f:
+        f.write("\n" + text + "\n")
+    cal_path = out / "calibration.json"
+    d = json.loads(cal_path.read_text())
+    d["blocks"] = str(Path("blocks") / "fits.json")
+    tmp = cal_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(d, indent=2))
+    tmp.replace(cal_path)
+    print(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -430,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sweep (8..32, seconds)")
     p.add_argument("--monte-carlo", type=int, default=0, metavar="N", help="Monte Carlo runs of non-idealities")
     p.add_argument("--no-timing", action="store_true", help="skip the speed comparison with the exact solve")
+    p.add_argument("--blocks", action="store_true",
+                   help="also fit device step tables, integrator/ADC transfers and a Monte Carlo sweep to SPICE "
+                        "(blocks/fits.json, tables appended to report.md; about a minute)")
     p.add_argument("--export-aihwkit", default=None, metavar="FILE", help="also write an aihwkit-style dict")
     p.add_argument("--from", dest="from_file", default=None, metavar="JSON",
                    help="with --export-aihwkit: export an existing calibration.json, run nothing")

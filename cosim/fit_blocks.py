@@ -179,3 +179,36 @@ def fit_all(out_dir, *, devices=None, pulses: int = 40, seeds=(0, 1, 2, 3), hold
     res["pngs"] = plot_fits(res, out)
     res["json"] = str(save_json(res, out / "fits.json"))
     return res
+
+
+def report_markdown(res: dict) -> str:
+    """The tables of a :func:`fit_all` result as Markdown (errors against held-out SPICE)."""
+    out = ["## Device step tables", "",
+           "Trajectory error on held-out seeds against SPICE, % of the conductance range.", "",
+           "| device | table RMSE | table max | twin RMSE | twin max | 1-step table | 1-step twin | spread ratio |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, r in res["devices"].items():
+        e, o = r["error"], r["one_step_rmse_frac"]
+        out.append(f"| {name} | {100 * e['step_table']['rmse_frac']:.4f} | {100 * e['step_table']['max_frac']:.4f} | "
+                   f"{100 * e['twin']['rmse_frac']:.4f} | {100 * e['twin']['max_frac']:.4f} | "
+                   f"{100 * o['step_table']:.4f} | {100 * o['twin']:.4f} | {r['spread_ratio']:.2f} |")
+    out += ["", "## Integrator + ADC transfer", "",
+            "Held-out sweep points; fitted model vs the uncalibrated twin, against SPICE.", "",
+            "| op-amp | gain error | offset [mV] | rails [V] | v RMS / max [LSB], fit | twin | "
+            "codes RMS / max [LSB], fit | twin |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in res["periphery"].items():
+        i, f, t = r["integrator"], r["error"]["fit"], r["error"]["twin"]
+        out.append(f"| {name} | {100 * i['gain_error']:+.2f} % | {1e3 * i['offset_v']:+.2f} | "
+                   f"{i['sat_lo_v']:+.3f} / {i['sat_hi_v']:+.3f} | {f['v_rms_lsb']:.3f} / {f['v_max_lsb']:.3f} | "
+                   f"{t['v_rms_lsb']:.3f} / {t['v_max_lsb']:.3f} | {f['code_rms_lsb']:.3f} / {f['code_max_lsb']:.0f} | "
+                   f"{t['code_rms_lsb']:.3f} / {t['code_max_lsb']:.0f} |")
+    out += ["", "## Monte Carlo of MVM error", "",
+            "% of the largest ideal column current; *spice - fast*: sampled instances re-read in ngspice.", "",
+            "| sigma | stuck | op-amp offset [V] | RMS mean | RMS std | RMS p95 | abs p95 | wires only | spice - fast |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["monte_carlo"]:
+        chk = f"{max(c['max_abs_diff_frac'] for c in r['spice_checks']):.1e}" if r["spice_checks"] else "-"
+        out.append(f"| {r['sigma_d2d']:g} | {r['stuck_frac']:g} | {r['opamp_offset_sigma']:g} | "
+                   f"{100 * r['rms']['mean']:.3f} | {100 * r['rms']['std']:.3f} | {100 * r['rms']['p95']:.3f} | "
+                   f"{100 * r['abs_p95']:.3f} | {100 * r['wire_only']:.3f} | {chk} |")
+    return "\n".join(out)

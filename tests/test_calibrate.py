@@ -350,3 +350,19 @@ def test_cheap_model_checks_its_inputs():
         IRModel.nominal().effective_weights(spec, np.full((4, 8), -1e-5))
     with pytest.raises(ShapeError):
         IRModel.nominal().read(spec, np.full((4, 8), 1e-5), np.zeros((2, 3)))
+
+
+def test_calibrate_blocks_end_to_end(tmp_path):
+    """`xbar calibrate --quick --blocks`: the IR fit plus the block fits (step tables, periphery
+    transfers, Monte Carlo) against ngspice, in the report and referenced by the calibration."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    res = subprocess.run([sys.executable, "-m", "cosim.cli", "calibrate", "--quick", "--blocks", "--no-timing",
+                          "--out", str(tmp_path / "cal")], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = (tmp_path / "cal" / "report.md").read_text()
+    for head in ("## Held-out error", "## Device step tables", "## Integrator + ADC transfer", "## Monte Carlo"):
+        assert head in report
+    cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    fits = json.loads((tmp_path / "cal" / cal["blocks"]).read_text())
+    assert set(fits["devices"]) >= {"pcm", "cap3t1c"} and set(fits["periphery"]) == {"macro", "two_stage"}
+    Calibration.load(tmp_path / "cal" / "calibration.json")      # the extra key does not upset the reader

@@ -247,6 +247,12 @@ def test_plot_fits_writes_pngs(device_fits, macro_fit, tmp_path):
     for p in paths:
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    from cosim.fit_blocks import report_markdown
+    text = report_markdown({"devices": {"pcm": device_fits["pcm"]}, "periphery": {"macro": macro_fit[1]},
+                            "monte_carlo": [mc]})
+    rows = [ln for ln in text.splitlines() if ln.startswith("| pcm |") or ln.startswith("| macro |")]
+    assert len(rows) == 2 and all(ln.count("|") == 9 for ln in rows)
+    assert f"{100 * device_fits['pcm']['error']['step_table']['rmse_frac']:.4f}" in rows[0]
 
 
 def test_monte_carlo_accuracy_is_seeded_restores_the_network_and_faults_cost_accuracy(tmp_path):
