@@ -357,10 +357,9 @@ class Variation:
 
 
 def _apply_variation(G: np.ndarray, var: Variation, g_min: float, g_max: float, rng: np.random.Generator) -> np.ndarray:
-    Gv = np.clip(G * np.exp(var.sigma_g * rng.standard_normal(G.shape)), g_min, g_max)
-    u = rng.random(G.shape)
-    Gv = np.where(u < var.p_stuck_min, g_min, Gv)
-    return np.where((u >= var.p_stuck_min) & (u < var.p_stuck_min + var.p_stuck_max), g_max, Gv)
+    from cosim.montecarlo import apply_cell_faults, draw_cell_faults
+    gf, stuck = draw_cell_faults(G.shape, rng, var.sigma_g, var.p_stuck_min, var.p_stuck_max)
+    return apply_cell_faults(G, gf, stuck, g_min, g_max)
 
 
 def _periphery(I: np.ndarray, var: Variation, fs: float, rng: np.random.Generator) -> np.ndarray:

@@ -263,9 +263,18 @@ def cmd_device(args) -> int:
     return 0
 
 
+def _export_aihwkit(args, calibration) -> None:
+    """Write ``--export-aihwkit FILE`` from a calibration.json."""
+    from cosim.irmodel import Calibration, to_aihwkit
+    out = Path(args.export_aihwkit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cal = Calibration.load(calibration)
+    out.write_text(json.dumps(to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2) + "\n")
+    print(f"wrote {out} (aihwkit-style IOParameters dict from {calibration})")
+
+
 def cmd_calibrate(args) -> int:
     from cosim.calibrate import run_calibration
-    from cosim.irmodel import Calibration, to_aihwkit
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -274,11 +283,7 @@ def cmd_calibrate(args) -> int:
     if args.from_file and not args.export_aihwkit:
         raise ValueError("--from JSON only goes with --export-aihwkit FILE")
     if args.export_aihwkit and args.from_file:
-        cal = Calibration.load(args.from_file)
-        out = Path(args.export_aihwkit)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2) + "\n")
-        print(f"wrote {out} (aihwkit-style IOParameters dict from {args.from_file})")
+        _export_aihwkit(args, args.from_file)
         return 0
     if args.quick:
         sizes, r_wires, n_train, n_test = args.sizes or [8, 16, 32], args.r_wire or [1.0, 2.5], 2, 1
@@ -293,11 +298,7 @@ def cmd_calibrate(args) -> int:
     if args.blocks:
         _calibrate_blocks(Path(s["out_dir"]), quick=args.quick)
     if args.export_aihwkit:
-        cal = Calibration.load(s["calibration"])
-        out = Path(args.export_aihwkit)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2) + "\n")
-        print(f"wrote {out}")
+        _export_aihwkit(args, s["calibration"])
     sw = s["sweep"]
     print(f"sweep: {sw['ran']} cases run, {sw['skipped']} already done, {sw['failed']} failed ({sw['wall_s']:.1f} s)")
     print(f"results in {s['out_dir']} (calibration.json, report.md, report.json, *.png, sweep/)")

@@ -78,8 +78,7 @@ class FaultMap:
         G = np.asarray(G, float)
         if G.shape != self.g_factor.shape:
             raise ShapeError(f"G has shape {G.shape}, the fault map {self.g_factor.shape}")
-        out = np.clip(G * self.g_factor, g_min, g_max)
-        return np.where(self.stuck < 0, g_min, np.where(self.stuck > 0, g_max, out))
+        return apply_cell_faults(G, self.g_factor, self.stuck, g_min, g_max)
 
     def column_offset_current(self, G) -> np.ndarray:
         """Per-physical-column current change [A] from the virtual grounds at ``v_os``:
@@ -107,6 +106,23 @@ class FaultMap:
             return cls(z["g_factor"], z["stuck"].astype(np.int8), z["v_os"], z["out_offset"])
 
 
+def draw_cell_faults(g_shape: tuple[int, int], rng: np.random.Generator, sigma_d2d: float, stuck_min: float,
+                     stuck_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell draws, in this order: lognormal factors ``exp(sigma_d2d z)``, then one uniform per
+    cell that puts a fraction ``stuck_min`` at g_min (-1) and ``stuck_max`` at g_max (+1)."""
+    gf = np.exp(sigma_d2d * rng.standard_normal(g_shape))
+    u = rng.random(g_shape)
+    stuck = np.where(u < stuck_min, -1, np.where(u < stuck_min + stuck_max, 1, 0)).astype(np.int8)
+    return gf, stuck
+
+
+def apply_cell_faults(G: np.ndarray, g_factor: np.ndarray, stuck: np.ndarray, g_min: float,
+                      g_max: float) -> np.ndarray:
+    """``G g_factor`` clipped to [g_min, g_max], stuck cells at their bound [S]."""
+    out = np.clip(G * g_factor, g_min, g_max)
+    return np.where(stuck < 0, g_min, np.where(stuck > 0, g_max, out))
+
+
 def draw_fault_map(g_shape: tuple[int, int], rng: np.random.Generator, *, sigma_d2d: float = 0.0,
                    stuck_frac: float = 0.0, opamp_offset_sigma: float = 0.0,
                    adc_offset_sigma: float = 0.0, cols: int | None = None) -> FaultMap:
@@ -123,9 +139,7 @@ def draw_fault_map(g_shape: tuple[int, int], rng: np.random.Generator, *, sigma_
         raise ParameterError(f"stuck_frac must be in [0, 1], got {stuck_frac!r}")
     rows, pcols = g_shape
     cols = pcols // 2 if cols is None else cols
-    gf = np.exp(sigma_d2d * rng.standard_normal(g_shape))
-    u = rng.random(g_shape)
-    stuck = np.where(u < stuck_frac / 2, -1, np.where(u < stuck_frac, 1, 0)).astype(np.int8)
+    gf, stuck = draw_cell_faults(g_shape, rng, sigma_d2d, stuck_frac / 2, stuck_frac / 2)
     v_os = opamp_offset_sigma * rng.standard_normal(pcols)
     out_off = adc_offset_sigma * rng.standard_normal(cols)
     return FaultMap(gf, stuck, v_os, out_off)

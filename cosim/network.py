@@ -143,14 +143,11 @@ def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float):
     column of ``rows`` cells at ``g_max``; transposed: a row of ``cols`` pairs at ``g_range``),
     times ``pc.full_scale``, uses 90 % of the smaller of the ADC's and the op-amp's half ranges.
     """
-    from models.dac import volt_seconds
     from models.integrator import start_voltage, swing
-    from cosim.readchain import _window_dac
+    from cosim.readchain import full_scale_volt_seconds
 
     dac = replace(pc.dac, v_read=spec.v_read)
-    wdac = _window_dac(dac)
-    vs_max = float(volt_seconds(np.array([wdac.max_code]), wdac)[0])
-    q_max = pc.full_scale * vs_max * max(spec.rows * g_max, spec.cols * g_range)
+    q_max = pc.full_scale * full_scale_volt_seconds(dac) * max(spec.rows * g_max, spec.cols * g_range)
     v0 = start_voltage(pc.integrator)
     lo, hi = swing(pc.integrator)
     half = min(v0 - pc.adc.v_lo, pc.adc.v_hi - v0, v0 - lo, hi - v0)
@@ -258,6 +255,9 @@ class AnalogLayer:
         return out[:, :-1] if self.cfg.bias else out
 
     def _read(self, u: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+        """The read frame every layer shares: column scales on transposed drives, per-sample
+        abs-max scaling to the read voltage, the tiles' partial sums (:meth:`_read_tile`), the
+        scales back."""
         if backend not in READ_BACKENDS:
             raise ValueError(f"unknown read backend {backend!r}; choose one of {READ_BACKENDS}")
         cfg = self.cfg
@@ -267,28 +267,27 @@ class AnalogLayer:
         amax[amax == 0] = 1.0
         V = u / amax * cfg.v_read
         out = np.zeros((u.shape[0], self.n_in if transpose else self.n_out))
-        chain = cfg.periphery is not None and backend in ("fast", "spice")
         for t in self.tiles:
             src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
-            if chain:   # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
-                res = t.read_chain(cfg, self.engine).read_values(V[:, src] / cfg.v_read, transpose=transpose,
-                                                                 backend=backend)
-                out[:, dst] += res.decoded
-                if t.out_offset is not None and not transpose:
-                    out[:, dst] += t.out_offset
-                continue
-            if backend == "calibrated" and self._calibration is None:
-                raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "
-                                     "calibration.json written by `xbar calibrate`)")
-            I = t.crossbar(cfg, self.engine).read(V[:, src], transpose=transpose, backend=backend,
-                                                  calibration=self._calibration)
-            if t.out_offset is not None and not transpose:
-                I = I + t.out_offset
-            full_scale = cfg.out_bound * (src.stop - src.start) * cfg.v_read * cfg.mapping.g_range
-            out[:, dst] += quantize(I, cfg.adc_bits, full_scale)
+            out[:, dst] += self._read_tile(t, V[:, src], transpose, backend)
         if not transpose:
             out *= self.scale[None, :]
         return out * amax / cfg.v_read
+
+    def _read_tile(self, t: Tile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+        """One tile's digitised output [A] for drive voltages ``V`` (batch, tile inputs)."""
+        cfg = self.cfg
+        offset = t.out_offset if (t.out_offset is not None and not transpose) else 0.0
+        if cfg.periphery is not None and backend in ("fast", "spice"):
+            # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
+            res = t.read_chain(cfg, self.engine).read_values(V / cfg.v_read, transpose=transpose, backend=backend)
+            return res.decoded + offset
+        if backend == "calibrated" and self._calibration is None:
+            raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "
+                                 "calibration.json written by `xbar calibrate`)")
+        I = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=self._calibration)
+        full_scale = cfg.out_bound * V.shape[1] * cfg.v_read * cfg.mapping.g_range
+        return quantize(I + offset, cfg.adc_bits, full_scale)
 
     # -- update -------------------------------------------------------------------------------
     def update(self, x: np.ndarray, d: np.ndarray, lr: float, updater: Updater, rng: np.random.Generator,

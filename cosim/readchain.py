@@ -72,7 +72,7 @@ from netlists.ir import Circuit, PwlSources, SubcktInstances, VoltageSources
 from netlists.spice import Tran, write_spice
 
 __all__ = ["PeripheryConfig", "ChainTiming", "ReadResult", "ReadChain", "chain_timing", "full_scale_time",
-           "energy_summary"]
+           "full_scale_volt_seconds", "energy_summary"]
 
 Backend = Literal["spice", "fast"]
 OPAMP_KINDS = {"macro": MacroOpAmpParams, "two_stage": TwoStageOpAmpParams}
@@ -279,6 +279,13 @@ def chain_timing(cfg: PeripheryConfig) -> ChainTiming:
     return ChainTiming(t_rst, t_pulses, t_adc, t_end, te)
 
 
+def full_scale_volt_seconds(p: DacParams) -> float:
+    """Volt-seconds one line receives in one window at full-scale input [V s] (bit-serial: one
+    bit window): the worst-case charge of a line is this times its conductance sum."""
+    w = _window_dac(p)
+    return float(volt_seconds(np.array([w.max_code]), w)[0])
+
+
 def full_scale_time(p: DacParams) -> float:
     """Volt-seconds of a full-scale input divided by v_read [s]: charge / this = current."""
     if p.encoding == "pwm":
@@ -448,8 +455,7 @@ class ReadChain:
     def check_range(self, transpose: bool = False) -> dict:
         """Worst-case charge vs integrator swing and ADC range (raises or warns per config)."""
         cfg = self.config
-        dac = _window_dac(cfg.dac)
-        vs_max = float(volt_seconds(np.array([dac.max_code]), dac)[0])
+        vs_max = full_scale_volt_seconds(cfg.dac)
         gt = self.g_total(transpose)
         # worst case per sensed line: every input at full scale with the sign that adds up (wires
         # only lower it); a transposed differential read drives G+ and G- with opposite signs

@@ -180,6 +180,7 @@ class UnitCellLayer(AnalogLayer):
         if not lo <= self.vc_shared <= hi:
             raise ParameterError(f"vc_shared = {self.vc_shared} V lies outside the 3T1C range [{lo}, {hi}] V")
         self.g_shared = float(self.lsp.to_conductance(self.vc_shared))
+        self.g_lsp_range = float(np.ptp(self.lsp.to_conductance(np.array(self.lsp.state_range))))
         self.scale = self.scale / self.spec.gain_f       # W = scale (F (G+ - G-) + p (g - g_shared))
         self.tiles = [UnitCellTile(t.rows, t.cols, t.g_plus, t.g_minus,
                                    vc=np.full(t.g_plus.shape, self.vc_shared)) for t in self.tiles]
@@ -227,33 +228,19 @@ class UnitCellLayer(AnalogLayer):
         self.transfers = int(state["transfers"])
 
     # -- reads --------------------------------------------------------------------------------
-    def _read(self, u: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
-        from cosim.network import READ_BACKENDS
-        if backend not in READ_BACKENDS:
-            raise ValueError(f"unknown read backend {backend!r}; choose one of {READ_BACKENDS}")
+    def _read_tile(self, t: UnitCellTile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+        """F q(I_msp) + p (v_read / v_lsp) q(I_lsp): both arrays of the tile on ``backend``."""
         cfg, F = self.cfg, self.spec.gain_f
         v_lsp = self.lsp.v_read
         k = v_lsp / cfg.v_read
-        if transpose:
-            u = u * self.scale[None, :]
-        amax = np.abs(u).max(axis=1, keepdims=True)
-        amax[amax == 0] = 1.0
-        V = u / amax * cfg.v_read
-        out = np.zeros((u.shape[0], self.n_in if transpose else self.n_out))
-        g_lsp_range = float(np.ptp(self.lsp.to_conductance(np.array(self.lsp.state_range))))
-        for t in self.tiles:
-            src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
-            n_src = src.stop - src.start
-            I_msp = t.crossbar(cfg, self.engine).read(V[:, src], transpose=transpose, backend=backend)
-            I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
-            V_lsp = np.hstack([V[:, src] * k, np.zeros((len(V), 1))])     # reference line at 0 V
-            I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V_lsp, transpose=transpose,
-                                                                              backend=backend)
-            I_lsp = quantize(I[:, :-1] - I[:, -1:], cfg.adc_bits, cfg.out_bound * n_src * v_lsp * g_lsp_range)
-            out[:, dst] += F * I_msp + t.polarity * I_lsp / k
-        if not transpose:
-            out *= self.scale[None, :]
-        return out * amax / cfg.v_read
+        n_src = V.shape[1]
+        I_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend)
+        I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
+        V_lsp = np.hstack([V * k, np.zeros((len(V), 1))])     # reference line at 0 V
+        I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V_lsp, transpose=transpose,
+                                                                          backend=backend)
+        I_lsp = quantize(I[:, :-1] - I[:, -1:], cfg.adc_bits, cfg.out_bound * n_src * v_lsp * self.g_lsp_range)
+        return F * I_msp + t.polarity * I_lsp / k
 
     # -- update and transfer --------------------------------------------------------------------
     def _written(self, tile: UnitCellTile) -> None:
