@@ -100,6 +100,7 @@ folder reuses the saved ngspice cases and only refits.
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,10 @@ RANGE_MARGIN = 1.1
 
 
 def k_row(y: np.ndarray) -> np.ndarray:
-    """(K_R y)[i, j] = sum_j' y[i, j'] (min(j, j') + 1): the row paths from the driver at j = 0."""
+    """(K_R y)[i, j] = sum_j' y[i, j'] (min(j, j') + 1): the row paths from the driver at j = 0.
+
+    Reference form of the kernels and line recursions below: :func:`ir_features` computes them
+    all in one fused pass (:func:`_line_sweeps`), tested equal to these."""
     return np.cumsum(np.cumsum(y[:, ::-1], axis=1)[:, ::-1], axis=1)
 
 
@@ -175,13 +179,18 @@ def cross_term(G: np.ndarray, r_row: float, r_col: float) -> np.ndarray:
     N, M = G.shape
     if N > M:   # the array seen from its other family (rows <-> columns, both reversed): N x N x M stays small
         return cross_term(G.T[::-1, ::-1], r_col, r_row)[::-1, ::-1].T
-    # cumulative sums, not a matrix product with the kernel: small BLAS calls are erratic on a busy machine
-    t = G[:, None, :] * G[None, :, :]                                   # [i', i, j'] = G[i', j'] G[i, j']
-    t = np.cumsum(np.cumsum(t[..., ::-1], axis=2)[..., ::-1], axis=2)   # K_R along j'
-    t *= G[:, None, :]                                                  # * G[i', j]
+    # K_R along j' by row-wise sums over the j' axis (contiguous N x N slices; not a matrix
+    # product with the kernel: small BLAS calls are erratic on a busy machine)
+    t = G.T[:, :, None] * G.T[:, None, :]           # [j', i', i] = G[i', j'] G[i, j']
+    s = list(t)
+    for j in range(M - 2, -1, -1):
+        np.add(s[j], s[j + 1], out=s[j])
+    for j in range(1, M):
+        np.add(s[j - 1], s[j], out=s[j])            # [j, i', i] = sum_j' (min(j, j') + 1) G[i', j'] G[i, j']
+    t *= G.T[:, :, None]                            # * G[i', j]
     idx = np.arange(N)
-    t *= (N - np.maximum(idx[:, None], idx[None, :])).astype(float)[:, :, None]   # * (N - max(i, i'))
-    return (r_row * r_col) * t.sum(axis=0)
+    t *= (N - np.maximum(idx[:, None], idx[None, :])).astype(float)   # * (N - max(i, i'))
+    return (r_row * r_col) * t.sum(axis=1).T
 
 
 def mean_field_cross(G: np.ndarray, x_C: np.ndarray, r_row: float) -> np.ndarray:
@@ -213,28 +222,132 @@ class IRFeatures:
         return [xR, xC, dR, dC, rR * rC, rR * rC * q, rho ** 2 * q, (dR + dC) * q]
 
 
+class _Scratch(threading.local):
+    """Per-thread work arrays of the per-state computation, reused from call to call.
+
+    A fresh array of this size is fresh memory from the operating system at every call (page
+    faults on first touch): at 256 x 256 that cost more than the arithmetic. Only arrays that
+    never leave the module live here; each name keeps the array of its last shape, up to
+    :attr:`MAX_KEPT` elements (larger ones are not kept: a few arrays of a 2048-column array
+    would hold hundreds of MB)."""
+
+    MAX_KEPT = 1 << 22
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        a = self.arrays.get(name)
+        if a is None or a.shape != shape:
+            a = np.empty(shape)
+            if a.size <= self.MAX_KEPT:
+                self.arrays[name] = a
+        return a
+
+
+_SCRATCH = _Scratch()
+
+
+def _line_sweeps(G: np.ndarray, r_row: float, r_col: float, *, lines: bool, mean_field: bool,
+                 scratch: bool = False) -> list:
+    """All the line-wise work of :func:`ir_features` in two sweeps along one stacked axis.
+
+    The row chains (``G.T``: position 0 at the driven column), the column chains (``G[::-1]``:
+    position 0 at the sensed row) and, for the mean-field cross term, the rows of ``G gbar``
+    stand side by side in one (max(rows, cols), ...) array, each chain zero-padded at its far
+    end (a zero shunt beyond the open end changes no sum and no line voltage). One sweep from
+    the far ends takes the reverse cumulative sums and the line voltages, one sweep back the
+    cumulative sums: K_R, K_C, K_R(G gbar) and the exact single-line loadings of every line
+    at once, four whole-width numpy calls per position instead of passes per quantity.
+
+    Returns ``[x_R, x_C]`` + ``[rho_R, rho_C]`` if ``lines`` + ``[K_R(G gbar)]`` if
+    ``mean_field``; with ``scratch`` they are per-thread work arrays, valid until the next call.
+    """
+    N, M = G.shape
+    L = max(N, M)
+    nk = N + M + (N if mean_field else 0)
+    Y = _SCRATCH.get("Y", (L, nk))
+    Y.fill(0.0)
+    Y[:M, :N] = G.T
+    Y[:N, N:N + M] = G[::-1]
+    if mean_field:
+        g2 = _SCRATCH.get("Ggbar", (N, M))
+        np.multiply(G, G.mean(axis=0), out=g2)
+        Y[:M, N + M:] = g2.T
+    nl = N + M if lines else 0
+    if nl:
+        # line voltages u from the far (open) end: u[L-1] = u[L] = 1, u[l-1] = (2 + a[l]) u[l] - u[l+1]
+        # (KCL; a = r * shunt, zero in the padding); u[-1] is the driven / sensed end, and
+        # 1 + rho[l] = u[-1] / u[l]. The growing solution: stable, and bounded by 1 + rho.
+        scale = np.empty(nl)
+        scale[:N], scale[N:] = r_row, r_col
+        a2 = _SCRATCH.get("a2", (L, nl))
+        np.multiply(Y[:, :nl], scale, out=a2)
+        a2 += 2.0
+        u = _SCRATCH.get("u", (L + 2, nl))   # u[k] holds the voltage of node k - 1
+        u[L + 1] = u[L] = 1.0
+        buf = np.empty(nl)
+    add, mul, sub = np.add, np.multiply, np.subtract
+    y = list(Y)                         # row views made once: the loops below are call-bound
+    if nl:
+        a, v = list(a2), list(u)
+        for l in range(L - 1, -1, -1):  # from the far ends: reverse cumulative sums, line voltages
+            if l < L - 1:
+                add(y[l], y[l + 1], out=y[l])
+            mul(a[l], v[l + 1], out=buf)
+            sub(buf, v[l + 2], out=v[l])
+    else:
+        for l in range(L - 2, -1, -1):
+            add(y[l], y[l + 1], out=y[l])
+    for l in range(1, L):               # cumulative sums from the driven / sensed ends
+        add(y[l - 1], y[l], out=y[l])
+
+    def put(name, src):
+        dst = _SCRATCH.get(name, (N, M)) if scratch else np.empty((N, M))
+        np.copyto(dst, src)
+        return dst
+
+    out = [put("xR", Y[:M, :N].T), put("xC", Y[:N, N:N + M][::-1])]
+    out[0] *= r_row
+    out[1] *= r_col
+    if nl:
+        rho = _SCRATCH.get("rho", (L, nl))
+        np.divide(u[0], u[1:L + 1], out=rho)
+        rho -= 1.0
+        out += [put("rR", rho[:M, :N].T), put("rC", rho[:N, N:N + M][::-1])]
+    if mean_field:
+        out.append(put("KT", Y[:M, N + M:].T))
+    return out
+
+
 def ir_features(G: np.ndarray, r_row: float, r_col: float, *, cross: bool = True, lines: bool = True,
-                exact_cross_work: int = EXACT_CROSS_WORK) -> IRFeatures:
+                exact_cross_work: int = EXACT_CROSS_WORK, _scratch: bool = False) -> IRFeatures:
     """Loadings of physical conductances ``G`` (rows, pcols) [S] with wire segments [ohm]
-    (``cross=False`` skips the cross term and ``lines=False`` the line recursions: left at zero,
-    for coefficients that do not use them)."""
+    (``cross=False`` skips the cross term and ``lines=False`` the line recursions: rho is then
+    x, for coefficients that do not use them). ``_scratch`` (module-internal): the arrays are
+    per-thread work arrays, overwritten by the next call."""
     G = np.asarray(G, dtype=float)
     if G.ndim != 2:
         raise ShapeError(f"conductances must be a 2-D array, got shape {G.shape}")
-    xR = r_row * k_row(G) if r_row > 0 else np.zeros_like(G)
-    xC = r_col * k_col(G) if r_col > 0 else np.zeros_like(G)
-    if lines:
-        rR, rC = line_loadings(G, r_row, r_col)
+    N, M = G.shape
+    want_cross = cross and r_row > 0 and r_col > 0
+    exact = want_cross and N * M * min(N, M) <= exact_cross_work
+    parts = _line_sweeps(G, r_row, r_col, lines=lines, mean_field=want_cross and not exact, scratch=_scratch)
+    xR, xC = parts[0], parts[1]
+    rR, rC = (parts[2], parts[3]) if lines else (xR, xC)
+    D = _SCRATCH.get("D", (N, M)) if _scratch else np.empty((N, M))
+    if want_cross:                      # D = X - G x_R x_C
+        np.multiply(G, xR, out=D)
+        D *= xC
+        if exact:
+            np.subtract(cross_term(G, r_row, r_col), D, out=D)
+        else:                           # X = x_C r_row K_R(G gbar), the mean field
+            K = parts[-1]
+            K *= r_row
+            K *= xC
+            np.subtract(K, D, out=D)
     else:
-        rR, rC = xR, xC
-    exact = False
-    if cross and r_row > 0 and r_col > 0:
-        N, M = G.shape
-        exact = N * M * min(N, M) <= exact_cross_work
-        X = cross_term(G, r_row, r_col) if exact else mean_field_cross(G, xC, r_row)
-        D = X - G * xR * xC
-    else:
-        D = np.zeros_like(G)
+        D.fill(0.0)
     return IRFeatures(xR, xC, rR, rC, D, exact)
 
 
@@ -326,41 +439,45 @@ class IRModel:
         if r_row == 0 and r_col == 0:
             return G.copy()
         full = self.uses_lines or self.uses_cross
-        f = features if features is not None else ir_features(G, r_row, r_col, cross=self.uses_cross, lines=full)
+        f = features if features is not None else ir_features(G, r_row, r_col, cross=self.uses_cross, lines=full,
+                                                              _scratch=True)
         a = self.a
         xR, xC = f.x_R, f.x_C
         if not full:
             den = xR * a[0]
             den += xC * a[1]
             den += 1.0
-            return G / den
+            return np.divide(G, den, out=den)
+        # the hot path: in place, on per-thread work arrays (see _Scratch); W is the one new array
+        work = [_SCRATCH.get(f"pw{k}", G.shape) for k in range(3)]
         rR, rC = f.rho_R, f.rho_C
-        rho = rR + rC
-        # 1 + sum_k a_k phi_k regrouped (d = rho - x): fewer whole-array operations, this is the
-        # hot path. = 1 + (a0 - a2) x_R + (a1 - a3) x_C + a2 rho_R + a3 rho_C + a4 rho_R rho_C
-        #             + rho (a5 rho_R rho_C + a6 rho^2 + a7 (rho - x_R - x_C)) / (1 + rho)
-        P = rR * rC
-        t = rho * a[6] if a[6] else np.zeros_like(rho)
-        t += a[7]
-        t *= rho
-        if a[7]:
-            t -= a[7] * xR
-            t -= a[7] * xC
-        if a[5]:
-            t += a[5] * P
-        t *= rho
-        t /= 1.0 + rho
-        den = t
+        rho = np.add(rR, rC, out=work[0])
+        # 1 + sum_k a_k phi_k regrouped (d = rho - x): fewer whole-array operations.
+        # = 1 + (a0 - a2) x_R + (a1 - a3) x_C + a2 rho_R + a3 rho_C + a4 rho_R rho_C
+        #     + rho (a5 rho_R rho_C + a6 rho^2 + a7 (rho - x_R - x_C)) / (1 + rho)
+        P = np.multiply(rR, rC, out=work[1]) if (a[4] or a[5]) else None
+        den = W = np.empty(G.shape)
+        tmp = work[2]
+        np.multiply(rho, a[6], out=den)
+        den += a[7]
+        den *= rho
+        for coef, arr in ((-a[7], xR), (-a[7], xC), (a[5], P)):
+            if coef:
+                den += np.multiply(arr, coef, out=tmp)
+        den *= rho
+        np.add(rho, 1.0, out=tmp)
+        den /= tmp
         for coef, arr in ((a[4], P), (a[0] - a[2], xR), (a[1] - a[3], xC), (a[2], rR), (a[3], rC)):
             if coef:
-                den += coef * arr
+                den += np.multiply(arr, coef, out=tmp)
         den += 1.0
         self._check_range(rho, den)
-        W = np.divide(G, den, out=den)
-        if self.uses_cross:
-            s = rho * self.c
+        np.divide(G, den, out=W)
+        if self.uses_cross:             # + D (b + b2 rho / s) / s^2, s = 1 + c rho
+            s = np.multiply(rho, self.c, out=work[1])
             s += 1.0
-            k = self.b2 * rho / s if self.b2 else np.zeros_like(rho)
+            k = np.divide(rho, s, out=tmp)
+            k *= self.b2
             k += self.b
             s *= s
             k /= s

@@ -278,6 +278,38 @@ def test_calibration_round_trip_and_backend(small_sweep, tmp_path):
     json.dumps(exp)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (9, 9), (13, 40), (40, 13), (70, 130)])
+def test_fused_line_sweeps_equal_the_reference_kernels(shape):
+    """The one-pass features equal K_R, K_C, the single-line recursions and the mean field
+    computed separately, on square, wide and tall arrays (zero-padded chains)."""
+    from cosim.irmodel import k_col, k_row
+    G = np.random.default_rng(sum(shape)).uniform(1e-6, 25e-6, shape)
+    rr, rc = 2.5, 0.7
+    f = ir_features(G, rr, rc, exact_cross_work=0)
+    rR, rC = line_loadings(G, rr, rc)
+    assert np.allclose(f.x_R, rr * k_row(G), rtol=1e-12, atol=0)
+    assert np.allclose(f.x_C, rc * k_col(G), rtol=1e-12, atol=0)
+    assert np.allclose(f.rho_R, rR, rtol=1e-10, atol=0) and np.allclose(f.rho_C, rC, rtol=1e-10, atol=0)
+    X = mean_field_cross(G, rc * k_col(G), rr)
+    assert np.allclose(f.D, X - G * f.x_R * f.x_C, rtol=1e-10, atol=1e-30)
+
+
+def test_work_arrays_never_leak_into_results():
+    """Weights and public features are new arrays: a later call (reusing the per-thread work
+    arrays) changes none of them, and the scratch path equals the public one."""
+    rng = np.random.default_rng(4)
+    m = IRModel(IRModel.physical().a[:5] + (-0.1, 0.02, -0.5), 1.0, -0.3, 1.0)
+    G1, G2 = rng.uniform(1e-6, 25e-6, (2, 48, 48))
+    f1 = ir_features(G1, 1.0, 1.0)
+    keep = [a.copy() for a in (f1.x_R, f1.x_C, f1.rho_R, f1.rho_C, f1.D)]
+    W1 = m.physical_weights(G1, 1.0, 1.0)
+    W1_copy = W1.copy()
+    W2 = m.physical_weights(G2, 1.0, 1.0)
+    assert np.array_equal(W1, W1_copy) and not np.shares_memory(W1, W2)
+    assert all(np.array_equal(a, b) for a, b in zip(keep, (f1.x_R, f1.x_C, f1.rho_R, f1.rho_C, f1.D)))
+    assert np.array_equal(m.physical_weights(G1, 1.0, 1.0, f1), W1)
+
+
 def test_features_need_no_solve_and_vanish_without_wires():
     G = np.full((4, 3), 10e-6)
     f = ir_features(G, 0.0, 0.0)
