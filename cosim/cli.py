@@ -229,9 +229,10 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, forward=args.forward or args.reads, backward=args.backward or args.reads,
                       update=args.update, device=args.device, bl=args.bl, update_method=args.update_method,
-                      layer=layer,
-                      checkpoint_every=args.checkpoint_every, cell=args.cell, transfer_every=args.transfer_every,
-                      gain_f=args.gain_f)
+                      layer=layer, checkpoint_every=args.checkpoint_every, cell=args.cell,
+                      device_table=args.device_table,
+                      # unit-cell options only when given: TrainConfig refuses them on a pair
+                      **{k: getattr(args, k) for k in ("transfer_every", "gain_f") if getattr(args, k) is not None})
     out = Path(args.out)
     mc = None
     if args.mc_runs:
@@ -409,9 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", choices=["pair", "2pcm3t1c"], default="pair",
                    help="pair: a differential pair of --device; 2pcm3t1c: IBM 2018 unit cell, PCM pair (gain F) "
                         "+ 3T1C cell; --update then acts on the 3T1C cells (ideal, fast twin, spice transient)")
-    p.add_argument("--transfer-every", type=int, default=20,
+    p.add_argument("--transfer-every", type=int, default=None,
                    help="2pcm3t1c: mini-batches between transfers of the 3T1C part into the PCM pair (default 20)")
-    p.add_argument("--gain-f", type=float, default=3.0, help="2pcm3t1c: gain F of the PCM pair (default 3)")
+    p.add_argument("--gain-f", type=float, default=None, help="2pcm3t1c: gain F of the PCM pair (default 3)")
+    p.add_argument("--device-table", default=None, metavar="FILE",
+                   help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "
+                        "pulse trains instead of its numpy twin; FILE is the blocks/fits.json or the "
+                        "calibration.json of `xbar calibrate --blocks`")
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
                    help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
                         "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")

@@ -3,6 +3,11 @@
 Layer: cosim. Imports ``models`` and ``cosim``; nothing heavy at import time (the SPICE runner
 and the device characterisation helpers are imported inside the functions that need them).
 
+``load_step_table(path, device)``
+    The table of one device from a ``fits.json`` of ``xbar calibrate --blocks`` or from the
+    ``calibration.json`` that points at it (key ``"blocks"``); the fast pair updates of training
+    use it in place of the device twin (:class:`cosim.update.PulseUpdate` ``table=``).
+
 ``fit_device_steps(name)``
     SPICE pulse trains of one registry device (up and down, over seeded device draws) become a
     :class:`StepTable`: the mean conductance change per full-selected pulse as a function of
@@ -37,15 +42,17 @@ linear   0.0004 / 0.008   0.0018 / 0.008   ideal: both exact to SPICE's soft bou
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from models.device import PulseShape, get_device
 from models.errors import ParameterError, ShapeError, check_positive
 
-__all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps"]
+__all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps", "load_step_table"]
 
 DIRECTIONS = ("up", "down")
 
@@ -99,6 +106,9 @@ class StepTable:
                     raise ParameterError(f"curves[{d!r}][{k!r}] must have one value per bin ({e.size - 1})")
             if np.any(np.diff(np.asarray(c["g"], float)) < 0):
                 raise ParameterError(f"curves[{d!r}]['g'] must be non-decreasing")
+        # numpy copies of the curves: apply() interpolates them once per pulse
+        object.__setattr__(self, "_np", {d: {k: np.asarray(c[k], float) for k in ("g", "mean", "std")}
+                                         for d, c in self.curves.items()})
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -109,7 +119,7 @@ class StepTable:
         if d not in self.curves:
             raise ParameterError(f"{self.device}: no {d!r} step table (SET-only device: use its "
                                  "reset and pulse the other device of the pair instead)")
-        return self.curves[d]
+        return self._np[d]
 
     def mean_step(self, G, direction) -> np.ndarray:
         """Mean step [S] at conductance ``G`` [S] (linear interpolation between bins)."""
@@ -122,7 +132,7 @@ class StepTable:
         return np.interp(np.asarray(G, float), c["g"], c["std"])
 
     def apply(self, G, n_pulses, direction, rng: np.random.Generator | None = None, *,
-              per_pulse: bool = False) -> np.ndarray:
+              per_pulse: bool = False, z=None) -> np.ndarray:
         """Conductances [S] after ``n_pulses`` full-selected pulses in ``direction``.
 
         Parameters
@@ -131,24 +141,37 @@ class StepTable:
         n_pulses : int or int array (broadcast with ``G``)
         direction : "up", "down", +1 or -1
         rng : Generator, optional
-            None: mean steps (deterministic). Otherwise each step is
+            None (and no ``z``): mean steps (deterministic). Otherwise each step is
             ``mean(G) + std(G) z`` (never against the direction), with ONE ``z`` per device
             for the whole call (the device contract: one noise draw per update phase), or a
             fresh ``z`` per pulse with ``per_pulse=True``.
+        z : array, optional
+            The per-device noise draw (standard normal, broadcast with ``G``) instead of
+            ``rng``: lets a caller keep one draw per device over several calls, e.g. over the
+            samples of a mini-batch (:class:`cosim.update.PulseUpdate`). Not with ``rng``.
         """
         sign = _sign(direction)
+        c = self._curve(sign)
         G = np.array(G, dtype=float, copy=True)
         n = np.broadcast_to(np.asarray(n_pulses), G.shape)
         if not np.issubdtype(n.dtype, np.integer) or np.any(n < 0):
             raise ParameterError("n_pulses must be non-negative integers")
-        z = None if rng is None or per_pulse else rng.standard_normal(G.shape)
+        if z is not None:
+            if rng is not None or per_pulse:
+                raise ParameterError("z is one draw per device for the whole call: not with rng or per_pulse")
+            z = np.broadcast_to(np.asarray(z, float), G.shape)
+        elif rng is not None and not per_pulse:
+            z = rng.standard_normal(G.shape)
+        noisy = z is not None or rng is not None
         for k in range(int(n.max(initial=0))):
-            d = self.mean_step(G, sign)
-            if rng is not None:
-                zk = rng.standard_normal(G.shape) if per_pulse else z
-                d = d + self.std_step(G, sign) * zk
+            act = n > k                      # only the devices still being pulsed
+            g = G[act]
+            d = np.interp(g, c["g"], c["mean"])
+            if noisy:
+                zk = rng.standard_normal(G.shape)[act] if z is None else z[act]
+                d = d + np.interp(g, c["g"], c["std"]) * zk
                 d = np.maximum(d, 0.0) if sign > 0 else np.minimum(d, 0.0)
-            G = np.where(n > k, np.clip(G + d, self.g_min, self.g_max), G)
+            G[act] = np.clip(g + d, self.g_min, self.g_max)
         return G
 
     def apply_signed(self, G, counts, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -172,6 +195,80 @@ class StepTable:
         return cls(device=d["device"], g_min=float(d["g_min"]), g_max=float(d["g_max"]),
                    edges=tuple(d["edges"]),
                    curves={k: {kk: list(vv) for kk, vv in c.items()} for k, c in d["curves"].items()})
+
+
+def load_step_table(path, device: str, *, shape: PulseShape | None = None) -> StepTable:
+    """The step table of registry device ``device`` from a fits or calibration file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``fits.json`` of :func:`cosim.fit_blocks.fit_all` (``xbar calibrate --blocks`` writes
+        it to ``OUT/blocks/fits.json``), or the ``calibration.json`` of ``xbar calibrate
+        --blocks``, whose ``"blocks"`` entry (a path relative to the calibration's folder)
+        names the fits file.
+    device : str
+        Registry name; the file must hold a table fitted to this device.
+    shape : PulseShape, optional
+        The write pulse the table will be used with: refused if the fit recorded another one
+        (width, rise or period; a table is valid for the pulse it was fitted with only).
+
+    Raises
+    ------
+    ParameterError
+        The file (or the fits file a calibration points at) does not exist or is not JSON, a
+        calibration has no ``"blocks"`` entry, the fits have no table of ``device``, or the
+        table was fitted to another device or, given ``shape``, with another write pulse.
+    """
+    def read(p: Path, what: str) -> dict:
+        if not p.is_file():
+            raise ParameterError(f"{what} {p} does not exist")
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"{what} {p} is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise ParameterError(f"{what} {p} is not a JSON object")
+        return d
+
+    p = Path(path)
+    d = read(p, "device table file")
+    src = p
+    if "devices" not in d:
+        if "schema" not in d:
+            raise ParameterError(f"{p} is neither a fits.json (no 'devices') nor a calibration.json (no 'schema') "
+                                 "of `xbar calibrate --blocks`")
+        if not d.get("blocks"):
+            raise ParameterError(f"calibration {p} has no 'blocks' entry: no device step tables were fitted; "
+                                 "run `xbar calibrate --blocks` (or pass its blocks/fits.json)")
+        src = p.parent / d["blocks"]
+        d = read(src, f"fits file (the 'blocks' entry of {p})")
+        if "devices" not in d:
+            raise ParameterError(f"{src} (the 'blocks' entry of {p}) has no 'devices': not a fits.json")
+    fits = d["devices"]
+    if not isinstance(fits, dict) or device not in fits:
+        have = sorted(fits) if isinstance(fits, dict) else []
+        raise ParameterError(f"{src} has no step table of device {device!r} (it has {have})")
+    entry = fits[device]
+    table = entry.get("table") if isinstance(entry, dict) else None
+    if not isinstance(table, dict):
+        raise ParameterError(f"{src}: devices[{device!r}] has no 'table'")
+    if table.get("device") != device:
+        raise ParameterError(f"{src}: the table under devices[{device!r}] was fitted to device "
+                             f"{table.get('device')!r}, not {device!r}")
+    fitted = entry.get("shape")
+    if shape is not None and isinstance(fitted, dict):
+        keys = ("width", "rise", "period")
+        was = {k: fitted.get(k) for k in keys}
+        now = {k: getattr(shape, k) for k in keys}
+        if any(not np.isclose(float(was[k] if was[k] is not None else np.nan), now[k], rtol=1e-9, atol=0)
+               for k in keys):
+            raise ParameterError(f"{src}: the {device} table was fitted with the write pulse {was}, not {now} [s]")
+    try:
+        return StepTable.from_dict(table)
+    except (KeyError, TypeError) as exc:
+        raise ParameterError(f"{src}: devices[{device!r}]['table'] is malformed "
+                             f"({type(exc).__name__}: {exc})") from None
 
 
 def _device_g_range(model) -> tuple[float, float]:

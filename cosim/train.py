@@ -12,6 +12,9 @@ same result (every random draw derives from (seed, epoch, batch), not from a run
 the 3T1C cells, every ``transfer_every`` mini-batches the 3T1C part is transferred into the PCM
 pair and its polarity inverted; capacitor states, polarities and transfer counts are part of
 the checkpoint).
+
+``device_table`` swaps the numpy twin of ``fast`` pair updates for the device's step table fitted
+to SPICE (``xbar calibrate --blocks``; :class:`cosim.update.PulseUpdate` ``table=``).
 """
 
 from __future__ import annotations
@@ -45,8 +48,13 @@ def make_updater(cfg: "TrainConfig", engine=None) -> Updater:
         return IdealUpdate()
     from cosim.update import PulseUpdate
     from models.device import get_device
+    table = None
+    if cfg.device_table is not None:
+        from cosim.fit_devices import load_step_table
+        from models.device import PulseShape
+        table = load_step_table(cfg.device_table, cfg.device, shape=PulseShape())   # the updater's pulse
     return PulseUpdate(get_device(cfg.device), bl=cfg.bl, backend=cfg.update, r_wire=cfg.layer.r_wire,
-                       engine=engine, seed=cfg.seed, method=cfg.update_method)
+                       engine=engine, seed=cfg.seed, method=cfg.update_method, table=table)
 
 
 @dataclass(frozen=True)
@@ -81,9 +89,15 @@ class TrainConfig:
         gain ``gain_f`` plus a 3T1C cell; ``update`` then acts on the 3T1C cells: "ideal" float,
         "fast" twin, "spice" transistor-level transient).
     transfer_every : int
-        2pcm3t1c: mini-batches between transfers (counted over the whole run).
+        2pcm3t1c only (a pair refuses a non-default value): mini-batches between transfers
+        (counted over the whole run).
     gain_f : float
-        2pcm3t1c: gain F of the PCM pair.
+        2pcm3t1c only (likewise): gain F of the PCM pair.
+    device_table : str, optional
+        Path of a ``fits.json`` or ``calibration.json`` of ``xbar calibrate --blocks``: the
+        ``fast`` pair updates move the conductances by ``device``'s step table fitted to SPICE
+        (:func:`cosim.fit_devices.load_step_table`) instead of its numpy twin. Needs
+        ``update="fast"`` and ``cell="pair"``.
     """
 
     hidden: tuple[int, ...] = (32,)
@@ -102,6 +116,7 @@ class TrainConfig:
     cell: str = "pair"
     transfer_every: int = 20
     gain_f: float = 3.0
+    device_table: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("forward", "backward"):
@@ -128,6 +143,21 @@ class TrainConfig:
             from models.device import get_device
             if tuple(get_device(self.device).ports) != ("p", "n"):
                 raise ParameterError(f"the unit cell's pair needs a two-terminal device, got {self.device!r}")
+        if self.cell == "pair":
+            for name in ("transfer_every", "gain_f"):
+                default = type(self).__dataclass_fields__[name].default
+                if getattr(self, name) != default:
+                    raise ParameterError(f"{name} applies to cell='2pcm3t1c' only; with cell='pair' it would be "
+                                         f"ignored (got {getattr(self, name)!r}, leave it at {default!r})")
+        if self.device_table is not None:
+            if self.update != "fast" or self.cell != "pair":
+                raise ParameterError("device_table (a step table fitted to SPICE) replaces the device twin of "
+                                     "fast pair updates: it needs update='fast' and cell='pair', got "
+                                     f"update={self.update!r}, cell={self.cell!r}")
+            from cosim.fit_devices import load_step_table
+            from models.device import PulseShape
+            # exists, holds a table of this device, fitted with the updater's write pulse
+            load_step_table(self.device_table, self.device, shape=PulseShape())
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -149,6 +179,12 @@ class TrainConfig:
         for k in ("periphery", "calibration"):   # likewise for runs without a read chain or calibration
             if getattr(self.layer, k) is None:
                 cfg["layer"].pop(k)
+        if self.device_table is None:   # and without a step table
+            cfg.pop("device_table")
+        else:                           # the table itself, not where the file lies
+            from cosim.fit_devices import load_step_table
+            table = load_step_table(self.device_table, self.device).to_dict()
+            cfg["device_table"] = hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
         blob = json.dumps({"cfg": cfg, "data": data.name, "n": len(data.y_train)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

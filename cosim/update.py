@@ -12,6 +12,18 @@ Both see the same pulse trains and the same random draws (device-to-device varia
 per tile; one cycle-to-cycle multiplier per device per mini-batch), so they differ only by
 what the circuit adds: wire IR drop on the write lines and integration error.
 
+With a :class:`~cosim.fit_devices.StepTable` (``table=``, fitted to SPICE pulse trains of the
+device by :func:`cosim.fit_devices.fit_device_steps`; load one with
+:func:`cosim.fit_devices.load_step_table`), the ``fast`` backend moves the conductances by the
+table instead of the twin: every coincidence is a SET ("up") pulse of the table, samples in
+sequence as before, and ONE standard-normal draw ``z`` per device per mini-batch scales the
+tabulated spread (the device contract of the twin's cycle-to-cycle draw). The spread lumps
+device-to-device and cycle-to-cycle variation, so there is no separate per-tile variation
+draw. The pulse trains stay those of the twin for the same ``rng`` (same ``dw_min``, from the
+nominal twin, and ``z`` is drawn where the twin draws its cycle-to-cycle noise, one normal per
+device like the twins of pcm, rram and linear), so the two differ only by how the device answers
+the pulses.
+
 A pair whose larger device passes ``refresh_at`` of the device range is refreshed: both are
 reset and the weight is programmed back onto one of them (as IBM's occasional refresh of
 SET-only PCM pairs does); the count of refreshes is kept in ``refreshes``.
@@ -29,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cosim.engine import Engine, SubprocessEngine
+from cosim.fit_devices import StepTable
 from cosim.mapping import MappingSpec
 from cosim.pulses import pair_columns, pulse_trains
 from models.device import DeviceModel, PulseShape
@@ -73,6 +86,12 @@ class PulseUpdate:
         is linear and every line ramps in step, so a cell's voltage is its plateau value times
         the common ramp); the one approximation is that cell conductances are frozen during a
         phase, which changes the wire IR drop by a fraction of a step.
+    table : StepTable, optional
+        fast backend only: a step table of ``device`` fitted to SPICE, used in place of the twin
+        (its conductance range must be the device's and, at update time, the mapping's).
+    table_noise : bool
+        With a table: False uses the mean steps only (deterministic given the pulse trains);
+        the noise draw is taken from ``rng`` either way, so the trains do not depend on it.
     """
 
     device: DeviceModel
@@ -84,6 +103,8 @@ class PulseUpdate:
     refresh_at: float = 0.9
     seed: int = 0
     method: str = "slots"
+    table: StepTable | None = None
+    table_noise: bool = True
     refreshes: int = 0
     transients: int = 0
     slots: int = 0
@@ -98,11 +119,39 @@ class PulseUpdate:
             raise ParameterError(f"method must be 'slots' or 'transient', got {self.method!r}")
         if self.bl < 1 or not 0 < self.refresh_at <= 1:
             raise ParameterError(f"need bl >= 1 and 0 < refresh_at <= 1, got {self.bl}, {self.refresh_at}")
+        if self.table is not None:
+            self._check_table()
         self._variation: dict = {}
+
+    def _check_table(self) -> None:
+        t, dev = self.table, self.device
+        if not isinstance(t, StepTable):
+            raise ParameterError(f"table must be a StepTable (see cosim.fit_devices.load_step_table), got "
+                                 f"{type(t).__name__}")
+        if self.backend != "fast":
+            raise ParameterError("a step table is a fast model of the device: use it with backend='fast' "
+                                 f"(backend {self.backend!r} simulates the device itself)")
+        if t.device != dev.name:
+            raise ParameterError(f"the step table was fitted to device {t.device!r}, not {dev.name!r}")
+        m = mapping_for(dev)
+        self._check_range(m.g_min, m.g_max, f"device {dev.name!r}")
+        if t.mean_step(t.g_min, "up") <= 0:
+            raise ParameterError(f"the step table of {t.device} has no positive SET step at the bottom of its "
+                                 "range: pair updates need a potentiating write polarity")
+
+    def _check_range(self, g_min: float, g_max: float, what: str) -> None:
+        t = self.table
+        tol = 1e-6 * (t.g_max - t.g_min)
+        if abs(g_min - t.g_min) > tol or abs(g_max - t.g_max) > tol:
+            raise ParameterError(f"the step table's conductance range [{t.g_min:.6g}, {t.g_max:.6g}] S differs from "
+                                 f"the {what} range [{g_min:.6g}, {g_max:.6g}] S; fit the table to this device "
+                                 "and map the weights onto its range (cosim.update.mapping_for)")
 
     # -- helpers ------------------------------------------------------------------------------
     def step_conductance(self) -> float:
-        """Conductance change of one full-selected pulse from the bottom of the range [S]."""
+        """Conductance change of one full-selected pulse from the bottom of the range [S], of
+        the nominal twin (also with a table: the pulse trains' ``dw_min`` is a setting of the
+        controller, designed for the nominal device, not a property of the device it drives)."""
         dev = self.device
         lo = dev.from_conductance(np.array([min(dev.to_conductance(np.array(dev.state_range, float)))]))
         after = dev.step(lo, dev.v_write, self.shape)
@@ -122,9 +171,14 @@ class PulseUpdate:
               rng: np.random.Generator) -> None:
         dev = self.device
         R, C = tile.g_plus.shape
-        state = dev.from_conductance(interleave(tile.g_plus, tile.g_minus)).ravel()
-        var = self.variation((tile.rows.start, tile.cols.start, R, C), state.size)
-        noise = dev.draw_noise(state.size, rng)
+        if self.table is not None:
+            self._check_range(mapping.g_min, mapping.g_max, "weight mapping's")
+            G = interleave(tile.g_plus, tile.g_minus).ravel()
+            z = rng.standard_normal(G.size)          # one draw per device per update phase
+        else:
+            state = dev.from_conductance(interleave(tile.g_plus, tile.g_minus)).ravel()
+            var = self.variation((tile.rows.start, tile.cols.start, R, C), state.size)
+            noise = dev.draw_noise(state.size, rng)
         dw_min = float(np.mean(scale)) * self.step_conductance()
         row_bits, col_bits = [], []
         for b in range(x.shape[0]):
@@ -135,14 +189,22 @@ class PulseUpdate:
             row_bits.append(rb[live])                # cannot select any cell: skip it
             col_bits.append(cb[live])
         self.slots += sum(len(rb) for rb in row_bits)
-        if self.backend == "fast":
+        if self.table is not None:
+            zz = z if self.table_noise else None
+            for rb, cb in zip(row_bits, col_bits):
+                counts = rb.astype(np.int32).T @ cb.astype(np.int32)
+                if counts.any():
+                    G = self.table.apply(G, counts.ravel(), "up", z=zz)
+            G = G.reshape(R, 2 * C)
+        elif self.backend == "fast":
             for rb, cb in zip(row_bits, col_bits):
                 counts = rb.astype(np.int32).T @ cb.astype(np.int32)
                 if counts.any():
                     state = dev.apply_counts(state, counts.ravel(), self.shape, var, noise)
         else:
             state = self._spice(state, np.concatenate(row_bits), np.concatenate(col_bits), var, noise, R, C)
-        G = dev.to_conductance(state).reshape(R, 2 * C)
+        if self.table is None:
+            G = dev.to_conductance(state).reshape(R, 2 * C)
         gp, gm = G[:, 0::2], G[:, 1::2]
         full = mapping.g_min + self.refresh_at * mapping.g_range
         hot = np.maximum(gp, gm) > full

@@ -81,6 +81,18 @@ def test_step_table_apply_counts_bounds_and_noise():
         t.apply(G, -1, "up")
 
 
+def test_step_table_apply_with_a_given_noise_draw():
+    """``z``: the caller's one draw per device, the same as the draw ``rng`` would make."""
+    t = _const_table(std=0.5e-7)
+    G = np.full(200, 5e-6)
+    z = np.random.default_rng(3).standard_normal(G.size)
+    np.testing.assert_array_equal(t.apply(G, 3, "up", z=z), t.apply(G, 3, "up", np.random.default_rng(3)))
+    once = t.apply(t.apply(G, 1, "up", z=z), 2, "up", z=z)       # split over calls: same result
+    np.testing.assert_allclose(once, t.apply(G, 3, "up", z=z), rtol=1e-12)
+    with pytest.raises(ParameterError, match="not with rng"):
+        t.apply(G, 1, "up", np.random.default_rng(0), z=z)
+
+
 def test_fit_step_table_recovers_a_known_curve_and_spread():
     rng = np.random.default_rng(3)
     g = rng.uniform(0, 10e-6, 20000)
