@@ -311,11 +311,18 @@ def _calibrate_blocks(out: Path, *, quick: bool) -> None:
     ``out/blocks/fits.json``; append their tables to ``report.md`` and point ``calibration.json``
     at the file (key ``blocks``)."""
     from cosim.engine import SubprocessEngine
-    from cosim.fit_blocks import fit_all, report_markdown
+    from cosim.fit_blocks import fit_all, load_json, report_markdown
 
     kw = dict(pulses=20, seeds=(0, 1), holdout_seeds=(100,), mc_runs=10) if quick else {}
-    res = fit_all(out / "blocks", engine=SubprocessEngine(),
-                  progress=lambda m: print(f"fitting {m}", file=sys.stderr, flush=True), **kw)
+    settings = {"quick": quick, **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
+    done = out / "blocks" / "settings.json"
+    if done.exists() and (out / "blocks" / "fits.json").exists() and json.loads(done.read_text()) == settings:
+        print(f"block fits: reusing {out / 'blocks' / 'fits.json'} (same settings; delete it to refit)", file=sys.stderr)
+        res = load_json(out / "blocks" / "fits.json")
+    else:
+        res = fit_all(out / "blocks", engine=SubprocessEngine(),
+                      progress=lambda m: print(f"fitting {m}", file=sys.stderr, flush=True), **kw)
+        done.write_text(json.dumps(settings))
     text = report_markdown(res)
     with open(out / "report.md", "a") as f:
         f.write("\n" + text + "\n")
@@ -460,9 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sweep (8..32, seconds)")
     p.add_argument("--monte-carlo", type=int, default=0, metavar="N", help="Monte Carlo runs of non-idealities")
     p.add_argument("--no-timing", action="store_true", help="skip the speed comparison with the exact solve")
-    p.add_argument("--blocks", action="store_true",
+    p.add_argument("--blocks", action=argparse.BooleanOptionalAction, default=True,
                    help="also fit device step tables, integrator/ADC transfers and a Monte Carlo sweep to SPICE "
-                        "(blocks/fits.json, tables appended to report.md; about a minute)")
+                        "(blocks/fits.json, referenced by calibration.json, tables appended to report.md; about a "
+                        "minute, seconds with --quick; reused when the folder has them). Default: on")
     p.add_argument("--export-aihwkit", default=None, metavar="FILE", help="also write an aihwkit-style dict")
     p.add_argument("--from", dest="from_file", default=None, metavar="JSON",
                    help="with --export-aihwkit: export an existing calibration.json, run nothing")

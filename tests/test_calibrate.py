@@ -327,7 +327,7 @@ def _xbar(*args, cwd):
 
 def test_cli_calibrate_quick_and_bad_input(tmp_path):
     res = _xbar("--sizes", 6, 8, "--r-wire", 2.0, "--cases", 2, "--batch", 4, "--no-timing", "--out", "cal",
-                "--export-aihwkit", "aihwkit.json", cwd=tmp_path)
+                "--no-blocks", "--export-aihwkit", "aihwkit.json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "| 8x8 | 2 |" in res.stdout and "results in cal" in res.stdout
     for name in ("calibration.json", "report.md", "report.json", "error_vs_size.png", "predicted_vs_spice.png",
@@ -335,7 +335,7 @@ def test_cli_calibrate_quick_and_bad_input(tmp_path):
         assert (tmp_path / "cal" / name).exists(), name
     assert json.loads((tmp_path / "aihwkit.json").read_text())["forward"]["ir_drop_g_ratio"] > 0
     again = _xbar("--sizes", 6, 8, "--r-wire", 2.0, "--cases", 2, "--batch", 4, "--no-timing", "--out", "cal",
-                  cwd=tmp_path)
+                  "--no-blocks", cwd=tmp_path)
     assert again.returncode == 0 and "0 cases run, 6 already done" in again.stdout
     exp = _xbar("--export-aihwkit", "x.json", "--from", "cal/calibration.json", "--adc-bits", 8, cwd=tmp_path)
     assert exp.returncode == 0, exp.stderr
@@ -398,3 +398,9 @@ def test_calibrate_blocks_end_to_end(tmp_path):
     fits = json.loads((tmp_path / "cal" / cal["blocks"]).read_text())
     assert set(fits["devices"]) >= {"pcm", "cap3t1c"} and set(fits["periphery"]) == {"macro", "two_stage"}
     Calibration.load(tmp_path / "cal" / "calibration.json")      # the extra key does not upset the reader
+    # blocks are on by default; a second run reuses both the sweep and the block fits
+    again = subprocess.run([sys.executable, "-m", "cosim.cli", "calibrate", "--quick", "--no-timing",
+                            "--out", str(tmp_path / "cal")], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "block fits: reusing" in again.stderr and "## Device step tables" in again.stdout
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["blocks"] == cal["blocks"]
