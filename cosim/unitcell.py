@@ -168,9 +168,9 @@ class UnitCellLayer(AnalogLayer):
                  b: np.ndarray | None = None, engine=None, msp: DeviceModel | None = None,
                  lsp: DeviceModel | None = None):
         from models.device import get_device
-        if cfg.periphery is not None or cfg.calibration is not None:
+        if cfg.periphery is not None:
             raise ParameterError("the unit cell reads its two arrays with the ideal quantiser; LayerConfig.periphery "
-                                 "and LayerConfig.calibration are not wired into it yet")
+                                 "(the read chain) is not wired into it yet")
         super().__init__(W, cfg, b=b, engine=engine)
         self.spec = spec or UnitCellSpec()
         self.msp = msp or get_device("pcm")
@@ -234,11 +234,15 @@ class UnitCellLayer(AnalogLayer):
         v_lsp = self.lsp.v_read
         k = v_lsp / cfg.v_read
         n_src = V.shape[1]
-        I_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend)
+        cal = self._calibration
+        if backend == "calibrated" and cal is None:
+            raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "
+                                 "calibration.json written by `xbar calibrate`)")
+        I_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cal)
         I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
         V_lsp = np.hstack([V * k, np.zeros((len(V), 1))])     # reference line at 0 V
         I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V_lsp, transpose=transpose,
-                                                                          backend=backend)
+                                                                          backend=backend, calibration=cal)
         I_lsp = quantize(I[:, :-1] - I[:, -1:], cfg.adc_bits, cfg.out_bound * n_src * v_lsp * self.g_lsp_range)
         return F * I_msp + t.polarity * I_lsp / k
 
