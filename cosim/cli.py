@@ -169,8 +169,13 @@ def cmd_mvm_chain(args) -> int:
     if abs(args.v_read - cfg.dac.v_read) > 1e-12:
         raise ValueError(f"--v-read {args.v_read:g} differs from the periphery's dac.v_read {cfg.dac.v_read:g}: "
                          "the DAC sets the read voltage (edit the config)")
+    fit = None
     if args.calibration:
-        raise ValueError("--calibration applies to --backend calibrated, not to --periphery reads")
+        if args.backend != "fast":
+            raise ValueError("--calibration with --periphery applies to --backend fast (the integrator/ADC transfer "
+                             "fitted by `xbar calibrate --blocks`); --backend spice simulates the circuit itself")
+        from cosim.fit_periphery import load_periphery_fit
+        fit = load_periphery_fit(args.calibration, cfg)
     spec, G = _spec_and_G(args)
     if args.size_integrator:
         from cosim.network import periphery_for_tile
@@ -179,11 +184,12 @@ def cmd_mvm_chain(args) -> int:
         print(f"integrator capacitor sized for this array: c_int = {cfg.integrator.c_int:.4g} F")
     codes = np.asarray(_load_array(args.voltages, "input codes"))
     engine = _spice_engine(args) if args.backend == "spice" else None
-    chain = ReadChain(spec, G, cfg, engine=engine)  # range checks run here, before any simulation
+    chain = ReadChain(spec, G, cfg, engine=engine, fit=fit)  # range checks run here, before any simulation
     res = chain.read(codes, transpose=args.transpose, backend=args.backend, workers=args.workers)
     out = res.to_npz(Path(args.out).with_suffix(".npz"))
     print(f"wrote {out}: codes {res.codes.shape}, adc_codes, v_out [V], charge [C], current [A], decoded [A] "
-          f"({args.backend} backend, {'transposed' if args.transpose else 'forward'} read, {res.elapsed_s:.3f} s)")
+          f"({args.backend} backend{' with the fitted integrator/ADC' if fit is not None else ''}, "
+          f"{'transposed' if args.transpose else 'forward'} read, {res.elapsed_s:.3f} s)")
     return 0
 
 
@@ -357,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transpose", action="store_true", help="drive the columns, sense the rows")
     p.add_argument("--backend", choices=["spice", "fast", "ideal", "calibrated"], default="fast")
     p.add_argument("--calibration", default=None, metavar="JSON",
-                   help="calibration.json of `xbar calibrate`, for --backend calibrated")
+                   help="calibration.json of `xbar calibrate`, for --backend calibrated; with --periphery and "
+                        "--backend fast: the integrator/ADC transfer fitted by `xbar calibrate --blocks` (or its "
+                        "blocks/fits.json) replaces the twin's")
     p.add_argument("--engine", choices=["subprocess", "shared"], default="subprocess",
                    help="spice backend: ngspice -b processes, or the shared library in a child process")
     p.add_argument("--workers", type=int, default=None, help="ngspice processes (default: one per core)")

@@ -22,6 +22,14 @@ stays cheap).
 
 :func:`periphery_configs` gives the two integrator configurations (macro and two-stage op-amp).
 
+In a read chain: :func:`load_periphery_fit` (a ``fits.json`` or the ``calibration.json`` that
+points at one) picks the fit for a :class:`cosim.readchain.PeripheryConfig` (same op-amp kind,
+converter kind, code count and range), and ``ReadChain(..., fit=...)`` uses it for fast reads.
+The chain may have another capacitor, column loads and integration time than the sweep:
+:meth:`PeripheryFit.chain_voltage` moves the charge axis by the ratio of effective capacitances
+``C (1 + 1/a0) + G tau`` (``tau`` measured by the fit itself) and the offset charge
+``G v_os t_int``; the voltage-domain parts (rails, curvature, converter) are kept.
+
 JSON: each result is a JSON-able dict (lists and floats only); it is
 ``fits.json["periphery"][name]`` of :func:`cosim.fit_blocks.fit_all`, whose ``"fit"`` entry is
 :meth:`PeripheryFit.to_dict` (the dataclass fields; :meth:`PeripheryFit.from_dict` reads it
@@ -35,14 +43,16 @@ codes 0.47 LSB RMS (twin 4.1, max 8).
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from models.errors import ParameterError, check_positive
 
-__all__ = ["PeripheryFit", "periphery_configs", "fit_periphery"]
+__all__ = ["PeripheryFit", "periphery_configs", "fit_periphery", "select_periphery_fit", "load_periphery_fit"]
 
 
 def _softplus(x):
@@ -72,6 +82,14 @@ class PeripheryFit:
     code_lo, code_hi : int
         Lowest and highest code the chain reached in SPICE (a converter inside a read can
         lose its last code to the read timing); -1 means ``0`` / ``n_codes - 1``.
+    c_int : float
+        Integration capacitor of the fitted chain [F] (0: not recorded; fits written before
+        this field take it from the result's ``"c_int"``, see :func:`select_periphery_fit`).
+    t_int : float
+        Integration time of the fitted chain (reset release to conversion start) [s].
+    adc_range : (float, float) or None
+        ``(v_lo, v_hi)`` of the converter the count polynomial was taken on [V] (None: not
+        recorded).
     """
 
     q_fs: float
@@ -85,9 +103,16 @@ class PeripheryFit:
     g_total: float = 0.0
     code_lo: int = -1
     code_hi: int = -1
+    c_int: float = 0.0
+    t_int: float = 0.0
+    adc_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         check_positive("q_fs", self.q_fs)
+        check_positive("c_int", self.c_int, allow_zero=True)
+        check_positive("t_int", self.t_int, allow_zero=True)
+        if self.adc_range is not None and not (len(self.adc_range) == 2 and self.adc_range[0] < self.adc_range[1]):
+            raise ParameterError(f"adc_range must be (v_lo, v_hi) with v_lo < v_hi, got {self.adc_range!r}")
         check_positive("knee_lo", self.knee_lo)
         check_positive("knee_hi", self.knee_hi)
         check_positive("g_total", self.g_total, allow_zero=True)
@@ -123,15 +148,74 @@ class PeripheryFit:
         """ADC codes for column charge ``q`` [C]."""
         return self.codes_from_voltage(self.voltage(q))
 
+    def lag_time(self, integ) -> float:
+        """Column-load term of the effective capacitance, ``tau`` in ``C_eff = C (1 + 1/a0) + G tau``
+        [s], as the fit measured it: ``(-q_fs / k1 - c_int (1 + 1/a0)) / g_total`` (the fitted
+        small-signal gain against the capacitor alone). A single-pole op-amp gives
+        ``1 / (2 pi GBW)``; the default two-stage op-amp measures 3.7 ns against its macro-model's
+        4.2 ns. A fit without column load (``g_total`` 0) falls back to ``1 / (2 pi GBW)`` of
+        ``integ``'s macro-model; never negative."""
+        m = integ.macro
+        if self.g_total <= 0:
+            return 1 / (2 * np.pi * m.gbw)
+        return max(0.0, (-self.q_fs / self.poly[1] - self.c_int * (1 + 1 / m.a0)) / self.g_total)
+
+    def chain_charge(self, q, integ, g_total=None, t_int: float | None = None) -> np.ndarray:
+        """The charge [C] that, fed to this fit, gives the output of a chain sized differently.
+
+        The fit holds for its own capacitor ``c_int``, column load ``g_total`` and integration
+        time ``t_int``. A chain with the same op-amp and converter but integrator ``integ``,
+        column loads ``g_total`` [S] (broadcast with ``q``) and integration time ``t_int`` [s]
+        differs, to first order (:func:`models.integrator.charge_to_voltage`), by its
+        effective capacitance ``C_eff(C, G) = C (1 + 1/a0) + G tau`` and by the charge its
+        column loses to the op-amp offset, ``G v_os t_int``. Matching the linear parts::
+
+            q_fit = (q - G v_os t_int) C_eff(c_fit, G_fit) / C_eff(C, G) + G_fit v_os t_fit
+
+        with ``C_eff(c_fit, G_fit) = -q_fs / k1`` (the fit's own gain) and ``tau`` from it
+        (:meth:`lag_time`); ``a0`` and ``v_os`` are the op-amp's macro-model's
+        (:attr:`IntegratorParams.macro`). At the fit's own sizing this is the identity. The
+        rails, the curvature and the converter stay in volts: only the charge axis moves. The
+        leak of finite ``a0`` (``G moment / (C_eff a0)``) enters only through the fitted gain.
+
+        Measured against ngspice (two-stage op-amp, fit at 10 pF and 235 uS, chains at 3 and
+        20 pF with ~200 uS columns; tests/test_periphery_fit_read.py): this rule beats both the
+        twin and ``q_fs`` scaled by the bare capacitor ratio, which misses the ``G tau`` term
+        (9 % of the fit's 10 pF, 25 % of 3 pF) and is off by up to 15 LSB. The op-amp must
+        still deliver the column current (``G v_read``): the default two-stage op-amp sinks
+        ~100 uA, beyond which SPICE slews and no charge-domain model holds.
+        ``g_total`` None: the fit's own load; ``t_int`` None: the fit's own time.
+        """
+        if self.c_int <= 0:
+            raise ParameterError("this periphery fit does not record its integrator capacitor (c_int); load it "
+                                 "with select_periphery_fit / load_periphery_fit, which fill it from the fit result")
+        if not self.poly[1] < 0:
+            raise ParameterError(f"the fitted gain k1 = {self.poly[1]:g} V is not negative: "
+                                 "not an inverting integrator")
+        m = integ.macro
+        g = self.g_total if g_total is None else np.asarray(g_total, float)
+        t = self.t_int if t_int is None else float(t_int)
+        c_fit = -self.q_fs / self.poly[1]
+        c_chain = integ.c_int * (1 + 1 / m.a0) + g * self.lag_time(integ)
+        return (np.asarray(q, float) - g * m.v_os * t) * (c_fit / c_chain) + self.g_total * m.v_os * self.t_int
+
+    def chain_voltage(self, q, integ, g_total=None, t_int: float | None = None) -> np.ndarray:
+        """Integrator output [V] of a chain with integrator ``integ``, column loads ``g_total``
+        and integration time ``t_int`` for charge ``q`` [C] (:meth:`chain_charge`)."""
+        return self.voltage(self.chain_charge(q, integ, g_total, t_int))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["poly"], d["count"] = list(map(float, self.poly)), list(map(float, self.count))
+        d["adc_range"] = None if self.adc_range is None else list(map(float, self.adc_range))
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PeripheryFit":
+        rng = d.get("adc_range")
         return cls(**{**d, "poly": tuple(d["poly"]), "count": tuple(d["count"]), "n_codes": int(d["n_codes"]),
-                      "code_lo": int(d.get("code_lo", -1)), "code_hi": int(d.get("code_hi", -1))})
+                      "code_lo": int(d.get("code_lo", -1)), "code_hi": int(d.get("code_hi", -1)),
+                      "adc_range": None if rng is None else tuple(map(float, rng))})
 
 
 def _clip_model(poly, lo, hi, klo, khi, x):
@@ -258,18 +342,20 @@ def fit_periphery(integ=None, adc=None, dac=None, *, points: int = 41, overdrive
     shift = (float(best[1]), float(best[2]))
     count[-1] += shift[0]
     count[-2] += shift[1] / v_half
+    tm = read_timing(dac, adc)
     fit = PeripheryFit(q_fs=q_fs, poly=tuple(map(float, th[:4])), sat_lo=float(th[4]), sat_hi=float(th[5]),
                        knee_lo=float(th[6]), knee_hi=float(th[7]), count=tuple(map(float, count)),
-                       n_codes=adc.n_codes, g_total=g, code_lo=int(c_tr.min()), code_hi=int(c_tr.max()))
+                       n_codes=adc.n_codes, g_total=g, code_lo=int(c_tr.min()), code_hi=int(c_tr.max()),
+                       c_int=integ.c_int, t_int=tm.t_adc - tm.t_rst, adc_range=(adc.v_lo, adc.v_hi))
     v_fit, c_fit = fit.voltage(q), fit.codes(q)
     errors = {"fit": _errs_v_code(v_fit[test_i], c_fit[test_i], v_sp[test_i], c_sp[test_i], lsb, adc.n_codes),
               "twin": _errs_v_code(tw["v_out"][test_i], tw["codes"][test_i], v_sp[test_i], c_sp[test_i], lsb, adc.n_codes)}
     err_train = {"fit": _errs_v_code(v_fit[fit_i], c_fit[fit_i], v_sp[fit_i], c_sp[fit_i], lsb, adc.n_codes),
                  "twin": _errs_v_code(tw["v_out"][fit_i], tw["codes"][fit_i], v_sp[fit_i], c_sp[fit_i], lsb, adc.n_codes)}
-    tm = read_timing(dac, adc)
     op = integ.opamp
     return {
         "opamp": op.name, "opamp_kind": type(op).__name__, "adc_kind": type(adc).__name__,
+        "opamp_macro": asdict(integ.macro), "adc_params": {"bits": adc.bits, "v_lo": adc.v_lo, "v_hi": adc.v_hi},
         "c_int": integ.c_int, "g_cell": g, "t_int": tm.t_adc - tm.t_rst, "points": points,
         "overdrive": overdrive, "fit": fit.to_dict(),
         "integrator": {"gain_v_per_c": fit.gain, "gain_ideal_v_per_c": -1 / integ.c_int,
@@ -287,3 +373,107 @@ def fit_periphery(integ=None, adc=None, dac=None, *, points: int = 41, overdrive
                    "held_out": test_i.tolist()},
         "spice_s": time.perf_counter() - t0,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Picking the fit for a read chain
+
+
+def _adc_range_of(fit: PeripheryFit, entry: dict):
+    if fit.adc_range is not None:
+        return tuple(fit.adc_range)
+    p = entry.get("adc_params")
+    return (float(p["v_lo"]), float(p["v_hi"])) if isinstance(p, dict) and "v_lo" in p else None
+
+
+def select_periphery_fit(fits: dict, cfg, *, source: str = "fits.json") -> PeripheryFit:
+    """The :class:`PeripheryFit` of ``fits`` (a ``fits.json`` dict) that describes the chain ``cfg``.
+
+    Parameters
+    ----------
+    fits : dict
+        ``{"periphery": {name: fit_periphery(...)}, ...}`` (:func:`cosim.fit_blocks.fit_all`).
+    cfg : cosim.readchain.PeripheryConfig
+        The chain to read with the fit.
+    source : str
+        Where ``fits`` came from (for the error messages).
+
+    A fit matches when its op-amp kind (macro-model or two-stage transistor op-amp), converter
+    kind (ideal quantiser or ramp) and code count are the chain's; the first match is taken.
+    It is then refused (:class:`ParameterError`) when its converter range differs from
+    ``cfg.adc`` (recorded range, or for older fits its count polynomial off by more than 2 codes
+    at either end of the chain's range) or when the recorded macro-model of its op-amp
+    (``a0``, ``gbw``, ``v_os``, ``headroom``) differs. The capacitor, column load and
+    integration time may differ: :meth:`PeripheryFit.chain_voltage` carries the fit over.
+    """
+    from models.opamp import TwoStageOpAmpParams
+    per = fits.get("periphery") if isinstance(fits, dict) else None
+    if not isinstance(per, dict) or not per:
+        raise ParameterError(f"{source} holds no periphery fits (run `xbar calibrate --blocks`)")
+    op_kind = type(cfg.integrator.opamp).__name__
+    adc_kind = type(cfg.adc).__name__
+    want = f"{'two-stage' if isinstance(cfg.integrator.opamp, TwoStageOpAmpParams) else 'macro'} op-amp " \
+           f"({op_kind}), {adc_kind} with {cfg.adc.n_codes} codes"
+    why = []
+    for name, entry in per.items():
+        if not isinstance(entry, dict) or "fit" not in entry:
+            why.append(f"{name}: not a fit_periphery result")
+            continue
+        fit = PeripheryFit.from_dict(entry["fit"])
+        have = f"{entry.get('opamp_kind')}, {entry.get('adc_kind')} with {fit.n_codes} codes"
+        if entry.get("opamp_kind") != op_kind or entry.get("adc_kind") != adc_kind or fit.n_codes != cfg.adc.n_codes:
+            why.append(f"{name}: {have}")
+            continue
+        rng = _adc_range_of(fit, entry)
+        lo, hi, lsb = cfg.adc.v_lo, cfg.adc.v_hi, cfg.adc.lsb
+        if rng is not None:
+            if abs(rng[0] - lo) > 1e-6 * (hi - lo) or abs(rng[1] - hi) > 1e-6 * (hi - lo):
+                raise ParameterError(f"periphery fit {name!r} of {source} was taken on an ADC range of "
+                                     f"[{rng[0]:g}, {rng[1]:g}] V, the chain's ADC spans [{lo:g}, {hi:g}] V: "
+                                     "refit with this converter (xbar calibrate --blocks)")
+        else:
+            ends = np.polyval(fit.count, np.array([lo + lsb, hi - lsb]))
+            if np.abs(ends - [1, fit.n_codes - 1]).max() > 2:
+                raise ParameterError(f"periphery fit {name!r} of {source}: its ADC counts {ends[0]:.1f} and "
+                                     f"{ends[1]:.1f} at the chain's first and last transitions (expected 1 and "
+                                     f"{fit.n_codes - 1}): the ADC range [{lo:g}, {hi:g}] V differs from the "
+                                     "fitted one")
+        mac = entry.get("opamp_macro")
+        if isinstance(mac, dict):
+            m = cfg.integrator.macro
+            for k in ("a0", "gbw", "v_os", "headroom"):
+                if k in mac and abs(float(mac[k]) - getattr(m, k)) > 1e-9 * max(1.0, abs(getattr(m, k))):
+                    raise ParameterError(f"periphery fit {name!r} of {source} is for an op-amp with {k}="
+                                         f"{float(mac[k]):g}, the chain's has {k}={getattr(m, k):g}")
+        if fit.c_int <= 0 or fit.t_int <= 0:   # fits written before these fields
+            fit = replace(fit, c_int=float(entry.get("c_int", fit.c_int)), t_int=float(entry.get("t_int", fit.t_int)))
+            if fit.c_int <= 0:
+                raise ParameterError(f"periphery fit {name!r} of {source} records no integrator capacitor (c_int)")
+        return fit
+    raise ParameterError(f"no periphery fit in {source} matches the chain ({want}); it has: {'; '.join(why)}")
+
+
+def load_periphery_fit(path, cfg) -> PeripheryFit:
+    """:func:`select_periphery_fit` on a file: a ``fits.json`` (``xbar calibrate --blocks``'s
+    ``OUT/blocks/fits.json``) or a ``calibration.json`` whose ``"blocks"`` entry (relative to its
+    folder) names one."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"calibration file {p} does not exist")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"calibration file {p} is not valid JSON: {exc}") from None
+    # a calibration.json has its own "periphery" entry (aihwkit export settings): follow "blocks"
+    if isinstance(d, dict) and "blocks" in d:
+        fp = p.parent / d["blocks"]
+        if not fp.exists():
+            raise FileNotFoundError(f"{p} points at block fits {fp}, which do not exist")
+        try:
+            d, p = json.loads(fp.read_text()), fp
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"block fits {fp} are not valid JSON: {exc}") from None
+    elif not isinstance(d, dict) or "schema" in d or "periphery" not in d:
+        raise ParameterError(f"{p} has no periphery fits: give a calibration.json written by `xbar calibrate "
+                             "--blocks` (its 'blocks' entry names them) or its blocks/fits.json")
+    return select_periphery_fit(d, cfg, source=str(p))

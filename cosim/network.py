@@ -20,7 +20,9 @@ one integrator and ADC per physical line, the digital difference of each pair's 
 (:class:`cosim.readchain.ReadChain`; ``fast`` is its numpy twin, ``spice`` one ngspice transient
 per tile and read direction). The integrator capacitor is sized per tile by
 :func:`periphery_for_tile` so that ``periphery.full_scale`` of the worst-case charge fills the
-ADC range; ``adc_bits`` and ``out_bound`` then do not apply.
+ADC range; ``adc_bits`` and ``out_bound`` then do not apply. With ``LayerConfig.calibration``
+as well, the ``fast`` chain reads use the integrator + ADC transfer fitted to ngspice (see
+:class:`LayerConfig`).
 """
 
 from __future__ import annotations
@@ -61,7 +63,14 @@ class LayerConfig:
         Read through DACs, integrators and ADCs (fast and spice reads); None: the ideal
         quantiser above.
     calibration : str or None
-        Path of a ``calibration.json`` (``xbar calibrate``) for the ``"calibrated"`` read backend.
+        Path of a ``calibration.json`` (``xbar calibrate``). Its IR-drop model serves the
+        ``"calibrated"`` read backend (which reads through the ideal quantiser above, never
+        through ``periphery``). With ``periphery`` set as well, the file must also carry the
+        block fits (``xbar calibrate --blocks``: its ``"blocks"`` entry): the fit matching the
+        periphery (:func:`cosim.fit_periphery.load_periphery_fit`) replaces the integrator and
+        ADC twins in the ``fast`` chain reads, carried over to each tile's capacitor and column
+        loads (:meth:`cosim.fit_periphery.PeripheryFit.chain_voltage`); ``spice`` reads
+        simulate the circuit as before. No matching fit: an error when the layer is built.
     """
 
     mapping: MappingSpec = field(default_factory=lambda: MappingSpec(w_max=4.0))
@@ -118,9 +127,10 @@ class Tile:
             self._xbar = Crossbar(self.spec(cfg), interleave(self.g_plus, self.g_minus), engine=engine)
         return self._xbar
 
-    def read_chain(self, cfg: LayerConfig, engine=None):
+    def read_chain(self, cfg: LayerConfig, engine=None, fit=None):
         """The tile behind ``cfg.periphery`` (:class:`cosim.readchain.ReadChain`), cached until
-        the conductances change."""
+        the conductances change; ``fit`` (a :class:`cosim.fit_periphery.PeripheryFit`) for its
+        fast reads."""
         if self._chain is None:
             import warnings
             from cosim.readchain import ReadChain
@@ -129,7 +139,7 @@ class Tile:
             with warnings.catch_warnings():   # sized for the larger direction: the other one
                 warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
                 warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
-                self._chain = ReadChain(spec, interleave(self.g_plus, self.g_minus), pc, engine=engine)
+                self._chain = ReadChain(spec, interleave(self.g_plus, self.g_minus), pc, engine=engine, fit=fit)
         return self._chain
 
     def changed(self) -> None:
@@ -209,9 +219,13 @@ class AnalogLayer:
                       for r, c in tile_slices(self.n_in, self.n_out, cfg.max_rows, cfg.max_cols)]
         self.W_soft = W.copy()      # used only by the "software" backend
         self._calibration = None
+        self.periphery_fit = None   # integrator + ADC fit of the fast chain reads (LayerConfig.calibration)
         if cfg.calibration is not None:
             from cosim.irmodel import Calibration
             self._calibration = Calibration.load(cfg.calibration)
+            if cfg.periphery is not None:
+                from cosim.fit_periphery import load_periphery_fit
+                self.periphery_fit = load_periphery_fit(cfg.calibration, cfg.periphery)
 
     # -- state --------------------------------------------------------------------------------
     def weights(self) -> np.ndarray:
@@ -280,7 +294,8 @@ class AnalogLayer:
         offset = t.out_offset if (t.out_offset is not None and not transpose) else 0.0
         if cfg.periphery is not None and backend in ("fast", "spice"):
             # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
-            res = t.read_chain(cfg, self.engine).read_values(V / cfg.v_read, transpose=transpose, backend=backend)
+            chain = t.read_chain(cfg, self.engine, self.periphery_fit)
+            res = chain.read_values(V / cfg.v_read, transpose=transpose, backend=backend)
             return res.decoded + offset
         if backend == "calibrated" and self._calibration is None:
             raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "

@@ -45,6 +45,14 @@ gives the exact drive -> sense transfer matrix of the wired array (linear and st
 charge is ``volt_seconds @ G_eff``), then the integrator twin
 (:func:`models.integrator.charge_to_voltage`: finite gain and bandwidth, offset, leak,
 saturation) and the ADC twin (:func:`models.adc.quantize` / :func:`models.adc.ramp_convert`).
+With ``ReadChain(..., fit=PeripheryFit)`` the integrator and ADC twins give way to the transfer
+fitted to ngspice (:mod:`cosim.fit_periphery`), carried over to this chain's capacitor, column
+loads and integration time by :meth:`cosim.fit_periphery.PeripheryFit.chain_voltage`.
+
+Decoding (``ReadResult.decoded``): the converter's bin centre relative to the integrator's
+start voltage, times the ideal capacitor (:meth:`ReadChain.decode_charge`): unbiased, zero
+charge within half an LSB of 0 whatever the op-amp offset, and windows without a driven line
+(zero inputs, empty bit planes) exactly 0.
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.adc import (QuantizerParams, RampAdcParams, check_adc_range, code_to_voltage, quantize,
+from models.adc import (QuantizerParams, RampAdcParams, check_adc_range, quantize,
                         quantizer_subckt, ramp_convert, ramp_library)
 from models.dac import DacParams, read_duration, row_waveforms, shift_and_add, volt_second_moments, volt_seconds
 from models.errors import ParameterError, ShapeError, check_positive
@@ -312,7 +320,8 @@ class ReadResult:
     ``current`` (batch, n_out) [A]: the equivalent output current, charge / full-scale time
     (diff forward: I+ - I-), comparable to ``Crossbar.read(codes / max_code * v_read)``.
     ``decoded`` (batch, n_out) [A]: the same quantity as the digital side knows it, from the codes
-    (bin centres, ideal capacitor).
+    (:meth:`ReadChain.decode_charge`: bin centres relative to the integrator's start voltage,
+    ideal capacitor) over the full-scale time.
     """
 
     codes: np.ndarray
@@ -354,6 +363,13 @@ class ReadChain:
     access : AccessParams, optional
         1T1R array: an NMOS access transistor in series with every cell, all word lines on
         during the read (:func:`netlists.access.access_cells`); None: passive cells.
+    fit : cosim.fit_periphery.PeripheryFit, optional
+        The integrator + ADC transfer fitted to ngspice (:func:`cosim.fit_periphery.load_periphery_fit`
+        picks it from ``xbar calibrate --blocks``' output). Fast reads then take charge ->
+        voltage -> code from the fit (carried over to this chain's capacitor, column loads and
+        integration time by :meth:`~cosim.fit_periphery.PeripheryFit.chain_voltage`) instead
+        of the analog twin; the charge stays the exact array transfer, spice reads are
+        unchanged. None: the twin.
 
     The range checks run here, before any simulation, for both read directions.
 
@@ -369,7 +385,7 @@ class ReadChain:
     """
 
     def __init__(self, spec: CrossbarSpec, G: np.ndarray, config: PeripheryConfig, *, engine=None,
-                 access: AccessParams | None = None):
+                 access: AccessParams | None = None, fit=None):
         if abs(spec.v_read - config.dac.v_read) > 1e-12 * spec.v_read:
             raise ParameterError(f"the array's v_read ({spec.v_read:g} V) differs from the DAC's "
                                  f"v_read ({config.dac.v_read:g} V)")
@@ -380,6 +396,7 @@ class ReadChain:
         if access is not None and not isinstance(access, AccessParams):
             raise ParameterError(f"access must be AccessParams or None, got {type(access).__name__}")
         self.access = access
+        self.fit = _check_fit(fit, config)
         self.timing = chain_timing(config)
         self._geff: dict = {}
         self._r_on: dict[float, float] = {}
@@ -483,8 +500,9 @@ class ReadChain:
 
         ``backend="spice"``: every read of the batch is a window of one transient (reset between
         windows); ``workers`` (default: the engine's) splits the batch into parallel decks.
-        ``backend="fast"``: the numpy twin. ``energy`` (spice only) also integrates the power
-        of the DAC and supply sources into ``result.energy`` (see :func:`energy_summary`).
+        ``backend="fast"``: the numpy twin (with ``fit``: the fitted integrator and ADC).
+        ``energy`` (spice only) also integrates the power of the DAC and supply sources into
+        ``result.energy`` (see :func:`energy_summary`).
         Returns a :class:`ReadResult` (codes and the analog values behind them).
         """
         if backend not in ("spice", "fast"):
@@ -498,7 +516,7 @@ class ReadChain:
             raw = self._fast(windows, transpose)
         else:
             raw = self._spice(windows, transpose, energy, workers)
-        return self._finish(raw, transpose, backend, time.perf_counter() - t0)
+        return self._finish(raw, transpose, backend, time.perf_counter() - t0, idle=~windows.any(axis=-1))
 
     def read_values(self, x, **kw) -> ReadResult:
         """Floats in [-1, 1] -> codes (:func:`models.dac.to_codes`) -> :meth:`read`."""
@@ -531,12 +549,17 @@ class ReadChain:
             mom = mom @ ge
         integ, m = cfg.integrator, cfg.integrator.macro
         t_int = tm.t_adc - tm.t_reset
-        v = charge_to_voltage(integ, q, gt, t_int=t_int, moment=mom)
+        if self.fit is not None:
+            v = self.fit.chain_voltage(q, integ, gt, t_int)
+        else:
+            v = charge_to_voltage(integ, q, gt, t_int=t_int, moment=mom)
         # the charge that reaches the capacitor (what the spice backend measures), unclipped
         ceff = effective_capacitance(integ, gt)
         q_eff = q - gt * m.v_os * t_int - gt * mom / (ceff * m.a0)
         q = q_eff * integ.c_int * (1 + 1 / m.a0) / ceff
-        if isinstance(cfg.adc, RampAdcParams):
+        if self.fit is not None:
+            codes = self.fit.codes_from_voltage(v)
+        elif isinstance(cfg.adc, RampAdcParams):
             codes = ramp_convert(cfg.adc, v, 0.0, t_window=tm.t_end - tm.t_adc - tm.t_edge / 2)
         else:
             codes = quantize(v, cfg.adc)
@@ -685,22 +708,23 @@ class ReadChain:
         return out
 
     # both -------------------------------------------------------------------------------------
-    def _finish(self, raw: dict, transpose: bool, backend: str, elapsed: float) -> ReadResult:
+    def _finish(self, raw: dict, transpose: bool, backend: str, elapsed: float, idle=None) -> ReadResult:
         cfg = self.config
         q, v, codes = raw["q"], raw["v"], raw["codes"]   # (batch, n_win, n_sense)
         signed = self.mid_code() - codes
+        q_win = self.decode_charge(codes)
+        if idle is not None:   # (batch, n_win): windows without a driven line read 0
+            q_win = np.where(idle[..., None], 0.0, q_win)
         if cfg.dac.encoding == "bitserial":
             to_last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
             q_tot = shift_and_add(np.moveaxis(q, 1, 0))
             s_tot = np.rint(shift_and_add(np.moveaxis(signed, 1, 0))).astype(np.int64)
             adc_codes, v_out = to_last(codes), to_last(v)
-            # decoding: bin centres of each window, shift-and-added
-            vq = code_to_voltage(codes, cfg.adc)
-            q_dec = shift_and_add(np.moveaxis(-vq * cfg.integrator.c_int, 1, 0))
+            q_dec = shift_and_add(np.moveaxis(q_win, 1, 0))
         else:
             q_tot, s_tot = q[:, 0], signed[:, 0]
             adc_codes, v_out = codes[:, 0], v[:, 0]
-            q_dec = -code_to_voltage(codes[:, 0], cfg.adc) * cfg.integrator.c_int
+            q_dec = q_win[:, 0]
         t_fs = full_scale_time(cfg.dac)
         if self.spec.cell == "diff" and not transpose:
             out_codes = s_tot[:, 0::2] - s_tot[:, 1::2]
@@ -711,6 +735,24 @@ class ReadChain:
         return ReadResult(codes=out_codes, adc_codes=adc_codes, v_out=v_out, charge=q_tot, current=cur,
                           decoded=dec, backend=backend, elapsed_s=elapsed, points=raw["points"],
                           energy=raw["energy"])
+
+    def decode_charge(self, codes) -> np.ndarray:
+        """Charge [C] the digital side reads from raw converter codes of one window, ideal
+        capacitor: ``-(bin centre - v0) c_int`` with ``v0`` the integrator's start voltage
+        (:func:`models.integrator.start_voltage`, the op-amp offset as a follower).
+
+        Unbiased, and zero charge (the integrator left at ``v0``) decodes to within half an LSB
+        of 0 (exactly half an LSB when ``v0`` sits on a transition, as 0 V does in a symmetric
+        range: a mid-rise converter has no level at 0). :meth:`read` sets windows in which no
+        line is driven (zero inputs; bit-serial: bit planes without a set bit) to 0: the
+        digital side knows its inputs. Decoding each code as ``zero code - code`` LSBs instead
+        would read every zero charge as 0 but every other charge half an LSB high: in a
+        layer's backward (transposed) reads that bias was 12 % of the signal and halved the
+        accuracy of tests/test_train.py's chain run. Differential pairs: the difference of two
+        decoded charges (``v0`` and the half LSB cancel)."""
+        a = self.config.adc
+        v = a.v_lo + (np.asarray(codes, float) + 0.5) * a.lsb
+        return -(v - start_voltage(self.config.integrator)) * self.config.integrator.c_int
 
     def _dac_letter(self) -> str:
         return "v" if self.config.exact_corners else "b"
@@ -726,6 +768,25 @@ class ReadChain:
     def lsb_current(self) -> float:
         """Output current per output code [A] (ideal capacitor)."""
         return self.config.adc.lsb * self.config.integrator.c_int / full_scale_time(self.config.dac)
+
+
+def _check_fit(fit, cfg: PeripheryConfig):
+    if fit is None:
+        return None
+    from cosim.fit_periphery import PeripheryFit
+    if not isinstance(fit, PeripheryFit):
+        raise ParameterError(f"fit must be a PeripheryFit or None, got {type(fit).__name__}")
+    a = cfg.adc
+    if fit.n_codes != a.n_codes:
+        raise ParameterError(f"the periphery fit has {fit.n_codes} ADC codes, the chain's ADC {a.n_codes}")
+    if fit.adc_range is not None and (abs(fit.adc_range[0] - a.v_lo) > 1e-6 * (a.v_hi - a.v_lo)
+                                      or abs(fit.adc_range[1] - a.v_hi) > 1e-6 * (a.v_hi - a.v_lo)):
+        raise ParameterError(f"the periphery fit was taken on an ADC range of [{fit.adc_range[0]:g}, "
+                             f"{fit.adc_range[1]:g}] V, the chain's ADC spans [{a.v_lo:g}, {a.v_hi:g}] V")
+    if fit.c_int <= 0:
+        raise ParameterError("the periphery fit records no integrator capacitor (c_int): load it with "
+                             "cosim.fit_periphery.load_periphery_fit")
+    return fit
 
 
 def energy_summary(result: ReadResult, macs_per_read: int) -> dict:
