@@ -41,7 +41,7 @@ from cosim.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_
 __all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps",
            "PeripheryFit", "periphery_configs", "fit_periphery",
            "FaultMap", "draw_fault_map", "fault_map_for_run", "monte_carlo_mvm",
-           "plot_fits", "fit_all", "save_json", "load_json"]
+           "plot_fits", "fit_all", "save_json", "load_json", "read_block_fits"]
 
 
 def _jsonable(o):
@@ -68,6 +68,47 @@ def save_json(results: dict, path) -> Path:
 
 def load_json(path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_block_fits(path, want: str) -> tuple[dict, Path]:
+    """The :func:`fit_all` results behind ``path`` and the file they came from.
+
+    ``path`` is a ``fits.json`` or the ``calibration.json`` of ``xbar calibrate`` whose
+    ``"blocks"`` entry (relative to its folder) names one. ``want`` is the section the caller
+    needs (``"devices"`` or ``"periphery"``). Every problem is a
+    :class:`~models.errors.ParameterError` that names it: a missing or non-JSON file, a file of
+    neither kind, a calibration without block fits, a dangling ``"blocks"`` entry, fits without
+    the section.
+    """
+    from models.errors import ParameterError
+
+    def read(p: Path, what: str) -> dict:
+        if not p.is_file():
+            raise ParameterError(f"{what} {p} does not exist")
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"{what} {p} is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise ParameterError(f"{what} {p} is not a JSON object")
+        return d
+
+    p = Path(path)
+    d = read(p, "calibration file")
+    if "schema" in d:                   # a calibration.json (its own "periphery" entry is export settings)
+        if not d.get("blocks"):
+            raise ParameterError(f"calibration {p} has no 'blocks' entry: no block fits (device step tables, "
+                                 "integrator/ADC transfers) were made; run `xbar calibrate` without --no-blocks, "
+                                 "or pass its blocks/fits.json")
+        src = p.parent / d["blocks"]
+        d = read(src, f"block fits file (the 'blocks' entry of {p})")
+    elif not ({"devices", "periphery", "monte_carlo"} & set(d)):
+        raise ParameterError(f"{p} is neither a calibration.json nor a blocks/fits.json of `xbar calibrate`")
+    else:
+        src = p
+    if not isinstance(d.get(want), dict) or not d[want]:
+        raise ParameterError(f"{src} holds no {want} fits")
+    return d, src
 
 
 def plot_fits(results: dict, out_dir) -> list[str]:
@@ -155,8 +196,8 @@ def fit_all(out_dir, *, devices=None, pulses: int = 40, seeds=(0, 1, 2, 3), hold
             mc_size: int = 32, mc_r_wire: float = 1.0, mc_runs: int = 50, mc_sigmas=(0.0, 0.05, 0.1, 0.2),
             mc_stuck_frac: float = 0.0, mc_offset_sigma: float = 0.0, spice_runs: int = 1,
             engine=None, progress=None) -> dict:
-    """Every fit (devices of the registry, both periphery chains, a Monte Carlo sweep over
-    sigma), written to ``out_dir/fits.json`` and PNGs; returns the dict (``json``, ``pngs``).
+    """Every fit (devices of the registry, both integrators with a ramp converter and with the
+    ideal quantiser, a Monte Carlo sweep over sigma), written to ``out_dir/fits.json`` and PNGs; returns the dict (``json``, ``pngs``).
     ``progress(msg)`` is called before each block if given."""
     from models.device import device_names
     say = progress or (lambda msg: None)
@@ -166,9 +207,11 @@ def fit_all(out_dir, *, devices=None, pulses: int = 40, seeds=(0, 1, 2, 3), hold
         say(f"device {name}")
         res["devices"][name] = fit_device_steps(name, pulses=pulses, seeds=seeds,
                                                 holdout_seeds=holdout_seeds, engine=engine)
-    for name, integ in periphery_configs().items():
-        say(f"periphery {name}")
-        res["periphery"][name] = fit_periphery(integ, engine=engine)
+    from models.adc import QuantizerParams
+    for name, integ in periphery_configs().items():   # ramp converter, and the ideal quantiser of the
+        for suffix, adc in (("", None), ("_ideal_adc", QuantizerParams())):   # default PeripheryConfig
+            say(f"periphery {name}{suffix}")
+            res["periphery"][name + suffix] = fit_periphery(integ, adc, engine=engine)
     for k, s in enumerate(mc_sigmas):
         say(f"monte carlo sigma={s:g}")
         res["monte_carlo"].append(monte_carlo_mvm(mc_size, mc_r_wire, runs=mc_runs, seed=0, sigma_d2d=s,

@@ -42,10 +42,8 @@ linear   0.0004 / 0.008   0.0018 / 0.008   ideal: both exact to SPICE's soft bou
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -220,31 +218,8 @@ def load_step_table(path, device: str, *, shape: PulseShape | None = None) -> St
         calibration has no ``"blocks"`` entry, the fits have no table of ``device``, or the
         table was fitted to another device or, given ``shape``, with another write pulse.
     """
-    def read(p: Path, what: str) -> dict:
-        if not p.is_file():
-            raise ParameterError(f"{what} {p} does not exist")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise ParameterError(f"{what} {p} is not valid JSON: {exc}") from None
-        if not isinstance(d, dict):
-            raise ParameterError(f"{what} {p} is not a JSON object")
-        return d
-
-    p = Path(path)
-    d = read(p, "device table file")
-    src = p
-    if "devices" not in d:
-        if "schema" not in d:
-            raise ParameterError(f"{p} is neither a fits.json (no 'devices') nor a calibration.json (no 'schema') "
-                                 "of `xbar calibrate --blocks`")
-        if not d.get("blocks"):
-            raise ParameterError(f"calibration {p} has no 'blocks' entry: no device step tables were fitted; "
-                                 "run `xbar calibrate --blocks` (or pass its blocks/fits.json)")
-        src = p.parent / d["blocks"]
-        d = read(src, f"fits file (the 'blocks' entry of {p})")
-        if "devices" not in d:
-            raise ParameterError(f"{src} (the 'blocks' entry of {p}) has no 'devices': not a fits.json")
+    from cosim.fit_blocks import read_block_fits
+    d, src = read_block_fits(path, "devices")
     fits = d["devices"]
     if not isinstance(fits, dict) or device not in fits:
         have = sorted(fits) if isinstance(fits, dict) else []

@@ -43,10 +43,8 @@ codes 0.47 LSB RMS (twin 4.1, max 8).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -457,23 +455,6 @@ def load_periphery_fit(path, cfg) -> PeripheryFit:
     """:func:`select_periphery_fit` on a file: a ``fits.json`` (``xbar calibrate --blocks``'s
     ``OUT/blocks/fits.json``) or a ``calibration.json`` whose ``"blocks"`` entry (relative to its
     folder) names one."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"calibration file {p} does not exist")
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ParameterError(f"calibration file {p} is not valid JSON: {exc}") from None
-    # a calibration.json has its own "periphery" entry (aihwkit export settings): follow "blocks"
-    if isinstance(d, dict) and "blocks" in d:
-        fp = p.parent / d["blocks"]
-        if not fp.exists():
-            raise FileNotFoundError(f"{p} points at block fits {fp}, which do not exist")
-        try:
-            d, p = json.loads(fp.read_text()), fp
-        except json.JSONDecodeError as exc:
-            raise ParameterError(f"block fits {fp} are not valid JSON: {exc}") from None
-    elif not isinstance(d, dict) or "schema" in d or "periphery" not in d:
-        raise ParameterError(f"{p} has no periphery fits: give a calibration.json written by `xbar calibrate "
-                             "--blocks` (its 'blocks' entry names them) or its blocks/fits.json")
+    from cosim.fit_blocks import read_block_fits
+    d, p = read_block_fits(path, "periphery")
     return select_periphery_fit(d, cfg, source=str(p))

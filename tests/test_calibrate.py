@@ -396,7 +396,7 @@ def test_calibrate_blocks_end_to_end(tmp_path):
         assert head in report
     cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     fits = json.loads((tmp_path / "cal" / cal["blocks"]).read_text())
-    assert set(fits["devices"]) >= {"pcm", "cap3t1c"} and set(fits["periphery"]) == {"macro", "two_stage"}
+    assert set(fits["devices"]) >= {"pcm", "cap3t1c"} and set(fits["periphery"]) == {"macro", "two_stage", "macro_ideal_adc", "two_stage_ideal_adc"}
     Calibration.load(tmp_path / "cal" / "calibration.json")      # the extra key does not upset the reader
     # blocks are on by default; a second run reuses both the sweep and the block fits
     again = subprocess.run([sys.executable, "-m", "cosim.cli", "calibrate", "--quick", "--no-timing",

@@ -169,14 +169,18 @@ def test_loader_refuses_what_does_not_match(fitted, tmp_path):
     # files
     bare = tmp_path / "calibration.json"
     bare.write_text(json.dumps({k: v for k, v in json.loads(fitted["cal"].read_text()).items() if k != "blocks"}))
-    with pytest.raises(ParameterError, match="has no periphery fits"):
+    with pytest.raises(ParameterError, match="no 'blocks' entry"):
         load_periphery_fit(bare, _cfg())
     moved = tmp_path / "moved.json"
     moved.write_text(fitted["cal"].read_text())
-    with pytest.raises(FileNotFoundError, match="blocks/fits.json"):
+    with pytest.raises(ParameterError, match="blocks/fits.json does not exist"):
         load_periphery_fit(moved, _cfg())
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ParameterError, match="does not exist"):
         load_periphery_fit(tmp_path / "nope.json", _cfg())
+    only_devices = tmp_path / "devices_only.json"
+    only_devices.write_text(json.dumps({"devices": {"x": {}}}))
+    with pytest.raises(ParameterError, match="holds no periphery fits"):
+        load_periphery_fit(only_devices, _cfg())
     # the chain checks what it is given
     spec = CrossbarSpec(rows=4, cols=2, cell="diff")
     G = np.full(spec.g_shape, 10e-6)

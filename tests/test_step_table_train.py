@@ -66,7 +66,7 @@ def test_load_step_table_from_fits_and_calibration_and_its_errors(files, tmp_pat
     with pytest.raises(ParameterError, match="fitted with the write pulse"):
         load_step_table(files["fits"], "linear", shape=PulseShape(width=100e-9, period=200e-9))
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
-    with pytest.raises(ParameterError, match="neither a fits.json"):
+    with pytest.raises(ParameterError, match="neither a calibration.json nor a blocks/fits.json"):
         load_step_table(tmp_path / "other.json", "linear")
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ParameterError, match="not valid JSON"):
