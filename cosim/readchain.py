@@ -60,6 +60,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -485,7 +486,19 @@ class ReadChain:
         ceff = float(effective_capacitance(cfg.integrator, float(gt.max())))
         v0 = start_voltage(cfg.integrator)
         adc_used = check_adc_range(cfg.adc, v0 - q_max / ceff, v0 + q_max / ceff, action=cfg.range_check)
-        return {"q_max": q_max, "integrator_swing_used": used, "adc_range_used": adc_used}
+        out = {"q_max": q_max, "integrator_swing_used": used, "adc_range_used": adc_used}
+        i_sink = getattr(cfg.integrator.opamp, "i_sink_max", None)
+        if i_sink is not None:      # every line driven at +v_read (a positive phase) into one integrator
+            i_peak = cfg.dac.v_read * float(g_worst.max())
+            out["opamp_current_used"] = i_peak / i_sink
+            if i_peak > i_sink:
+                warnings.warn(f"a {'row' if transpose else 'column'} can draw {1e6 * i_peak:.4g} uA into its integrator "
+                              f"(v_read {cfg.dac.v_read:g} V x {1e6 * float(g_worst.max()):.4g} uS), more than the "
+                              f"two-stage op-amp can sink ({1e6 * i_sink:.4g} uA, its second-stage bias): SPICE loses "
+                              "the virtual ground during such reads and neither the twin nor a fitted transfer "
+                              "models it; lower v_read or the line conductance, or raise i_bias / w_sink",
+                              RuntimeWarning, stacklevel=2)
+        return out
 
     def mid_code(self) -> int:
         """The code of 0 V (the quantiser's own rule): single-ended outputs are ``mid - code``."""

@@ -201,6 +201,14 @@ class TwoStageOpAmpParams:
         if not self.name.isidentifier():
             raise ParameterError(f"name must be an identifier, got {self.name!r}")
 
+    @property
+    def i_sink_max(self) -> float:
+        """Largest current the output can sink [A]: the class-A second stage's sink M7 is a
+        current source mirrored from Mb (the tail's size), i_bias (w_sink/l_sink) / (w_tail/l_tail)
+        (100 uA by default). An inverting integrator sinks its whole input current: a column
+        that draws more (positive inputs) loses its virtual ground in SPICE."""
+        return self.i_bias * (self.w_sink / self.l_sink) / (self.w_tail / self.l_tail)
+
 
 #: Measured on ngspice 46 (open loop, .ac 1 Hz-10 GHz, +-0.9 V, 1 pF load, input common mode
 #: 0 V; cosim.periphery_char.measure_opamp): DC gain, unity-gain frequency, phase margin,

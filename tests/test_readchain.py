@@ -375,3 +375,22 @@ def test_decoding_removes_the_start_voltage_and_reads_zero_inputs_as_zero(engine
     for backend in ("fast", "spice"):
         r = off.read(codes, transpose=True, backend=backend)
         assert np.abs(r.decoded - r.current).max() <= 1.0 * lsb_i, (backend, (r.decoded - r.current) / lsb_i)
+
+
+def test_a_column_current_beyond_the_two_stage_op_amps_sink_is_flagged():
+    """The default two-stage op-amp sinks at most 100 uA (its second-stage bias): a column that
+    can draw more at v_read gets a warning naming both currents; the macro op-amp has no limit."""
+    from models.opamp import TwoStageOpAmpParams
+    op = TwoStageOpAmpParams()
+    assert op.i_sink_max == pytest.approx(100e-6)
+    spec = CrossbarSpec(rows=32, cols=2, cell="diff", r_row=1.0, r_col=1.0)
+    G = np.full(spec.g_shape, 20e-6)                  # 640 uS per column: 128 uA at 0.2 V
+    cfg = PeripheryConfig(dac=DacParams(bits=6), integrator=IntegratorParams(c_int=40e-12, opamp=op),
+                          range_check="warn")
+    with pytest.warns(RuntimeWarning, match=r"draw 128 uA .* more than the two-stage op-amp can sink \(100 uA"):
+        chain = ReadChain(spec, G, cfg)
+    assert chain.range_used[False]["opamp_current_used"] == pytest.approx(1.28)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*(swing|ADC range)")
+        ReadChain(spec, G / 2, cfg)                      # 64 uA: fine
