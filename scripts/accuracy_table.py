@@ -1,7 +1,13 @@
 """Accuracy table: the MLP on scikit-learn's digits, per backend and device, one run each.
 
     python scripts/accuracy_table.py                 # the default rows (about 15 minutes)
-    python scripts/accuracy_table.py --only ideal-fast-pcm
+    python scripts/accuracy_table.py --only fast-reads-1ohm-pcm-pair
+    python scripts/accuracy_table.py --only calibrated-reads-1ohm-pcm-pair --calibration cal/calibration.json
+
+Rows marked *calibrated* use the fits of ``xbar calibrate`` (``--calibration``, default
+``xbar-out/calibrate/calibration.json``): the cheap IR-drop model as the read backend, the
+integrator/ADC transfer fitted to ngspice in the chain's fast reads, the device step table in
+the fast updates.
 
 Every row trains the same 64-32-10 network with the same seed and schedule, beside its software
 baseline (the same initial weights and mini-batches in float), and reports test accuracy and
@@ -21,7 +27,9 @@ from cosim.reporting import publish
 from cosim.train import TrainConfig, train
 
 # name: (reads, update, device, r_wire [ohm], epochs[, options]); options: cell ("pair" or
-# "2pcm3t1c"), periphery (True: reads through the default read chain with 8-bit DACs and ADCs).
+# "2pcm3t1c"), periphery (True: reads through the default read chain with 8-bit DACs and ADCs),
+# calibration (True: LayerConfig.calibration; with periphery, the chain's fitted transfer),
+# device_table (True: the device's step table from the calibration's block fits).
 ROWS = {
     "ideal-reads-ideal-device": ("ideal", "ideal", None, 0.0, 10),
     "spice-reads-ideal-device": ("spice", "ideal", None, 0.0, 10),
@@ -32,6 +40,10 @@ ROWS = {
     "fast-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10, {"cell": "2pcm3t1c"}),
     "chain-reads-1ohm-ideal-device": ("fast", "ideal", None, 1.0, 10, {"periphery": True}),
     "chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True}),
+    "calibrated-reads-1ohm-pcm-pair": ("calibrated", "fast", "pcm", 1.0, 10, {"calibration": True}),
+    "fitted-chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True, "calibration": True}),
+    "fast-reads-1ohm-pcm-step-table": ("fast", "fast", "pcm", 1.0, 10, {"device_table": True}),
+    "fast-reads-1ohm-rram-step-table": ("fast", "fast", "rram", 1.0, 10, {"device_table": True}),
 }
 
 
@@ -42,17 +54,25 @@ def chain_config():
     return PeripheryConfig(full_scale=0.3)
 
 
-def run(name: str, out: Path, seed: int) -> dict:
+def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
     reads, update, device, r, epochs, *opt = ROWS[name]
     opt = opt[0] if opt else {}
-    layer = LayerConfig(r_wire=r, periphery=chain_config() if opt.get("periphery") else None)
+    if (opt.get("calibration") or opt.get("device_table")) and not calibration.exists():
+        raise SystemExit(f"row {name} needs the fits of `xbar calibrate`: {calibration} does not exist "
+                         "(run `xbar calibrate`, or pass --calibration)")
+    layer = LayerConfig(r_wire=r, periphery=chain_config() if opt.get("periphery") else None,
+                        calibration=str(calibration) if opt.get("calibration") else None)
     cfg = TrainConfig(epochs=epochs, forward=reads, backward=reads, update=update, device=device or "pcm",
-                      layer=layer, seed=seed, cell=opt.get("cell", "pair"))
+                      layer=layer, seed=seed, cell=opt.get("cell", "pair"),
+                      device_table=str(calibration) if opt.get("device_table") else None)
     t0 = time.perf_counter()
     m = train(cfg, load_digits_split(), out / name, progress=False, resume=True)
     f = m["final"]
     kind = opt.get("cell", "pair") if device else "ideal"
-    return {"run": name, "reads": reads + (" + chain" if opt.get("periphery") else ""), "update": update,
+    reads_txt = reads + (" + fitted chain" if opt.get("periphery") and opt.get("calibration") else
+                         " + chain" if opt.get("periphery") else "")
+    update_txt = update + (" (step table)" if opt.get("device_table") else "")
+    return {"run": name, "reads": reads_txt, "update": update_txt,
             "device": device or "ideal", "cell": kind, "r_wire": r,
             "epochs": epochs, "test_accuracy": f["test_accuracy"], "software_test_accuracy": f["software_test_accuracy"],
             "same_predictions": f["same_predictions"], "seconds": time.perf_counter() - t0}
@@ -63,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=list(ROWS), help="run only these rows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="xbar-out/accuracy")
+    ap.add_argument("--calibration", default="xbar-out/calibrate/calibration.json",
+                    help="calibration.json of `xbar calibrate` for the calibrated rows")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.only or list(ROWS):
         print(f"{name} ...", file=sys.stderr, flush=True)
-        rows.append(run(name, out, args.seed))
+        rows.append(run(name, out, args.seed, Path(args.calibration)))
     lines = ["| run | reads | update | device | cell | wire [ohm] | epochs | test acc. | software | same predictions "
              "| time [s] |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
