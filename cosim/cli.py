@@ -320,7 +320,9 @@ def _calibrate_blocks(out: Path, *, quick: bool) -> None:
     from cosim.fit_blocks import fit_all, load_json, report_markdown
 
     kw = dict(pulses=20, seeds=(0, 1), holdout_seeds=(100,), mc_runs=10) if quick else {}
-    settings = {"quick": quick, **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
+    from cosim.fit_blocks import FITS_VERSION
+    settings = {"quick": quick, "fits_version": FITS_VERSION,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
     done = out / "blocks" / "settings.json"
     if done.exists() and (out / "blocks" / "fits.json").exists() and json.loads(done.read_text()) == settings:
         print(f"block fits: reusing {out / 'blocks' / 'fits.json'} (same settings; delete it to refit)", file=sys.stderr)

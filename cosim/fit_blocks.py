@@ -44,6 +44,11 @@ __all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps"
            "plot_fits", "fit_all", "save_json", "load_json", "read_block_fits"]
 
 
+#: What :func:`fit_all` writes; raise it when that changes (another fit, another converter), so
+#: that ``xbar calibrate`` refits instead of reusing an older ``blocks/fits.json``.
+FITS_VERSION = 2
+
+
 def _jsonable(o):
     if isinstance(o, dict):
         return {str(k): _jsonable(v) for k, v in o.items()}
@@ -87,8 +92,10 @@ def read_block_fits(path, want: str) -> tuple[dict, Path]:
             raise ParameterError(f"{what} {p} does not exist")
         try:
             d = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ParameterError(f"{what} {p} is not valid JSON: {exc}") from None
+        except OSError as exc:
+            raise ParameterError(f"{what} {p} cannot be read: {exc}") from None
         if not isinstance(d, dict):
             raise ParameterError(f"{what} {p} is not a JSON object")
         return d
@@ -100,6 +107,8 @@ def read_block_fits(path, want: str) -> tuple[dict, Path]:
             raise ParameterError(f"calibration {p} has no 'blocks' entry: no block fits (device step tables, "
                                  "integrator/ADC transfers) were made; run `xbar calibrate` without --no-blocks, "
                                  "or pass its blocks/fits.json")
+        if not isinstance(d["blocks"], str):
+            raise ParameterError(f"calibration {p}: 'blocks' must be a path (a string), got {d['blocks']!r}")
         src = p.parent / d["blocks"]
         d = read(src, f"block fits file (the 'blocks' entry of {p})")
     elif not ({"devices", "periphery", "monte_carlo"} & set(d)):

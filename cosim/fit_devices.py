@@ -43,7 +43,7 @@ linear   0.0004 / 0.008   0.0018 / 0.008   ideal: both exact to SPICE's soft bou
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -80,6 +80,9 @@ class StepTable:
         conductance of the samples in the bin (bin centre if empty) [S], ``mean`` / ``std``
         the step [S] (interpolated from the neighbours where ``count`` is 0). Directions:
         ``"up"`` and, unless the device is SET-only, ``"down"``.
+    pulse : (width, rise, period) [s] or None
+        The write pulse the table was fitted with (None: not recorded). A table holds for that
+        pulse only; :class:`cosim.update.PulseUpdate` refuses it with another.
     """
 
     device: str
@@ -87,6 +90,7 @@ class StepTable:
     g_max: float
     edges: tuple[float, ...]
     curves: dict = field(default_factory=dict)
+    pulse: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         check_positive("g_max", self.g_max)
@@ -98,6 +102,10 @@ class StepTable:
             raise ParameterError("edges must be an increasing sequence of at least 2 values")
         if not self.curves or set(self.curves) - set(DIRECTIONS):
             raise ParameterError(f"curves must have keys among {DIRECTIONS}, got {list(self.curves)}")
+        if self.pulse is not None:
+            if len(self.pulse) != 3 or not all(np.isfinite(self.pulse)) or min(self.pulse) <= 0:
+                raise ParameterError(f"pulse must be (width, rise, period) > 0 [s], got {self.pulse!r}")
+            object.__setattr__(self, "pulse", tuple(float(x) for x in self.pulse))
         for d, c in self.curves.items():
             for k in ("g", "mean", "std", "count"):
                 if k not in c or len(c[k]) != e.size - 1:
@@ -149,11 +157,13 @@ class StepTable:
             samples of a mini-batch (:class:`cosim.update.PulseUpdate`). Not with ``rng``.
         """
         sign = _sign(direction)
-        c = self._curve(sign)
         G = np.array(G, dtype=float, copy=True)
         n = np.broadcast_to(np.asarray(n_pulses), G.shape)
         if not np.issubdtype(n.dtype, np.integer) or np.any(n < 0):
             raise ParameterError("n_pulses must be non-negative integers")
+        if not n.any():                 # nothing to apply (also in a direction the table lacks)
+            return G
+        c = self._curve(sign)
         if z is not None:
             if rng is not None or per_pulse:
                 raise ParameterError("z is one draw per device for the whole call: not with rng or per_pulse")
@@ -181,8 +191,14 @@ class StepTable:
             out = np.where(c < 0, self.apply(G, np.maximum(-c, 0), "down", rng), out)
         return out
 
+    def matches_pulse(self, shape: PulseShape) -> bool:
+        """Whether ``shape`` is the write pulse of the fit (True when none was recorded)."""
+        return self.pulse is None or bool(np.allclose(self.pulse, (shape.width, shape.rise, shape.period),
+                                                      rtol=1e-9, atol=0))
+
     def to_dict(self) -> dict:
         return {"device": self.device, "g_min": float(self.g_min), "g_max": float(self.g_max),
+                "pulse": None if self.pulse is None else list(self.pulse),
                 "edges": [float(x) for x in self.edges],
                 "curves": {d: {"g": [float(x) for x in c["g"]], "mean": [float(x) for x in c["mean"]],
                                "std": [float(x) for x in c["std"]], "count": [int(x) for x in c["count"]]}
@@ -191,7 +207,7 @@ class StepTable:
     @classmethod
     def from_dict(cls, d: dict) -> "StepTable":
         return cls(device=d["device"], g_min=float(d["g_min"]), g_max=float(d["g_max"]),
-                   edges=tuple(d["edges"]),
+                   edges=tuple(d["edges"]), pulse=None if d.get("pulse") is None else tuple(d["pulse"]),
                    curves={k: {kk: list(vv) for kk, vv in c.items()} for k, c in d["curves"].items()})
 
 
@@ -231,19 +247,18 @@ def load_step_table(path, device: str, *, shape: PulseShape | None = None) -> St
     if table.get("device") != device:
         raise ParameterError(f"{src}: the table under devices[{device!r}] was fitted to device "
                              f"{table.get('device')!r}, not {device!r}")
-    fitted = entry.get("shape")
-    if shape is not None and isinstance(fitted, dict):
-        keys = ("width", "rise", "period")
-        was = {k: fitted.get(k) for k in keys}
-        now = {k: getattr(shape, k) for k in keys}
-        if any(not np.isclose(float(was[k] if was[k] is not None else np.nan), now[k], rtol=1e-9, atol=0)
-               for k in keys):
-            raise ParameterError(f"{src}: the {device} table was fitted with the write pulse {was}, not {now} [s]")
     try:
-        return StepTable.from_dict(table)
-    except (KeyError, TypeError) as exc:
+        t = StepTable.from_dict(table)
+    except (KeyError, TypeError, ValueError, ParameterError) as exc:
         raise ParameterError(f"{src}: devices[{device!r}]['table'] is malformed "
                              f"({type(exc).__name__}: {exc})") from None
+    fitted = entry.get("shape")     # tables written before StepTable.pulse: the fit's record
+    if t.pulse is None and isinstance(fitted, dict) and all(k in fitted for k in ("width", "rise", "period")):
+        t = replace(t, pulse=(float(fitted["width"]), float(fitted["rise"]), float(fitted["period"])))
+    if shape is not None and not t.matches_pulse(shape):
+        raise ParameterError(f"{src}: the {device} table was fitted with the write pulse (width, rise, period) = "
+                             f"{t.pulse} s, not {(shape.width, shape.rise, shape.period)} s")
+    return t
 
 
 def _device_g_range(model) -> tuple[float, float]:
@@ -453,7 +468,8 @@ def fit_device_steps(name: str, *, pulses: int = 40, seeds=(0, 1, 2, 3), holdout
     ga = np.concatenate([r["g_spice"][:, 1:] for r in train])
     ok = np.concatenate([r["in_range"][:, :-1] for r in train])
     sg = np.concatenate([np.repeat(r["sign"][:, None], pulses, axis=1) for r in train])
-    table = fit_step_table(name, gb, ga, sg, g_min=g_lo, g_max=g_hi, bins=bins, valid=ok, smooth=smooth)
+    table = replace(fit_step_table(name, gb, ga, sg, g_min=g_lo, g_max=g_hi, bins=bins, valid=ok, smooth=smooth),
+                    pulse=(shape.width, shape.rise, shape.period))
 
     hold = [runs[int(s)] for s in holdout_seeds]
     sp = np.concatenate([r["g_spice"] for r in hold])

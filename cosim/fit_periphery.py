@@ -43,6 +43,7 @@ codes 0.47 LSB RMS (twin 4.1, max 8).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -50,7 +51,8 @@ import numpy as np
 
 from models.errors import ParameterError, check_positive
 
-__all__ = ["PeripheryFit", "periphery_configs", "fit_periphery", "select_periphery_fit", "load_periphery_fit"]
+__all__ = ["PeripheryFit", "periphery_configs", "fit_periphery", "select_periphery_fit", "load_periphery_fit",
+           "circuit_record"]
 
 
 def _softplus(x):
@@ -353,7 +355,7 @@ def fit_periphery(integ=None, adc=None, dac=None, *, points: int = 41, overdrive
     op = integ.opamp
     return {
         "opamp": op.name, "opamp_kind": type(op).__name__, "adc_kind": type(adc).__name__,
-        "opamp_macro": asdict(integ.macro), "adc_params": {"bits": adc.bits, "v_lo": adc.v_lo, "v_hi": adc.v_hi},
+        "opamp_macro": asdict(integ.macro), "circuit": circuit_record(integ), "adc_params": {"bits": adc.bits, "v_lo": adc.v_lo, "v_hi": adc.v_hi},
         "c_int": integ.c_int, "g_cell": g, "t_int": tm.t_adc - tm.t_rst, "points": points,
         "overdrive": overdrive, "fit": fit.to_dict(),
         "integrator": {"gain_v_per_c": fit.gain, "gain_ideal_v_per_c": -1 / integ.c_int,
@@ -397,58 +399,91 @@ def select_periphery_fit(fits: dict, cfg, *, source: str = "fits.json") -> Perip
         Where ``fits`` came from (for the error messages).
 
     A fit matches when its op-amp kind (macro-model or two-stage transistor op-amp), converter
-    kind (ideal quantiser or ramp) and code count are the chain's; the first match is taken.
-    It is then refused (:class:`ParameterError`) when its converter range differs from
-    ``cfg.adc`` (recorded range, or for older fits its count polynomial off by more than 2 codes
-    at either end of the chain's range) or when the recorded macro-model of its op-amp
-    (``a0``, ``gbw``, ``v_os``, ``headroom``) differs. The capacitor, column load and
-    integration time may differ: :meth:`PeripheryFit.chain_voltage` carries the fit over.
+    kind (ideal quantiser or ramp), code count and converter range are the chain's (for older
+    fits without a recorded range: its count polynomial within 2 codes of the chain's first and
+    last transitions), and its circuit is the chain's: every parameter of the op-amp (for a
+    two-stage op-amp its sizing, bias and cards), the supplies and the reset switch's leak (for
+    older fits without the record: the op-amp's macro-model ``a0``, ``gbw``, ``v_os``,
+    ``headroom``). The first match is taken; none: a :class:`ParameterError` that lists why each
+    fit was passed over. The capacitor, column load and integration time may differ:
+    :meth:`PeripheryFit.chain_voltage` carries the fit over.
     """
     from models.opamp import TwoStageOpAmpParams
     per = fits.get("periphery") if isinstance(fits, dict) else None
     if not isinstance(per, dict) or not per:
-        raise ParameterError(f"{source} holds no periphery fits (run `xbar calibrate --blocks`)")
+        raise ParameterError(f"{source} holds no periphery fits (run `xbar calibrate`)")
     op_kind = type(cfg.integrator.opamp).__name__
     adc_kind = type(cfg.adc).__name__
     want = f"{'two-stage' if isinstance(cfg.integrator.opamp, TwoStageOpAmpParams) else 'macro'} op-amp " \
            f"({op_kind}), {adc_kind} with {cfg.adc.n_codes} codes"
+    circuit = circuit_record(cfg.integrator)
     why = []
     for name, entry in per.items():
         if not isinstance(entry, dict) or "fit" not in entry:
             why.append(f"{name}: not a fit_periphery result")
             continue
-        fit = PeripheryFit.from_dict(entry["fit"])
-        have = f"{entry.get('opamp_kind')}, {entry.get('adc_kind')} with {fit.n_codes} codes"
-        if entry.get("opamp_kind") != op_kind or entry.get("adc_kind") != adc_kind or fit.n_codes != cfg.adc.n_codes:
-            why.append(f"{name}: {have}")
+        try:
+            fit = PeripheryFit.from_dict(entry["fit"])
+        except (KeyError, TypeError, ValueError, ParameterError) as exc:
+            why.append(f"{name}: malformed fit ({type(exc).__name__}: {exc})")
             continue
-        rng = _adc_range_of(fit, entry)
-        lo, hi, lsb = cfg.adc.v_lo, cfg.adc.v_hi, cfg.adc.lsb
-        if rng is not None:
-            if abs(rng[0] - lo) > 1e-6 * (hi - lo) or abs(rng[1] - hi) > 1e-6 * (hi - lo):
-                raise ParameterError(f"periphery fit {name!r} of {source} was taken on an ADC range of "
-                                     f"[{rng[0]:g}, {rng[1]:g}] V, the chain's ADC spans [{lo:g}, {hi:g}] V: "
-                                     "refit with this converter (xbar calibrate --blocks)")
-        else:
-            ends = np.polyval(fit.count, np.array([lo + lsb, hi - lsb]))
-            if np.abs(ends - [1, fit.n_codes - 1]).max() > 2:
-                raise ParameterError(f"periphery fit {name!r} of {source}: its ADC counts {ends[0]:.1f} and "
-                                     f"{ends[1]:.1f} at the chain's first and last transitions (expected 1 and "
-                                     f"{fit.n_codes - 1}): the ADC range [{lo:g}, {hi:g}] V differs from the "
-                                     "fitted one")
-        mac = entry.get("opamp_macro")
-        if isinstance(mac, dict):
-            m = cfg.integrator.macro
-            for k in ("a0", "gbw", "v_os", "headroom"):
-                if k in mac and abs(float(mac[k]) - getattr(m, k)) > 1e-9 * max(1.0, abs(getattr(m, k))):
-                    raise ParameterError(f"periphery fit {name!r} of {source} is for an op-amp with {k}="
-                                         f"{float(mac[k]):g}, the chain's has {k}={getattr(m, k):g}")
+        problem = _mismatch(fit, entry, cfg, op_kind, adc_kind, circuit)
+        if problem:
+            why.append(f"{name}: {problem}")
+            continue
         if fit.c_int <= 0 or fit.t_int <= 0:   # fits written before these fields
             fit = replace(fit, c_int=float(entry.get("c_int", fit.c_int)), t_int=float(entry.get("t_int", fit.t_int)))
             if fit.c_int <= 0:
-                raise ParameterError(f"periphery fit {name!r} of {source} records no integrator capacitor (c_int)")
+                why.append(f"{name}: records no integrator capacitor (c_int)")
+                continue
         return fit
-    raise ParameterError(f"no periphery fit in {source} matches the chain ({want}); it has: {'; '.join(why)}")
+    raise ParameterError(f"no periphery fit in {source} matches the chain ({want}); passed over: {'; '.join(why)} "
+                         "(refit with this chain's op-amp and converter: `xbar calibrate`, or cosim.fit_periphery)")
+
+
+def circuit_record(integ) -> dict:
+    """What a periphery fit holds for besides its capacitor: the op-amp's every parameter (name
+    aside), the supplies and the reset switch's leak, JSON-normalised (recorded by
+    :func:`fit_periphery`, compared by :func:`select_periphery_fit`)."""
+    op = asdict(integ.opamp)
+    op.pop("name", None)
+    rec = {"opamp_kind": type(integ.opamp).__name__, "opamp": op, "vdd": integ.vdd, "vss": integ.vss,
+           "g_off": integ.g_off}
+    return json.loads(json.dumps(rec, default=str))
+
+
+def _mismatch(fit: PeripheryFit, entry: dict, cfg, op_kind: str, adc_kind: str, circuit: dict) -> str | None:
+    """Why ``entry`` does not describe the chain ``cfg`` (None: it does)."""
+    if entry.get("opamp_kind") != op_kind or entry.get("adc_kind") != adc_kind or fit.n_codes != cfg.adc.n_codes:
+        return f"{entry.get('opamp_kind')}, {entry.get('adc_kind')} with {fit.n_codes} codes"
+    rng = _adc_range_of(fit, entry)
+    lo, hi, lsb = cfg.adc.v_lo, cfg.adc.v_hi, cfg.adc.lsb
+    if rng is not None:
+        if abs(rng[0] - lo) > 1e-6 * (hi - lo) or abs(rng[1] - hi) > 1e-6 * (hi - lo):
+            return (f"taken on an ADC range of [{rng[0]:g}, {rng[1]:g}] V, the chain's ADC spans "
+                    f"[{lo:g}, {hi:g}] V")
+    else:
+        ends = np.polyval(fit.count, np.array([lo + lsb, hi - lsb]))
+        if np.abs(ends - [1, fit.n_codes - 1]).max() > 2:
+            return (f"its ADC counts {ends[0]:.1f} and {ends[1]:.1f} at the chain's first and last transitions "
+                    f"(expected 1 and {fit.n_codes - 1}): the ADC range [{lo:g}, {hi:g}] V differs from the fitted one")
+    rec = entry.get("circuit")
+    if isinstance(rec, dict):
+        if rec != circuit:
+            diff = sorted(k for k in set(rec) | set(circuit) if rec.get(k) != circuit.get(k))
+            if "opamp" in diff and isinstance(rec.get("opamp"), dict):
+                ro, co = rec["opamp"], circuit["opamp"]
+                diff = [k for k in diff if k != "opamp"] + sorted(
+                    f"opamp.{k}" for k in set(ro) | set(co) if ro.get(k) != co.get(k))
+            return f"fitted on another circuit (differs in {', '.join(diff)})"
+        return None
+    mac = entry.get("opamp_macro")
+    if isinstance(mac, dict):
+        m = cfg.integrator.macro
+        for k in ("a0", "gbw", "v_os", "headroom"):
+            if k in mac and abs(float(mac[k]) - getattr(m, k)) > 1e-9 * max(1.0, abs(getattr(m, k))):
+                return f"for an op-amp with {k}={float(mac[k]):g}, the chain's has {k}={getattr(m, k):g}"
+    return None
 
 
 def load_periphery_fit(path, cfg) -> PeripheryFit:

@@ -227,22 +227,38 @@ class _Scratch(threading.local):
 
     A fresh array of this size is fresh memory from the operating system at every call (page
     faults on first touch): at 256 x 256 that cost more than the arithmetic. Only arrays that
-    never leave the module live here; each name keeps the array of its last shape, up to
-    :attr:`MAX_KEPT` elements (larger ones are not kept: a few arrays of a 2048-column array
-    would hold hundreds of MB)."""
+    never leave the module live here, one per (name, shape) (a network's tiles come in a few
+    shapes), at most :attr:`MAX_KEPT` elements per thread in all (64 MB): a new array that
+    would pass it empties the store first, and one larger than it is made fresh each call
+    (at that size its arithmetic dominates anyway). :func:`release_work_arrays` frees the
+    calling thread's."""
 
-    MAX_KEPT = 1 << 22
+    MAX_KEPT = 1 << 23
 
     def __init__(self) -> None:
-        self.arrays: dict[str, np.ndarray] = {}
+        self.arrays: dict[tuple, np.ndarray] = {}
+        self.size = 0
 
     def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        a = self.arrays.get(name)
-        if a is None or a.shape != shape:
+        key = (name, shape)
+        a = self.arrays.get(key)
+        if a is None:
             a = np.empty(shape)
             if a.size <= self.MAX_KEPT:
-                self.arrays[name] = a
+                if self.size + a.size > self.MAX_KEPT:
+                    self.clear()
+                self.arrays[key] = a
+                self.size += a.size
         return a
+
+    def clear(self) -> None:
+        self.arrays.clear()
+        self.size = 0
+
+
+def release_work_arrays() -> None:
+    """Free the calling thread's work arrays of the cheap model (they are made again on use)."""
+    _SCRATCH.clear()
 
 
 _SCRATCH = _Scratch()

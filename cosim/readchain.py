@@ -60,17 +60,16 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from models.adc import (QuantizerParams, RampAdcParams, check_adc_range, quantize,
+from models.adc import (QuantizerParams, RampAdcParams, check_adc_range, code_to_voltage, quantize,
                         quantizer_subckt, ramp_convert, ramp_library)
 from models.dac import DacParams, read_duration, row_waveforms, shift_and_add, volt_second_moments, volt_seconds
-from models.errors import ParameterError, ShapeError, check_positive
+from models.errors import ParameterError, ShapeError, check_positive, raise_or_warn
 from models.integrator import (IntegratorParams, charge_to_voltage, check_integrator_range,
                                effective_capacitance, integrator_library, start_voltage)
 from models.mosfet import CARDS
@@ -492,12 +491,12 @@ class ReadChain:
             i_peak = cfg.dac.v_read * float(g_worst.max())
             out["opamp_current_used"] = i_peak / i_sink
             if i_peak > i_sink:
-                warnings.warn(f"a {'row' if transpose else 'column'} can draw {1e6 * i_peak:.4g} uA into its integrator "
+                raise_or_warn(f"a {'row' if transpose else 'column'} can draw {1e6 * i_peak:.4g} uA into its integrator "
                               f"(v_read {cfg.dac.v_read:g} V x {1e6 * float(g_worst.max()):.4g} uS), more than the "
                               f"two-stage op-amp can sink ({1e6 * i_sink:.4g} uA, its second-stage bias): SPICE loses "
                               "the virtual ground during such reads and neither the twin nor a fitted transfer "
                               "models it; lower v_read or the line conductance, or raise i_bias / w_sink",
-                              RuntimeWarning, stacklevel=2)
+                              cfg.range_check)
         return out
 
     def mid_code(self) -> int:
@@ -763,8 +762,7 @@ class ReadChain:
         layer's backward (transposed) reads that bias was 12 % of the signal and halved the
         accuracy of tests/test_train.py's chain run. Differential pairs: the difference of two
         decoded charges (``v0`` and the half LSB cancel)."""
-        a = self.config.adc
-        v = a.v_lo + (np.asarray(codes, float) + 0.5) * a.lsb
+        v = code_to_voltage(np.asarray(codes), self.config.adc)
         return -(v - start_voltage(self.config.integrator)) * self.config.integrator.c_int
 
     def _dac_letter(self) -> str:

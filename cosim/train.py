@@ -179,12 +179,22 @@ class TrainConfig:
         for k in ("periphery", "calibration"):   # likewise for runs without a read chain or calibration
             if getattr(self.layer, k) is None:
                 cfg["layer"].pop(k)
+        def digest(obj) -> str:
+            return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+        # the fits themselves, not where their files lie: a re-calibration invalidates a checkpoint
         if self.device_table is None:   # and without a step table
             cfg.pop("device_table")
-        else:                           # the table itself, not where the file lies
+        else:
             from cosim.fit_devices import load_step_table
-            table = load_step_table(self.device_table, self.device).to_dict()
-            cfg["device_table"] = hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
+            cfg["device_table"] = digest(load_step_table(self.device_table, self.device).to_dict())
+        if self.layer.calibration is not None:
+            from cosim.irmodel import Calibration
+            fits = {"ir_model": Calibration.load(self.layer.calibration).model.to_dict()}
+            if self.layer.periphery is not None:
+                from cosim.fit_periphery import load_periphery_fit
+                fits["periphery_fit"] = load_periphery_fit(self.layer.calibration, self.layer.periphery).to_dict()
+            cfg["layer"]["calibration"] = digest(fits)
         blob = json.dumps({"cfg": cfg, "data": data.name, "n": len(data.y_train)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

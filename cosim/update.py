@@ -133,6 +133,9 @@ class PulseUpdate:
                                  f"(backend {self.backend!r} simulates the device itself)")
         if t.device != dev.name:
             raise ParameterError(f"the step table was fitted to device {t.device!r}, not {dev.name!r}")
+        if not t.matches_pulse(self.shape):
+            raise ParameterError(f"the step table was fitted with the write pulse (width, rise, period) = {t.pulse} s; "
+                                 f"this updater writes {(self.shape.width, self.shape.rise, self.shape.period)} s")
         m = mapping_for(dev)
         self._check_range(m.g_min, m.g_max, f"device {dev.name!r}")
         if t.mean_step(t.g_min, "up") <= 0:

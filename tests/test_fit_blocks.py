@@ -89,6 +89,18 @@ def test_step_table_apply_with_a_given_noise_draw():
     np.testing.assert_array_equal(t.apply(G, 3, "up", z=z), t.apply(G, 3, "up", np.random.default_rng(3)))
     once = t.apply(t.apply(G, 1, "up", z=z), 2, "up", z=z)       # split over calls: same result
     np.testing.assert_allclose(once, t.apply(G, 3, "up", z=z), rtol=1e-12)
+    # a table whose step falls with G: each pulse sees the conductance the previous one left
+    g = np.linspace(1e-6, 10e-6, 8)
+    sat = StepTable("x", 1e-6, 10e-6, tuple(np.linspace(1e-6, 10e-6, 9)),
+                    {"up": {"g": list(g), "mean": list(1e-6 - 0.09 * (g - 1e-6)), "std": [0.2e-6] * 8,
+                            "count": [1] * 8}})
+    G2 = np.linspace(1e-6, 9e-6, 200)
+    step = G2.copy()
+    for _ in range(3):
+        step = np.clip(step + np.maximum(sat.mean_step(step, "up") + sat.std_step(step, "up") * z, 0), 1e-6, 10e-6)
+    np.testing.assert_allclose(sat.apply(G2, 3, "up", z=z), step, rtol=1e-12)
+    np.testing.assert_allclose(sat.apply(sat.apply(G2, 2, "up", z=z), 1, "up", z=z), step, rtol=1e-12)
+    assert np.array_equal(sat.apply(G2, 0, "down"), G2)           # nothing to do: no 'down' table needed
     with pytest.raises(ParameterError, match="not with rng"):
         t.apply(G, 1, "up", np.random.default_rng(0), z=z)
 

@@ -146,7 +146,7 @@ def test_load_from_fits_json_and_calibration_json(fitted):
 def test_loader_refuses_what_does_not_match(fitted, tmp_path):
     r = fitted["result"]
     fits = {"periphery": {"two_stage": r}}
-    with pytest.raises(ParameterError, match=r"no periphery fit .* matches .*macro op-amp.*MacroOpAmpParams.*it has: "
+    with pytest.raises(ParameterError, match=r"no periphery fit .* matches .*macro op-amp.*MacroOpAmpParams.*passed over: "
                                              r"two_stage: TwoStageOpAmpParams"):
         select_periphery_fit(fits, PeripheryConfig(adc=ADC))
     with pytest.raises(ParameterError, match="RampAdcParams with 256 codes"):
@@ -155,12 +155,20 @@ def test_loader_refuses_what_does_not_match(fitted, tmp_path):
         select_periphery_fit(fits, replace(_cfg(), adc=QuantizerParams(bits=6)))
     with pytest.raises(ParameterError, match=r"ADC range of \[-0.8, 0.8\] V, the chain's ADC spans \[-0.5, 0.5\] V"):
         select_periphery_fit(fits, replace(_cfg(), adc=QuantizerParams(bits=8, v_lo=-0.5, v_hi=0.5)))
-    other = replace(_cfg(), integrator=replace(TWO, opamp=TwoStageOpAmpParams()))
-    assert select_periphery_fit(fits, other) == fitted["fit"]
+    same = replace(_cfg(), integrator=replace(TWO, opamp=TwoStageOpAmpParams(), g_on=5e-3))   # switch on-resistance may differ
+    assert select_periphery_fit(fits, same) == fitted["fit"]
+    # another op-amp sizing or other supplies: the fitted rails, gain and offset do not hold
+    for integ, what in ((replace(TWO, opamp=TwoStageOpAmpParams(i_bias=5e-6)), r"opamp\.i_bias"),
+                        (replace(TWO, vdd=1.5, vss=-1.5), "vdd, vss")):
+        with pytest.raises(ParameterError, match=f"two_stage: fitted on another circuit \\(differs in {what}"):
+            select_periphery_fit(fits, replace(_cfg(), integrator=integ))
+    # the first entry that matches is taken, the ones that do not are passed over
+    wrong = dict(r, circuit=dict(r["circuit"], vdd=1.5))
+    assert select_periphery_fit({"periphery": {"a": wrong, "b": r}}, _cfg()) == fitted["fit"]
     # a fit written before c_int / t_int / adc_range were recorded: filled from the result,
     # the range checked through the count polynomial
     old = dict(r, fit={k: v for k, v in r["fit"].items() if k not in ("c_int", "t_int", "adc_range")})
-    old.pop("adc_params"), old.pop("opamp_macro")
+    old.pop("adc_params"), old.pop("opamp_macro"), old.pop("circuit")
     got = select_periphery_fit({"periphery": {"two_stage": old}}, _cfg())
     assert got.c_int == r["c_int"] and got.t_int == r["t_int"] and got.adc_range is None
     with pytest.raises(ParameterError, match="ADC range .* differs"):

@@ -390,6 +390,8 @@ def test_a_column_current_beyond_the_two_stage_op_amps_sink_is_flagged():
     with pytest.warns(RuntimeWarning, match=r"draw 128 uA .* more than the two-stage op-amp can sink \(100 uA"):
         chain = ReadChain(spec, G, cfg)
     assert chain.range_used[False]["opamp_current_used"] == pytest.approx(1.28)
+    with pytest.raises(ParameterError, match="more than the two-stage op-amp can sink"):
+        ReadChain(spec, G, replace(cfg, range_check="raise"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*(swing|ADC range)")

@@ -123,6 +123,10 @@ def test_pulse_update_refuses_a_table_it_cannot_use(files):
         PulseUpdate(get_device("linear"), backend="spice", table=lin)
     with pytest.raises(ParameterError, match="fitted to device 'linear', not 'pcm'"):
         PulseUpdate(get_device("pcm"), table=lin)
+    from models.device import PulseShape
+    assert lin.pulse == (50e-9, 5e-9, 100e-9)                    # recorded by the fit
+    with pytest.raises(ParameterError, match="fitted with the write pulse .* this updater writes"):
+        PulseUpdate(get_device("linear"), table=lin, shape=PulseShape(width=80e-9, period=200e-9))
     d = lin.to_dict()
     d["g_max"] *= 2
     with pytest.raises(ParameterError, match="conductance range .* differs from the device 'linear' range"):

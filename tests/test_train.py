@@ -215,6 +215,23 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     assert m["config"]["layer"]["calibration"] == str(path)
 
 
+def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):
+    """A re-calibration (same path, new coefficients) invalidates a checkpoint; a copy of the
+    same calibration elsewhere does not."""
+    from cosim.irmodel import Calibration, IRModel
+    data = _small(load_digits_split(), 20)
+    a = Calibration(IRModel.nominal()).save(tmp_path / "a" / "calibration.json")
+    b = Calibration(IRModel.nominal()).save(tmp_path / "b" / "calibration.json")
+
+    def fp(path):
+        return TrainConfig(forward="calibrated", layer=LayerConfig(calibration=str(path))).fingerprint(data)
+
+    first = fp(a)
+    assert fp(b) == first
+    Calibration(IRModel.physical()).save(a)
+    assert fp(a) != first
+
+
 def test_bad_settings_fail_before_a_run(tmp_path):
     """Settings that would only be used at the end of a run are checked at its start."""
     data = _small(load_digits_split(), 40)
