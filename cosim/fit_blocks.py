@@ -46,7 +46,7 @@ __all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps"
 
 #: What :func:`fit_all` writes; raise it when that changes (another fit, another converter), so
 #: that ``xbar calibrate`` refits instead of reusing an older ``blocks/fits.json``.
-FITS_VERSION = 2
+FITS_VERSION = 3
 
 
 def _jsonable(o):

@@ -27,15 +27,16 @@ of :func:`cosim.fit_blocks.fit_all`, whose ``"table"`` entry is :meth:`StepTable
 :meth:`StepTable.from_dict` reads it back).
 
 Measured (ngspice 46, this 2-core machine, ``fit_all`` defaults: 40 pulses, 32 bins, seeds 0-3
-fitted, 100-101 held out; trajectory RMSE / max over every held-out pulse, % of the range):
+fitted, each train counted once per bin, 100-101 held out; trajectory RMSE / max over every
+held-out pulse, % of the range):
 
 =======  ===============  ===============  ==========================================
 device   step table       twin (nominal)   note
 =======  ===============  ===============  ==========================================
-pcm      8.74 / 40.6      8.48 / 50.9      c2c 60 %: both limited by the unknown draws
-rram     2.68 / 24.5      2.56 / 22.7      idem (10 % d2d, 10 % c2c)
-ecram    0.122 / 0.58     0.115 / 0.57     idem (5 % c2c)
-cap3t1c  0.017 / 0.078    0.27 / 0.64      the twin's DC-fitted pumps miss ~1 % per step
+pcm      9.48 / 55.4      8.48 / 50.9      c2c 60 %: both limited by the unknown draws
+rram     2.88 / 27.6      2.56 / 22.7      idem (10 % d2d, 10 % c2c)
+ecram    0.121 / 0.54     0.115 / 0.57     idem (5 % c2c)
+cap3t1c  0.022 / 0.117    0.27 / 0.64      the twin's DC-fitted pumps miss ~1 % per step
 linear   0.0004 / 0.008   0.0018 / 0.008   ideal: both exact to SPICE's soft bound
 =======  ===============  ===============  ==========================================
 """
@@ -274,7 +275,7 @@ def _fill_empty(x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def fit_step_table(device: str, g_before, g_after, direction_of, *, g_min: float, g_max: float,
-                   bins: int = 32, valid=None, smooth: int = 0) -> StepTable:
+                   bins: int = 32, valid=None, smooth: int = 0, groups=None) -> StepTable:
     """Bin (G before, step) samples into a :class:`StepTable`.
 
     Parameters
@@ -292,6 +293,13 @@ def fit_step_table(device: str, g_before, g_after, direction_of, *, g_min: float
         0: the mean step of each bin is the mean of its samples. k > 0: a local straight-line
         fit through the samples of bins b-k .. b+k, evaluated at bin b (less estimation noise
         when few devices were drawn, some bias where the curve bends).
+    groups : int array, optional
+        The pulse train (one device, one noise draw) of each sample. Each train then counts
+        once per bin, whatever number of its pulses fell in it: a train that steps slowly
+        (a device drawn slow, or a cycle-to-cycle draw near zero) stays in its bin for many
+        pulses and would otherwise outweigh the trains that cross the bin in one or two
+        (a PCM train with a zero draw put 29 of the 37 samples of the lowest bin). None:
+        every sample counts once.
     """
     if bins < 2:
         raise ParameterError(f"bins must be >= 2, got {bins}")
@@ -305,6 +313,7 @@ def fit_step_table(device: str, g_before, g_after, direction_of, *, g_min: float
     near_top = (dr > 0) & (np.maximum(gb, ga) > g_max - eps)
     near_bottom = (dr < 0) & (np.minimum(gb, ga) < g_min + eps)
     ok_all = ok_all & ~near_top & ~near_bottom
+    grp = None if groups is None else np.broadcast_to(np.asarray(groups), np.asarray(g_before).shape).ravel()
     edges = np.linspace(g_min, g_max, bins + 1)
     centres = 0.5 * (edges[1:] + edges[:-1])
     curves = {}
@@ -315,21 +324,30 @@ def fit_step_table(device: str, g_before, g_after, direction_of, *, g_min: float
         x, dg = gb[sel], (ga - gb)[sel]
         k = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
         cnt = np.bincount(k, minlength=bins)
+        if grp is None:
+            wt = np.ones(x.size)
+        else:                           # 1 / (samples of the same train in the same bin)
+            _, inv, per = np.unique(np.stack([grp[sel], k]), axis=1, return_inverse=True, return_counts=True)
+            wt = 1.0 / per[inv.ravel()]
+        wsum = np.bincount(k, wt, bins)
         ok = cnt > 0
-        safe = np.maximum(cnt, 1)
-        gm = np.where(ok, np.bincount(k, x, bins) / safe, centres)
-        mu = _fill_empty(centres, np.bincount(k, dg, bins) / safe, ok)
+        safe = np.where(ok, wsum, 1.0)
+        gm = np.where(ok, np.bincount(k, wt * x, bins) / safe, centres)
+        mu = _fill_empty(centres, np.bincount(k, wt * dg, bins) / safe, ok)
         if smooth > 0:
             for b in np.nonzero(ok)[0]:
                 w = np.abs(k - b) <= smooth
                 xs = (x[w] - gm[b]) / (edges[1] - edges[0])
                 if np.ptp(xs) > 0.5:
-                    mu[b] = np.polyfit(xs, dg[w], 1)[1]
+                    mu[b] = np.polyfit(xs, dg[w], 1, w=np.sqrt(wt[w]))[1]
         # spread: residual about the interpolated mean curve, so the trend inside a bin
-        # (PCM steps shrink along a bin) does not count as noise
+        # (PCM steps shrink along a bin) does not count as noise; weighted like the mean, with
+        # the unbiased correction for the effective number of samples (cnt - 1 when unweighted)
         res = dg - np.interp(x, gm, mu)
-        var = np.bincount(k, res ** 2, bins) / np.maximum(cnt - 1, 1)
-        sd = _fill_empty(centres, np.sqrt(var), cnt > 1)
+        w2 = np.bincount(k, wt ** 2, bins)
+        den = np.where(ok, wsum - w2 / safe, 0.0)
+        var = np.bincount(k, wt * res ** 2, bins) / np.where(den > 0, den, 1.0)
+        sd = _fill_empty(centres, np.sqrt(var), den > 0)
         curves[name] = {"g": gm.tolist(), "mean": mu.tolist(), "std": sd.tolist(), "count": cnt.tolist()}
     return StepTable(device=device, g_min=g_min, g_max=g_max, edges=tuple(edges.tolist()), curves=curves)
 
@@ -468,7 +486,9 @@ def fit_device_steps(name: str, *, pulses: int = 40, seeds=(0, 1, 2, 3), holdout
     ga = np.concatenate([r["g_spice"][:, 1:] for r in train])
     ok = np.concatenate([r["in_range"][:, :-1] for r in train])
     sg = np.concatenate([np.repeat(r["sign"][:, None], pulses, axis=1) for r in train])
-    table = replace(fit_step_table(name, gb, ga, sg, g_min=g_lo, g_max=g_hi, bins=bins, valid=ok, smooth=smooth),
+    trains = np.arange(gb.shape[0])[:, None] * np.ones((1, pulses), int)   # one group per train
+    table = replace(fit_step_table(name, gb, ga, sg, g_min=g_lo, g_max=g_hi, bins=bins, valid=ok, smooth=smooth,
+                                   groups=trains),
                     pulse=(shape.width, shape.rise, shape.period))
 
     hold = [runs[int(s)] for s in holdout_seeds]

@@ -105,6 +105,22 @@ def test_step_table_apply_with_a_given_noise_draw():
         t.apply(G, 1, "up", np.random.default_rng(0), z=z)
 
 
+def test_fit_step_table_counts_each_train_once_per_bin():
+    """A train that does not move (a zero cycle-to-cycle draw) stays in its bin for every pulse:
+    with ``groups`` it counts once there, like each train that crosses the bin in one step."""
+    from cosim.fit_devices import fit_step_table
+    moving = np.linspace(0.05, 0.95, 10) * 1e-6                  # ten trains, one sample each in bin 0
+    gb = np.concatenate([moving, np.full(30, 0.5e-6)])           # ... and one stuck train, 30 samples
+    ga = np.concatenate([moving + 1e-6, np.full(30, 0.5e-6)])
+    grp = np.concatenate([np.arange(10), np.full(30, 10)])
+    kw = dict(g_min=0.0, g_max=10e-6, bins=10)
+    plain = fit_step_table("x", gb, ga, 1, **kw).curves["up"]
+    fair = fit_step_table("x", gb, ga, 1, groups=grp, **kw).curves["up"]
+    assert plain["mean"][0] == pytest.approx(10 / 40 * 1e-6)
+    assert fair["mean"][0] == pytest.approx(10 / 11 * 1e-6)
+    assert fair["count"][0] == 40                                # samples, as before
+
+
 def test_fit_step_table_recovers_a_known_curve_and_spread():
     rng = np.random.default_rng(3)
     g = rng.uniform(0, 10e-6, 20000)
