@@ -173,7 +173,7 @@ def cmd_mvm_chain(args) -> int:
     if args.calibration:
         if args.backend != "fast":
             raise ValueError("--calibration with --periphery applies to --backend fast (the integrator/ADC transfer "
-                             "fitted by `xbar calibrate --blocks`); --backend spice simulates the circuit itself")
+                             "fitted by `xbar calibrate`); --backend spice simulates the circuit itself")
         from cosim.fit_periphery import load_periphery_fit
         fit = load_periphery_fit(args.calibration, cfg)
     spec, G = _spec_and_G(args)
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["spice", "fast", "ideal", "calibrated"], default="fast")
     p.add_argument("--calibration", default=None, metavar="JSON",
                    help="calibration.json of `xbar calibrate`, for --backend calibrated; with --periphery and "
-                        "--backend fast: the integrator/ADC transfer fitted by `xbar calibrate --blocks` (or its "
+                        "--backend fast: the integrator/ADC transfer fitted by `xbar calibrate` (or its "
                         "blocks/fits.json) replaces the twin's")
     p.add_argument("--engine", choices=["subprocess", "shared"], default="subprocess",
                    help="spice backend: ngspice -b processes, or the shared library in a child process")
@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-table", default=None, metavar="FILE",
                    help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "
                         "pulse trains instead of its numpy twin; FILE is the blocks/fits.json or the "
-                        "calibration.json of `xbar calibrate --blocks`")
+                        "calibration.json of `xbar calibrate`")
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
                    help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
                         "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")

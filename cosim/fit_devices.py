@@ -4,7 +4,7 @@ Layer: cosim. Imports ``models`` and ``cosim``; nothing heavy at import time (th
 and the device characterisation helpers are imported inside the functions that need them).
 
 ``load_step_table(path, device)``
-    The table of one device from a ``fits.json`` of ``xbar calibrate --blocks`` or from the
+    The table of one device from a ``fits.json`` of ``xbar calibrate`` or from the
     ``calibration.json`` that points at it (key ``"blocks"``); the fast pair updates of training
     use it in place of the device twin (:class:`cosim.update.PulseUpdate` ``table=``).
 
@@ -218,9 +218,9 @@ def load_step_table(path, device: str, *, shape: PulseShape | None = None) -> St
     Parameters
     ----------
     path : str or Path
-        ``fits.json`` of :func:`cosim.fit_blocks.fit_all` (``xbar calibrate --blocks`` writes
-        it to ``OUT/blocks/fits.json``), or the ``calibration.json`` of ``xbar calibrate
-        --blocks``, whose ``"blocks"`` entry (a path relative to the calibration's folder)
+        ``fits.json`` of :func:`cosim.fit_blocks.fit_all` (``xbar calibrate`` writes
+        it to ``OUT/blocks/fits.json``), or the ``calibration.json`` of ``xbar calibrate``,
+        whose ``"blocks"`` entry (a path relative to the calibration's folder)
         names the fits file.
     device : str
         Registry name; the file must hold a table fitted to this device.

@@ -487,7 +487,7 @@ def _mismatch(fit: PeripheryFit, entry: dict, cfg, op_kind: str, adc_kind: str, 
 
 
 def load_periphery_fit(path, cfg) -> PeripheryFit:
-    """:func:`select_periphery_fit` on a file: a ``fits.json`` (``xbar calibrate --blocks``'s
+    """:func:`select_periphery_fit` on a file: a ``fits.json`` (``xbar calibrate``'s
     ``OUT/blocks/fits.json``) or a ``calibration.json`` whose ``"blocks"`` entry (relative to its
     folder) names one."""
     from cosim.fit_blocks import read_block_fits

@@ -66,7 +66,7 @@ class LayerConfig:
         Path of a ``calibration.json`` (``xbar calibrate``). Its IR-drop model serves the
         ``"calibrated"`` read backend (which reads through the ideal quantiser above, never
         through ``periphery``). With ``periphery`` set as well, the file must also carry the
-        block fits (``xbar calibrate --blocks``: its ``"blocks"`` entry): the fit matching the
+        block fits (``xbar calibrate``: its ``"blocks"`` entry): the fit matching the
         periphery (:func:`cosim.fit_periphery.load_periphery_fit`) replaces the integrator and
         ADC twins in the ``fast`` chain reads, carried over to each tile's capacitor and column
         loads (:meth:`cosim.fit_periphery.PeripheryFit.chain_voltage`); ``spice`` reads

@@ -365,7 +365,7 @@ class ReadChain:
         during the read (:func:`netlists.access.access_cells`); None: passive cells.
     fit : cosim.fit_periphery.PeripheryFit, optional
         The integrator + ADC transfer fitted to ngspice (:func:`cosim.fit_periphery.load_periphery_fit`
-        picks it from ``xbar calibrate --blocks``' output). Fast reads then take charge ->
+        picks it from ``xbar calibrate``' output). Fast reads then take charge ->
         voltage -> code from the fit (carried over to this chain's capacitor, column loads and
         integration time by :meth:`~cosim.fit_periphery.PeripheryFit.chain_voltage`) instead
         of the analog twin; the charge stays the exact array transfer, spice reads are

@@ -14,7 +14,7 @@ pair and its polarity inverted; capacitor states, polarities and transfer counts
 the checkpoint).
 
 ``device_table`` swaps the numpy twin of ``fast`` pair updates for the device's step table fitted
-to SPICE (``xbar calibrate --blocks``; :class:`cosim.update.PulseUpdate` ``table=``).
+to SPICE (``xbar calibrate``; :class:`cosim.update.PulseUpdate` ``table=``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class TrainConfig:
     gain_f : float
         2pcm3t1c only (likewise): gain F of the PCM pair.
     device_table : str, optional
-        Path of a ``fits.json`` or ``calibration.json`` of ``xbar calibrate --blocks``: the
+        Path of a ``fits.json`` or ``calibration.json`` of ``xbar calibrate``: the
         ``fast`` pair updates move the conductances by ``device``'s step table fitted to SPICE
         (:func:`cosim.fit_devices.load_step_table`) instead of its numpy twin. Needs
         ``update="fast"`` and ``cell="pair"``.
