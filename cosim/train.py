@@ -137,9 +137,6 @@ class TrainConfig:
             if self.update_method != "slots":
                 raise ParameterError("update_method applies to pair updates; the 2pcm3t1c cell's 3T1C updates have "
                                      "one ngspice rendering (a transient of the cells)")
-            if self.layer.periphery is not None:
-                raise ParameterError("the read chain (LayerConfig.periphery) is not wired into the 2pcm3t1c unit "
-                                     "cell's reads yet; use cell='pair'")
             from models.device import get_device
             if tuple(get_device(self.device).ports) != ("p", "n"):
                 raise ParameterError(f"the unit cell's pair needs a two-terminal device, got {self.device!r}")

@@ -37,6 +37,13 @@ rendered as resistors at their chord conductance at ``v_lsp``: exact for pulse-w
 inputs at a fixed read voltage (IBM's scheme), an approximation for the amplitude-coded reads
 used here (the read FET's v^2 term is not in the array read).
 
+With ``LayerConfig.periphery`` the ``fast`` and ``spice`` reads go through the read chain
+instead of the ideal ADCs: each array behind its own DACs, integrators and ADCs
+(:class:`cosim.readchain.ReadChain`; the PCM pair's capacitors sized for the PCM range, the
+3T1C array's for the 3T1C range at its own read voltage), the reference line subtracted and
+the two parts combined digitally from the decoded charges; with ``LayerConfig.calibration``
+too, the fast chain reads use the fitted integrator/ADC transfer.
+
 Updates (:class:`CapUpdate`). Stochastic pulse coincidence (:func:`cosim.pulses.pulse_trains`):
 each coincidence of a sub-phase of weight polarity ``s`` gives its cell an ``up`` pulse if
 ``s p > 0`` and a ``dn`` pulse otherwise, on the 3T1C twin (``fast``; pump currents fitted to
@@ -130,6 +137,7 @@ class UnitCellTile(Tile):
     vc: np.ndarray | None = None
     polarity: int = 1
     _lsp: Crossbar | None = field(default=None, repr=False)
+    _lsp_chain: object = field(default=None, repr=False)
 
     def lsp_crossbar(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None) -> Crossbar:
         """The 3T1C array with its reference row and column (see the module docstring)."""
@@ -142,12 +150,31 @@ class UnitCellTile(Tile):
             self._lsp = Crossbar(spec, G, engine=engine)
         return self._lsp
 
+    def lsp_read_chain(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None, fit=None):
+        """The 3T1C array (reference row and column included) behind ``cfg.periphery``: its own
+        integrators and ADCs at the 3T1C read voltage, the capacitor sized for its conductance
+        range (:func:`cosim.network.periphery_for_tile`); cached until the LSP changes."""
+        if self._lsp_chain is None:
+            import warnings
+            from cosim.network import periphery_for_tile
+            from cosim.readchain import ReadChain
+            xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
+            g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
+            pc = periphery_for_tile(cfg.periphery, xb.spec, float(g[1]), float(g[1] - g[0]))
+            with warnings.catch_warnings():   # sized for the larger direction: the other one
+                warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
+                self._lsp_chain = ReadChain(xb.spec, xb.G, pc, engine=engine, fit=fit)
+        return self._lsp_chain
+
     def lsp_changed(self) -> None:
         self._lsp = None
+        self._lsp_chain = None
 
     def changed(self) -> None:
         super().changed()
         self._lsp = None
+        self._lsp_chain = None
 
 
 class UnitCellLayer(AnalogLayer):
@@ -168,9 +195,6 @@ class UnitCellLayer(AnalogLayer):
                  b: np.ndarray | None = None, engine=None, msp: DeviceModel | None = None,
                  lsp: DeviceModel | None = None):
         from models.device import get_device
-        if cfg.periphery is not None:
-            raise ParameterError("the unit cell reads its two arrays with the ideal quantiser; LayerConfig.periphery "
-                                 "(the read chain) is not wired into it yet")
         super().__init__(W, cfg, b=b, engine=engine)
         self.spec = spec or UnitCellSpec()
         self.msp = msp or get_device("pcm")
@@ -234,6 +258,16 @@ class UnitCellLayer(AnalogLayer):
         v_lsp = self.lsp.v_read
         k = v_lsp / cfg.v_read
         n_src = V.shape[1]
+        if cfg.periphery is not None and backend in ("fast", "spice"):
+            # each array through its own DACs, integrators and ADCs; the difference to the
+            # reference line and the combination are digital
+            x = V / cfg.v_read
+            I_msp = t.read_chain(cfg, self.engine, self.periphery_fit).read_values(
+                x, transpose=transpose, backend=backend).decoded
+            x_lsp = np.hstack([x, np.zeros((len(x), 1))])          # reference line at 0 V
+            I = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, self.periphery_fit).read_values(
+                x_lsp, transpose=transpose, backend=backend).decoded
+            return F * I_msp + t.polarity * (I[:, :-1] - I[:, -1:]) / k
         cal = self._calibration
         if backend == "calibrated" and cal is None:
             raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "

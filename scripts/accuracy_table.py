@@ -40,6 +40,7 @@ ROWS = {
     "fast-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10, {"cell": "2pcm3t1c"}),
     "chain-reads-1ohm-ideal-device": ("fast", "ideal", None, 1.0, 10, {"periphery": True}),
     "chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True}),
+    "chain-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10, {"cell": "2pcm3t1c", "periphery": True}),
     "calibrated-reads-1ohm-pcm-pair": ("calibrated", "fast", "pcm", 1.0, 10, {"calibration": True}),
     "fitted-chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True, "calibration": True}),
     "fast-reads-1ohm-pcm-step-table": ("fast", "fast", "pcm", 1.0, 10, {"device_table": True}),

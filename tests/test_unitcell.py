@@ -215,15 +215,6 @@ def test_short_unit_cell_training_learns_digits(tmp_path):
     assert all(u == 0 for t in m["transfers"] for u in t["unconverged"])
 
 
-def test_unit_cell_refuses_the_read_chain_it_does_not_use():
-    from cosim.network import LayerConfig
-    from cosim.readchain import PeripheryConfig
-    from cosim.train import TrainConfig
-    from models.errors import ParameterError
-    with pytest.raises(ParameterError, match="unit"):
-        TrainConfig(cell="2pcm3t1c", layer=LayerConfig(periphery=PeripheryConfig()))
-
-
 def test_unit_cell_reads_both_arrays_through_the_calibrated_model(rng, tmp_path):
     """The cheap IR model reads the PCM pair and the 3T1C array of every tile: close to the exact
     solve, much closer than no IR model; without a calibration the backend is refused."""
@@ -239,3 +230,35 @@ def test_unit_cell_reads_both_arrays_through_the_calibrated_model(rng, tmp_path)
         0.05 * np.abs(layer.backward(d, "ideal") - layer.backward(d, "fast")).max()
     with pytest.raises(ParameterError, match="calibration"):
         _layer(rng, 6, 3).forward(np.ones((1, 6)), "calibrated")
+
+
+def test_unit_cell_reads_both_arrays_through_the_read_chain(rng, engine):
+    """With LayerConfig.periphery both arrays go through DACs, integrators and ADCs: the fast
+    chain reads converge on the exact reads as the converters get finer (what is left is
+    quantisation), and ngspice reads of both arrays give the fast chain's codes within 1 LSB."""
+    from dataclasses import replace as dc_replace
+
+    from cosim.readchain import PeripheryConfig
+    from models.adc import QuantizerParams
+    from models.dac import DacParams
+    pc8 = PeripheryConfig(dac=DacParams(encoding="pwm", bits=8), exact_corners=False)
+    pc12 = dc_replace(pc8, dac=DacParams(encoding="pwm", bits=10), adc=QuantizerParams(bits=12))
+    layers = [_layer(rng, 12, 4, r_wire=1.0, **kw) for kw in ({}, {"periphery": pc8, "engine": engine},
+                                                               {"periphery": pc12})]
+    _scramble(layers[0], rng)
+    for other in layers[1:]:
+        for a, b in zip(layers[0].tiles, other.tiles):
+            b.g_plus, b.g_minus, b.vc = a.g_plus, a.g_minus, a.vc
+            b.changed()
+    x, d = rng.uniform(-1, 1, (3, 12)), rng.uniform(-1, 1, (3, 4))
+    for read in (lambda lay, b: lay.forward(x, b), lambda lay, b: lay.backward(d, b)):
+        ref = read(layers[0], "fast")
+        e8, e12 = (np.abs(read(lay, "fast") - ref).max() / np.abs(ref).max() for lay in layers[1:])
+        assert e12 < 0.01 and e12 < e8 / 4, (e8, e12)
+    lay, t = layers[1], layers[1].tiles[0]
+    xn = lay._augment(x[:1]) / np.abs(lay._augment(x[:1])).max()
+    chains = [(t.read_chain(lay.cfg, engine), xn),
+              (t.lsp_read_chain(lay.cfg, lay.lsp, lay.g_shared, engine), np.hstack([xn, [[0.0]]]))]
+    for chain, u in chains:
+        fast, spice = (chain.read_values(u, backend=b).adc_codes for b in ("fast", "spice"))
+        assert np.abs(fast - spice).max() <= 1
