@@ -500,9 +500,11 @@ class ReadChain:
         return out
 
     def mid_code(self) -> int:
-        """The code of 0 V (the quantiser's own rule): single-ended outputs are ``mid - code``."""
+        """The code of the integrator's start voltage (0 V unless the op-amp has an offset; the
+        quantiser's own floor rule): single-ended outputs are ``mid - code``, so no charge
+        reads 0 whatever the offset (a differential pair's difference cancels it anyway)."""
         a = self.config.adc
-        return int(np.floor(-a.v_lo / a.lsb))
+        return int(np.floor((start_voltage(self.config.integrator) - a.v_lo) / a.lsb))
 
     # -- reads --------------------------------------------------------------------------------------
     def read(self, codes, *, transpose: bool = False, backend: Backend = "spice",

@@ -358,7 +358,8 @@ def test_decoding_removes_the_start_voltage_and_reads_zero_inputs_as_zero(engine
     also bit-serial (bin centres read -0.5 LSB per window there: -31.5 LSB at 6 bits); random
     inputs decode unbiased, within half an LSB. With a 20 mV op-amp offset (the integrator
     starts 3.2 LSB up) the decoded charge stays within 1 LSB of the charge on the capacitor,
-    in SPICE and in the twin (bin centres without the start voltage: 3.7 LSB off)."""
+    in SPICE and in the twin (bin centres without the start voltage: 3.7 LSB off), and so do
+    the signed output codes."""
     chain = _chain(rng)
     zero = np.zeros((1, SPEC.cols), dtype=np.int64)
     lsb_i = chain.lsb_current()
@@ -375,6 +376,8 @@ def test_decoding_removes_the_start_voltage_and_reads_zero_inputs_as_zero(engine
     for backend in ("fast", "spice"):
         r = off.read(codes, transpose=True, backend=backend)
         assert np.abs(r.decoded - r.current).max() <= 1.0 * lsb_i, (backend, (r.decoded - r.current) / lsb_i)
+        # the signed codes count from the start voltage's code too (3 codes off before)
+        assert np.abs(r.codes - r.current / lsb_i).max() <= 1.0, (backend, r.codes - r.current / lsb_i)
 
 
 def test_a_column_current_beyond_the_two_stage_op_amps_sink_is_flagged():
