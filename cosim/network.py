@@ -132,19 +132,27 @@ class Tile:
         the conductances change; ``fit`` (a :class:`cosim.fit_periphery.PeripheryFit`) for its
         fast reads."""
         if self._chain is None:
-            import warnings
-            from cosim.readchain import ReadChain
-            spec = self.spec(cfg)
-            pc = periphery_for_tile(cfg.periphery, spec, cfg.mapping.g_max, cfg.mapping.g_range)
-            with warnings.catch_warnings():   # sized for the larger direction: the other one
-                warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
-                warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
-                self._chain = ReadChain(spec, interleave(self.g_plus, self.g_minus), pc, engine=engine, fit=fit)
+            self._chain = sized_read_chain(cfg.periphery, self.spec(cfg), interleave(self.g_plus, self.g_minus),
+                                           cfg.mapping.g_max, cfg.mapping.g_range, engine=engine, fit=fit)
         return self._chain
 
     def changed(self) -> None:
         self._xbar = None
         self._chain = None
+
+
+def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, g_range: float, *, engine=None,
+                     fit=None):
+    """A :class:`cosim.readchain.ReadChain` of ``spec`` at conductances ``G`` behind ``pc`` with
+    its capacitor sized for the array (:func:`periphery_for_tile`). Sized for the larger read
+    direction, the other one uses less of the swing and the ADC: those warnings are dropped."""
+    import warnings
+    from cosim.readchain import ReadChain
+    sized = periphery_for_tile(pc, spec, g_max, g_range)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
+        return ReadChain(spec, G, sized, engine=engine, fit=fit)
 
 
 def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float):

@@ -155,16 +155,11 @@ class UnitCellTile(Tile):
         integrators and ADCs at the 3T1C read voltage, the capacitor sized for its conductance
         range (:func:`cosim.network.periphery_for_tile`); cached until the LSP changes."""
         if self._lsp_chain is None:
-            import warnings
-            from cosim.network import periphery_for_tile
-            from cosim.readchain import ReadChain
+            from cosim.network import sized_read_chain
             xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
             g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
-            pc = periphery_for_tile(cfg.periphery, xb.spec, float(g[1]), float(g[1] - g[0]))
-            with warnings.catch_warnings():   # sized for the larger direction: the other one
-                warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
-                warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
-                self._lsp_chain = ReadChain(xb.spec, xb.G, pc, engine=engine, fit=fit)
+            self._lsp_chain = sized_read_chain(cfg.periphery, xb.spec, xb.G, float(g[1]), float(g[1] - g[0]),
+                                               engine=engine, fit=fit)
         return self._lsp_chain
 
     def lsp_changed(self) -> None:
