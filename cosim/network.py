@@ -142,30 +142,38 @@ class Tile:
 
 
 def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, g_range: float, *, engine=None,
-                     fit=None):
+                     fit=None, g_offset: float = 0.0):
     """A :class:`cosim.readchain.ReadChain` of ``spec`` at conductances ``G`` behind ``pc`` with
     its capacitor sized for the array (:func:`periphery_for_tile`). Sized for the larger read
     direction, the other one uses less of the swing and the ADC: those warnings are dropped."""
     import warnings
     from cosim.readchain import ReadChain
-    sized = periphery_for_tile(pc, spec, g_max, g_range)
+    sized = periphery_for_tile(pc, spec, g_max, g_range, g_offset=g_offset)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
         return ReadChain(spec, G, sized, engine=engine, fit=fit)
 
 
-def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float):
-    """``pc`` with the array's read voltage and an integrator capacitor sized for ``spec``: the
-    worst-case charge of any line (every input at full scale with one sign; forward: a physical
-    column of ``rows`` cells at ``g_max``; transposed: a row of ``cols`` pairs at ``g_range``),
-    times ``pc.full_scale``, uses 90 % of the smaller of the ADC's and the op-amp's half ranges.
+def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float, *, g_offset: float = 0.0):
+    """``pc`` with the array's read voltage and an integrator capacitor sized for ``spec``.
+
+    The worst-case line conductance: forward, a physical column of ``rows`` cells at ``g_max``;
+    transposed, a row of ``cols`` pairs at ``g_range`` (differential arrays, the pair's two
+    columns driven with opposite signs) or of ``cols`` cells at ``g_max`` (single-ended). Of it,
+    ``pc.full_scale`` of the part above ``g_offset`` plus all of ``n g_offset`` (a conductance
+    every cell of a single-ended array sits at, e.g. the 3T1C array's g_shared: with inputs of
+    one sign its charge is systematic, not a rare worst case) must use 90 % of the smaller of
+    the ADC's and the op-amp's half ranges.
     """
     from models.integrator import start_voltage, swing
     from cosim.readchain import full_scale_volt_seconds
 
     dac = replace(pc.dac, v_read=spec.v_read)
-    q_max = pc.full_scale * full_scale_volt_seconds(dac) * max(spec.rows * g_max, spec.cols * g_range)
+    g_back = spec.cols * (g_range if spec.cell == "diff" else g_max)
+    offset = 0.0 if spec.cell == "diff" else min(max(g_offset, 0.0), g_max)
+    lines = [(spec.rows, spec.rows * g_max), (spec.cols, g_back)]
+    q_max = full_scale_volt_seconds(dac) * max(n * offset + pc.full_scale * (g - n * offset) for n, g in lines)
     v0 = start_voltage(pc.integrator)
     lo, hi = swing(pc.integrator)
     half = min(v0 - pc.adc.v_lo, pc.adc.v_hi - v0, v0 - lo, hi - v0)

@@ -20,7 +20,8 @@ Choices (written once, here)
   drive column 2j with ``+code`` and column 2j+1 with ``-code`` (opposite phases), so each row
   integrator sees ``sum_j (G+ - G-) x_j`` directly.
 - Single-ended outputs (``cell="1r"`` or transposed reads): signed output
-  ``mid - code`` with ``mid = round(-v_lo / lsb)`` (the code where 0 V starts).
+  ``mid - code`` with ``mid = floor((v0 - v_lo) / lsb)``, the code of the integrator's start
+  voltage ``v0`` (0 V unless the op-amp has an offset).
 - Forward reads drive the rows at ``rd{i}`` and integrate the columns at ``cs{j}``; transposed
   reads drive the columns at ``cs{j}`` and integrate the rows at ``rd{i}`` (the same ends as
   :mod:`netlists.ir`'s reference topology). A 0 V sense source ``Vsen_k`` sits between each

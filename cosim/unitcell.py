@@ -159,7 +159,7 @@ class UnitCellTile(Tile):
             xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
             g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
             self._lsp_chain = sized_read_chain(cfg.periphery, xb.spec, xb.G, float(g[1]), float(g[1] - g[0]),
-                                               engine=engine, fit=fit)
+                                               engine=engine, fit=fit, g_offset=g_shared)
         return self._lsp_chain
 
     def lsp_changed(self) -> None:
@@ -248,7 +248,9 @@ class UnitCellLayer(AnalogLayer):
 
     # -- reads --------------------------------------------------------------------------------
     def _read_tile(self, t: UnitCellTile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
-        """F q(I_msp) + p (v_read / v_lsp) q(I_lsp): both arrays of the tile on ``backend``."""
+        """F q(I_msp) + p (v_read / v_lsp) q(I_lsp): both arrays of the tile on ``backend``
+        (through the read chain: each line quantised by its own ADC and the reference line's
+        decoded current subtracted digitally, F I_msp + p (v_read / v_lsp) (I_j - I_ref))."""
         cfg, F = self.cfg, self.spec.gain_f
         v_lsp = self.lsp.v_read
         k = v_lsp / cfg.v_read

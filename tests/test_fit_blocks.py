@@ -119,6 +119,13 @@ def test_fit_step_table_counts_each_train_once_per_bin():
     assert plain["mean"][0] == pytest.approx(10 / 40 * 1e-6)
     assert fair["mean"][0] == pytest.approx(10 / 11 * 1e-6)
     assert fair["count"][0] == 40                                # samples, as before
+    # the spread: weighted residuals about the mean curve, unbiased for the weights
+    # (sum w r^2 / (W - sum w^2 / W)), here brute force
+    x, dg = gb, ga - gb
+    w = np.concatenate([np.ones(10), np.full(30, 1 / 30)])
+    res = dg - np.interp(x, fair["g"], fair["mean"])
+    want = np.sqrt(np.sum(w * res ** 2) / (w.sum() - np.sum(w ** 2) / w.sum()))
+    assert fair["std"][0] == pytest.approx(want, rel=1e-12)
 
 
 def test_fit_step_table_recovers_a_known_curve_and_spread():

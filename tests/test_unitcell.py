@@ -262,3 +262,24 @@ def test_unit_cell_reads_both_arrays_through_the_read_chain(rng, engine):
     for chain, u in chains:
         fast, spice = (chain.read_values(u, backend=b).adc_codes for b in ("fast", "spice"))
         assert np.abs(fast - spice).max() <= 1
+
+
+def test_unit_cells_3t1c_chain_is_sized_for_its_reference_offset(rng):
+    """Every 3T1C cell sits near g_shared, so with inputs of one sign (sigmoid activations) each
+    column carries a systematic charge that full_scale must not discount: the 3T1C chain stays
+    off its rails and its digital difference to the reference line follows the exact one (with
+    the offset discounted like a rare worst case it railed: every code 0, 63 % error)."""
+    from cosim.readchain import PeripheryConfig
+    from models.dac import DacParams
+    pc = PeripheryConfig(dac=DacParams(encoding="pwm", bits=8), full_scale=0.3, exact_corners=False)
+    layer = _layer(rng, 32, 10, r_wire=1.0, periphery=pc)
+    _scramble(layer, rng)
+    t = layer.tiles[0]
+    x = np.clip(rng.normal(0.7, 0.05, (4, 34)), 0, 1)         # 32 inputs, the bias row
+    x[:, -1] = 0.0                                               # and the reference row
+    x[:, :-1] /= x[:, :-1].max(axis=1, keepdims=True)
+    r = t.lsp_read_chain(layer.cfg, layer.lsp, layer.g_shared).read_values(x, backend="fast")
+    I = t.lsp_crossbar(layer.cfg, layer.lsp, layer.g_shared).read(x * layer.lsp.v_read, backend="fast")
+    exact, got = I[:, :-1] - I[:, -1:], r.decoded[:, :-1] - r.decoded[:, -1:]
+    assert r.adc_codes.min() > 0 and r.adc_codes.max() < layer.cfg.periphery.adc.n_codes - 1
+    assert np.abs(got - exact).max() < 0.3 * np.abs(exact).max()
