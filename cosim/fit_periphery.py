@@ -452,6 +452,15 @@ def circuit_record(integ) -> dict:
     return json.loads(json.dumps(rec, default=str))
 
 
+def adc_range_mismatch(rng, adc) -> str | None:
+    """Why a fit taken on the converter range ``rng = (v_lo, v_hi)`` [V] does not hold for the
+    converter ``adc`` (None: the ranges agree)."""
+    lo, hi = adc.v_lo, adc.v_hi
+    if abs(rng[0] - lo) > 1e-6 * (hi - lo) or abs(rng[1] - hi) > 1e-6 * (hi - lo):
+        return f"taken on an ADC range of [{rng[0]:g}, {rng[1]:g}] V, the chain's ADC spans [{lo:g}, {hi:g}] V"
+    return None
+
+
 def _mismatch(fit: PeripheryFit, entry: dict, cfg, op_kind: str, adc_kind: str, circuit: dict) -> str | None:
     """Why ``entry`` does not describe the chain ``cfg`` (None: it does)."""
     if entry.get("opamp_kind") != op_kind or entry.get("adc_kind") != adc_kind or fit.n_codes != cfg.adc.n_codes:
@@ -459,9 +468,9 @@ def _mismatch(fit: PeripheryFit, entry: dict, cfg, op_kind: str, adc_kind: str, 
     rng = _adc_range_of(fit, entry)
     lo, hi, lsb = cfg.adc.v_lo, cfg.adc.v_hi, cfg.adc.lsb
     if rng is not None:
-        if abs(rng[0] - lo) > 1e-6 * (hi - lo) or abs(rng[1] - hi) > 1e-6 * (hi - lo):
-            return (f"taken on an ADC range of [{rng[0]:g}, {rng[1]:g}] V, the chain's ADC spans "
-                    f"[{lo:g}, {hi:g}] V")
+        why = adc_range_mismatch(rng, cfg.adc)
+        if why:
+            return why
     else:
         ends = np.polyval(fit.count, np.array([lo + lsb, hi - lsb]))
         if np.abs(ends - [1, fit.n_codes - 1]).max() > 2:

@@ -787,16 +787,15 @@ class ReadChain:
 def _check_fit(fit, cfg: PeripheryConfig):
     if fit is None:
         return None
-    from cosim.fit_periphery import PeripheryFit
+    from cosim.fit_periphery import PeripheryFit, adc_range_mismatch
     if not isinstance(fit, PeripheryFit):
         raise ParameterError(f"fit must be a PeripheryFit or None, got {type(fit).__name__}")
     a = cfg.adc
     if fit.n_codes != a.n_codes:
         raise ParameterError(f"the periphery fit has {fit.n_codes} ADC codes, the chain's ADC {a.n_codes}")
-    if fit.adc_range is not None and (abs(fit.adc_range[0] - a.v_lo) > 1e-6 * (a.v_hi - a.v_lo)
-                                      or abs(fit.adc_range[1] - a.v_hi) > 1e-6 * (a.v_hi - a.v_lo)):
-        raise ParameterError(f"the periphery fit was taken on an ADC range of [{fit.adc_range[0]:g}, "
-                             f"{fit.adc_range[1]:g}] V, the chain's ADC spans [{a.v_lo:g}, {a.v_hi:g}] V")
+    why = adc_range_mismatch(fit.adc_range, a) if fit.adc_range is not None else None
+    if why:
+        raise ParameterError(f"the periphery fit was {why}")
     if fit.c_int <= 0:
         raise ParameterError("the periphery fit records no integrator capacitor (c_int): load it with "
                              "cosim.fit_periphery.load_periphery_fit")

@@ -174,14 +174,23 @@ class PulseUpdate:
               rng: np.random.Generator) -> None:
         dev = self.device
         R, C = tile.g_plus.shape
+        G = interleave(tile.g_plus, tile.g_minus).ravel()
+        # what the fast path integrates (conductances with a table, device states otherwise) and how
         if self.table is not None:
             self._check_range(mapping.g_min, mapping.g_max, "weight mapping's")
-            G = interleave(tile.g_plus, tile.g_minus).ravel()
             z = rng.standard_normal(G.size)          # one draw per device per update phase
+            zz, table = (z if self.table_noise else None), self.table
+            v, to_g = G, (lambda g: g)
+
+            def step(g, counts):
+                return table.apply(g, counts, "up", z=zz)
         else:
-            state = dev.from_conductance(interleave(tile.g_plus, tile.g_minus)).ravel()
-            var = self.variation((tile.rows.start, tile.cols.start, R, C), state.size)
-            noise = dev.draw_noise(state.size, rng)
+            v, to_g = dev.from_conductance(G), dev.to_conductance
+            var = self.variation((tile.rows.start, tile.cols.start, R, C), v.size)
+            noise = dev.draw_noise(v.size, rng)
+
+            def step(state, counts):
+                return dev.apply_counts(state, counts, self.shape, var, noise)
         dw_min = float(np.mean(scale)) * self.step_conductance()
         row_bits, col_bits = [], []
         for b in range(x.shape[0]):
@@ -192,22 +201,14 @@ class PulseUpdate:
             row_bits.append(rb[live])                # cannot select any cell: skip it
             col_bits.append(cb[live])
         self.slots += sum(len(rb) for rb in row_bits)
-        if self.table is not None:
-            zz = z if self.table_noise else None
+        if self.backend == "fast":                   # (a table is fast only)
             for rb, cb in zip(row_bits, col_bits):
                 counts = rb.astype(np.int32).T @ cb.astype(np.int32)
                 if counts.any():
-                    G = self.table.apply(G, counts.ravel(), "up", z=zz)
-            G = G.reshape(R, 2 * C)
-        elif self.backend == "fast":
-            for rb, cb in zip(row_bits, col_bits):
-                counts = rb.astype(np.int32).T @ cb.astype(np.int32)
-                if counts.any():
-                    state = dev.apply_counts(state, counts.ravel(), self.shape, var, noise)
+                    v = step(v, counts.ravel())
         else:
-            state = self._spice(state, np.concatenate(row_bits), np.concatenate(col_bits), var, noise, R, C)
-        if self.table is None:
-            G = dev.to_conductance(state).reshape(R, 2 * C)
+            v = self._spice(v, np.concatenate(row_bits), np.concatenate(col_bits), var, noise, R, C)
+        G = to_g(v).reshape(R, 2 * C)
         gp, gm = G[:, 0::2], G[:, 1::2]
         full = mapping.g_min + self.refresh_at * mapping.g_range
         hot = np.maximum(gp, gm) > full
