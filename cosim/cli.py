@@ -93,7 +93,7 @@ def _spec_and_G(args):
 
 def cmd_doctor(args) -> int:
     import platform
-    from cosim.doctor import run_checks
+    from cosim.sim.doctor import run_checks
 
     print(f"python {platform.python_version()} ({sys.executable})")
     ok = True
@@ -129,7 +129,7 @@ def cmd_netlist(args) -> int:
 
 def _spice_engine(args):
     """The ngspice runner of ``xbar mvm``'s engine options."""
-    from cosim.engine import make_engine
+    from cosim.sim.engine import make_engine
     kw = {"timeout": args.timeout}
     if args.engine == "subprocess":
         kw.update(workers=args.workers, keep_files=args.keep_decks is not None, workdir=args.keep_decks)
@@ -137,7 +137,7 @@ def _spice_engine(args):
 
 
 def cmd_mvm(args) -> int:
-    from cosim.mvm import Crossbar
+    from cosim.read.mvm import Crossbar
 
     if getattr(args, "periphery", None):
         return cmd_mvm_chain(args)
@@ -161,7 +161,7 @@ def cmd_mvm(args) -> int:
 
 def cmd_mvm_chain(args) -> int:
     import numpy as np
-    from cosim.readchain import PeripheryConfig, ReadChain
+    from cosim.read.readchain import PeripheryConfig, ReadChain
 
     if args.backend not in ("spice", "fast"):
         raise ValueError(f"--periphery needs --backend spice or fast, got {args.backend}")
@@ -174,11 +174,11 @@ def cmd_mvm_chain(args) -> int:
         if args.backend != "fast":
             raise ValueError("--calibration with --periphery applies to --backend fast (the integrator/ADC transfer "
                              "fitted by `xbar calibrate`); --backend spice simulates the circuit itself")
-        from cosim.fit_periphery import load_periphery_fit
+        from cosim.calibrate.periphery import load_periphery_fit
         fit = load_periphery_fit(args.calibration, cfg)
     spec, G = _spec_and_G(args)
     if args.size_integrator:
-        from cosim.network import periphery_for_tile
+        from cosim.train.layers import periphery_for_tile
         g = np.asarray(G)
         cfg = periphery_for_tile(cfg, spec, float(g.max()), float(g.max() - g.min()))
         print(f"integrator capacitor sized for this array: c_int = {cfg.integrator.c_int:.4g} F")
@@ -194,10 +194,10 @@ def cmd_mvm_chain(args) -> int:
 
 
 def cmd_periphery(args) -> int:
-    from cosim.periphery_char import characterize_periphery
+    from cosim.characterize.periphery import characterize_periphery
 
     if args.write_config:
-        from cosim.readchain import PeripheryConfig
+        from cosim.read.readchain import PeripheryConfig
         print(f"wrote {PeripheryConfig().to_json(args.write_config)} (edit it, then: xbar mvm --periphery FILE)")
         return 0
 
@@ -208,7 +208,7 @@ def cmd_periphery(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from cosim.demo import run_demo
+    from cosim.read.demo import run_demo
 
     summary = run_demo(size=args.size, batch=args.batch, r_wire=args.r_wire, out_dir=Path(args.out),
                        seed=args.seed)
@@ -218,16 +218,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from cosim.data import load_digits_split, load_npz
-    from cosim.mapping import MappingSpec
-    from cosim.network import LayerConfig
-    from cosim.train import TrainConfig, train
+    from cosim.train.data import load_digits_split, load_npz
+    from cosim.write.mapping import MappingSpec
+    from cosim.train.layers import LayerConfig
+    from cosim.train.loop import TrainConfig, train
 
     data = load_npz(args.data) if args.data else load_digits_split()
     mapping = MappingSpec(g_min=args.g_min, g_max=args.g_max, w_max=args.w_max)
     periphery = None
     if args.periphery:
-        from cosim.readchain import PeripheryConfig
+        from cosim.read.readchain import PeripheryConfig
         periphery = PeripheryConfig.from_json(args.periphery)
     layer = LayerConfig(mapping=mapping, periphery=periphery, calibration=args.calibration,
                         r_wire=args.r_wire, v_read=args.v_read, max_rows=args.max_rows, max_cols=args.max_cols,
@@ -261,7 +261,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_device(args) -> int:
-    from cosim.device_char import characterize_device
+    from cosim.characterize.devices import characterize_device
 
     out = Path(args.out) / args.name
     summary = characterize_device(args.name, out, seeds=args.seeds, pulses=args.pulses, seed=args.seed)
@@ -272,7 +272,7 @@ def cmd_device(args) -> int:
 
 def _export_aihwkit(args, calibration) -> None:
     """Write ``--export-aihwkit FILE`` from a calibration.json."""
-    from cosim.irmodel import Calibration, to_aihwkit
+    from cosim.read.irmodel import Calibration, to_aihwkit
     out = Path(args.export_aihwkit)
     out.parent.mkdir(parents=True, exist_ok=True)
     cal = Calibration.load(calibration)
@@ -281,7 +281,7 @@ def _export_aihwkit(args, calibration) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from cosim.calibrate import run_calibration
+    from cosim.calibrate.irfit import run_calibration
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -316,11 +316,11 @@ def _calibrate_blocks(out: Path, *, quick: bool) -> None:
     """Fit device step tables, integrator/ADC transfers and a Monte Carlo sweep to SPICE into
     ``out/blocks/fits.json``; append their tables to ``report.md`` and point ``calibration.json``
     at the file (key ``blocks``)."""
-    from cosim.engine import SubprocessEngine
-    from cosim.fit_blocks import fit_all, load_json, report_markdown
+    from cosim.sim.engine import SubprocessEngine
+    from cosim.calibrate.blocks import fit_all, load_json, report_markdown
 
     kw = dict(pulses=20, seeds=(0, 1), holdout_seeds=(100,), mc_runs=10) if quick else {}
-    from cosim.fit_blocks import FITS_VERSION
+    from cosim.calibrate.blocks import FITS_VERSION
     settings = {"quick": quick, "fits_version": FITS_VERSION,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
     done = out / "blocks" / "settings.json"
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
     p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
-                   help="read through DACs, integrators and ADCs (cosim.readchain.PeripheryConfig JSON): "
+                   help="read through DACs, integrators and ADCs (cosim.read.readchain.PeripheryConfig JSON): "
                         "--voltages then holds signed integer input codes (batch, rows) and --out gets a .npz "
                         "with codes, adc_codes, v_out, charge, current, decoded (backend spice or fast)")
     p.add_argument("--size-integrator", action="store_true",

@@ -55,7 +55,7 @@ Integration (measured, ngspice 46)
 Performance of update phases
     ``subckt(live_current=False)`` replaces the cell's current B-source by a resistor at the
     phase-start conductance (one B-source per cell). Measured on a 64 x 64 PCM array, 1 ohm
-    wires, 10 slots (cosim.device_char.pcm_array_update_experiment): ~19-21 s, 223 time points,
+    wires, 10 slots (cosim.characterize.devices.pcm_array_update_experiment): ~19-21 s, 223 time points,
     either way; see the report in that module. The cost is time points (ngspice cuts the step
     to 0.1 x the gap after every PWL breakpoint: ~20 points per slot) times per-iteration
     matrix load + refactor (~40 ms at 64 x 64).

@@ -47,7 +47,7 @@ Transistor-level two-stage (BSIM3 cards of :mod:`models.mosfet`)::
 
 NMOS input pair, PMOS mirror load, PMOS common-source second stage, Miller capacitor with
 nulling resistor, ideal bias current ``i_bias`` into the diode ``Mb``. Measured with ngspice 46
-(``.ac``, +-0.9 V supplies, 1 pF load; :func:`cosim.periphery_char.measure_opamp`): see
+(``.ac``, +-0.9 V supplies, 1 pF load; :func:`cosim.characterize.periphery.measure_opamp`): see
 ``TWO_STAGE_MEASURED`` below; its macro-model equivalent is the twin of the transistor
 op-amp.
 """
@@ -211,7 +211,7 @@ class TwoStageOpAmpParams:
 
 
 #: Measured on ngspice 46 (open loop, .ac 1 Hz-10 GHz, +-0.9 V, 1 pF load, input common mode
-#: 0 V; cosim.periphery_char.measure_opamp): DC gain, unity-gain frequency, phase margin,
+#: 0 V; cosim.characterize.periphery.measure_opamp): DC gain, unity-gain frequency, phase margin,
 #: input-referred systematic offset. Re-measure after changing TwoStageOpAmpParams.
 TWO_STAGE_MEASURED = {"a0": 12619.0, "gbw_hz": 37.75e6, "phase_margin_deg": 54.1, "v_os": 5.10e-4}
 
@@ -282,7 +282,7 @@ def macro_equivalent(p: MacroOpAmpParams | TwoStageOpAmpParams, *,
     m = measured or TWO_STAGE_MEASURED
     if not m.get("a0"):
         raise ParameterError("no measured a0/gbw for the two-stage op-amp: run "
-                             "cosim.periphery_char.measure_opamp and pass measured=")
+                             "cosim.characterize.periphery.measure_opamp and pass measured=")
     return MacroOpAmpParams(a0=m["a0"], gbw=m["gbw_hz"], v_os=m.get("v_os", 0.0),
                             headroom=0.15, name="opamp_2stage_eq")
 

@@ -2,7 +2,7 @@
 
 Layer: netlists. Builders (``build_crossbar`` and later the device and periphery builders)
 return a :class:`Circuit`; only :mod:`netlists.spice` turns it into SPICE text, and only
-:mod:`cosim.solver` stamps it into matrices. Neither consumer knows what a crossbar is: both
+:mod:`cosim.read.solver` stamps it into matrices. Neither consumer knows what a crossbar is: both
 dispatch on element type through explicit tables, and a test checks that every type below is
 handled by both (or listed as unsupported by the fast solver).
 

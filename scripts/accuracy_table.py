@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from cosim.data import load_digits_split
-from cosim.network import LayerConfig
-from cosim.reporting import publish
-from cosim.train import TrainConfig, train
+from cosim.train.data import load_digits_split
+from cosim.train.layers import LayerConfig
+from cosim.sim.files import publish
+from cosim.train.loop import TrainConfig, train
 
 # name: (reads, update, device, r_wire [ohm], epochs[, options]); options: cell ("pair" or
 # "2pcm3t1c"), periphery (True: reads through the default read chain with 8-bit DACs and ADCs),
@@ -51,7 +51,7 @@ ROWS = {
 def chain_config():
     """The read chain of the table: 8-bit PWM DACs, macro op-amp integrators sized per tile so
     that 30 % of the worst-case charge fills the ADC, ideal 8-bit ADCs."""
-    from cosim.readchain import PeripheryConfig
+    from cosim.read.readchain import PeripheryConfig
     return PeripheryConfig(full_scale=0.3)
 
 

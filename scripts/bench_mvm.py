@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.engine import SubprocessEngine, default_workers
-from cosim.mvm import Crossbar
-from cosim.reporting import publish
+from cosim.sim.engine import SubprocessEngine, default_workers
+from cosim.read.mvm import Crossbar
+from cosim.sim.files import publish
 from netlists.crossbar import CrossbarSpec
 
 

@@ -30,9 +30,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from cosim.engine import SubprocessEngine
-from cosim.readchain import PeripheryConfig, ReadChain, energy_summary
-from cosim.reporting import publish
+from cosim.sim.engine import SubprocessEngine
+from cosim.read.readchain import PeripheryConfig, ReadChain, energy_summary
+from cosim.sim.files import publish
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams
 from models.integrator import IntegratorParams

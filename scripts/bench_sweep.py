@@ -4,7 +4,7 @@
     python scripts/bench_sweep.py --cases 40          # a quicker look
 
 Each case is one ngspice deck (a random 64x64 single-cell array with 1 ohm segments and a
-batch of input vectors as one ``.dc`` sweep), run through :func:`cosim.sweep.run_sweep` into a
+batch of input vectors as one ``.dc`` sweep), run through :func:`cosim.sim.sweep.run_sweep` into a
 fresh results folder for each configuration:
 
 - serial: in this process, no Dask;
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.calibrate import ArrayCase, spice_case
-from cosim.engine import default_workers
-from cosim.reporting import publish
-from cosim.sweep import run_sweep
+from cosim.calibrate.irfit import ArrayCase, spice_case
+from cosim.sim.engine import default_workers
+from cosim.sim.files import publish
+from cosim.sim.sweep import run_sweep
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from cosim.data import load_digits_split
-from cosim.network import LayerConfig
-from cosim.reporting import publish
-from cosim.train import TrainConfig, train
+from cosim.train.data import load_digits_split
+from cosim.train.layers import LayerConfig
+from cosim.sim.files import publish
+from cosim.train.loop import TrainConfig, train
 
 
 def run(backend: str, args, out: Path) -> dict:

@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from cosim.network import AnalogLayer, LayerConfig
-from cosim.reporting import publish
-from cosim.update import PulseUpdate, mapping_for
+from cosim.train.layers import AnalogLayer, LayerConfig
+from cosim.sim.files import publish
+from cosim.write.pair_update import PulseUpdate, mapping_for
 from models.device import get_device
 
 

@@ -1,6 +1,6 @@
 """Fit every behavioural block to SPICE and print the error tables (issue 6).
 
-Thin entry point over :func:`cosim.fit_blocks.fit_all`: writes ``fits.json`` and PNGs into the
+Thin entry point over :func:`cosim.calibrate.blocks.fit_all`: writes ``fits.json`` and PNGs into the
 output folder and prints the tables.
 
     .venv/bin/python scripts/fit_blocks_report.py --out out/fit_blocks [--quick]
@@ -12,8 +12,8 @@ import argparse
 import sys
 import time
 
-from cosim.engine import SubprocessEngine
-from cosim.fit_blocks import fit_all, report_markdown
+from cosim.sim.engine import SubprocessEngine
+from cosim.calibrate.blocks import fit_all, report_markdown
 
 
 def main(argv=None) -> int:

@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from cosim.data import load_digits_split
-from cosim.network import LayerConfig
-from cosim.reporting import publish
-from cosim.train import TrainConfig, train
+from cosim.train.data import load_digits_split
+from cosim.train.layers import LayerConfig
+from cosim.sim.files import publish
+from cosim.train.loop import TrainConfig, train
 
 SETTINGS = [  # (sigma_d2d, stuck_frac, opamp_offset_sigma [V])
     (0.05, 0.0, 0.0), (0.1, 0.0, 0.0), (0.2, 0.0, 0.0), (0.0, 0.001, 0.0), (0.0, 0.01, 0.0),

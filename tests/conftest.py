@@ -18,13 +18,13 @@ def regen_golden(request) -> bool:
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     return SubprocessEngine(timeout=300, workdir=tmp_path_factory.mktemp("decks"))
 
 
 @pytest.fixture(scope="session")
 def shared_engine():
-    from cosim.engine import SharedEngine
+    from cosim.sim.engine import SharedEngine
     eng = SharedEngine(timeout=300)
     yield eng
     eng.close()

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.calibrate import HIGHER_ORDER, ArrayCase, _data, case_errors, default_cases, fit_model, spice_case
-from cosim.irmodel import (
+from cosim.calibrate.irfit import HIGHER_ORDER, ArrayCase, _data, case_errors, default_cases, fit_model, spice_case
+from cosim.read.irmodel import (
     FEATURES, Calibration, IRModel, cross_term, ir_features, line_loadings, mean_field_cross, to_aihwkit,
 )
-from cosim.mvm import Crossbar
-from cosim.sweep import case_key, case_rng, load_case, run_sweep
+from cosim.read.mvm import Crossbar
+from cosim.sim.sweep import case_key, case_rng, load_case, run_sweep
 from models.errors import ParameterError
 from netlists.crossbar import CrossbarSpec
 
@@ -34,7 +34,7 @@ def counting_task(case, rng):
 def failing_task(case, rng):
     """Case replica 1 hands ngspice a deck it rejects (a real parse error, not a mock)."""
     if case.replica == 1:
-        from cosim.engine import SubprocessEngine
+        from cosim.sim.engine import SubprocessEngine
         SubprocessEngine(workers=1, timeout=60).run("bad deck\nR1 a\n.op\n.end\n", need=["v(a)"])
     return spice_case(case, rng)
 
@@ -158,7 +158,7 @@ def test_fit_reduces_held_out_error(small_sweep):
 
 def _exact_transfer(G, r_row, r_col):
     """W[i, j]: sense current j per volt on row i, by the exact solver (one unit input per row)."""
-    from cosim.solver import CrossbarSolver
+    from cosim.read.solver import CrossbarSolver
     from netlists.crossbar import build_crossbar
 
     spec = CrossbarSpec(rows=G.shape[0], cols=G.shape[1], r_row=r_row, r_col=r_col)
@@ -282,7 +282,7 @@ def test_calibration_round_trip_and_backend(small_sweep, tmp_path):
 def test_fused_line_sweeps_equal_the_reference_kernels(shape):
     """The one-pass features equal K_R, K_C, the single-line recursions and the mean field
     computed separately, on square, wide and tall arrays (zero-padded chains)."""
-    from cosim.irmodel import k_col, k_row
+    from cosim.read.irmodel import k_col, k_row
     G = np.random.default_rng(sum(shape)).uniform(1e-6, 25e-6, shape)
     rr, rc = 2.5, 0.7
     f = ir_features(G, rr, rc, exact_cross_work=0)
@@ -347,7 +347,7 @@ def test_cli_calibrate_quick_and_bad_input(tmp_path):
 
 
 def test_monte_carlo_is_seeded_and_grows_with_variation():
-    from cosim.calibrate import Variation, monte_carlo
+    from cosim.calibrate.irfit import Variation, monte_carlo
 
     kw = dict(size=8, r_wire=1.0, runs=6, batch=4, seed=3)
     quiet = monte_carlo(IRModel.nominal(), variation=Variation(0.0, 0.0, 0.0, 0.0, None), spice_checks=1, **kw)

@@ -1,6 +1,6 @@
 """Device compact models: SPICE subcircuit vs numpy twin, closed forms, half-select, bad values.
 
-Real ngspice (cosim.engine.SubprocessEngine); nothing is mocked.
+Real ngspice (cosim.sim.engine.SubprocessEngine); nothing is mocked.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_subckt_text_is_plain_si():
 
 @pytest.mark.slow
 def test_pcm_64x64_update_phase_timing(engine):
-    from cosim.device_char import pcm_array_update_experiment
+    from cosim.characterize.devices import pcm_array_update_experiment
     out = pcm_array_update_experiment(64, slots=10, engine=engine)
     assert out["max_err_steps"] < 0.2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.energy import read_energy
+from cosim.read.energy import read_energy
 from models.errors import ParameterError
 from netlists.crossbar import CrossbarSpec
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.engine import BatchError, SharedEngine, SubprocessEngine, check_log, read_raw
-from cosim.errors import (
+from cosim.sim.engine import BatchError, SharedEngine, SubprocessEngine, check_log, read_raw
+from cosim.sim.errors import (
     MissingVectorError, NgspiceConvergenceError, NgspiceCrash, NgspiceError, NgspiceParseError,
     NgspiceSingularError, NgspiceTimeout,
 )

@@ -1,4 +1,4 @@
-"""Behavioural models fitted to SPICE (cosim.fit_blocks): step tables, periphery transfer,
+"""Behavioural models fitted to SPICE (cosim.calibrate.blocks): step tables, periphery transfer,
 Monte Carlo of MVM errors. Every fit is scored against real ngspice runs."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from cosim.fit_blocks import load_json, plot_fits, save_json
-from cosim.fit_devices import StepTable, fit_device_steps, fit_step_table
-from cosim.fit_periphery import PeripheryFit, fit_periphery
-from cosim.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_carlo_mvm
+from cosim.calibrate.blocks import load_json, plot_fits, save_json
+from cosim.calibrate.devices import StepTable, fit_device_steps, fit_step_table
+from cosim.calibrate.periphery import PeripheryFit, fit_periphery
+from cosim.calibrate.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_carlo_mvm
 from models.device import device_names
 from models.errors import ParameterError
 
@@ -108,7 +108,7 @@ def test_step_table_apply_with_a_given_noise_draw():
 def test_fit_step_table_counts_each_train_once_per_bin():
     """A train that does not move (a zero cycle-to-cycle draw) stays in its bin for every pulse:
     with ``groups`` it counts once there, like each train that crosses the bin in one step."""
-    from cosim.fit_devices import fit_step_table
+    from cosim.calibrate.devices import fit_step_table
     moving = np.linspace(0.05, 0.95, 10) * 1e-6                  # ten trains, one sample each in bin 0
     gb = np.concatenate([moving, np.full(30, 0.5e-6)])           # ... and one stuck train, 30 samples
     ga = np.concatenate([moving + 1e-6, np.full(30, 0.5e-6)])
@@ -218,7 +218,7 @@ def test_monte_carlo_same_seed_same_result():
 
 
 def test_monte_carlo_without_variation_is_the_wire_error():
-    from cosim.mvm import Crossbar
+    from cosim.read.mvm import Crossbar
     from netlists.crossbar import CrossbarSpec, interleave
     r = monte_carlo_mvm(16, 2.0, seed=3, **MC)
     assert r["rms"]["std"] == 0.0
@@ -245,7 +245,7 @@ def test_monte_carlo_error_grows_with_sigma():
 
 def test_fault_map_for_run_reproduces_a_monte_carlo_run():
     """The helper hands a training run exactly the instance the Monte Carlo sampled."""
-    from cosim.mvm import Crossbar
+    from cosim.read.mvm import Crossbar
     from netlists.crossbar import CrossbarSpec, interleave
     kw = dict(sigma_d2d=0.1, stuck_frac=0.05)
     r = monte_carlo_mvm(12, 1.0, seed=5, runs=3, batch=8, **kw)
@@ -294,7 +294,7 @@ def test_plot_fits_writes_pngs(device_fits, macro_fit, tmp_path):
     for p in paths:
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    from cosim.fit_blocks import report_markdown
+    from cosim.calibrate.blocks import report_markdown
     text = report_markdown({"devices": {"pcm": device_fits["pcm"]}, "periphery": {"macro": macro_fit[1]},
                             "monte_carlo": [mc]})
     rows = [ln for ln in text.splitlines() if ln.startswith("| pcm |") or ln.startswith("| macro |")]
@@ -303,10 +303,10 @@ def test_plot_fits_writes_pngs(device_fits, macro_fit, tmp_path):
 
 
 def test_monte_carlo_accuracy_is_seeded_restores_the_network_and_faults_cost_accuracy(tmp_path):
-    from cosim.data import load_digits_split
-    from cosim.montecarlo import monte_carlo_accuracy
-    from cosim.network import LayerConfig
-    from cosim.train import TrainConfig, train
+    from cosim.train.data import load_digits_split
+    from cosim.calibrate.montecarlo import monte_carlo_accuracy
+    from cosim.train.layers import LayerConfig
+    from cosim.train.loop import TrainConfig, train
 
     data = load_digits_split()
     cfg = TrainConfig(epochs=1, forward="fast", backward="fast", layer=LayerConfig(r_wire=1.0))
@@ -321,7 +321,7 @@ def test_monte_carlo_accuracy_is_seeded_restores_the_network_and_faults_cost_acc
     assert faulty["history"] == m["history"]
     assert faulty["monte_carlo"]["mean"] < m["final"]["test_accuracy"] - 0.02
 
-    from cosim.train import MLP
+    from cosim.train.loop import MLP
     net = MLP([64, 32, 10], cfg.layer, seed=0)
     before = [t.g_plus.copy() for layer in net.layers for t in layer.tiles]
     kw = dict(runs=4, seed=3, stuck_frac=0.05, sigma_d2d=0.3, opamp_offset_sigma=0.01)

@@ -33,7 +33,7 @@ def test_imports_flow_one_way():
 
 
 def test_import_cosim_is_cheap():
-    code = ("import sys, cosim, cosim.mvm, cosim.engine, cosim.cli; "
+    code = ("import sys, cosim, cosim.read.mvm, cosim.sim.engine, cosim.cli; "
             "heavy = [m for m in ('PySpice', 'matplotlib', 'networkx', 'sklearn') if m in sys.modules]; "
             "print(','.join(heavy))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.mvm import Crossbar, mvm
-from cosim.solver import CrossbarSolver, NodalSolver, STAMPERS, UNSUPPORTED, SolverError
+from cosim.read.mvm import Crossbar, mvm
+from cosim.read.solver import CrossbarSolver, NodalSolver, STAMPERS, UNSUPPORTED, SolverError
 from models.errors import ParameterError, ShapeError, UnsupportedElementError
 from netlists.crossbar import CrossbarSpec
 from netlists.ir import ELEMENT_TYPES, Circuit, NodeTable, SubcktInstances, VoltageSources

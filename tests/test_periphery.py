@@ -1,5 +1,5 @@
 """Periphery blocks (DAC, op-amps, integrator, ADCs): SPICE (real ngspice) vs closed forms and
-numpy twins. Benches live in cosim.periphery_char."""
+numpy twins. Benches live in cosim.characterize.periphery."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cosim.periphery_char import (measure_opamp, read_timing, read_twin, run_adc_sweep, run_read)
+from cosim.characterize.periphery import (measure_opamp, read_timing, read_twin, run_adc_sweep, run_read)
 from models.adc import (SPEC_DNL_LSB, SPEC_INL_LSB, QuantizerParams, RampAdcParams, check_adc_range,
                         inl_dnl, quantize, quantizer_subckt, ramp_convert, ramp_library,
                         transition_levels)

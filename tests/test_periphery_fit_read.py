@@ -1,5 +1,5 @@
 """Fast read-chain reads through the integrator + ADC transfer fitted to ngspice
-(:mod:`cosim.fit_periphery`): against ngspice on arrays sized unlike the fit, the loader and its
+(:mod:`cosim.calibrate.periphery`): against ngspice on arrays sized unlike the fit, the loader and its
 refusals, the CLI and the training layers."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.fit_blocks import save_json
-from cosim.fit_periphery import fit_periphery, load_periphery_fit, select_periphery_fit
-from cosim.network import periphery_for_tile
-from cosim.readchain import PeripheryConfig, ReadChain
+from cosim.calibrate.blocks import save_json
+from cosim.calibrate.periphery import fit_periphery, load_periphery_fit, select_periphery_fit
+from cosim.train.layers import periphery_for_tile
+from cosim.read.readchain import PeripheryConfig, ReadChain
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams, volt_seconds
 from models.errors import ParameterError
@@ -42,7 +42,7 @@ def _cfg(bits=8, c_int=10e-12, full_scale=1.0):
 @pytest.fixture(scope="module")
 def fitted(engine, tmp_path_factory):
     """One fit (10 pF, 15 sweep points, < 1 s), its fits.json and a calibration.json pointing at it."""
-    from cosim.irmodel import Calibration, IRModel
+    from cosim.read.irmodel import Calibration, IRModel
     r = fit_periphery(IntegratorParams(opamp=TwoStageOpAmpParams()), ADC, points=15, engine=engine)
     out = tmp_path_factory.mktemp("cal")
     fits_path = save_json({"periphery": {"two_stage": r}}, out / "blocks" / "fits.json")
@@ -233,8 +233,8 @@ def test_cli_mvm_periphery_fast_with_calibration(fitted, tmp_path, rng):
 
 
 def test_layer_fast_chain_reads_use_the_fit(fitted, rng):
-    from cosim.mapping import MappingSpec
-    from cosim.network import AnalogLayer, LayerConfig
+    from cosim.write.mapping import MappingSpec
+    from cosim.train.layers import AnalogLayer, LayerConfig
     W = rng.uniform(-1, 1, (6, 3))
     base = LayerConfig(mapping=MappingSpec(w_max=1.0), r_wire=1.0, periphery=_cfg(bits=6, full_scale=0.5))
     x = rng.uniform(-1, 1, (4, 6))

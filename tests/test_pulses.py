@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cosim.pulses import QUADRANTS, pair_columns, pulse_trains
+from cosim.write.pulses import QUADRANTS, pair_columns, pulse_trains
 from models.errors import ParameterError
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.readchain import PeripheryConfig, ReadChain, energy_summary
+from cosim.read.readchain import PeripheryConfig, ReadChain, energy_summary
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams
 from models.errors import ParameterError
@@ -131,7 +131,7 @@ def test_spice_codes_match_twin_within_one_lsb(engine, rng, transpose, exact_cor
     assert np.abs(s.v_out - f.v_out).max() <= 0.5 * lsb
     np.testing.assert_allclose(s.charge, f.charge, atol=0.5 * lsb * CFG.integrator.c_int)
     # the outputs mean something: the equivalent currents follow the exact array solve
-    from cosim.mvm import Crossbar
+    from cosim.read.mvm import Crossbar
     V = codes / CFG.dac.max_code * CFG.dac.v_read
     I = Crossbar(SPEC, chain.G).read(V, transpose=transpose, backend="fast")
     assert np.abs(f.current - I).max() < 0.15 * np.abs(I).max()  # the op-amp's finite GBW and gain
@@ -252,7 +252,7 @@ def test_sneak_paths_in_0t1r_removed_by_1t1r(engine, rng):
     half-biased, the passive array reads the cell plus sneak currents (errors of the order of
     the read current and more); access transistors on the word lines remove them, leaving only
     the on-resistance in series (a few percent low)."""
-    from cosim.sneak import cell_read_errors
+    from cosim.read.sneak import cell_read_errors
     from netlists.access import build_cell_read
     from netlists.ir import SubcktInstances
 

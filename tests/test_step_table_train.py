@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.fit_blocks import save_json
-from cosim.fit_devices import StepTable, fit_device_steps, load_step_table
-from cosim.network import AnalogLayer, LayerConfig
-from cosim.update import PulseUpdate, mapping_for
+from cosim.calibrate.blocks import save_json
+from cosim.calibrate.devices import StepTable, fit_device_steps, load_step_table
+from cosim.train.layers import AnalogLayer, LayerConfig
+from cosim.write.pair_update import PulseUpdate, mapping_for
 from models.device import get_device
 from models.errors import ParameterError
 
@@ -26,7 +26,7 @@ SMALL = dict(pulses=12, bins=32, seeds=(0, 1, 2), holdout_seeds=(10, 11))
 @pytest.fixture(scope="module")
 def files(engine, tmp_path_factory):
     """fits.json of linear and pcm, and a calibration.json of `xbar calibrate --blocks` pointing at it."""
-    from cosim.irmodel import Calibration, IRModel
+    from cosim.read.irmodel import Calibration, IRModel
     out = tmp_path_factory.mktemp("cal")
     fits = {"devices": {n: fit_device_steps(n, engine=engine, **SMALL) for n in ("linear", "pcm")}}
     fits_path = save_json(fits, out / "blocks" / "fits.json")
@@ -138,8 +138,8 @@ def test_pulse_update_refuses_a_table_it_cannot_use(files):
 
 
 def test_train_config_checks_the_table_and_the_unit_cell_options(files, tmp_path):
-    from cosim.data import load_digits_split
-    from cosim.train import TrainConfig
+    from cosim.train.data import load_digits_split
+    from cosim.train.loop import TrainConfig
     fits = str(files["fits"])
     tab = dict(device="pcm", device_table=fits)
     for kw, msg in ((dict(tab, update="ideal"), "needs update='fast' and cell='pair'"),
@@ -184,12 +184,12 @@ def test_train_cli_device_table_and_unit_cell_options(files, tmp_path, rng, caps
 
 
 def test_training_on_a_fitted_pcm_table_learns(files, tmp_path):
-    from cosim.data import load_digits_split
-    from cosim.train import TrainConfig, train
+    from cosim.train.data import load_digits_split
+    from cosim.train.loop import TrainConfig, train
     data = load_digits_split()
     cfg = TrainConfig(epochs=1, forward="fast", backward="fast", update="fast", device="pcm",
                       device_table=str(files["fits"]))
-    from cosim.train import make_updater
+    from cosim.train.loop import make_updater
     assert make_updater(cfg).table.to_dict() == load_step_table(files["fits"], "pcm").to_dict()
     m = train(cfg, data, tmp_path / "run", progress=False)
     f = m["final"]          # one epoch of the digits: the software run reaches ~87 %, the PCM twin ~83 %

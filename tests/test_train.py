@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.data import Dataset, load_digits_split, load_npz
-from cosim.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
-from cosim.network import AnalogLayer, IdealUpdate, LayerConfig, quantize
-from cosim.train import TrainConfig, train
+from cosim.train.data import Dataset, load_digits_split, load_npz
+from cosim.write.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
+from cosim.train.layers import AnalogLayer, IdealUpdate, LayerConfig, quantize
+from cosim.train.loop import TrainConfig, train
 from models.errors import ParameterError, ShapeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ def test_train_cli(tmp_path, rng):
 
 
 def _chain_cfg(bits: int = 10, full_scale: float = 0.3, **kw) -> LayerConfig:
-    from cosim.readchain import PeripheryConfig
+    from cosim.read.readchain import PeripheryConfig
     from models.adc import QuantizerParams
     from models.dac import DacParams
     pc = PeripheryConfig(dac=DacParams(bits=8), adc=QuantizerParams(bits=bits), full_scale=full_scale)
@@ -197,7 +197,7 @@ def test_training_with_the_periphery_chain_learns(tmp_path):
 def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     """The cheap IR-drop model as a read backend of the training loop: close to the exact solve,
     cheaper, and refused with a clear error when no calibration is given."""
-    from cosim.irmodel import Calibration, IRModel
+    from cosim.read.irmodel import Calibration, IRModel
     path = Calibration(IRModel.nominal()).save(tmp_path / "calibration.json")
     cfg = LayerConfig(r_wire=1.0, adc_bits=None, calibration=str(path))
     layer = AnalogLayer(rng.uniform(-2, 2, (30, 12)), cfg)
@@ -218,7 +218,7 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
 def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):
     """A re-calibration (same path, new coefficients) invalidates a checkpoint; a copy of the
     same calibration elsewhere does not."""
-    from cosim.irmodel import Calibration, IRModel
+    from cosim.read.irmodel import Calibration, IRModel
     data = _small(load_digits_split(), 20)
     a = Calibration(IRModel.nominal()).save(tmp_path / "a" / "calibration.json")
     b = Calibration(IRModel.nominal()).save(tmp_path / "b" / "calibration.json")

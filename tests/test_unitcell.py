@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.data import Dataset, load_digits_split
-from cosim.network import LayerConfig
-from cosim.train import TrainConfig, train
-from cosim.unitcell import CapUpdate, LspIdealUpdate, UnitCellLayer, UnitCellSpec
-from cosim.update import mapping_for
+from cosim.train.data import Dataset, load_digits_split
+from cosim.train.layers import LayerConfig
+from cosim.train.loop import TrainConfig, train
+from cosim.train.unitcell import CapUpdate, LspIdealUpdate, UnitCellLayer, UnitCellSpec
+from cosim.write.pair_update import mapping_for
 from models.device import get_device
 from models.errors import ParameterError
 
@@ -218,7 +218,7 @@ def test_short_unit_cell_training_learns_digits(tmp_path):
 def test_unit_cell_reads_both_arrays_through_the_calibrated_model(rng, tmp_path):
     """The cheap IR model reads the PCM pair and the 3T1C array of every tile: close to the exact
     solve, much closer than no IR model; without a calibration the backend is refused."""
-    from cosim.irmodel import Calibration, IRModel
+    from cosim.read.irmodel import Calibration, IRModel
     path = Calibration(IRModel.physical()).save(tmp_path / "calibration.json")
     layer = _layer(rng, 40, 12, r_wire=2.0, adc_bits=None, calibration=str(path))
     _scramble(layer, rng)
@@ -238,7 +238,7 @@ def test_unit_cell_reads_both_arrays_through_the_read_chain(rng, engine):
     quantisation), and ngspice reads of both arrays give the fast chain's codes within 1 LSB."""
     from dataclasses import replace as dc_replace
 
-    from cosim.readchain import PeripheryConfig
+    from cosim.read.readchain import PeripheryConfig
     from models.adc import QuantizerParams
     from models.dac import DacParams
     pc8 = PeripheryConfig(dac=DacParams(encoding="pwm", bits=8), exact_corners=False)
@@ -269,7 +269,7 @@ def test_unit_cells_3t1c_chain_is_sized_for_its_reference_offset(rng):
     column carries a systematic charge that full_scale must not discount: the 3T1C chain stays
     off its rails and its digital difference to the reference line follows the exact one (with
     the offset discounted like a rare worst case it railed: every code 0, 63 % error)."""
-    from cosim.readchain import PeripheryConfig
+    from cosim.read.readchain import PeripheryConfig
     from models.dac import DacParams
     pc = PeripheryConfig(dac=DacParams(encoding="pwm", bits=8), full_scale=0.3, exact_corners=False)
     layer = _layer(rng, 32, 10, r_wire=1.0, periphery=pc)

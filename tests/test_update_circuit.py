@@ -13,7 +13,7 @@ import pytest
 from models.errors import ParameterError, ShapeError
 from netlists.crossbar import CrossbarSpec
 from netlists.spice import Tran, write_spice
-from netlists.update import WriteScheme, build_update_circuit, line_waveforms, state_vectors, update_duration
+from netlists.update_circuit import WriteScheme, build_update_circuit, line_waveforms, state_vectors, update_duration
 
 CELL = """.subckt tcell p n params: s0=0.5
 Cs s 0 1 IC={s0}

@@ -6,7 +6,7 @@ and the device characterisation helpers are imported inside the functions that n
 ``load_step_table(path, device)``
     The table of one device from a ``fits.json`` of ``xbar calibrate`` or from the
     ``calibration.json`` that points at it (key ``"blocks"``); the fast pair updates of training
-    use it in place of the device twin (:class:`cosim.update.PulseUpdate` ``table=``).
+    use it in place of the device twin (:class:`cosim.write.pair_update.PulseUpdate` ``table=``).
 
 ``fit_device_steps(name)``
     SPICE pulse trains of one registry device (up and down, over seeded device draws) become a
@@ -22,7 +22,7 @@ and the device characterisation helpers are imported inside the functions that n
 samples into a table.
 
 JSON: each result is a JSON-able dict (lists and floats only); it is ``fits.json["devices"][name]``
-of :func:`cosim.fit_blocks.fit_all`, whose ``"table"`` entry is :meth:`StepTable.to_dict`
+of :func:`cosim.calibrate.blocks.fit_all`, whose ``"table"`` entry is :meth:`StepTable.to_dict`
 (``device``, ``g_min``, ``g_max``, ``edges``, ``curves[direction] = {g, mean, std, count}``;
 :meth:`StepTable.from_dict` reads it back).
 
@@ -83,7 +83,7 @@ class StepTable:
         ``"up"`` and, unless the device is SET-only, ``"down"``.
     pulse : (width, rise, period) [s] or None
         The write pulse the table was fitted with (None: not recorded). A table holds for that
-        pulse only; :class:`cosim.update.PulseUpdate` refuses it with another.
+        pulse only; :class:`cosim.write.pair_update.PulseUpdate` refuses it with another.
     """
 
     device: str
@@ -155,7 +155,7 @@ class StepTable:
         z : array, optional
             The per-device noise draw (standard normal, broadcast with ``G``) instead of
             ``rng``: lets a caller keep one draw per device over several calls, e.g. over the
-            samples of a mini-batch (:class:`cosim.update.PulseUpdate`). Not with ``rng``.
+            samples of a mini-batch (:class:`cosim.write.pair_update.PulseUpdate`). Not with ``rng``.
         """
         sign = _sign(direction)
         G = np.array(G, dtype=float, copy=True)
@@ -218,7 +218,7 @@ def load_step_table(path, device: str, *, shape: PulseShape | None = None) -> St
     Parameters
     ----------
     path : str or Path
-        ``fits.json`` of :func:`cosim.fit_blocks.fit_all` (``xbar calibrate`` writes
+        ``fits.json`` of :func:`cosim.calibrate.blocks.fit_all` (``xbar calibrate`` writes
         it to ``OUT/blocks/fits.json``), or the ``calibration.json`` of ``xbar calibrate``,
         whose ``"blocks"`` entry (a path relative to the calibration's folder)
         names the fits file.
@@ -235,7 +235,7 @@ def load_step_table(path, device: str, *, shape: PulseShape | None = None) -> St
         calibration has no ``"blocks"`` entry, the fits have no table of ``device``, or the
         table was fitted to another device or, given ``shape``, with another write pulse.
     """
-    from cosim.fit_blocks import read_block_fits
+    from cosim.calibrate.blocks import read_block_fits
     d, src = read_block_fits(path, "devices")
     fits = d["devices"]
     if not isinstance(fits, dict) or device not in fits:
@@ -394,8 +394,8 @@ def run_pulse_trains(name: str, seeds, *, pulses: int = 40, bins: int = 32,
     "in_range" (n_inst, pulses + 1) bool: the SPICE state has stayed inside ``state_range``
     so far, "sign" (n_inst,)}}`` plus ``"_elapsed_s"``.
     """
-    from cosim.device_char import _sample
-    from cosim.engine import SubprocessEngine
+    from cosim.characterize.devices import _sample
+    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
     shape = shape or PulseShape()
     model = get_device(name)

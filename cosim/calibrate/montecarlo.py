@@ -21,7 +21,7 @@ only inside :func:`monte_carlo_mvm` (``import cosim`` stays cheap).
     (:func:`fault_map_for_run` gives the instance of one run).
 
 JSON: each result is a JSON-able dict (lists and floats only); the list
-``fits.json["monte_carlo"]`` of :func:`cosim.fit_blocks.fit_all` holds one per sigma. A
+``fits.json["monte_carlo"]`` of :func:`cosim.calibrate.blocks.fit_all` holds one per sigma. A
 :class:`FaultMap` serialises with :meth:`FaultMap.to_dict` (``g_factor``, ``stuck``, ``v_os``,
 ``out_offset`` as nested lists; :meth:`FaultMap.from_dict` reads it back) or to ``.npz``
 (:meth:`FaultMap.save` / :meth:`FaultMap.load`).
@@ -195,8 +195,8 @@ def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 5
         ``max``, ``per_run_rms`` (list), ``spice_checks`` (per checked run: max |spice - fast|
         as a fraction of ``ref_a``), parameters, ``elapsed_s``.
     """
-    from cosim.mapping import MappingSpec, to_conductances
-    from cosim.mvm import Crossbar
+    from cosim.write.mapping import MappingSpec, to_conductances
+    from cosim.read.mvm import Crossbar
     from netlists.crossbar import CrossbarSpec, interleave
 
     rows, cols = (size, size) if np.isscalar(size) else tuple(size)
@@ -269,7 +269,7 @@ def check_monte_carlo(mc: dict) -> dict:
 def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, *, runs: int = 20, seed: int = 0,
                          sigma_d2d: float = 0.0, stuck_frac: float = 0.0, opamp_offset_sigma: float = 0.0,
                          backend: str = "fast") -> dict:
-    """Test accuracy of a trained network (``net.layers`` of :class:`cosim.network.AnalogLayer`,
+    """Test accuracy of a trained network (``net.layers`` of :class:`cosim.train.layers.AnalogLayer`,
     ``net.accuracy(X, y, backend)``) over ``runs`` sampled hardware instances; the network is
     left as it was. Returns the nominal accuracy, per-run accuracies and their statistics."""
     from netlists.crossbar import interleave

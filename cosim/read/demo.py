@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.mvm import Crossbar
+from cosim.read.mvm import Crossbar
 from netlists.crossbar import CrossbarSpec
 
 AGREEMENT = 1e-6  # fast vs spice, relative to the largest spice current

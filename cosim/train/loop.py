@@ -8,13 +8,13 @@ mini-batches it writes a checkpoint; a killed run resumes where it stopped and e
 same result (every random draw derives from (seed, epoch, batch), not from a running state).
 
 ``cell`` picks the weight's hardware: ``"pair"`` (a differential pair of ``device``, updated by
-``update``) or ``"2pcm3t1c"`` (the IBM 2018 unit cell of :mod:`cosim.unitcell`: updates go to
+``update``) or ``"2pcm3t1c"`` (the IBM 2018 unit cell of :mod:`cosim.train.unitcell`: updates go to
 the 3T1C cells, every ``transfer_every`` mini-batches the 3T1C part is transferred into the PCM
 pair and its polarity inverted; capacitor states, polarities and transfer counts are part of
 the checkpoint).
 
 ``device_table`` swaps the numpy twin of ``fast`` pair updates for the device's step table fitted
-to SPICE (``xbar calibrate``; :class:`cosim.update.PulseUpdate` ``table=``).
+to SPICE (``xbar calibrate``; :class:`cosim.write.pair_update.PulseUpdate` ``table=``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.data import Dataset
-from cosim.network import READ_BACKENDS, AnalogLayer, IdealUpdate, LayerConfig, Updater
+from cosim.train.data import Dataset
+from cosim.train.layers import READ_BACKENDS, AnalogLayer, IdealUpdate, LayerConfig, Updater
 from models.errors import ParameterError
 
 UPDATES = ("ideal", "fast", "spice")
@@ -38,7 +38,7 @@ def make_updater(cfg: "TrainConfig", engine=None) -> Updater:
     """The update rule: the float control, or pulse coincidence on the device (twin or ngspice);
     for the unit cell, on its 3T1C cells."""
     if cfg.cell == "2pcm3t1c":
-        from cosim.unitcell import CapUpdate, LspIdealUpdate
+        from cosim.train.unitcell import CapUpdate, LspIdealUpdate
         from models.device import get_device
         cap = get_device("cap3t1c")
         if cfg.update == "ideal":
@@ -46,11 +46,11 @@ def make_updater(cfg: "TrainConfig", engine=None) -> Updater:
         return CapUpdate(cap, bl=cfg.bl, backend=cfg.update, engine=engine)
     if cfg.update == "ideal":
         return IdealUpdate()
-    from cosim.update import PulseUpdate
+    from cosim.write.pair_update import PulseUpdate
     from models.device import get_device
     table = None
     if cfg.device_table is not None:
-        from cosim.fit_devices import load_step_table
+        from cosim.calibrate.devices import load_step_table
         from models.device import PulseShape
         table = load_step_table(cfg.device_table, cfg.device, shape=PulseShape())   # the updater's pulse
     return PulseUpdate(get_device(cfg.device), bl=cfg.bl, backend=cfg.update, r_wire=cfg.layer.r_wire,
@@ -80,7 +80,7 @@ class TrainConfig:
         Pulse slots per update sub-phase.
     update_method : str
         spice updates: "slots" (one .dc sweep point per write slot, the default) or "transient"
-        (the array of device subcircuits in one transient); see cosim.update.PulseUpdate.
+        (the array of device subcircuits in one transient); see cosim.write.pair_update.PulseUpdate.
     layer : LayerConfig
     checkpoint_every : int
         Mini-batches between checkpoints.
@@ -96,7 +96,7 @@ class TrainConfig:
     device_table : str, optional
         Path of a ``fits.json`` or ``calibration.json`` of ``xbar calibrate``: the
         ``fast`` pair updates move the conductances by ``device``'s step table fitted to SPICE
-        (:func:`cosim.fit_devices.load_step_table`) instead of its numpy twin. Needs
+        (:func:`cosim.calibrate.devices.load_step_table`) instead of its numpy twin. Needs
         ``update="fast"`` and ``cell="pair"``.
     """
 
@@ -129,7 +129,7 @@ class TrainConfig:
         from models.device import device_names
         if self.device not in device_names():
             raise ParameterError(f"device must be one of {device_names()}, got {self.device!r}")
-        from cosim.unitcell import CELLS
+        from cosim.train.unitcell import CELLS
         if self.cell not in CELLS:
             raise ParameterError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.cell == "2pcm3t1c":
@@ -151,7 +151,7 @@ class TrainConfig:
                 raise ParameterError("device_table (a step table fitted to SPICE) replaces the device twin of "
                                      "fast pair updates: it needs update='fast' and cell='pair', got "
                                      f"update={self.update!r}, cell={self.cell!r}")
-            from cosim.fit_devices import load_step_table
+            from cosim.calibrate.devices import load_step_table
             from models.device import PulseShape
             # exists, holds a table of this device, fitted with the updater's write pulse
             load_step_table(self.device_table, self.device, shape=PulseShape())
@@ -164,8 +164,8 @@ class TrainConfig:
             raise ParameterError(f"lr must be > 0, got {self.lr}")
 
     def unit_cell(self):
-        """The :class:`cosim.unitcell.UnitCellSpec` of a 2pcm3t1c run."""
-        from cosim.unitcell import UnitCellSpec
+        """The :class:`cosim.train.unitcell.UnitCellSpec` of a 2pcm3t1c run."""
+        from cosim.train.unitcell import UnitCellSpec
         return UnitCellSpec(gain_f=self.gain_f, transfer_every=self.transfer_every)
 
     def fingerprint(self, data: Dataset) -> str:
@@ -183,13 +183,13 @@ class TrainConfig:
         if self.device_table is None:   # and without a step table
             cfg.pop("device_table")
         else:
-            from cosim.fit_devices import load_step_table
+            from cosim.calibrate.devices import load_step_table
             cfg["device_table"] = digest(load_step_table(self.device_table, self.device).to_dict())
         if self.layer.calibration is not None:
-            from cosim.irmodel import Calibration
+            from cosim.read.irmodel import Calibration
             fits = {"ir_model": Calibration.load(self.layer.calibration).model.to_dict()}
             if self.layer.periphery is not None:
-                from cosim.fit_periphery import load_periphery_fit
+                from cosim.calibrate.periphery import load_periphery_fit
                 fits["periphery_fit"] = load_periphery_fit(self.layer.calibration, self.layer.periphery).to_dict()
             cfg["layer"]["calibration"] = digest(fits)
         blob = json.dumps({"cfg": cfg, "data": data.name, "n": len(data.y_train)}, sort_keys=True, default=str)
@@ -218,7 +218,7 @@ class MLP:
             if unit_cell is None:
                 self.layers.append(AnalogLayer(W, layer_cfg, engine=engine))
             else:
-                from cosim.unitcell import UnitCellLayer
+                from cosim.train.unitcell import UnitCellLayer
                 self.layers.append(UnitCellLayer(W, layer_cfg, unit_cell, engine=engine, msp=msp))
 
     def forward(self, x: np.ndarray, backend: str) -> list[np.ndarray]:
@@ -305,7 +305,7 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
           resume: bool = True, stop_after: int | None = None, monte_carlo: dict | None = None) -> dict:
     """Train; returns the metrics (also written to ``out_dir/metrics.json``).
 
-    ``monte_carlo`` (keyword arguments of :func:`cosim.montecarlo.monte_carlo_accuracy`, e.g.
+    ``monte_carlo`` (keyword arguments of :func:`cosim.calibrate.montecarlo.monte_carlo_accuracy`, e.g.
     ``{"runs": 20, "sigma_d2d": 0.1, "stuck_frac": 0.01}``): after training, the test accuracy
     over sampled hardware instances of the trained arrays, read on the forward backend, in
     ``metrics["monte_carlo"]`` and ``monte_carlo.json`` (evaluation only: not in the fingerprint).
@@ -315,7 +315,7 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     batches since, to the same result).
     """
     if monte_carlo:   # checked before the run, not after it
-        from cosim.montecarlo import check_monte_carlo
+        from cosim.calibrate.montecarlo import check_monte_carlo
         check_monte_carlo(monte_carlo)
         if cfg.cell != "pair" or cfg.forward == "software":
             raise ParameterError("monte_carlo needs cell='pair' and an analog forward backend")
@@ -325,7 +325,7 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     layer_cfg = cfg.layer
     unit = cfg.cell == "2pcm3t1c"
     if cfg.update != "ideal" or unit:   # device updates: the device's conductance range is the mapping's
-        from cosim.update import mapping_for
+        from cosim.write.pair_update import mapping_for
         from models.device import get_device
         layer_cfg = replace(layer_cfg, mapping=mapping_for(get_device(cfg.device), layer_cfg.mapping.w_max))
     if unit:
@@ -382,7 +382,7 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
         bar.close()
     metrics = _finish(cfg, data, net, soft, st, out_dir)
     if monte_carlo:
-        from cosim.montecarlo import monte_carlo_accuracy
+        from cosim.calibrate.montecarlo import monte_carlo_accuracy
         mc = monte_carlo_accuracy(net, data.X_test, data.y_test, backend=cfg.forward, **monte_carlo)
         (out_dir / "monte_carlo.json").write_text(json.dumps(mc, indent=2))
         metrics["monte_carlo"] = mc

@@ -5,7 +5,7 @@ Layer: cosim. Cheap means: no linear solve of the array. The model maps the cond
 one scalar recursion along each line, O(rows x cols)), and a read is then ``V @ W`` (forward)
 or ``V @ W.T`` (transposed: a passive linear network is reciprocal, so the transposed transfer
 is the same W). The exact answer is also a linear map of the inputs; the model approximates it.
-:mod:`cosim.calibrate` fits the coefficients to ngspice; with its nominal coefficients (no fit)
+:mod:`cosim.calibrate.irfit` fits the coefficients to ngspice; with its nominal coefficients (no fit)
 the model is the first-order physics below.
 
 The physics
@@ -65,7 +65,7 @@ is also lower). Beyond the loadings of its calibration the model warns
 The **nominal** (uncalibrated) coefficients are the first-order physics, as in version 1 of the
 model: a = (1, 1, 0, ...), b = b2 = c = 0, i.e. W = G / (1 + x_R + x_C). The line-resummed
 physics with no fit (:meth:`IRModel.physical`) is a = (1, 1, 1, 1, 0, ...), b = c = 1, b2 = 0:
-exact to second order in r when X is exact. The fit (:func:`cosim.calibrate.fit_model`) by
+exact to second order in r when X is exact. The fit (:func:`cosim.calibrate.irfit.fit_model`) by
 default starts there and adjusts only the third-and-higher-order coefficients (the a of the
 three damped features, and b2, c): the regime of large arrays, where the
 loadings reach 1-2 and no finite series converges. rho_R rho_C is second order (its physical

@@ -41,14 +41,14 @@ with every cell (:mod:`netlists.access`), gates on one word-line node at ``v_gat
 selected for a parallel read), bulk on ``vss``. The twin puts the transistor's on-resistance,
 measured once in ngspice at the potential of its source, in series with each cell.
 
-The fast backend is the twin of the whole chain: :class:`cosim.solver.CrossbarSolver`
+The fast backend is the twin of the whole chain: :class:`cosim.read.solver.CrossbarSolver`
 gives the exact drive -> sense transfer matrix of the wired array (linear and static, so the
 charge is ``volt_seconds @ G_eff``), then the integrator twin
 (:func:`models.integrator.charge_to_voltage`: finite gain and bandwidth, offset, leak,
 saturation) and the ADC twin (:func:`models.adc.quantize` / :func:`models.adc.ramp_convert`).
 With ``ReadChain(..., fit=PeripheryFit)`` the integrator and ADC twins give way to the transfer
-fitted to ngspice (:mod:`cosim.fit_periphery`), carried over to this chain's capacitor, column
-loads and integration time by :meth:`cosim.fit_periphery.PeripheryFit.chain_voltage`.
+fitted to ngspice (:mod:`cosim.calibrate.periphery`), carried over to this chain's capacitor, column
+loads and integration time by :meth:`cosim.calibrate.periphery.PeripheryFit.chain_voltage`.
 
 Decoding (``ReadResult.decoded``): the converter's bin centre relative to the integrator's
 start voltage, times the ideal capacitor (:meth:`ReadChain.decode_charge`): unbiased, zero
@@ -364,11 +364,11 @@ class ReadChain:
     access : AccessParams, optional
         1T1R array: an NMOS access transistor in series with every cell, all word lines on
         during the read (:func:`netlists.access.access_cells`); None: passive cells.
-    fit : cosim.fit_periphery.PeripheryFit, optional
-        The integrator + ADC transfer fitted to ngspice (:func:`cosim.fit_periphery.load_periphery_fit`
+    fit : cosim.calibrate.periphery.PeripheryFit, optional
+        The integrator + ADC transfer fitted to ngspice (:func:`cosim.calibrate.periphery.load_periphery_fit`
         picks it from ``xbar calibrate``' output). Fast reads then take charge ->
         voltage -> code from the fit (carried over to this chain's capacitor, column loads and
-        integration time by :meth:`~cosim.fit_periphery.PeripheryFit.chain_voltage`) instead
+        integration time by :meth:`~cosim.calibrate.periphery.PeripheryFit.chain_voltage`) instead
         of the analog twin; the charge stays the exact array transfer, spice reads are
         unchanged. None: the twin.
 
@@ -423,7 +423,7 @@ class ReadChain:
         drain-source voltage stays below ``v_read R_on / (R_on + 1/G)``."""
         key = (transpose, polarity if (self.access is not None and not transpose) else 1)
         if key not in self._geff:
-            from cosim.solver import CrossbarSolver
+            from cosim.read.solver import CrossbarSolver
             G = self.G
             if self.access is not None:
                 G = 1.0 / (1.0 / G + self.r_on(0.0 if transpose else key[1] * self.spec.v_read))
@@ -437,7 +437,7 @@ class ReadChain:
         if self.access is None:
             raise ParameterError("this array has no access transistors")
         if v_source not in self._r_on:
-            from cosim.engine import SubprocessEngine
+            from cosim.sim.engine import SubprocessEngine
             a, integ = self.access, self.config.integrator
             deck = "\n".join([f"* access transistor on-resistance at v_source={v_source:.12g}", a.card.to_spice(),
                               access_subckt(a.card, a.w, a.l), f"Vd d 0 DC {v_source + 1e-3:.12g}",
@@ -678,7 +678,7 @@ class ReadChain:
         return write_spice(circ, Tran(tm.t_edge, stop, max_step=step), save=save), save, circ
 
     def _spice(self, windows, transpose, energy, workers) -> dict:
-        from cosim.engine import SubprocessEngine
+        from cosim.sim.engine import SubprocessEngine
         engine = self.engine or SubprocessEngine()
         nb = windows.shape[0]
         n_work = max(1, min(workers or getattr(engine, "workers", 1), nb))
@@ -787,7 +787,7 @@ class ReadChain:
 def _check_fit(fit, cfg: PeripheryConfig):
     if fit is None:
         return None
-    from cosim.fit_periphery import PeripheryFit, adc_range_mismatch
+    from cosim.calibrate.periphery import PeripheryFit, adc_range_mismatch
     if not isinstance(fit, PeripheryFit):
         raise ParameterError(f"fit must be a PeripheryFit or None, got {type(fit).__name__}")
     a = cfg.adc
@@ -798,7 +798,7 @@ def _check_fit(fit, cfg: PeripheryConfig):
         raise ParameterError(f"the periphery fit was {why}")
     if fit.c_int <= 0:
         raise ParameterError("the periphery fit records no integrator capacitor (c_int): load it with "
-                             "cosim.fit_periphery.load_periphery_fit")
+                             "cosim.calibrate.periphery.load_periphery_fit")
     return fit
 
 

@@ -22,7 +22,7 @@ R2 b 0 1000
 
 def run_checks() -> Iterator[tuple[str, bool, str]]:
     """Yield (name, passed, detail) for each check, in order."""
-    from cosim.engine import NGSPICE_MIN_VERSION, SharedEngine, SubprocessEngine, ngspice_version
+    from cosim.sim.engine import NGSPICE_MIN_VERSION, SharedEngine, SubprocessEngine, ngspice_version
 
     try:
         v = ngspice_version()

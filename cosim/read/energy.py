@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosim.engine import Engine, SubprocessEngine
+from cosim.sim.engine import Engine, SubprocessEngine
 from models.errors import ParameterError, check_positive
 from netlists.crossbar import CrossbarSpec, build_crossbar, check_inputs
 from netlists.ir import Circuit, PwlSources, VoltageSources

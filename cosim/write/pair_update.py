@@ -1,20 +1,20 @@
 """The update phase on devices: pulse-coincidence updates of differential pairs, on the numpy
 twins (``fast``) or as one ngspice transient per mini-batch over the whole array (``spice``).
 
-Layer: cosim. :class:`PulseUpdate` is an :class:`~cosim.network.Updater`. For each sample of a
-mini-batch it draws stochastic pulse trains (:func:`cosim.pulses.pulse_trains`) and turns
+Layer: cosim. :class:`PulseUpdate` is an :class:`~cosim.train.layers.Updater`. For each sample of a
+mini-batch it draws stochastic pulse trains (:func:`cosim.write.pulses.pulse_trains`) and turns
 every coincidence into a SET of the pair's G+ column (weight up) or G- column (weight down)
-(:func:`cosim.pulses.pair_columns`), so one write polarity serves SET-only devices (PCM) and
+(:func:`cosim.write.pulses.pair_columns`), so one write polarity serves SET-only devices (PCM) and
 bipolar ones alike. The samples are applied in sequence: on ``fast`` by the device twin, on
 ``spice`` by concatenating all samples' slots into one transient of the array with its wire
-parasitics (:func:`netlists.update.build_update_circuit`), whose state nodes are read back.
+parasitics (:func:`netlists.update_circuit.build_update_circuit`), whose state nodes are read back.
 Both see the same pulse trains and the same random draws (device-to-device variation, fixed
 per tile; one cycle-to-cycle multiplier per device per mini-batch), so they differ only by
 what the circuit adds: wire IR drop on the write lines and integration error.
 
-With a :class:`~cosim.fit_devices.StepTable` (``table=``, fitted to SPICE pulse trains of the
-device by :func:`cosim.fit_devices.fit_device_steps`; load one with
-:func:`cosim.fit_devices.load_step_table`), the ``fast`` backend moves the conductances by the
+With a :class:`~cosim.calibrate.devices.StepTable` (``table=``, fitted to SPICE pulse trains of the
+device by :func:`cosim.calibrate.devices.fit_device_steps`; load one with
+:func:`cosim.calibrate.devices.load_step_table`), the ``fast`` backend moves the conductances by the
 table instead of the twin: every coincidence is a SET ("up") pulse of the table, samples in
 sequence as before, and ONE standard-normal draw ``z`` per device per mini-batch scales the
 tabulated spread (the device contract of the twin's cycle-to-cycle draw). The spread lumps
@@ -40,16 +40,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosim.engine import Engine, SubprocessEngine
-from cosim.fit_devices import StepTable
-from cosim.mapping import MappingSpec
-from cosim.pulses import pair_columns, pulse_trains
+from cosim.sim.engine import Engine, SubprocessEngine
+from cosim.calibrate.devices import StepTable
+from cosim.write.mapping import MappingSpec
+from cosim.write.pulses import pair_columns, pulse_trains
 from models.device import DeviceModel, PulseShape
 from models.errors import ParameterError, check_positive
 from netlists.crossbar import CrossbarSpec, interleave
 from netlists.ir import Circuit
 from netlists.spice import Tran, write_spice
-from netlists.update import WriteScheme, build_update_circuit, state_vectors, update_duration
+from netlists.update_circuit import WriteScheme, build_update_circuit, state_vectors, update_duration
 
 
 def mapping_for(device: DeviceModel, w_max: float = 4.0) -> MappingSpec:
@@ -126,7 +126,7 @@ class PulseUpdate:
     def _check_table(self) -> None:
         t, dev = self.table, self.device
         if not isinstance(t, StepTable):
-            raise ParameterError(f"table must be a StepTable (see cosim.fit_devices.load_step_table), got "
+            raise ParameterError(f"table must be a StepTable (see cosim.calibrate.devices.load_step_table), got "
                                  f"{type(t).__name__}")
         if self.backend != "fast":
             raise ParameterError("a step table is a fast model of the device: use it with backend='fast' "
@@ -148,7 +148,7 @@ class PulseUpdate:
         if abs(g_min - t.g_min) > tol or abs(g_max - t.g_max) > tol:
             raise ParameterError(f"the step table's conductance range [{t.g_min:.6g}, {t.g_max:.6g}] S differs from "
                                  f"the {what} range [{g_min:.6g}, {g_max:.6g}] S; fit the table to this device "
-                                 "and map the weights onto its range (cosim.update.mapping_for)")
+                                 "and map the weights onto its range (cosim.write.pair_update.mapping_for)")
 
     # -- helpers ------------------------------------------------------------------------------
     def step_conductance(self) -> float:

@@ -16,14 +16,14 @@ stays cheap).
                                                                 ADC transition levels)
 
     Even sweep points are fitted, odd ones held out; errors of the fit and of the
-    uncalibrated twin (:func:`cosim.periphery_char.read_twin`) against SPICE are given in LSB
+    uncalibrated twin (:func:`cosim.characterize.periphery.read_twin`) against SPICE are given in LSB
     and as a fraction of the ADC range. The fit holds for the swept column load (``g_total``
     in the result): the gain depends on it through ``G / (2 pi GBW)``.
 
 :func:`periphery_configs` gives the two integrator configurations (macro and two-stage op-amp).
 
 In a read chain: :func:`load_periphery_fit` (a ``fits.json`` or the ``calibration.json`` that
-points at one) picks the fit for a :class:`cosim.readchain.PeripheryConfig` (same op-amp kind,
+points at one) picks the fit for a :class:`cosim.read.readchain.PeripheryConfig` (same op-amp kind,
 converter kind, code count and range), and ``ReadChain(..., fit=...)`` uses it for fast reads.
 The chain may have another capacitor, column loads and integration time than the sweep:
 :meth:`PeripheryFit.chain_voltage` moves the charge axis by the ratio of effective capacitances
@@ -31,7 +31,7 @@ The chain may have another capacitor, column loads and integration time than the
 ``G v_os t_int``; the voltage-domain parts (rails, curvature, converter) are kept.
 
 JSON: each result is a JSON-able dict (lists and floats only); it is
-``fits.json["periphery"][name]`` of :func:`cosim.fit_blocks.fit_all`, whose ``"fit"`` entry is
+``fits.json["periphery"][name]`` of :func:`cosim.calibrate.blocks.fit_all`, whose ``"fit"`` entry is
 :meth:`PeripheryFit.to_dict` (the dataclass fields; :meth:`PeripheryFit.from_dict` reads it
 back).
 
@@ -286,8 +286,8 @@ def fit_periphery(integ=None, adc=None, dac=None, *, points: int = 41, overdrive
         ``error_train`` on the fitted ones (``v_*_lsb``: integrator voltage, ``code_*_lsb``:
         codes; ``*_fs``: fraction of the ADC range), ``curves`` (for plots), ``spice_s``.
     """
-    from cosim.engine import SubprocessEngine
-    from cosim.periphery_char import read_timing, read_twin, run_adc_sweep, run_read
+    from cosim.sim.engine import SubprocessEngine
+    from cosim.characterize.periphery import read_timing, read_twin, run_adc_sweep, run_read
     from models.adc import RampAdcParams, inl_dnl, transition_levels
     from models.dac import DacParams, volt_seconds
     from models.integrator import IntegratorParams
@@ -392,8 +392,8 @@ def select_periphery_fit(fits: dict, cfg, *, source: str = "fits.json") -> Perip
     Parameters
     ----------
     fits : dict
-        ``{"periphery": {name: fit_periphery(...)}, ...}`` (:func:`cosim.fit_blocks.fit_all`).
-    cfg : cosim.readchain.PeripheryConfig
+        ``{"periphery": {name: fit_periphery(...)}, ...}`` (:func:`cosim.calibrate.blocks.fit_all`).
+    cfg : cosim.read.readchain.PeripheryConfig
         The chain to read with the fit.
     source : str
         Where ``fits`` came from (for the error messages).
@@ -438,7 +438,7 @@ def select_periphery_fit(fits: dict, cfg, *, source: str = "fits.json") -> Perip
                 continue
         return fit
     raise ParameterError(f"no periphery fit in {source} matches the chain ({want}); passed over: {'; '.join(why)} "
-                         "(refit with this chain's op-amp and converter: `xbar calibrate`, or cosim.fit_periphery)")
+                         "(refit with this chain's op-amp and converter: `xbar calibrate`, or cosim.calibrate.periphery)")
 
 
 def circuit_record(integ) -> dict:
@@ -499,6 +499,6 @@ def load_periphery_fit(path, cfg) -> PeripheryFit:
     """:func:`select_periphery_fit` on a file: a ``fits.json`` (``xbar calibrate``'s
     ``OUT/blocks/fits.json``) or a ``calibration.json`` whose ``"blocks"`` entry (relative to its
     folder) names one."""
-    from cosim.fit_blocks import read_block_fits
+    from cosim.calibrate.blocks import read_block_fits
     d, p = read_block_fits(path, "periphery")
     return select_periphery_fit(d, cfg, source=str(p))

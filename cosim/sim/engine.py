@@ -15,7 +15,7 @@ Both return :class:`SimResult` (numpy arrays keyed by lower-case vector name, th
 ngspice version). ngspice's stderr is log text, not an error signal: a run fails on a non-zero
 exit, on an error / "ignored" / singular / aborted line in its log, on a convergence fallback
 the caller did not allow, or on a missing vector or too few points; each is a typed
-:mod:`cosim.errors` exception carrying the log tail and the path of the deck.
+:mod:`cosim.sim.errors` exception carrying the log tail and the path of the deck.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from cosim.errors import (
+from cosim.sim.errors import (
     MissingVectorError, NgspiceConvergenceError, NgspiceCrash, NgspiceError, NgspiceNotFound,
     NgspiceParseError, NgspiceSingularError, NgspiceTimeout,
 )
@@ -542,12 +542,12 @@ class SharedEngine:
         from multiprocessing.connection import Connection
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from cosim.engine import _shared_main; "
+            [sys.executable, "-c", "import sys; from cosim.sim.engine import _shared_main; "
              "_shared_main(int(sys.argv[1]), sys.argv[2])", str(theirs.fileno()), _library_path()],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-                str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))})
+                str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))})
         theirs.close()
         self._conn = Connection(ours.detach())
         status, version = self._recv("starting the ngspice shared library", timeout=60)

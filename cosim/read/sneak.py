@@ -18,7 +18,7 @@ from netlists.spice import Op, write_spice
 def cell_read_errors(spec: CrossbarSpec, G: np.ndarray, cells, *, access: str = "0t1r",
                      unselected: str = "float", engine=None, **kw) -> np.ndarray:
     """Relative read error of each cell in ``cells`` (a list of ``(i, j)``) [-]."""
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
     G = np.asarray(G, dtype=float)
     decks = [write_spice(build_cell_read(spec, G, c, access=access, unselected=unselected, **kw), Op())

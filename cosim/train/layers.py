@@ -14,10 +14,10 @@ Inputs are scaled per sample to the read voltage (abs-max, as analog chips' digi
 periphery does), read, converted by an ideal ``adc_bits`` quantiser whose full scale is
 ``out_bound * rows * v_read * g_range``, and scaled back.
 
-With ``LayerConfig.periphery`` (a :class:`cosim.readchain.PeripheryConfig`) the ``fast`` and
+With ``LayerConfig.periphery`` (a :class:`cosim.read.readchain.PeripheryConfig`) the ``fast`` and
 ``spice`` reads go through the circuit read chain instead: inputs as DAC codes, the wired array,
 one integrator and ADC per physical line, the digital difference of each pair's codes
-(:class:`cosim.readchain.ReadChain`; ``fast`` is its numpy twin, ``spice`` one ngspice transient
+(:class:`cosim.read.readchain.ReadChain`; ``fast`` is its numpy twin, ``spice`` one ngspice transient
 per tile and read direction). The integrator capacitor is sized per tile by
 :func:`periphery_for_tile` so that ``periphery.full_scale`` of the worst-case charge fills the
 ADC range; ``adc_bits`` and ``out_bound`` then do not apply. With ``LayerConfig.calibration``
@@ -32,8 +32,8 @@ from typing import Protocol
 
 import numpy as np
 
-from cosim.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
-from cosim.mvm import Crossbar
+from cosim.write.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
+from cosim.read.mvm import Crossbar
 from models.errors import ParameterError, ShapeError
 from netlists.crossbar import CrossbarSpec, interleave
 
@@ -59,7 +59,7 @@ class LayerConfig:
         ADC full scale as a fraction of the largest possible column current.
     bias : bool
         A bias row driven at full scale.
-    periphery : cosim.readchain.PeripheryConfig or None
+    periphery : cosim.read.readchain.PeripheryConfig or None
         Read through DACs, integrators and ADCs (fast and spice reads); None: the ideal
         quantiser above.
     calibration : str or None
@@ -67,9 +67,9 @@ class LayerConfig:
         ``"calibrated"`` read backend (which reads through the ideal quantiser above, never
         through ``periphery``). With ``periphery`` set as well, the file must also carry the
         block fits (``xbar calibrate``: its ``"blocks"`` entry): the fit matching the
-        periphery (:func:`cosim.fit_periphery.load_periphery_fit`) replaces the integrator and
+        periphery (:func:`cosim.calibrate.periphery.load_periphery_fit`) replaces the integrator and
         ADC twins in the ``fast`` chain reads, carried over to each tile's capacitor and column
-        loads (:meth:`cosim.fit_periphery.PeripheryFit.chain_voltage`); ``spice`` reads
+        loads (:meth:`cosim.calibrate.periphery.PeripheryFit.chain_voltage`); ``spice`` reads
         simulate the circuit as before. No matching fit: an error when the layer is built.
     """
 
@@ -93,7 +93,7 @@ class LayerConfig:
         if not 0 < self.out_bound <= 1:
             raise ParameterError(f"out_bound must be in (0, 1], got {self.out_bound}")
         if self.periphery is not None:
-            from cosim.readchain import PeripheryConfig
+            from cosim.read.readchain import PeripheryConfig
             if not isinstance(self.periphery, PeripheryConfig):
                 raise ParameterError(f"periphery must be a PeripheryConfig or None, got {type(self.periphery).__name__}")
 
@@ -128,8 +128,8 @@ class Tile:
         return self._xbar
 
     def read_chain(self, cfg: LayerConfig, engine=None, fit=None):
-        """The tile behind ``cfg.periphery`` (:class:`cosim.readchain.ReadChain`), cached until
-        the conductances change; ``fit`` (a :class:`cosim.fit_periphery.PeripheryFit`) for its
+        """The tile behind ``cfg.periphery`` (:class:`cosim.read.readchain.ReadChain`), cached until
+        the conductances change; ``fit`` (a :class:`cosim.calibrate.periphery.PeripheryFit`) for its
         fast reads."""
         if self._chain is None:
             self._chain = sized_read_chain(cfg.periphery, self.spec(cfg), interleave(self.g_plus, self.g_minus),
@@ -143,11 +143,11 @@ class Tile:
 
 def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, g_range: float, *, engine=None,
                      fit=None, g_offset: float = 0.0):
-    """A :class:`cosim.readchain.ReadChain` of ``spec`` at conductances ``G`` behind ``pc`` with
+    """A :class:`cosim.read.readchain.ReadChain` of ``spec`` at conductances ``G`` behind ``pc`` with
     its capacitor sized for the array (:func:`periphery_for_tile`). Sized for the larger read
     direction, the other one uses less of the swing and the ADC: those warnings are dropped."""
     import warnings
-    from cosim.readchain import ReadChain
+    from cosim.read.readchain import ReadChain
     sized = periphery_for_tile(pc, spec, g_max, g_range, g_offset=g_offset)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
@@ -167,7 +167,7 @@ def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float, *, 
     the ADC's and the op-amp's half ranges.
     """
     from models.integrator import start_voltage, swing
-    from cosim.readchain import full_scale_volt_seconds
+    from cosim.read.readchain import full_scale_volt_seconds
 
     dac = replace(pc.dac, v_read=spec.v_read)
     g_back = spec.cols * (g_range if spec.cell == "diff" else g_max)
@@ -237,10 +237,10 @@ class AnalogLayer:
         self._calibration = None
         self.periphery_fit = None   # integrator + ADC fit of the fast chain reads (LayerConfig.calibration)
         if cfg.calibration is not None:
-            from cosim.irmodel import Calibration
+            from cosim.read.irmodel import Calibration
             self._calibration = Calibration.load(cfg.calibration)
             if cfg.periphery is not None:
-                from cosim.fit_periphery import load_periphery_fit
+                from cosim.calibrate.periphery import load_periphery_fit
                 self.periphery_fit = load_periphery_fit(cfg.calibration, cfg.periphery)
 
     # -- state --------------------------------------------------------------------------------

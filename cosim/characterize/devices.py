@@ -71,7 +71,7 @@ def characterize_device(name: str, out_dir: Path, *, seeds: int = 5, pulses: int
         / ``iv_rms_diff_a`` [A] and ``iv_max_diff_rel`` (of the largest |I|), ``png``, ``csv``,
         ``spice_s`` (run time [s]).
     """
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
     shape = shape or PulseShape()
     out_dir = Path(out_dir)
@@ -172,7 +172,7 @@ def pcm_array_update_experiment(n: int = 64, *, slots: int = 10, r_wire: float =
     slot holding a pulse with probability ``p_pulse``; wires of ``r_wire`` per cell segment,
     driven from one end. Returns wall time, time points, and the SPICE-vs-twin error (twin fed
     the coincidence counts, ideal wires) in steps, on every cell."""
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     from models.pcm import PCM
     engine = engine or SubprocessEngine(timeout=900)
     shape = shape or PulseShape(width=50e-9, rise=5e-9, period=70e-9, tstep=20e-9)

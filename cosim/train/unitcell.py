@@ -7,7 +7,7 @@ Layer: cosim. One weight is::
     W = scale * ( F (G+ - G-)  +  p (g - g_shared) )
                   \\__ MSP __/      \\__ LSP ___/
 
-- MSP: the PCM pair of :class:`~cosim.network.Tile` (``g_plus``, ``g_minus``), on the same
+- MSP: the PCM pair of :class:`~cosim.train.layers.Tile` (``g_plus``, ``g_minus``), on the same
   interleaved differential crossbar as the plain pair. It changes only at transfers.
 - LSP: one 3T1C cell per weight whose state is its capacitor voltage V_C (``UnitCellTile.vc``);
   its read conductance ``g = Cap3T1C.to_conductance(V_C)`` (chord conductance of the read FET
@@ -39,12 +39,12 @@ used here (the read FET's v^2 term is not in the array read).
 
 With ``LayerConfig.periphery`` the ``fast`` and ``spice`` reads go through the read chain
 instead of the ideal ADCs: each array behind its own DACs, integrators and ADCs
-(:class:`cosim.readchain.ReadChain`; the PCM pair's capacitors sized for the PCM range, the
+(:class:`cosim.read.readchain.ReadChain`; the PCM pair's capacitors sized for the PCM range, the
 3T1C array's for the 3T1C range at its own read voltage), the reference line subtracted and
 the two parts combined digitally from the decoded charges; with ``LayerConfig.calibration``
 too, the fast chain reads use the fitted integrator/ADC transfer.
 
-Updates (:class:`CapUpdate`). Stochastic pulse coincidence (:func:`cosim.pulses.pulse_trains`):
+Updates (:class:`CapUpdate`). Stochastic pulse coincidence (:func:`cosim.write.pulses.pulse_trains`):
 each coincidence of a sub-phase of weight polarity ``s`` gives its cell an ``up`` pulse if
 ``s p > 0`` and a ``dn`` pulse otherwise, on the 3T1C twin (``fast``; pump currents fitted to
 ngspice, so the asymmetry is the circuit's) or in ngspice (``spice``: per mini-batch and tile,
@@ -61,7 +61,7 @@ weight, take the LSP dg = p (g - g_shared) (from the cell state: an ideal read, 
 add dg / F to the pair, SET-only: raise G+ if
 dg > 0, else raise G-. A pair whose raised device would pass ``refresh_at`` of the range is
 refreshed: both devices RESET, the new difference programmed onto one of them. Programming is
-closed-loop (:func:`cosim.update.write_verify` on the PCM twin, within ``transfer_tol``; a
+closed-loop (:func:`cosim.write.pair_update.write_verify` on the PCM twin, within ``transfer_tol``; a
 change smaller than the tolerance leaves the pair as it is). Then p flips and every capacitor
 is set (an ideal reset switch and a write of the capacitor, not part of the 3T1C model) to hold
 only what the programming missed, under the new polarity: ``g_shared`` where the pair reached
@@ -74,10 +74,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosim.mapping import MappingSpec
-from cosim.mvm import Crossbar
-from cosim.network import AnalogLayer, LayerConfig, Tile, quantize
-from cosim.pulses import pulse_trains
+from cosim.write.mapping import MappingSpec
+from cosim.read.mvm import Crossbar
+from cosim.train.layers import AnalogLayer, LayerConfig, Tile, quantize
+from cosim.write.pulses import pulse_trains
 from models.device import DeviceModel, PulseShape
 from models.errors import ParameterError, ShapeError
 from netlists.crossbar import CrossbarSpec
@@ -153,9 +153,9 @@ class UnitCellTile(Tile):
     def lsp_read_chain(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None, fit=None):
         """The 3T1C array (reference row and column included) behind ``cfg.periphery``: its own
         integrators and ADCs at the 3T1C read voltage, the capacitor sized for its conductance
-        range (:func:`cosim.network.periphery_for_tile`); cached until the LSP changes."""
+        range (:func:`cosim.train.layers.periphery_for_tile`); cached until the LSP changes."""
         if self._lsp_chain is None:
-            from cosim.network import sized_read_chain
+            from cosim.train.layers import sized_read_chain
             xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
             g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
             self._lsp_chain = sized_read_chain(cfg.periphery, xb.spec, xb.G, float(g[1]), float(g[1] - g[0]),
@@ -180,7 +180,7 @@ class UnitCellLayer(AnalogLayer):
     W : ndarray (n_in, n_out)
         Initial weights: programmed onto the PCM pairs (the LSP starts at zero).
     cfg : LayerConfig
-        Its mapping's conductance range should be the PCM's (:func:`cosim.update.mapping_for`).
+        Its mapping's conductance range should be the PCM's (:func:`cosim.write.pair_update.mapping_for`).
     spec : UnitCellSpec
     msp, lsp : DeviceModel, optional
         The pair's device (default: PCM preset) and the 3T1C cell (default: Cap3T1C preset).
@@ -287,7 +287,7 @@ class UnitCellLayer(AnalogLayer):
         what the PCM programming missed (its tolerance, or the device range: ``g_shared`` when
         programming hit the target); returns statistics (pulses, refreshes, unconverged cells,
         largest weight change)."""
-        from cosim.update import write_verify
+        from cosim.write.pair_update import write_verify
         spec, F, m = self.spec, self.spec.gain_f, self.cfg.mapping
         msp = self.msp
         W0 = self.weights()
@@ -398,7 +398,7 @@ class CapUpdate:
 
     def _spice(self, s: np.ndarray, signed: np.ndarray) -> np.ndarray:
         """One transient: cell i gets, sub-phase after sub-phase, its count of up or dn pulses."""
-        from cosim.engine import SubprocessEngine
+        from cosim.sim.engine import SubprocessEngine
         live = [c.ravel() for c in signed if c.any()]
         if not live:
             return s

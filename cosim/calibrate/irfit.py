@@ -1,4 +1,4 @@
-"""Calibrating the cheap IR-drop model (:mod:`cosim.irmodel`) against ngspice, over a sweep.
+"""Calibrating the cheap IR-drop model (:mod:`cosim.read.irmodel`) against ngspice, over a sweep.
 
 Layer: cosim. :func:`run_calibration` is what ``xbar calibrate`` calls:
 
@@ -6,7 +6,7 @@ Layer: cosim. :func:`run_calibration` is what ``xbar calibrate`` calls:
    resistances, conductances uniform / log-uniform / bimodal, inputs uniform / sparse, each
    case a batch of input vectors; ``split="train"`` cases for the fit, ``split="test"`` ones
    (fresh arrays and inputs) held out for the error table;
-2. runs it through :func:`cosim.sweep.run_sweep` (one ngspice deck per case, resumable,
+2. runs it through :func:`cosim.sim.sweep.run_sweep` (one ngspice deck per case, resumable,
    serial or on Dask);
 3. fits the model coefficients (:func:`fit_model`, nonlinear least squares on the column
    currents, each training case weighted by 1 / its uncalibrated RMS error so that small
@@ -15,10 +15,10 @@ Layer: cosim. :func:`run_calibration` is what ``xbar calibrate`` calls:
 4. measures, on the held-out cases, RMS and max error as fractions of full scale for the
    ideal read (no IR model), the uncalibrated model (nominal coefficients: first-order
    physics), the line-resummed physics with no fit, and the calibrated model;
-   times the model against the exact nodal solve (:class:`cosim.solver.CrossbarSolver`) in
+   times the model against the exact nodal solve (:class:`cosim.read.solver.CrossbarSolver`) in
    the same run; optionally runs a Monte Carlo of device and periphery non-idealities
    (:func:`monte_carlo`);
-5. writes ``calibration.json`` (schema in :mod:`cosim.irmodel`), ``report.md``, ``report.json``
+5. writes ``calibration.json`` (schema in :mod:`cosim.read.irmodel`), ``report.md``, ``report.json``
    and PNG plots to the output folder.
 
 Full scale of a case is the largest ideal column current at full-scale input,
@@ -37,8 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cosim.irmodel import Calibration, IRModel, ir_features, to_aihwkit
-from cosim.sweep import CaseResult, case_rng, run_sweep
+from cosim.read.irmodel import Calibration, IRModel, ir_features, to_aihwkit
+from cosim.sim.sweep import CaseResult, case_rng, run_sweep
 from models.errors import ParameterError
 from netlists.crossbar import CrossbarSpec
 
@@ -130,8 +130,8 @@ def draw_case(case: ArrayCase, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 def spice_case(case: ArrayCase, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Sweep task: draw the case, read it in ngspice (one ``.dc`` deck), return G, V, I."""
-    from cosim.engine import SubprocessEngine
-    from cosim.mvm import Crossbar
+    from cosim.sim.engine import SubprocessEngine
+    from cosim.read.mvm import Crossbar
 
     G, V = draw_case(case, rng)
     engine = SubprocessEngine(workers=1, timeout=SPICE_TIMEOUT_S)
@@ -283,7 +283,7 @@ def time_vs_exact(model: IRModel, sizes: Sequence[int], *, r_wire: float = 1.0, 
     Both include their per-conductance-state work (features / factorisation) and read a batch
     of ``batch`` vectors; best of ``repeats``. Also the single-vector time of each.
     """
-    from cosim.solver import CrossbarSolver
+    from cosim.read.solver import CrossbarSolver
     from netlists.crossbar import build_crossbar
 
     def best(fn):
@@ -357,7 +357,7 @@ class Variation:
 
 
 def _apply_variation(G: np.ndarray, var: Variation, g_min: float, g_max: float, rng: np.random.Generator) -> np.ndarray:
-    from cosim.montecarlo import apply_cell_faults, draw_cell_faults
+    from cosim.calibrate.montecarlo import apply_cell_faults, draw_cell_faults
     gf, stuck = draw_cell_faults(G.shape, rng, var.sigma_g, var.p_stuck_min, var.p_stuck_max)
     return apply_cell_faults(G, gf, stuck, g_min, g_max)
 
@@ -396,8 +396,8 @@ def monte_carlo(model: IRModel, *, size: int = 64, r_wire: float = 1.0, runs: in
         mx.append(float(np.abs(e).max()))
         ir_only.append(float(np.sqrt(np.mean(((model.read(spec, G, V) - ideal) / fs) ** 2))))
         if k < spice_checks:
-            from cosim.engine import SubprocessEngine
-            from cosim.mvm import Crossbar
+            from cosim.sim.engine import SubprocessEngine
+            from cosim.read.mvm import Crossbar
             I_sp = Crossbar(spec, Gv, engine=SubprocessEngine(workers=1, timeout=SPICE_TIMEOUT_S)).read(
                 V, backend="spice", workers=1)
             spice_gap.append(float(np.sqrt(np.mean(((I_model - I_sp) / fs) ** 2))))

@@ -4,11 +4,11 @@ backends that share one circuit description.
 Layer: cosim. ``spice`` writes the IR as an ngspice deck (a batch of inputs becomes one ``.dc``
 sweep per worker) and is the ground truth; ``fast`` stamps the same IR into the exact
 structured solver; ``ideal`` is V @ G with no parasitics; ``calibrated`` is the cheap IR-drop
-model of :mod:`cosim.irmodel` with the coefficients of a calibration (``xbar calibrate``).
+model of :mod:`cosim.read.irmodel` with the coefficients of a calibration (``xbar calibrate``).
 
 >>> import numpy as np
 >>> from netlists.crossbar import CrossbarSpec
->>> from cosim.mvm import Crossbar
+>>> from cosim.read.mvm import Crossbar
 >>> xb = Crossbar(CrossbarSpec(rows=8, cols=4, r_row=1.0, r_col=1.0), np.full((8, 4), 10e-6))
 >>> I = xb.read(np.full((2, 8), 0.1), backend="fast")     # (2, 4) column currents [A]
 >>> I.shape
@@ -22,8 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from cosim.engine import Engine, SubprocessEngine
-from cosim.solver import CrossbarSolver
+from cosim.sim.engine import Engine, SubprocessEngine
+from cosim.read.solver import CrossbarSolver
 from netlists.crossbar import (
     CrossbarCircuit, CrossbarSpec, build_crossbar, check_conductances, check_inputs,
 )
@@ -92,7 +92,7 @@ class Crossbar:
         backend : "spice", "fast", "ideal" or "calibrated"
         workers : int, optional
             spice backend: ngspice processes to split the batch over (default: the engine's).
-        calibration : cosim.irmodel.Calibration, IRModel or path, optional
+        calibration : cosim.read.irmodel.Calibration, IRModel or path, optional
             calibrated backend: the fitted model (a path is loaded as calibration.json).
 
         Returns
@@ -119,7 +119,7 @@ class Crossbar:
         return V @ W.T if transpose else V @ W
 
     def _calibrated_weights(self, calibration) -> np.ndarray:
-        from cosim.irmodel import Calibration, IRModel
+        from cosim.read.irmodel import Calibration, IRModel
         if calibration is None:
             raise ValueError("the calibrated backend needs calibration= (a Calibration, an IRModel or the path "
                              "of a calibration.json written by `xbar calibrate`)")

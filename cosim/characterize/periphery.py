@@ -127,7 +127,7 @@ def read_deck(codes: np.ndarray, g: np.ndarray, dac: DacParams, integ: Integrato
 def run_read(codes, g, dac, integ, adc=None, *, engine=None, **kw) -> dict:
     """Run :func:`read_deck`; return final ``v_out`` [V] and ``codes`` per column, the output
     at the end of the read window, the waveforms, wall time and number of time points."""
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
     deck, tm = read_deck(codes, g, dac, integ, adc, **kw)
     res = engine.run(deck, name="periphery")
@@ -188,7 +188,7 @@ def measure_opamp(p: MacroOpAmpParams | TwoStageOpAmpParams, *, vdd: float = 0.9
     Returns ``a0``, ``gbw_hz`` (unity-gain frequency), ``phase_margin_deg``, ``v_os`` (input
     offset: the output of the unity-gain DC loop with inp at 0 V), and ``f``, ``h`` arrays.
     """
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
     body = "\n".join(s for s in (f"* open-loop bench of {p.name}", opamp_models(p), opamp_subckt(p)) if s) + f"""
 Vdd vdd 0 DC {_f(vdd)}
@@ -246,7 +246,7 @@ def adc_sweep_deck(v_in: np.ndarray, adc: QuantizerParams | RampAdcParams, vos=N
 
 def run_adc_sweep(v_in, adc, vos=None, *, engine=None) -> dict:
     """Codes from SPICE (one deck) and from the twin for inputs ``v_in`` [V]."""
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
     v_in = np.asarray(v_in, dtype=float)
     res = engine.run(adc_sweep_deck(v_in, adc, vos), name="adc_sweep")
@@ -276,7 +276,7 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
     - ``adc``: ramp-converter transfer, INL/DNL (SPICE) and twin.
     - ``opamp``: open-loop gain/phase of both op-amps.
     """
-    from cosim.engine import SubprocessEngine
+    from cosim.sim.engine import SubprocessEngine
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

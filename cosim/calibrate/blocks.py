@@ -6,11 +6,11 @@ Layer: cosim. Imports ``models`` and ``cosim``; matplotlib only inside :func:`pl
 The three fits live in their own modules, each a library function returning a JSON-able dict
 (lists and floats only), re-exported here:
 
-* :mod:`cosim.fit_devices`: ``fit_device_steps(name)``, step tables of the registry devices
+* :mod:`cosim.calibrate.devices`: ``fit_device_steps(name)``, step tables of the registry devices
   (:class:`StepTable`, :func:`fit_step_table`, :func:`run_pulse_trains`);
-* :mod:`cosim.fit_periphery`: ``fit_periphery(integ, adc)``, the integrator + ADC transfer
+* :mod:`cosim.calibrate.periphery`: ``fit_periphery(integ, adc)``, the integrator + ADC transfer
   (:class:`PeripheryFit`, :func:`periphery_configs`);
-* :mod:`cosim.montecarlo`: ``monte_carlo_mvm(size, r_wire)``, MVM errors over sampled array
+* :mod:`cosim.calibrate.montecarlo`: ``monte_carlo_mvm(size, r_wire)``, MVM errors over sampled array
   instances (:class:`FaultMap`, :func:`draw_fault_map`, :func:`fault_map_for_run`).
 
 This module holds what spans them: ``plot_fits(results, out_dir)`` writes PNGs of all three;
@@ -19,9 +19,9 @@ This module holds what spans them: ``plot_fits(results, out_dir)`` writes PNGs o
 
 JSON (``fits.json`` of :func:`fit_all`)::
 
-    {"devices":     {name: fit_device_steps(...)},   (cosim.fit_devices)
-     "periphery":   {name: fit_periphery(...)},      (cosim.fit_periphery)
-     "monte_carlo": [monte_carlo_mvm(...), ...],     (cosim.montecarlo, one per sigma)
+    {"devices":     {name: fit_device_steps(...)},   (cosim.calibrate.devices)
+     "periphery":   {name: fit_periphery(...)},      (cosim.calibrate.periphery)
+     "monte_carlo": [monte_carlo_mvm(...), ...],     (cosim.calibrate.montecarlo, one per sigma)
      "pngs":        [path, ...]}
 
 Measured errors of each fit: see the docstrings of the three modules.
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.fit_devices import DIRECTIONS, StepTable, fit_device_steps, fit_step_table, run_pulse_trains  # noqa: F401
-from cosim.fit_periphery import PeripheryFit, fit_periphery, periphery_configs
-from cosim.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_carlo_mvm
+from cosim.calibrate.devices import DIRECTIONS, StepTable, fit_device_steps, fit_step_table, run_pulse_trains  # noqa: F401
+from cosim.calibrate.periphery import PeripheryFit, fit_periphery, periphery_configs
+from cosim.calibrate.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_carlo_mvm
 
 __all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps",
            "PeripheryFit", "periphery_configs", "fit_periphery",
