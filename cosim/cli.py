@@ -1,9 +1,11 @@
 """The ``xbar`` command line: thin subcommands over the library.
 
-Layer: cosim. Each subcommand parses arguments, builds specs, calls one library function and
-prints where its results went. Errors that xbar-cosim raises on purpose (bad input, an
-ngspice failure) print one clear line (plus ngspice's log tail where there is one) and exit
-with status 2; nothing already written is removed.
+Layer: cosim (the top). Each subcommand parses its arguments into library values (files are
+read here, once), calls one library function and prints where its results went. Options a user
+does not give take the library's defaults, so ``xbar train`` and ``train(TrainConfig())`` are
+the same run. Errors that xbar-cosim raises on purpose (bad input, an ngspice failure) print
+one clear line (plus ngspice's log tail where there is one) and exit with status 2; nothing
+already written is removed.
 """
 
 from __future__ import annotations
@@ -12,13 +14,49 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import fields, replace
 from pathlib import Path
+
+import numpy as np
+
+from cosim.calibrate.aihwkit import to_aihwkit
+from cosim.calibrate.bundle import load_calibration
+from cosim.calibrate.montecarlo import MonteCarloRuns, Variation
+from cosim.calibrate.run import DEFAULT_PLAN, QUICK_PLAN, calibrate
+from cosim.characterize.devices import characterize_device
+from cosim.characterize.periphery import characterize_periphery
+from cosim.read.demo import run_demo
+from cosim.read.mvm import Crossbar
+from cosim.read.readchain import ReadChain
+from cosim.sim.doctor import run_checks
+from cosim.sim.engine import make_engine
+from cosim.train.data import load_digits_split, load_npz
+from cosim.train.layers import LayerConfig, READ_BACKENDS, periphery_for_tile
+from cosim.train.loop import TrainConfig, UPDATES, train
+from cosim.train.unitcell import CELLS
+from models.errors import XbarError
+from models.pulse import PulseShape
+from models.registry import device_names
+from netlists.crossbar import CrossbarSpec, build_crossbar, check_inputs
+from netlists.readchain import PeripheryConfig
+from netlists.spice import BatchSweep, Op, write_spice
+from netlists.validate import validate
 
 EXIT_USAGE = 2
 
 
-def _load_array(path: str, what: str):
-    import numpy as np
+def _default(cls, name: str):
+    """The library default of field ``name`` of dataclass ``cls`` (for the help texts)."""
+    f = {f.name: f for f in fields(cls)}[name]
+    return f.default_factory() if callable(f.default_factory) else f.default
+
+
+def _given(args, *names: str) -> dict:
+    """The options among ``names`` that the user gave (argparse default None), by field name."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{what} file {p} does not exist")
@@ -33,7 +71,6 @@ def _load_array(path: str, what: str):
 
 
 def _save_array(path: str, arr) -> Path:
-    import numpy as np
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.suffix == ".csv":
@@ -60,8 +97,6 @@ def _add_array_options(p: argparse.ArgumentParser) -> None:
 
 
 def _spec_and_G(args):
-    import numpy as np
-    from netlists.crossbar import CrossbarSpec
 
     r_row = args.r_row if args.r_row is not None else (args.r_wire or 0.0)
     r_col = args.r_col if args.r_col is not None else (args.r_wire or 0.0)
@@ -88,12 +123,18 @@ def _spec_and_G(args):
     return spec, G
 
 
+def _calibration(path: str | None):
+    """``--calibration FILE``, read once."""
+    if path is None:
+        return None
+    return load_calibration(path)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
 def cmd_doctor(args) -> int:
     import platform
-    from cosim.sim.doctor import run_checks
 
     print(f"python {platform.python_version()} ({sys.executable})")
     ok = True
@@ -105,9 +146,6 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_netlist(args) -> int:
-    from netlists.crossbar import build_crossbar, check_inputs
-    from netlists.spice import BatchSweep, Op, write_spice
-    from netlists.validate import validate
 
     spec, G = _spec_and_G(args)
     xc = build_crossbar(spec, G, transpose=args.transpose)
@@ -129,7 +167,6 @@ def cmd_netlist(args) -> int:
 
 def _spice_engine(args):
     """The ngspice runner of ``xbar mvm``'s engine options."""
-    from cosim.sim.engine import make_engine
     kw = {"timeout": args.timeout}
     if args.engine == "subprocess":
         kw.update(workers=args.workers, keep_files=args.keep_decks is not None, workdir=args.keep_decks)
@@ -137,20 +174,20 @@ def _spice_engine(args):
 
 
 def cmd_mvm(args) -> int:
-    from cosim.read.mvm import Crossbar
 
-    if getattr(args, "periphery", None):
+    if args.periphery:
         return cmd_mvm_chain(args)
     spec, G = _spec_and_G(args)
     V = _load_array(args.voltages, "voltages")
-    engine = _spice_engine(args) if args.backend == "spice" else None
-    xb = Crossbar(spec, G, engine=engine)
-    t0 = time.perf_counter()
     if (args.backend == "calibrated") != bool(args.calibration):
         raise ValueError("--backend calibrated needs --calibration FILE (written by `xbar calibrate`), and "
                          "--calibration applies only to it")
+    cal = _calibration(args.calibration)
+    engine = _spice_engine(args) if args.backend == "spice" else None
+    xb = Crossbar(spec, G, engine=engine)
+    t0 = time.perf_counter()
     I = xb.read(V, transpose=args.transpose, backend=args.backend, workers=args.workers,
-                calibration=args.calibration)
+                calibration=None if cal is None else cal.ir_calibration())
     dt = time.perf_counter() - t0
     out = _save_array(args.out, I)
     what = "row" if args.transpose else "column"
@@ -160,8 +197,6 @@ def cmd_mvm(args) -> int:
 
 
 def cmd_mvm_chain(args) -> int:
-    import numpy as np
-    from cosim.read.readchain import PeripheryConfig, ReadChain
 
     if args.backend not in ("spice", "fast"):
         raise ValueError(f"--periphery needs --backend spice or fast, got {args.backend}")
@@ -174,11 +209,9 @@ def cmd_mvm_chain(args) -> int:
         if args.backend != "fast":
             raise ValueError("--calibration with --periphery applies to --backend fast (the integrator/ADC transfer "
                              "fitted by `xbar calibrate`); --backend spice simulates the circuit itself")
-        from cosim.calibrate.periphery import load_periphery_fit
-        fit = load_periphery_fit(args.calibration, cfg)
+        fit = _calibration(args.calibration).periphery_fit(cfg)
     spec, G = _spec_and_G(args)
     if args.size_integrator:
-        from cosim.train.layers import periphery_for_tile
         g = np.asarray(G)
         cfg = periphery_for_tile(cfg, spec, float(g.max()), float(g.max() - g.min()))
         print(f"integrator capacitor sized for this array: c_int = {cfg.integrator.c_int:.4g} F")
@@ -194,13 +227,9 @@ def cmd_mvm_chain(args) -> int:
 
 
 def cmd_periphery(args) -> int:
-    from cosim.characterize.periphery import characterize_periphery
-
     if args.write_config:
-        from cosim.read.readchain import PeripheryConfig
         print(f"wrote {PeripheryConfig().to_json(args.write_config)} (edit it, then: xbar mvm --periphery FILE)")
         return 0
-
     summary = characterize_periphery(Path(args.out), seed=args.seed, include_two_stage=not args.no_two_stage)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=2, default=str))
     print(f"results in {args.out}")
@@ -208,7 +237,6 @@ def cmd_periphery(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from cosim.read.demo import run_demo
 
     summary = run_demo(size=args.size, batch=args.batch, r_wire=args.r_wire, out_dir=Path(args.out),
                        seed=args.seed)
@@ -217,43 +245,63 @@ def cmd_demo(args) -> int:
     return 0 if summary["ok"] else 1
 
 
+TRAIN_FIELDS = ("hidden", "epochs", "batch_size", "lr", "seed", "update", "device", "bl", "update_method",
+                "checkpoint_every", "unit_cell", "transfer_every", "gain_f")
+LAYER_FIELDS = ("r_wire", "v_read", "out_bound", "max_rows", "max_cols")
+
+
+def _layer_config(args, cal):
+
+    base = LayerConfig()
+    kw = _given(args, *LAYER_FIELDS)
+    mapping = _given(args, "g_min", "g_max", "w_max")
+    if mapping:
+        kw["mapping"] = replace(base.mapping, **mapping)
+    if args.adc_bits is not None:
+        kw["adc_bits"] = None if args.adc_bits == 0 else args.adc_bits
+    if args.periphery:
+        kw["periphery"] = PeripheryConfig.from_json(args.periphery)
+    if cal is not None:
+        if cal.ir is not None:
+            kw["calibration"] = cal.ir
+        if "periphery" in kw:
+            kw["periphery_fit"] = cal.periphery_fit(kw["periphery"])
+    return LayerConfig(**kw)
+
+
+def _train_config(args, cal):
+
+    kw = _given(args, *TRAIN_FIELDS)
+    if "hidden" in kw:
+        kw["hidden"] = tuple(kw["hidden"])
+    for phase in ("forward", "backward"):
+        backend = getattr(args, phase) or args.reads
+        if backend is not None:
+            kw[phase] = backend
+    if args.device_table:
+        device = kw.get("device", _default(TrainConfig, "device"))
+        kw["device_table"] = _calibration(args.device_table).step_table(device, PulseShape())
+    return TrainConfig(layer=_layer_config(args, cal), **kw)
+
+
 def cmd_train(args) -> int:
-    from cosim.train.data import load_digits_split, load_npz
-    from cosim.write.mapping import MappingSpec
-    from cosim.train.layers import LayerConfig
-    from cosim.train.loop import TrainConfig, train
 
     data = load_npz(args.data) if args.data else load_digits_split()
-    mapping = MappingSpec(g_min=args.g_min, g_max=args.g_max, w_max=args.w_max)
-    periphery = None
-    if args.periphery:
-        from cosim.read.readchain import PeripheryConfig
-        periphery = PeripheryConfig.from_json(args.periphery)
-    layer = LayerConfig(mapping=mapping, periphery=periphery, calibration=args.calibration,
-                        r_wire=args.r_wire, v_read=args.v_read, max_rows=args.max_rows, max_cols=args.max_cols,
-                        adc_bits=None if args.adc_bits == 0 else args.adc_bits, out_bound=args.out_bound)
-    cfg = TrainConfig(hidden=tuple(args.hidden), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, forward=args.forward or args.reads, backward=args.backward or args.reads,
-                      update=args.update, device=args.device, bl=args.bl, update_method=args.update_method,
-                      layer=layer, checkpoint_every=args.checkpoint_every, cell=args.cell,
-                      device_table=args.device_table,
-                      # unit-cell options only when given: TrainConfig refuses them on a pair
-                      **{k: getattr(args, k) for k in ("transfer_every", "gain_f") if getattr(args, k) is not None})
+    cfg = _train_config(args, _calibration(args.calibration))
     out = Path(args.out)
     mc = None
     if args.mc_runs:
-        mc = {"runs": args.mc_runs, "seed": args.seed, "sigma_d2d": args.mc_sigma, "stuck_frac": args.mc_stuck,
-              "opamp_offset_sigma": args.mc_vos}
+        mc = MonteCarloRuns(Variation(d2d_sigma=args.mc_d2d_sigma, stuck_frac=args.mc_stuck_frac,
+                                      opamp_offset_sigma_v=args.mc_opamp_offset_v), runs=args.mc_runs, seed=cfg.seed)
     m = train(cfg, data, out, resume=not args.fresh, monte_carlo=mc)
     f = m["final"]
     print(f"test accuracy {100 * f['test_accuracy']:.2f} % (software baseline {100 * f['software_test_accuracy']:.2f} %, "
           f"same predictions on {100 * f['same_predictions']:.1f} % of {m['n_test']} test images)")
-    t = m["seconds"]
-    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in m["seconds"].items()))
     if mc:
         r = m["monte_carlo"]
-        print(f"Monte Carlo over {r['runs']} hardware instances (d2d sigma {r['sigma_d2d']:g}, stuck "
-              f"{100 * r['stuck_frac']:g} %, op-amp offset sigma {r['opamp_offset_sigma']:g} V): test accuracy "
+        print(f"Monte Carlo over {r['runs']} hardware instances (d2d sigma {r['d2d_sigma']:g}, stuck "
+              f"{100 * r['stuck_frac']:g} %, op-amp offset sigma {r['opamp_offset_sigma_v']:g} V): test accuracy "
               f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f} % (min {100 * r['min']:.2f} %), nominal "
               f"{100 * r['nominal_accuracy']:.2f} % -> monte_carlo.json")
     print(f"results in {out} (metrics.json, curves.png, conductances.png, netlists/)")
@@ -261,7 +309,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_device(args) -> int:
-    from cosim.characterize.devices import characterize_device
 
     out = Path(args.out) / args.name
     summary = characterize_device(args.name, out, seeds=args.seeds, pulses=args.pulses, seed=args.seed)
@@ -272,75 +319,53 @@ def cmd_device(args) -> int:
 
 def _export_aihwkit(args, calibration) -> None:
     """Write ``--export-aihwkit FILE`` from a calibration.json."""
-    from cosim.read.irmodel import Calibration, to_aihwkit
     out = Path(args.export_aihwkit)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cal = Calibration.load(calibration)
+    cal = _calibration(calibration).ir_calibration()
     out.write_text(json.dumps(to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2) + "\n")
     print(f"wrote {out} (aihwkit-style IOParameters dict from {calibration})")
 
 
-def cmd_calibrate(args) -> int:
-    from cosim.calibrate.irfit import run_calibration
+def _calibration_plan(args):
 
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    if args.monte_carlo < 0:
-        raise ValueError(f"--monte-carlo must be >= 0, got {args.monte_carlo}")
+    plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
+    kw = _given(args, "batch", "seed")
+    if args.sizes:
+        kw["sizes"] = tuple(args.sizes)
+    if args.r_wire:
+        kw["r_wires"] = tuple(args.r_wire)
+    if args.monte_carlo is not None:
+        kw["monte_carlo_runs"] = args.monte_carlo
+    if args.no_timing:
+        kw["timing"] = False
+    if not args.blocks:
+        kw["blocks"] = None
+    plan = replace(plan, **kw)
+    return plan.with_cases(args.cases) if args.cases is not None else plan
+
+
+def cmd_calibrate(args) -> int:
+
     if args.from_file and not args.export_aihwkit:
         raise ValueError("--from JSON only goes with --export-aihwkit FILE")
     if args.export_aihwkit and args.from_file:
         _export_aihwkit(args, args.from_file)
         return 0
-    if args.quick:
-        sizes, r_wires, n_train, n_test = args.sizes or [8, 16, 32], args.r_wire or [1.0, 2.5], 2, 1
-    else:
-        sizes, r_wires, n_train, n_test = args.sizes or [16, 32, 64, 128, 256], args.r_wire or [0.5, 1.0, 2.5], 4, 2
-    if args.cases is not None:
-        n_train, n_test = args.cases, max(1, args.cases // 2)
-    s = run_calibration(args.out, sizes=sizes, r_wires=r_wires, train_per_point=n_train, test_per_point=n_test,
-                        batch=args.batch, seed=args.seed, workers=args.workers, scheduler=args.scheduler,
-                        monte_carlo_runs=args.monte_carlo, timing=not args.no_timing)
+    plan = _calibration_plan(args)
+    s = calibrate(args.out, plan, workers=args.workers, scheduler=args.scheduler,
+                  progress=lambda m: print(f"fitting {m}", file=sys.stderr, flush=True))
     print(s["text"])
-    if args.blocks:
-        _calibrate_blocks(Path(s["out_dir"]), quick=args.quick)
+    if s["blocks"] is not None:
+        if s["blocks_reused"]:
+            print(f"block fits: reusing {Path(s['out_dir']) / 'blocks' / 'fits.json'} (same settings; delete it to "
+                  "refit)", file=sys.stderr)
+        print(s["blocks_text"])
     if args.export_aihwkit:
         _export_aihwkit(args, s["calibration"])
     sw = s["sweep"]
     print(f"sweep: {sw['ran']} cases run, {sw['skipped']} already done, {sw['failed']} failed ({sw['wall_s']:.1f} s)")
     print(f"results in {s['out_dir']} (calibration.json, report.md, report.json, *.png, sweep/)")
     return 0
-
-
-def _calibrate_blocks(out: Path, *, quick: bool) -> None:
-    """Fit device step tables, integrator/ADC transfers and a Monte Carlo sweep to SPICE into
-    ``out/blocks/fits.json``; append their tables to ``report.md`` and point ``calibration.json``
-    at the file (key ``blocks``)."""
-    from cosim.sim.engine import SubprocessEngine
-    from cosim.calibrate.blocks import fit_all, load_json, report_markdown
-
-    kw = dict(pulses=20, seeds=(0, 1), holdout_seeds=(100,), mc_runs=10) if quick else {}
-    from cosim.calibrate.blocks import FITS_VERSION
-    settings = {"quick": quick, "fits_version": FITS_VERSION,
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
-    done = out / "blocks" / "settings.json"
-    if done.exists() and (out / "blocks" / "fits.json").exists() and json.loads(done.read_text()) == settings:
-        print(f"block fits: reusing {out / 'blocks' / 'fits.json'} (same settings; delete it to refit)", file=sys.stderr)
-        res = load_json(out / "blocks" / "fits.json")
-    else:
-        res = fit_all(out / "blocks", engine=SubprocessEngine(),
-                      progress=lambda m: print(f"fitting {m}", file=sys.stderr, flush=True), **kw)
-        done.write_text(json.dumps(settings))
-    text = report_markdown(res)
-    with open(out / "report.md", "a") as f:
-        f.write("\n" + text + "\n")
-    cal_path = out / "calibration.json"
-    d = json.loads(cal_path.read_text())
-    d["blocks"] = str(Path("blocks") / "fits.json")
-    tmp = cal_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(d, indent=2))
-    tmp.replace(cal_path)
-    print(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,30 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="xbar.cir", help="deck to write (default xbar.cir)")
     p.set_defaults(func=cmd_netlist)
 
-    p = sub.add_parser("mvm", help="matrix-vector products through the array (forward or transposed)")
-    _add_array_options(p)
-    p.add_argument("--voltages", "-V", required=True,
-                   help="(batch, rows) row voltages [V], or (batch, cols) column voltages with --transpose")
-    p.add_argument("--transpose", action="store_true", help="drive the columns, sense the rows")
-    p.add_argument("--backend", choices=["spice", "fast", "ideal", "calibrated"], default="fast")
-    p.add_argument("--calibration", default=None, metavar="JSON",
-                   help="calibration.json of `xbar calibrate`, for --backend calibrated; with --periphery and "
-                        "--backend fast: the integrator/ADC transfer fitted by `xbar calibrate` (or its "
-                        "blocks/fits.json) replaces the twin's")
-    p.add_argument("--engine", choices=["subprocess", "shared"], default="subprocess",
-                   help="spice backend: ngspice -b processes, or the shared library in a child process")
-    p.add_argument("--workers", type=int, default=None, help="ngspice processes (default: one per core)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="per-deck ngspice time limit [s]")
-    p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
-    p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
-    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
-                   help="read through DACs, integrators and ADCs (cosim.read.readchain.PeripheryConfig JSON): "
-                        "--voltages then holds signed integer input codes (batch, rows) and --out gets a .npz "
-                        "with codes, adc_codes, v_out, charge, current, decoded (backend spice or fast)")
-    p.add_argument("--size-integrator", action="store_true",
-                   help="with --periphery: size the integrator capacitor so that the config's full_scale of "
-                        "the worst-case charge of this array fills 90 %% of the ADC range")
-    p.set_defaults(func=cmd_mvm)
+    _mvm_parser(sub)
 
     p = sub.add_parser("periphery", help="characterise DAC, integrator, ADC and op-amps (SPICE vs twin plots, INL/DNL)")
     p.add_argument("--out", "-o", default="xbar-out/periphery", help="output folder")
@@ -391,63 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only write the default read-chain config (for mvm --periphery) to this file")
     p.set_defaults(func=cmd_periphery)
 
-    READS = ["software", "ideal", "fast", "spice", "calibrated"]
-    p = sub.add_parser("train", help="train an MLP with reads and updates through the simulated arrays")
-    p.add_argument("--data", help=".npz with X_train, y_train, X_test, y_test (default: scikit-learn's 8x8 digits)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[32], help="hidden layer sizes (default 32)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3: a few minutes on spice reads)")
-    p.add_argument("--batch-size", type=int, default=10)
-    p.add_argument("--lr", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reads", choices=READS, default="spice",
-                   help="backend of the forward and backward reads (default spice: ngspice)")
-    p.add_argument("--forward", choices=READS, help="override for forward reads")
-    p.add_argument("--backward", choices=READS, help="override for backward reads")
-    p.add_argument("--calibration", default=None, metavar="JSON",
-                   help="calibration.json of `xbar calibrate`, for --reads calibrated (the cheap IR-drop model)")
-    p.add_argument("--update", choices=["ideal", "fast", "spice"], default="ideal",
-                   help="ideal: exact float update; fast / spice: pulse coincidence on --device, numpy twin "
-                        "or ngspice transient")
-    p.add_argument("--device", default="pcm", help="device for pulse updates (pcm, linear, rram, ecram)")
-    p.add_argument("--bl", type=int, default=10, help="pulse slots per update sub-phase")
-    p.add_argument("--update-method", choices=["slots", "transient"], default="slots",
-                   help="spice updates: one .dc point per write slot (default) or one transient of the "
-                        "array of device subcircuits")
-    p.add_argument("--r-wire", type=float, default=1.0, help="wire resistance per segment [ohm] (default 1)")
-    p.add_argument("--v-read", type=float, default=0.2)
-    p.add_argument("--g-min", type=float, default=1e-6, help="conductance range of ideal updates [S] "
-                   "(pulse updates use the device's range)")
-    p.add_argument("--g-max", type=float, default=25e-6)
-    p.add_argument("--w-max", type=float, default=4.0, help="weight mapped to a full pair")
-    p.add_argument("--adc-bits", type=int, default=9, help="output ADC bits (0: none)")
-    p.add_argument("--out-bound", type=float, default=0.1, help="ADC full scale / largest possible current")
-    p.add_argument("--max-rows", type=int, default=256, help="largest array: rows (larger layers are tiled)")
-    p.add_argument("--max-cols", type=int, default=256, help="largest array: weight columns")
-    p.add_argument("--checkpoint-every", type=int, default=20, help="mini-batches between checkpoints")
-    p.add_argument("--cell", choices=["pair", "2pcm3t1c"], default="pair",
-                   help="pair: a differential pair of --device; 2pcm3t1c: IBM 2018 unit cell, PCM pair (gain F) "
-                        "+ 3T1C cell; --update then acts on the 3T1C cells (ideal, fast twin, spice transient)")
-    p.add_argument("--transfer-every", type=int, default=None,
-                   help="2pcm3t1c: mini-batches between transfers of the 3T1C part into the PCM pair (default 20)")
-    p.add_argument("--gain-f", type=float, default=None, help="2pcm3t1c: gain F of the PCM pair (default 3)")
-    p.add_argument("--device-table", default=None, metavar="FILE",
-                   help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "
-                        "pulse trains instead of its numpy twin; FILE is the blocks/fits.json or the "
-                        "calibration.json of `xbar calibrate`")
-    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
-                   help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
-                        "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")
-    p.add_argument("--mc-runs", type=int, default=0, metavar="N",
-                   help="after training: test accuracy over N sampled hardware instances (Monte Carlo)")
-    p.add_argument("--mc-sigma", type=float, default=0.1, help="Monte Carlo: lognormal device-to-device sigma")
-    p.add_argument("--mc-stuck", type=float, default=0.01, help="Monte Carlo: fraction of stuck cells "
-                   "(half at g_min, half at g_max)")
-    p.add_argument("--mc-vos", type=float, default=0.0, help="Monte Carlo: op-amp input offset sigma [V]")
-    p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
-    p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
-    p.set_defaults(func=cmd_train)
+    _train_parser(sub)
 
-    from models.device import device_names
     p = sub.add_parser("device", help="pulse response and I-V of a device, SPICE and numpy twin overlaid")
     p.add_argument("name", choices=device_names())
     p.add_argument("--pulses", type=int, default=40, help="pulses up, then down")
@@ -465,34 +412,134 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("calibrate", help="fit the cheap IR-drop model to ngspice over a sweep (resumable, Dask)")
+    _calibrate_parser(sub)
+    return parser
+
+
+def _mvm_parser(sub) -> None:
+    p = sub.add_parser("mvm", help="matrix-vector products through the array (forward or transposed)")
+    _add_array_options(p)
+    p.add_argument("--voltages", "-V", required=True,
+                   help="(batch, rows) row voltages [V], or (batch, cols) column voltages with --transpose")
+    p.add_argument("--transpose", action="store_true", help="drive the columns, sense the rows")
+    p.add_argument("--backend", choices=["spice", "fast", "ideal", "calibrated"], default="fast")
+    p.add_argument("--calibration", default=None, metavar="JSON",
+                   help="calibration.json of `xbar calibrate`, for --backend calibrated; with --periphery and "
+                        "--backend fast: the integrator/ADC transfer fitted by `xbar calibrate` (or its "
+                        "blocks/fits.json) replaces the twin's")
+    p.add_argument("--engine", choices=["subprocess", "shared"], default="subprocess",
+                   help="spice backend: ngspice -b processes, or the shared library in a child process")
+    p.add_argument("--workers", type=int, default=None, help="ngspice processes (default: one per core)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="per-deck ngspice time limit [s]")
+    p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
+    p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
+    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
+                   help="read through DACs, integrators and ADCs (a netlists.readchain.PeripheryConfig JSON): "
+                        "--voltages then holds signed integer input codes (batch, rows) and --out gets a .npz "
+                        "with codes, adc_codes, v_out, charge, current, decoded (backend spice or fast)")
+    p.add_argument("--size-integrator", action="store_true",
+                   help="with --periphery: size the integrator capacitor so that the config's full_scale of "
+                        "the worst-case charge of this array fills 90 %% of the ADC range")
+    p.set_defaults(func=cmd_mvm)
+
+
+def _train_parser(sub) -> None:
+
+    td = lambda name: _default(TrainConfig, name)   # noqa: E731
+    ld = lambda name: _default(LayerConfig, name)   # noqa: E731
+    md = ld("mapping")
+    p = sub.add_parser("train", help="train an MLP with reads and updates through the simulated arrays")
+    p.add_argument("--data", help=".npz with X_train, y_train, X_test, y_test (default: scikit-learn's 8x8 digits)")
+    p.add_argument("--hidden", type=int, nargs="+", help=f"hidden layer sizes (default {' '.join(map(str, td('hidden')))})")
+    p.add_argument("--epochs", type=int, help=f"epochs (default {td('epochs')})")
+    p.add_argument("--batch-size", type=int, help=f"mini-batch size (default {td('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {td('lr')})")
+    p.add_argument("--seed", type=int, help=f"seed (default {td('seed')})")
+    p.add_argument("--reads", choices=READ_BACKENDS,
+                   help=f"backend of the forward and backward reads (default {td('forward')})")
+    p.add_argument("--forward", choices=READ_BACKENDS, help="override for forward reads")
+    p.add_argument("--backward", choices=READ_BACKENDS, help="override for backward reads")
+    p.add_argument("--calibration", default=None, metavar="JSON",
+                   help="calibration.json of `xbar calibrate`: its IR-drop model for --reads calibrated; with "
+                        "--periphery, its integrator/ADC fit for the fast chain reads")
+    p.add_argument("--update", choices=UPDATES,
+                   help=f"ideal: exact float update; fast / spice: pulse coincidence on --device, numpy twin "
+                        f"or ngspice (default {td('update')})")
+    p.add_argument("--device", choices=device_names(), help=f"device for pulse updates (default {td('device')})")
+    p.add_argument("--bl", type=int, help=f"pulse slots per update sub-phase (default {td('bl')})")
+    p.add_argument("--update-method", choices=["slots", "transient"],
+                   help="spice updates: one .dc point per write slot (default) or one transient of the "
+                        "array of device subcircuits")
+    p.add_argument("--r-wire", type=float, help=f"wire resistance per segment [ohm] (default {ld('r_wire')})")
+    p.add_argument("--v-read", type=float, help=f"read voltage [V] (default {ld('v_read')})")
+    p.add_argument("--g-min", type=float, help=f"conductance range of ideal updates [S] (default {md.g_min}; "
+                   "pulse updates use the device's range)")
+    p.add_argument("--g-max", type=float, help=f"(default {md.g_max})")
+    p.add_argument("--w-max", type=float, help=f"weight mapped to a full pair (default {md.w_max})")
+    p.add_argument("--adc-bits", type=int, help=f"output ADC bits, 0: none (default {ld('adc_bits')})")
+    p.add_argument("--out-bound", type=float,
+                   help=f"ADC full scale / largest possible current (default {ld('out_bound')})")
+    p.add_argument("--max-rows", type=int, help=f"largest array: rows (default {ld('max_rows')}; larger layers are tiled)")
+    p.add_argument("--max-cols", type=int, help=f"largest array: weight columns (default {ld('max_cols')})")
+    p.add_argument("--checkpoint-every", type=int, help=f"mini-batches between checkpoints (default {td('checkpoint_every')})")
+    p.add_argument("--unit-cell", choices=CELLS,
+                   help="pair: a differential pair of --device (default); 2pcm3t1c: IBM 2018 unit cell, PCM pair "
+                        "(gain F) + 3T1C cell; --update then acts on the 3T1C cells")
+    p.add_argument("--transfer-every", type=int,
+                   help=f"2pcm3t1c: mini-batches between transfers into the PCM pair (default {td('transfer_every')})")
+    p.add_argument("--gain-f", type=float, help=f"2pcm3t1c: gain F of the PCM pair (default {td('gain_f')})")
+    p.add_argument("--device-table", default=None, metavar="FILE",
+                   help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "
+                        "pulse trains instead of its numpy twin; FILE is the blocks/fits.json or the "
+                        "calibration.json of `xbar calibrate`")
+    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
+                   help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
+                        "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")
+    p.add_argument("--mc-runs", type=int, default=0, metavar="N",
+                   help="after training: test accuracy over N sampled hardware instances (Monte Carlo)")
+    p.add_argument("--mc-d2d-sigma", type=float, default=0.1,
+                   help="Monte Carlo: std of ln G, device-to-device (default 0.1)")
+    p.add_argument("--mc-stuck-frac", type=float, default=0.01, help="Monte Carlo: fraction of stuck cells, "
+                   "half at g_min, half at g_max (default 0.01)")
+    p.add_argument("--mc-opamp-offset-v", type=float, default=0.0,
+                   help="Monte Carlo: std of the op-amp input offsets [V] (default 0)")
+    p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
+    p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
+    p.set_defaults(func=cmd_train)
+
+
+def _calibrate_parser(sub) -> None:
+
+    p = sub.add_parser("calibrate", help="fit the fast models to ngspice: IR drop over a sweep, device step tables, "
+                                         "integrator/ADC transfers, Monte Carlo (resumable, Dask)")
     p.add_argument("--out", "-o", default="xbar-out/calibrate", help="output folder (the sweep resumes from it)")
     p.add_argument("--workers", type=int, default=1, help="1: serial, in this process; n: a local Dask cluster")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
-    p.add_argument("--sizes", type=int, nargs="+", default=None, help="array sizes N (N x N) (default 16..256)")
-    p.add_argument("--r-wire", type=float, nargs="+", default=None, help="wire resistances per segment [ohm]")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help=f"array sizes N (N x N) (default {' '.join(map(str, DEFAULT_PLAN.sizes))})")
+    p.add_argument("--r-wire", type=float, nargs="+", default=None,
+                   help=f"wire resistances per segment [ohm] (default {' '.join(map(str, DEFAULT_PLAN.r_wires))})")
     p.add_argument("--cases", type=int, default=None, help="training cases per (size, r_wire) (held out: half)")
-    p.add_argument("--batch", type=int, default=16, help="input vectors per case")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="small sweep (8..32, seconds)")
-    p.add_argument("--monte-carlo", type=int, default=0, metavar="N", help="Monte Carlo runs of non-idealities")
+    p.add_argument("--batch", type=int, default=None, help=f"input vectors per case (default {DEFAULT_PLAN.batch})")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--quick", action="store_true",
+                   help=f"small sweep ({QUICK_PLAN.sizes[0]}..{QUICK_PLAN.sizes[-1]}) and fewer block-fit runs (seconds)")
+    p.add_argument("--monte-carlo", type=int, default=None, metavar="N",
+                   help="Monte Carlo runs of non-idealities on the calibrated model")
     p.add_argument("--no-timing", action="store_true", help="skip the speed comparison with the exact solve")
     p.add_argument("--blocks", action=argparse.BooleanOptionalAction, default=True,
                    help="also fit device step tables, integrator/ADC transfers and a Monte Carlo sweep to SPICE "
-                        "(blocks/fits.json, referenced by calibration.json, tables appended to report.md; about a "
-                        "minute, seconds with --quick; reused when the folder has them). Default: on")
+                        "(blocks/fits.json, referenced by calibration.json, tables appended to report.md; reused "
+                        "when the folder has them). Default: on")
     p.add_argument("--export-aihwkit", default=None, metavar="FILE", help="also write an aihwkit-style dict")
     p.add_argument("--from", dest="from_file", default=None, metavar="JSON",
                    help="with --export-aihwkit: export an existing calibration.json, run nothing")
     p.add_argument("--adc-bits", type=int, default=None, help="export: output ADC bits")
     p.add_argument("--dac-bits", type=int, default=None, help="export: input DAC bits")
     p.set_defaults(func=cmd_calibrate)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.errors import XbarError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

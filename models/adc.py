@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import ParameterError, ShapeError, check_finite, check_positive, raise_or_warn
+from models.spice_text import fmt
 
 #: Stated linearity spec of the default RampAdcParams [LSB] (bow of the ramp: ~0.17 LSB INL).
 SPEC_INL_LSB = 0.5
@@ -61,9 +62,6 @@ __all__ = ["SPEC_INL_LSB", "SPEC_DNL_LSB", "QuantizerParams", "RampAdcParams", "
            "ramp_subckt", "ramp_channel_subckt", "ramp_library", "ramp_waveform", "ramp_convert",
            "transition_levels", "inl_dnl", "check_adc_range"]
 
-
-def _f(x: float) -> str:
-    return f"{float(x):.12g}"
 
 
 def _check_bits_range(bits, v_lo, v_hi) -> None:
@@ -227,7 +225,7 @@ def quantizer_subckt(p: QuantizerParams) -> str:
     """``.subckt NAME in code``: ``v(code)`` is the integer code as a voltage."""
     return "\n".join([
         f".subckt {p.name} in code",
-        f"Bq code 0 V = min(max(floor((v(in) - ({_f(p.v_lo)})) / {_f(p.lsb)}), 0), {p.n_codes - 1})",
+        f"Bq code 0 V = min(max(floor((v(in) - ({fmt(p.v_lo)})) / {fmt(p.lsb)}), 0), {p.n_codes - 1})",
         f".ends {p.name}",
     ])
 
@@ -241,12 +239,12 @@ def ramp_subckt(p: RampAdcParams) -> str:
     en = "min(max(v(en), 0), 1)"
     lines = [
         f".subckt {p.name}_ramp ramp en",
-        f"Bramp 0 ramp I = {en} * {_f(p.i_ramp)} - (1 - {en}) * {_f(p.g_hold)} * (v(ramp) - ({_f(p.v_start)}))",
-        f"Vlo vlo 0 DC {_f(p.v_start)}",
-        f"Cramp ramp vlo {_f(p.c_ramp)}",
+        f"Bramp 0 ramp I = {en} * {fmt(p.i_ramp)} - (1 - {en}) * {fmt(p.g_hold)} * (v(ramp) - ({fmt(p.v_start)}))",
+        f"Vlo vlo 0 DC {fmt(p.v_start)}",
+        f"Cramp ramp vlo {fmt(p.c_ramp)}",
     ]
     if math.isfinite(p.r_out):
-        lines.append(f"Rout ramp vlo {_f(p.r_out)}")
+        lines.append(f"Rout ramp vlo {fmt(p.r_out)}")
     lines.append(f".ends {p.name}_ramp")
     return "\n".join(lines)
 
@@ -255,11 +253,11 @@ def ramp_channel_subckt(p: RampAdcParams) -> str:
     """Per-column comparator + counter ``.subckt NAME in ramp en clr code params: vos=0``."""
     en = "min(max(v(en), 0), 1)"
     clr = "min(max(v(clr), 0), 1)"
-    gate = f"0.5 * (1 - tanh((v(ramp) - v(in) - {_f(p.comp_offset)} - vos) / {_f(p.comp_width)}))"
+    gate = f"0.5 * (1 - tanh((v(ramp) - v(in) - {fmt(p.comp_offset)} - vos) / {fmt(p.comp_width)}))"
     return "\n".join([
         f".subckt {p.name} in ramp en clr code params: vos=0",
-        f"Bcnt 0 cnt I = {en} * {_f(p.i_cnt)} * {gate} - {clr} * {_f(p.g_hold)} * v(cnt)",
-        f"Ccnt cnt 0 {_f(p.c_cnt)}",
+        f"Bcnt 0 cnt I = {en} * {fmt(p.i_cnt)} * {gate} - {clr} * {fmt(p.g_hold)} * v(cnt)",
+        f"Ccnt cnt 0 {fmt(p.c_cnt)}",
         "Rdc cnt 0 1e12",  # DC path: with clr as a B-source only, ngspice can flag cnt singular
         f"Bq code 0 V = min(max(floor(v(cnt)) - {p.margin}, 0), {p.n_codes - 1})",
         f".ends {p.name}",

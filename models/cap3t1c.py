@@ -31,8 +31,8 @@ Numpy twin (behavioural, fitted to the circuit; constants in Cap3T1CParams): per
 V_C += I_up(V_C) t_eff / C_eff or -= I_dn(V_C) t_eff / C_eff, with I_up, I_dn quadratic fits of
 DC sweeps of the pump FETs at the pulse gate levels, t_eff = width + 2 rise rho (rho: the
 edge-charge ratio from a DC gate sweep), then RC leakage over the slot. Read: I = v G(V_C) +
-v^2 H(V_C) (cubic fits of the read FET for |v| <= v_read). :meth:`Cap3T1C.fit_decks`
-and :meth:`Cap3T1C.fitted` regenerate these constants from ngspice.
+v^2 H(V_C) (cubic fits of the read FET for |v| <= v_read). :meth:`Cap3T1C.fitted` regenerates these constants
+from the DC benches of :func:`netlists.benches.cap3t1c_fit_benches`.
 
 Initial state: write ``.ic v(x<inst>.s)=V_C`` and run ``.tran`` WITHOUT ``uic`` (the operating
 point then holds V_C while supplies and gates come up). With ``uic`` the FETs' gate charge
@@ -45,7 +45,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from models.device import DeviceModel, PulseShape, fmt
+from models.device import BenchDrive, DeviceModel
+from models.pulse import PulseShape
+from models.spice_text import fmt
 from models.errors import ParameterError, check_positive
 from models.mosfet import NMOS_180, PMOS_180, MosfetCard
 
@@ -134,7 +136,6 @@ class Cap3T1C(DeviceModel):
 
     name = "cap3t1c"
     ports = ("p", "n", "up", "dn", "vdd")
-    write_ports = ("up", "dn")
     v_write = 1.0
     v_threshold = 0.75
 
@@ -170,110 +171,48 @@ class Cap3T1C(DeviceModel):
     def instance_params(self, state, variation=None, noise=None) -> dict[str, np.ndarray]:
         return {"s0": np.atleast_1d(np.asarray(state, float))}
 
-    def _bench_instance(self, i, inst, wave, *, read=False):
+    def bench_ports(self, kind: str) -> dict:
+        """Write: an ``up`` pulse pulls the PMOS gate from vdd to ``vdd - a v_up`` (a > 0), a
+        ``dn`` pulse lifts the NMOS gate to ``|a| v_dn`` (a < 0), the read FET held at
+        ``v_read``; read: the channel swept, both pumps off."""
+        super().bench_ports(kind)
         p = self.params
-        params = f"s0={fmt(inst['s0'][i])}"
-        if read:
-            return [f"Vr{i} a{i} 0 {wave}",
-                    f"X{i} a{i} 0 u{i} 0 vdd{i} {self.subckt_name} {params}",
-                    f"Vu{i} u{i} 0 {fmt(p.vdd)}", f"Vdd{i} vdd{i} 0 {fmt(p.vdd)}"]
-        return [f"Vu{i} u{i} 0 {wave}", f"Vd{i} d{i} 0 {wave.replace('PWL(', 'PWL(', 1)}",
-                f"Vr{i} a{i} 0 {fmt(p.v_read)}", f"Vdd{i} vdd{i} 0 {fmt(p.vdd)}",
-                f"X{i} a{i} 0 u{i} d{i} vdd{i} {self.subckt_name} {params}"]
+        if kind == "read":
+            return {"p": BenchDrive(knots=False), "n": 0.0, "up": p.vdd, "dn": 0.0, "vdd": p.vdd}
+        return {"p": p.v_read, "n": 0.0,
+                "up": BenchDrive(scale=-p.v_up, base=p.vdd, only=1, knots=False),
+                "dn": BenchDrive(scale=-p.v_dn, only=-1, knots=False), "vdd": p.vdd}
 
-    def pulse_deck(self, state, amplitudes, shape: PulseShape, variation=None, noise=None,
-                   *, live_current: bool = True, method: str = "gear") -> str:
-        """Bench: device i gets an ``up`` pulse (gate to vdd - |a| v_up) for a > 0 and a ``dn``
-        pulse (gate to |a| v_dn) for a < 0 in each slot; saves ``v(x<i>.s)``."""
-        from models.device import pwl_text
+    def bench_initial_state(self) -> str:
+        # .ic, not uic: the operating point holds V_C while the supplies and gate levels come
+        # up, so the FETs' gate charge does not share with C at t = 0 (uic kicks V_C by ~12 mV)
+        return "ic"
+
+    def fitted(self, vc_grid, pumps: dict, gates: dict, read: dict) -> "Cap3T1C":
+        """A model whose twin constants are fitted to DC sweeps of the cell's transistors.
+
+        ``pumps``: ``vc`` [V] swept, ``i_c`` and ``i_c2`` [A] (the currents into the source
+        holding node ``c`` and into the 0 V source carrying the pull-down current away from
+        it); ``gates``: ``u`` (gate-drive fraction) with ``i_c``, ``i_c2``; ``read``: ``vd``
+        [V] and ``i_s`` (one drain-source current array per V_C of ``vc_grid``). The benches
+        are :func:`netlists.benches.cap3t1c_fit_benches`."""
         p = self.params
-        s = np.atleast_1d(np.asarray(state, float))
-        amps = np.atleast_2d(np.asarray(amplitudes, float))
-        lines = [f"* {self.name} pulse bench", self.model_cards(), self.subckt()]
-        for i in range(s.size):
-            up = np.where(amps[i] > 0, -amps[i] * p.v_up, 0.0)
-            dn = np.where(amps[i] < 0, -amps[i] * p.v_dn, 0.0)
-            lines += [f"Vu{i} u{i} 0 PWL({pwl_text(up, shape, base=p.vdd)})",
-                      f"Vd{i} d{i} 0 PWL({pwl_text(dn, shape)})",
-                      f"Vr{i} a{i} 0 {fmt(p.v_read)}", f"Vdd{i} vdd{i} 0 {fmt(p.vdd)}",
-                      f"X{i} a{i} 0 u{i} d{i} vdd{i} {self.subckt_name} s0={fmt(s[i])}"]
-        tstop = amps.shape[1] * shape.period
-        # .ic (not uic): the operating point holds V_C while the supplies and gate levels come
-        # up, so the FETs' gate charge does not share with C at t = 0 (uic gave a ~12 mV kick).
-        lines += [".ic " + " ".join(f"v(x{i}.s)={fmt(s[i])}" for i in range(s.size)),
-                  f".options klu method={method}", f".tran {fmt(shape.tstep)} {fmt(tstop)} 0 "
-                  f"{fmt(shape.tstep)}",
-                  ".save " + " ".join(f"v(x{i}.s)" for i in range(s.size)), ".end"]
-        return "\n".join(lines)
-
-    def iv_deck(self, state, v_max: float, *, points: int = 41) -> str:
-        """Read-FET I-V bench (pumps off), started from ``.ic`` (see the module docstring)."""
-        deck = super().iv_deck(state, v_max, points=points)
-        s = np.atleast_1d(np.asarray(state, float))
-        ic = ".ic " + " ".join(f"v(x{i}.s)={fmt(s[i])}" for i in range(s.size))
-        return deck.replace(" uic\n", "\n").replace(".options klu", ic + "\n.options klu", 1)
-
-    def leak_deck(self, state, t_stop: float) -> str:
-        """Bench: no pulses for ``t_stop`` [s] (pumps off); saves ``v(x<i>.s)``."""
-        return self.pulse_deck(state, np.zeros((np.size(state), 1)),
-                               PulseShape(width=t_stop / 4, rise=t_stop / 100, period=t_stop,
-                                          tstep=t_stop / 200))
-
-    # -- fitting the twin to the circuit ------------------------------------------------------
-    def fit_decks(self) -> dict[str, str]:
-        """DC decks whose results :meth:`fitted` turns into the twin's constants.
-
-        ``pumps``: ``.dc`` of V_C (source ``Vc``) with both pumps at their pulse gate level;
-        ``gates``: ``.dc`` of the gate drive fraction ``u`` in [0, 1] at mid V_C; ``read``:
-        ``.dc`` of v_ds (``Vd``) for read FETs at a grid of V_C (``i(vs<k>)``); ``vc``: that grid.
-        """
-        p = self.params
-        head = [self.model_cards(), f"Vdd vdd 0 {fmt(p.vdd)}"]
-        vc = np.linspace(p.vc_min, p.vc_max, 13)
-        vmid = 0.5 * (p.vc_min + p.vc_max)
-        pumps = "\n".join(["* pumps", *head,
-                           f"Mpu c gu vdd vdd {self.pmos.name} W={fmt(p.w_pu)} L={fmt(p.l_pu)}",
-                           f"Mpd c2 gd 0 0 {self.nmos.name} W={fmt(p.w_pd)} L={fmt(p.l_pd)}",
-                           f"Vgu gu 0 {fmt(p.vdd - p.v_up)}", f"Vgd gd 0 {fmt(p.v_dn)}",
-                           "Vc c 0 0", "Vc2 c2 c 0", ".options klu",
-                           f".dc Vc {fmt(vc[0])} {fmt(vc[-1] + 1e-9)} {fmt(vc[1] - vc[0])}",
-                           ".end"])
-        gates = "\n".join(["* gate sweep", *head,
-                           f"Mpu c gu vdd vdd {self.pmos.name} W={fmt(p.w_pu)} L={fmt(p.l_pu)}",
-                           f"Mpd c2 gd 0 0 {self.nmos.name} W={fmt(p.w_pd)} L={fmt(p.l_pd)}",
-                           "Vu u 0 0", f"Bgu gu 0 V={fmt(p.vdd)}-v(u)*{fmt(p.v_up)}",
-                           f"Bgd gd 0 V=v(u)*{fmt(p.v_dn)}",
-                           f"Vc c 0 {fmt(vmid)}", "Vc2 c2 c 0", ".options klu",
-                           ".dc Vu 0 1.0000001 0.01", ".end"])
-        reads = []
-        for k, v in enumerate(vc):
-            reads.append(f"Vg{k} g{k} 0 {fmt(v)}")
-            reads.append(f"Mrd{k} d g{k} s{k} 0 {self.nmos.name} W={fmt(p.w_rd)} L={fmt(p.l_rd)}")
-            reads.append(f"Vs{k} s{k} 0 0")
-        read = "\n".join(["* read FET", self.model_cards(), "Vd d 0 0", *reads, ".options klu",
-                          f".dc Vd {fmt(-2 * p.v_read)} {fmt(2 * p.v_read + 1e-9)} {fmt(p.v_read / 10)}",
-                          ".end"])
-        return {"pumps": pumps, "gates": gates, "read": read, "vc": vc}
-
-    def fitted(self, pumps: dict, gates: dict, read: dict) -> "Cap3T1C":
-        """A model whose twin constants are fitted to the vectors of the ``fit_decks`` runs."""
-        p = self.params
-        # node c: the PMOS delivers I_up; Vc2 (+ at c2) carries the NMOS current I_dn = -i(vc2)
-        # away from c; Vc takes the rest: I_up = I_dn + i(vc).
-        vc = np.asarray(pumps["v(c)"])
-        i_dn = -np.asarray(pumps["i(vc2)"])
-        i_up = i_dn + np.asarray(pumps["i(vc)"])
+        # node c: the PMOS delivers I_up; the 0 V source carries I_dn = -i_c2 away from c; the
+        # source holding c takes the rest: I_up = I_dn + i_c.
+        vc = np.asarray(pumps["vc"])
+        i_dn = -np.asarray(pumps["i_c2"])
+        i_up = i_dn + np.asarray(pumps["i_c"])
         iu_fit, id_fit = np.polyfit(vc, i_up, 2), np.polyfit(vc, i_dn, 2)
-        u = np.asarray(gates["v(u)"])
-        gd = -np.asarray(gates["i(vc2)"])
-        gu = gd + np.asarray(gates["i(vc)"])
+        u = np.asarray(gates["u"])
+        gd = -np.asarray(gates["i_c2"])
+        gu = gd + np.asarray(gates["i_c"])
         rho_up = float(np.trapezoid(gu, u) / gu[-1])
         rho_dn = float(np.trapezoid(gd, u) / gd[-1])
-        vd = np.asarray(read["v(d)"])
-        vcs = self.fit_decks()["vc"]
+        vd = np.asarray(read["vd"])
+        vcs = np.asarray(vc_grid, float)
         G, H = [], []
         for k in range(len(vcs)):
-            ids = np.asarray(read[f"i(vs{k})"])  # drain -> source current enters Vs at +
+            ids = np.asarray(read["i_s"][k])  # drain -> source current enters the source's 0 V source at +
             mask = np.abs(vd) <= p.v_read * 1.0001
             c = np.polyfit(vd[mask], ids[mask], 2)
             G.append(c[1]); H.append(c[0])

@@ -27,10 +27,11 @@ one polarity only). ``signed="unsigned"`` has one phase and rejects negative cod
 Numpy twin: :func:`volt_seconds` gives the integral of each row's voltage [V s]; with an
 ideal virtual ground the charge into column j is ``sum_i G_ij volt_seconds_i``.
 
-SPICE: :func:`spice_sources` writes ``V`` sources with ``PWL(...)`` (breakpoints at every
-corner: the transient lands on each corner, so the integrated charge is exact) or
-``B`` sources ``V = pwl(time, ...)`` (no breakpoints: fewer time points, but a corner between
-two time points is integrated approximately).
+SPICE: :func:`row_waveforms` gives the corners of each row; the read-chain builder
+(:mod:`netlists.readchain`) turns them into ``PWL`` sources (a breakpoint at every corner: the
+transient lands on each, so the integrated charge is exact) or ``pwl(time, ...)`` B-sources
+(no breakpoints: fewer time points, but a corner between two time points is integrated
+approximately).
 """
 
 from __future__ import annotations
@@ -43,14 +44,11 @@ from models.errors import ParameterError, ShapeError, check_positive
 
 __all__ = ["ENCODINGS", "SIGNED_MODES", "DacParams", "to_codes", "from_codes", "phase_length",
            "read_duration", "bit_windows", "volt_seconds", "volt_second_moments", "row_waveforms", "union_times",
-           "sample_waveforms", "spice_sources", "shift_and_add"]
+           "sample_waveforms", "shift_and_add"]
 
 ENCODINGS = ("amplitude", "pwm", "bitserial")
 SIGNED_MODES = ("phases", "unsigned")
 
-
-def _f(x: float) -> str:
-    return f"{float(x):.12g}"
 
 
 @dataclass(frozen=True)
@@ -251,35 +249,6 @@ def union_times(waves: list[np.ndarray], t_end: float) -> np.ndarray:
 def sample_waveforms(waves: list[np.ndarray], t: np.ndarray) -> np.ndarray:
     """Row voltages at times ``t``: shape ``(rows, len(t))`` [V] (held after the last corner)."""
     return np.stack([np.interp(t, w[:, 0], w[:, 1]) for w in waves])
-
-
-def spice_sources(codes: np.ndarray, p: DacParams, nodes: list[str], *, prefix: str = "Vdac",
-                  kind: str = "pwl", t_start: float = 0.0) -> str:
-    """One source line per row driving ``nodes[i]`` against ground.
-
-    ``kind="pwl"``: ``Vname node 0 PWL(t v ...)`` (exact corners, one breakpoint per corner);
-    ``kind="bpwl"``: ``Bname node 0 V = pwl(time, t, v, ...)`` (no breakpoints). Rows with code
-    0 become ``DC 0`` sources. ``prefix`` must start with ``V`` for ``pwl`` and ``B`` is used
-    instead for ``bpwl``.
-    """
-    if kind not in ("pwl", "bpwl"):
-        raise ParameterError(f"kind must be 'pwl' or 'bpwl', got {kind!r}")
-    waves = row_waveforms(codes, p, t_start)
-    if len(nodes) != len(waves):
-        raise ShapeError(f"{len(nodes)} nodes for {len(waves)} codes")
-    name = prefix[1:] if prefix[:1].upper() in ("V", "B") else prefix
-    lines = []
-    for i, (node, w) in enumerate(zip(nodes, waves)):
-        if len(w) == 1:
-            lines.append(f"V{name}{i} {node} 0 DC 0")
-        elif kind == "pwl":
-            pts = " ".join(f"{_f(t)} {_f(v)}" for t, v in w)
-            lines.append(f"V{name}{i} {node} 0 PWL({pts})")
-        else:
-            w = np.vstack([w, [w[-1, 0] + p.t_lsb, w[-1, 1]]])  # flat tail: pwl() extrapolates
-            pts = ", ".join(f"{_f(t)}, {_f(v)}" for t, v in w)
-            lines.append(f"B{name}{i} {node} 0 V = pwl(time, {pts})")
-    return "\n".join(lines)
 
 
 def shift_and_add(per_bit: np.ndarray, bits: int | None = None) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""The common contract of the device compact models, and the registry of devices.
+"""The common contract of the device compact models.
 
 Layer: models (leaf). Imports numpy and ``models.*`` only.
 
 Every device lives in one file (``models/pcm.py``, ``rram.py``, ``ecram.py``, ``cap3t1c.py``,
 ``linear.py``) with three renderings of the same equations: a frozen parameter dataclass, an
-ngspice subcircuit (text), and a numpy twin vectorised over arrays of devices. The registry
-below maps a name to a factory of the model with its preset parameters.
+ngspice subcircuit (text), and a numpy twin vectorised over arrays of devices;
+:mod:`models.registry` maps a name to the model with its preset parameters.
 
 Design contract (what the array builders and the update phase rely on)
 ----------------------------------------------------------------------
@@ -18,156 +18,69 @@ Ports
     ground is node ``0``. ``DeviceModel.ports`` lists them in order.
 State
     Each instance keeps its state on the internal node ``s`` (read it back as
-    ``v(x<inst>.s)``), in O(1) units (``pcm``/``linear``/``ecram``: G in uS; ``rram``: gap
+    ``v(<instance>.s)``), in O(1) units (``pcm``/``linear``/``ecram``: G in uS; ``rram``: gap
     in nm; ``cap3t1c``: the capacitor voltage in V). The state node is a capacitor with
     ``IC={s0}``: run the transient with ``uic``. ``s0`` is an instance parameter, so the next
     phase writes the read-back state as ``s0``. Exception: ``cap3t1c`` (real FETs on the
-    state node) takes ``.ic v(x<inst>.s)=...`` and a transient without ``uic``.
+    state node) takes ``.ic v(<instance>.s)=...`` and a transient without ``uic``
+    (:meth:`DeviceModel.bench_initial_state`).
 Instance parameters
     One ``.subckt NAME ports params: ...`` serves a whole array. Per-instance values (initial
     state, device-to-device multipliers, this phase's cycle-to-cycle multipliers, drift factor)
     are instance parameters; ``DeviceModel.instance_params`` returns them as arrays, one value
-    per device. Numbers are plain SI, written ``f"{x:.12g}"`` (never SPICE suffixes).
+    per device. Numbers are plain SI (:func:`models.spice_text.fmt`), never SPICE suffixes.
 Randomness
     Drawn in Python from an explicit ``numpy.random.Generator``, never in SPICE, so SPICE and
     twin see the same draws: ``draw_variation(n, rng)`` once per array (device-to-device),
     ``draw_noise(n, rng)`` once per update phase (cycle-to-cycle: ONE step multiplier per
     device per phase, held for all pulses of that phase).
 Pulses
-    A pulse is a trapezoid (:class:`PulseShape`): rise, flat top ``width``, fall, centred in a
-    slot of length ``period``. The twin takes the same amplitudes per device and slot
-    (``amplitudes`` of shape (n_devices, n_slots), 0 for no pulse) or counts of full-selected
-    pulses, and reproduces the state after each slot. Switching rates are
-    ``rate(s) * F(|v|)`` with ``F`` a C0 ramp from 0 at ``v_lo`` to 1 at ``v_hi``
-    (``min(max((|v|-v_lo)/(v_hi-v_lo),0),1)``): exactly zero below ``v_lo``, so a half-selected
-    cell (``v_write/2 < v_lo``) does not move at all, and constant above ``v_hi``, so the state
-    changes at a piecewise-constant rate and the time step can stay large. The twin integrates
-    ``F`` over the trapezoid in closed form (:func:`exposure`).
+    Trapezoids of :class:`models.pulse.PulseShape`. The twin takes the same amplitudes per
+    device and slot (``amplitudes`` of shape (n_devices, n_slots), 0 for no pulse) or counts of
+    full-selected pulses, and reproduces the state after each slot. Switching rates are
+    ``rate(s) * F(|v|)`` with ``F`` the ramp of :func:`models.pulse.ramp`, integrated over the
+    trapezoid in closed form (:func:`models.pulse.exposure`).
 Reads
     ``conductance(state)`` [S] at the device's read voltage ``v_read``; ``current(state, v)``
     [A] its I-V; ``to_conductance`` / ``from_conductance`` convert state <-> conductance.
-Integration (measured, ngspice 46)
-    Benches use ``method=gear``, TMAX = ``PulseShape.tstep`` and PWL points where the edges cross
-    the ramp knots (``DeviceModel.knots``; :func:`pwl_text`): SPICE then matches the twin to
-    1e-3 of a step. Without the knots the kinks of F(v(t)) fall between time points: gear
-    over-integrates by ~1 % per pulse, trap is 0.1 % for PCM but non-monotone (25 % of a step)
-    for the windowed linear/ECRAM cells. RESET pulses are stiff: use gear.
-Performance of update phases
+Integration
+    Benches use ``method=gear``, TMAX = ``PulseShape.tstep`` and PWL corners where the edges
+    cross the ramp knots (``DeviceModel.knots``; :func:`models.pulse.pulse_corners`): without
+    them the kinks of F(v(t)) fall between time points and the integration over the edges is
+    off by a fraction of a step. RESET pulses are stiff: use gear.
+Update phases
     ``subckt(live_current=False)`` replaces the cell's current B-source by a resistor at the
-    phase-start conductance (one B-source per cell). Measured on a 64 x 64 PCM array, 1 ohm
-    wires, 10 slots (cosim.characterize.devices.pcm_array_update_experiment): ~19-21 s, 223 time points,
-    either way; see the report in that module. The cost is time points (ngspice cuts the step
-    to 0.1 x the gap after every PWL breakpoint: ~20 points per slot) times per-iteration
-    matrix load + refactor (~40 ms at 64 x 64).
+    phase-start conductance (one B-source per cell).
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_positive
+from models.errors import ParameterError, ShapeError
+from models.pulse import PulseShape
 
-__all__ = ["fmt", "PulseShape", "ramp", "ramp_spice", "exposure", "pwl_text", "DeviceModel",
-           "MicroSiemensDevice", "REGISTRY", "get_device", "device_names"]
-
-
-def fmt(x: float) -> str:
-    """Plain SI number for SPICE (``1e-06``, never ``1u``: in SPICE ``1M`` is milli)."""
-    return f"{float(x):.12g}"
+__all__ = ["BenchDrive", "DeviceModel", "MicroSiemensDevice"]
 
 
 @dataclass(frozen=True)
-class PulseShape:
-    """Trapezoidal write pulse inside a time slot.
+class BenchDrive:
+    """A port of a single-device bench that follows the bench's waveform.
 
-    Attributes
-    ----------
-    width : float
-        Flat-top duration [s].
-    rise : float
-        Rise time, equal to the fall time [s].
-    period : float
-        Slot length [s]; the pulse is centred in its slot.
-    tstep : float
-        Largest SPICE time step [s] (``.tran`` TMAX). A pulse shorter than it is rejected.
+    For a pulse bench with signed amplitudes ``a`` per slot the port sees
+    ``base + scale * a`` in the slots where ``sign(a)`` is ``only`` (every slot when ``only`` is
+    0) and ``base`` otherwise; ``knots``: add corners where the device's threshold knots are
+    crossed. For an I-V bench the port sees the sweep voltage (``scale`` and ``only`` unused).
     """
 
-    width: float = 50e-9
-    rise: float = 5e-9
-    period: float = 100e-9
-    tstep: float = 10e-9
-
-    def __post_init__(self) -> None:
-        check_positive("width", self.width)
-        check_positive("rise", self.rise)
-        check_positive("period", self.period)
-        check_positive("tstep", self.tstep)
-        if self.width < self.tstep:
-            raise ParameterError(f"pulse width {self.width:g} s is shorter than the time step "
-                                 f"tstep {self.tstep:g} s: SPICE would step over it")
-        if self.period < self.width + 2 * self.rise:
-            raise ParameterError(f"period {self.period:g} s is shorter than the pulse "
-                                 f"(width + 2 rise = {self.width + 2 * self.rise:g} s)")
-
-    @property
-    def lead(self) -> float:
-        """Delay from slot start to the start of the rise [s]."""
-        return 0.5 * (self.period - self.width - 2 * self.rise)
-
-
-def ramp(v, lo: float, hi: float) -> np.ndarray:
-    """The switching threshold F(v): 0 below ``lo``, 1 above ``hi``, linear between."""
-    return np.clip((np.asarray(v, float) - lo) / (hi - lo), 0.0, 1.0)
-
-
-def ramp_spice(expr: str, lo: float, hi: float) -> str:
-    """SPICE text of ``ramp(expr, lo, hi)``."""
-    return f"min(max(({expr}-{fmt(lo)})*{fmt(1.0 / (hi - lo))},0),1)"
-
-
-def _ramp_integral(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """int_0^a ramp(x, lo, hi) dx for a >= 0 (closed form)."""
-    d = hi - lo
-    return np.where(a <= lo, 0.0,
-                    np.where(a <= hi, (a - lo) ** 2 / (2 * d), d / 2 + (a - hi)))
-
-
-def exposure(amplitude, shape: PulseShape, lo: float, hi: float) -> np.ndarray:
-    """Time-integral of ``ramp(v(t), lo, hi)`` over one trapezoidal pulse of ``amplitude`` [s].
-
-    Only the positive part counts: pass ``-amplitude`` for the negative polarity.
-    """
-    a = np.maximum(np.asarray(amplitude, float), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ramp_part = np.where(a > 0, 2 * shape.rise * _ramp_integral(a, lo, hi) / np.where(a > 0, a, 1), 0.0)
-    return shape.width * ramp(a, lo, hi) + ramp_part
-
-
-def pwl_text(amplitudes, shape: PulseShape, *, base: float = 0.0, knots=()) -> str:
-    """PWL point list (``t v t v ...``) of a pulse train, one slot per amplitude (0: no pulse).
-
-    The source sits at ``base`` between pulses and holds it after the last point. ``knots``
-    (magnitudes [V]) add collinear points where the edges cross them: ngspice puts a breakpoint
-    at every PWL point, so the kinks of a threshold ramp F(v(t)) fall on time points and the
-    integration over the edges is exact (measured: SPICE vs twin 1e-4 per pulse with knots,
-    up to 1-25 % of a step without, gear or trap).
-    """
-    pts = [(0.0, base)]
-    for k, a in enumerate(np.asarray(amplitudes, float)):
-        if a == 0:
-            continue
-        t = k * shape.period + shape.lead
-        fr = sorted(float(v) / abs(a) for v in knots if 0 < float(v) / abs(a) < 1)
-        t_fall = t + shape.rise + shape.width
-        pts += [(t, base)] + [(t + shape.rise * f, base + a * f) for f in fr]
-        pts += [(t + shape.rise, base + a), (t_fall, base + a)]
-        pts += [(t_fall + shape.rise * (1 - f), base + a * f) for f in reversed(fr)]
-        pts += [(t + 2 * shape.rise + shape.width, base)]
-    return " ".join(f"{fmt(t)} {fmt(v)}" for t, v in pts)
+    scale: float = 1.0
+    base: float = 0.0
+    only: int = 0
+    knots: bool = True
 
 
 class DeviceModel(abc.ABC):
@@ -183,9 +96,7 @@ class DeviceModel(abc.ABC):
     v_write: float = 1.0
     v_threshold: float = 0.6
     v_read: float = 0.2
-    #: Which ports carry the write pulse in the characterisation bench: (pos, neg).
-    write_ports: tuple[str, str] = ("p", "n")
-    #: Voltage magnitudes where the switching ramps kink (breakpoints for ``pwl_text``).
+    #: Voltage magnitudes where the switching ramps kink (corners of ``pulse_corners``).
     knots: tuple[float, ...] = ()
 
     @property
@@ -269,48 +180,22 @@ class DeviceModel(abc.ABC):
             s = self.step(s, np.where(counts > k, polarity * self.v_write, 0.0), shape, variation, noise)
         return s
 
-    # -- characterisation benches (SPICE text) ------------------------------------------------
-    def pulse_deck(self, state, amplitudes, shape: PulseShape, variation=None, noise=None,
-                   *, live_current: bool = True, method: str = "gear") -> str:
-        """A deck driving device i with the pulse train ``amplitudes[i]`` across its write
-        ports; saves ``v(x<i>.s)``. Run it and sample at ``(k+1) * shape.period``."""
-        s = np.atleast_1d(np.asarray(state, float))
-        amps = np.atleast_2d(np.asarray(amplitudes, float))
-        inst = self.instance_params(s, variation, noise)
-        lines = [f"* {self.name} pulse bench", self.model_cards(), self.subckt(live_current=live_current)]
-        for i in range(s.size):
-            lines += self._bench_instance(i, inst, f"PWL({pwl_text(amps[i], shape, knots=self.knots)})")
-        tstop = amps.shape[1] * shape.period
-        lines += [f".options klu method={method}", f".tran {fmt(shape.tstep)} {fmt(tstop)} 0 "
-                  f"{fmt(shape.tstep)} uic",
-                  ".save " + " ".join(f"v(x{i}.s)" for i in range(s.size)), ".end"]
-        return "\n".join(ln for ln in lines if ln)
+    # -- characterisation benches ------------------------------------------------------------
+    def bench_ports(self, kind: str) -> dict[str, "BenchDrive | float"]:
+        """How a single-device bench (:mod:`netlists.benches`) connects each port: a
+        :class:`BenchDrive` (the bench's waveform) or a fixed level [V] (0.0: ground).
 
-    def iv_deck(self, state, v_max: float, *, points: int = 41) -> str:
-        """A deck sweeping every device from ``-v_max`` to ``v_max`` (slow triangle, state held
-        as long as ``v_max`` stays below the threshold); saves ``i(vr<i>)`` and ``v(a<i>)``."""
-        s = np.atleast_1d(np.asarray(state, float))
-        inst = self.instance_params(s)
-        T = 1e-6
-        pwl = f"PWL(0 0 {fmt(T)} {fmt(-v_max)} {fmt(3 * T)} {fmt(v_max)} {fmt(4 * T)} 0)"
-        lines = [f"* {self.name} I-V bench", self.model_cards(), self.subckt()]
-        for i in range(s.size):
-            lines += self._bench_instance(i, inst, pwl, read=True)
-        lines += [".options klu method=gear", f".tran {fmt(4 * T / points)} {fmt(4 * T)} 0 "
-                  f"{fmt(4 * T / points)} uic",
-                  ".save " + " ".join(f"v(a{i}) i(vr{i}) v(x{i}.s)" for i in range(s.size)), ".end"]
-        return "\n".join(ln for ln in lines if ln)
+        ``kind="write"``: the ports that carry the pulse train; ``kind="read"``: the I-V
+        sweep across the channel ``p -> n``. Two-terminal default: ``p`` driven,
+        ``n`` grounded, in both."""
+        if kind not in ("write", "read"):
+            raise ParameterError(f"bench kind must be 'write' or 'read', got {kind!r}")
+        return {"p": BenchDrive(knots=kind == "write"), "n": 0.0}
 
-    def _bench_instance(self, i: int, inst: Mapping[str, np.ndarray], wave: str, *,
-                        read: bool = False) -> list[str]:
-        """Source(s) and instance of device ``i`` in a bench. Two-terminal default: a source
-        on ``p`` (named ``vr<i>``, so ``i(vr<i>)`` is minus the cell current), ``n`` grounded."""
-        params = " ".join(f"{k}={fmt(v[i])}" for k, v in inst.items())
-        return [f"Vr{i} a{i} 0 {wave}", f"X{i} a{i} 0 {self.subckt_name} {params}"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Registry
+    def bench_initial_state(self) -> str:
+        """How a bench sets the state node: ``"uic"`` (``IC={s0}`` on the state capacitor and a
+        transient with ``uic``) or ``"ic"`` (``.ic`` on the state node, operating point kept)."""
+        return "uic"
 
 
 class MicroSiemensDevice(DeviceModel):
@@ -347,42 +232,3 @@ class MicroSiemensDevice(DeviceModel):
     def instance_params(self, state, variation=None, noise=None) -> dict[str, np.ndarray]:
         s = np.atleast_1d(np.asarray(state, float))
         return {"s0": s, "r": np.broadcast_to(self._r(noise, s.size), s.shape)}
-
-
-def _factories() -> dict[str, Callable[[], DeviceModel]]:
-    from models.cap3t1c import Cap3T1C
-    from models.ecram import ECRAM
-    from models.linear import LinearDevice
-    from models.pcm import PCM
-    from models.rram import RRAM
-    return {"pcm": PCM, "rram": RRAM, "ecram": ECRAM, "cap3t1c": Cap3T1C, "linear": LinearDevice}
-
-
-class _Registry(Mapping[str, Callable[[], DeviceModel]]):
-    """name -> model class (called with no argument: the preset). Lazy, to avoid import cycles."""
-
-    def __getitem__(self, key: str) -> Callable[[], DeviceModel]:
-        f = _factories()
-        if key not in f:
-            raise ParameterError(f"unknown device {key!r}; known: {', '.join(f)}")
-        return f[key]
-
-    def __iter__(self):
-        return iter(_factories())
-
-    def __len__(self) -> int:
-        return len(_factories())
-
-
-REGISTRY: Mapping[str, Callable[[], DeviceModel]] = _Registry()
-
-
-def device_names() -> list[str]:
-    """Names in the registry."""
-    return list(REGISTRY)
-
-
-def get_device(name: str, params=None) -> DeviceModel:
-    """The model ``name`` with its preset parameters (or ``params``, its dataclass)."""
-    cls = REGISTRY[name]
-    return cls() if params is None else cls(params)

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.device import MicroSiemensDevice, PulseShape, exposure, fmt, ramp_spice
+from models.device import BenchDrive, MicroSiemensDevice
+from models.pulse import PulseShape, exposure
+from models.spice_text import fmt, ramp_spice
 from models.errors import ParameterError, check_positive
 
 
@@ -88,7 +90,6 @@ class ECRAM(MicroSiemensDevice):
 
     name = "ecram"
     ports = ("p", "n", "g")
-    write_ports = ("g", "n")
     delta = 0.01  # [uS]
 
     def __init__(self, params: ECRAMParams | None = None):
@@ -126,10 +127,10 @@ class ECRAM(MicroSiemensDevice):
         ds = self._r(noise, s.size) * (exposure(a, shape, p.v_lo, p.v_hi) - exposure(-a, shape, p.v_lo, p.v_hi))
         return self.retain(np.clip(s + ds, self._smin, self._smax), shape.period)
 
-    def _bench_instance(self, i, inst, wave, *, read=False):
-        params = " ".join(f"{k}={fmt(v[i])}" for k, v in inst.items())
-        if read:  # sweep the channel, gate tied to source
-            return [f"Vr{i} a{i} 0 {wave}", f"X{i} a{i} 0 0 {self.subckt_name} {params}"]
-        # write: pulses on the gate, channel held at v_read
-        return [f"Vg{i} g{i} 0 {wave}", f"Vr{i} a{i} 0 {fmt(self.params.v_read)}",
-                f"X{i} a{i} 0 g{i} {self.subckt_name} {params}"]
+    def bench_ports(self, kind: str) -> dict:
+        """Write: pulses on the gate, the channel held at ``v_read``; read: the channel swept,
+        the gate tied to the source."""
+        super().bench_ports(kind)
+        if kind == "read":
+            return {"p": BenchDrive(knots=False), "n": 0.0, "g": 0.0}
+        return {"p": self.params.v_read, "n": 0.0, "g": BenchDrive()}

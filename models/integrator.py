@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.errors import ParameterError, ShapeError, check_finite, check_positive, raise_or_warn
+from models.spice_text import fmt
 from models.opamp import (MacroOpAmpParams, TwoStageOpAmpParams, macro_equivalent, opamp_models,
                           opamp_subckt, soft_clip)
 
@@ -53,9 +54,6 @@ __all__ = ["PORTS", "IntegratorParams", "integrator_subckt", "integrator_library
 #: Port order of the integrator subcircuit.
 PORTS = ("col", "out", "rst", "ref", "vdd", "vss")
 
-
-def _f(x: float) -> str:
-    return f"{float(x):.12g}"
 
 
 @dataclass(frozen=True)
@@ -112,8 +110,8 @@ def integrator_subckt(p: IntegratorParams) -> str:
     return "\n".join([
         f".subckt {p.name} col out rst ref vdd vss",
         f"Xamp ref col out vdd vss {p.opamp.name}",
-        f"Cint col out {_f(p.c_int)}",
-        f"Brst out col I = v(out, col) * ({_f(p.g_off)} + {_f(p.g_on)} * {gate})",
+        f"Cint col out {fmt(p.c_int)}",
+        f"Brst out col I = v(out, col) * ({fmt(p.g_off)} + {fmt(p.g_on)} * {gate})",
         f".ends {p.name}",
     ])
 

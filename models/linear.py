@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.device import MicroSiemensDevice, PulseShape, exposure, fmt, ramp_spice
+from models.device import MicroSiemensDevice
+from models.pulse import PulseShape, exposure
+from models.spice_text import fmt, ramp_spice
 from models.errors import ParameterError, check_positive
 
 

@@ -59,23 +59,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import ParameterError, check_finite, check_positive
+from models.spice_text import fmt, softplus_spice
 from models.mosfet import NMOS_180, PMOS_180, MosfetCard
 
 __all__ = ["PORTS", "MacroOpAmpParams", "TwoStageOpAmpParams", "TWO_STAGE_MEASURED",
-           "opamp_subckt", "opamp_models", "macro_equivalent", "open_loop_gain", "saturate", "soft_clip",
-           "softplus_spice"]
+           "opamp_subckt", "opamp_models", "macro_equivalent", "open_loop_gain", "saturate", "soft_clip"]
 
 #: Port order of every op-amp subcircuit.
 PORTS = ("inp", "inn", "out", "vdd", "vss")
 
-
-def _f(x: float) -> str:
-    return f"{float(x):.12g}"
-
-
-def softplus_spice(x: str) -> str:
-    """Overflow-free ``ln(1 + exp(x))`` as an ngspice B-source expression of ``x``."""
-    return f"(({x}) > 0 ? ({x}) + ln(1 + exp(-({x}))) : ln(1 + exp({x})))"
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
@@ -230,20 +222,20 @@ def opamp_subckt(p: MacroOpAmpParams | TwoStageOpAmpParams) -> str:
     deck (ngspice rejects nothing on a duplicate card, but keep one source of truth).
     """
     if isinstance(p, MacroOpAmpParams):
-        hr, k = _f(p.headroom), _f(p.knee)
+        hr, k = fmt(p.headroom), fmt(p.knee)
         up = f"(v(n1) - v(vdd) + {hr}) / {k}"
         dn = f"(v(vss) + {hr} - v(n1)) / {k}"
         lines = [
             f".subckt {p.name} inp inn out vdd vss",
-            f"* one-pole macro: a0={_f(p.a0)} gbw={_f(p.gbw)} Hz vos={_f(p.v_os)} V",
-            f"Gm 0 n1 inp inn {_f(p.gm)}",
+            f"* one-pole macro: a0={fmt(p.a0)} gbw={fmt(p.gbw)} Hz vos={fmt(p.v_os)} V",
+            f"Gm 0 n1 inp inn {fmt(p.gm)}",
         ]
         if p.v_os != 0.0:
-            lines.append(f"Ios 0 n1 DC {_f(p.gm * p.v_os)}")
+            lines.append(f"Ios 0 n1 DC {fmt(p.gm * p.v_os)}")
         lines += [
-            f"R1 n1 0 {_f(p.r1)}",
-            f"C1 n1 0 {_f(p.c1)}",
-            f"Bclamp n1 0 I = {_f(p.g_clamp * p.knee)} * ({softplus_spice(up)} - {softplus_spice(dn)})",
+            f"R1 n1 0 {fmt(p.r1)}",
+            f"C1 n1 0 {fmt(p.c1)}",
+            f"Bclamp n1 0 I = {fmt(p.g_clamp * p.knee)} * ({softplus_spice(up)} - {softplus_spice(dn)})",
             "Eout out 0 n1 0 1",
             f".ends {p.name}",
         ]
@@ -253,17 +245,17 @@ def opamp_subckt(p: MacroOpAmpParams | TwoStageOpAmpParams) -> str:
         return "\n".join([
             f".subckt {p.name} inp inn out vdd vss",
             "* two-stage Miller op-amp (NMOS pair, PMOS mirror, PMOS CS second stage)",
-            f"Ib vdd nb DC {_f(p.i_bias)}",
-            f"Mb nb nb vss vss {n} W={_f(p.w_tail)} L={_f(p.l_tail)}",
-            f"M5 tail nb vss vss {n} W={_f(p.w_tail * 2)} L={_f(p.l_tail)}",
-            f"M1 d1 inn tail vss {n} W={_f(p.w_in)} L={_f(p.l_in)}",
-            f"M2 d2 inp tail vss {n} W={_f(p.w_in)} L={_f(p.l_in)}",
-            f"M3 d1 d1 vdd vdd {q} W={_f(p.w_load)} L={_f(p.l_load)}",
-            f"M4 d2 d1 vdd vdd {q} W={_f(p.w_load)} L={_f(p.l_load)}",
-            f"M6 out d2 vdd vdd {q} W={_f(p.w_cs)} L={_f(p.l_cs)}",
-            f"M7 out nb vss vss {n} W={_f(p.w_sink)} L={_f(p.l_sink)}",
-            f"Rz d2 nc {_f(max(p.rz, 1e-3))}",
-            f"Cc nc out {_f(p.cc)}",
+            f"Ib vdd nb DC {fmt(p.i_bias)}",
+            f"Mb nb nb vss vss {n} W={fmt(p.w_tail)} L={fmt(p.l_tail)}",
+            f"M5 tail nb vss vss {n} W={fmt(p.w_tail * 2)} L={fmt(p.l_tail)}",
+            f"M1 d1 inn tail vss {n} W={fmt(p.w_in)} L={fmt(p.l_in)}",
+            f"M2 d2 inp tail vss {n} W={fmt(p.w_in)} L={fmt(p.l_in)}",
+            f"M3 d1 d1 vdd vdd {q} W={fmt(p.w_load)} L={fmt(p.l_load)}",
+            f"M4 d2 d1 vdd vdd {q} W={fmt(p.w_load)} L={fmt(p.l_load)}",
+            f"M6 out d2 vdd vdd {q} W={fmt(p.w_cs)} L={fmt(p.l_cs)}",
+            f"M7 out nb vss vss {n} W={fmt(p.w_sink)} L={fmt(p.l_sink)}",
+            f"Rz d2 nc {fmt(max(p.rz, 1e-3))}",
+            f"Cc nc out {fmt(p.cc)}",
             f".ends {p.name}",
         ])
     raise ParameterError(f"not an op-amp parameter set: {type(p).__name__}")

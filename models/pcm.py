@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.device import MicroSiemensDevice, PulseShape, exposure, fmt, ramp_spice
+from models.device import MicroSiemensDevice
+from models.pulse import PulseShape, exposure, ramp_integral
+from models.spice_text import fmt, ramp_spice
 from models.errors import ParameterError, check_positive
 
 
@@ -164,10 +166,9 @@ class PCM(MicroSiemensDevice):
         xr = p.k_reset * exposure(a, shape, p.v_reset_lo, p.v_reset_hi)
         # A RESET pulse's falling edge crosses the SET window after the melt: apply that part
         # of the SET exposure last (exact up to the overlap of the ramps on the rising edge).
-        from models.device import _ramp_integral
         ks = self._ks(variation, noise, s.size)
         with np.errstate(invalid="ignore", divide="ignore"):
-            fall = np.where(xr > 0, shape.rise * _ramp_integral(np.full_like(a, p.v_reset_lo), p.v_set_lo, p.v_set_hi)
+            fall = np.where(xr > 0, shape.rise * ramp_integral(np.full_like(a, p.v_reset_lo), p.v_set_lo, p.v_set_hi)
                             / np.where(a > 0, a, 1), 0.0)
         xf = ks * fall
         xs = xs - xf

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.device import DeviceModel, PulseShape, exposure, fmt, ramp_spice
+from models.device import DeviceModel
+from models.pulse import PulseShape, exposure
+from models.spice_text import fmt, ramp_spice
 from models.errors import ParameterError, check_positive
 from models.mosfet import NMOS_180, MosfetCard
 

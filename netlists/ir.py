@@ -14,7 +14,7 @@ Conventions (written once, here; both renderings are tested against them)
 - Node 0 is ground (SPICE node ``0``). Every other node has a name from :class:`NodeTable`.
 - Element ``k`` of a group named ``NAME`` with ``shape=(a, b)`` is called
   ``<letter>NAME_<i>_<j>`` with ``(i, j) = unravel_index(k, shape)``; the letter is ``R``,
-  ``V``, ``C`` or ``X`` by type. A group with ``shape=(n,)`` names them ``<letter>NAME_<i>``.
+  ``V``, ``C``, ``X``, ``B`` or ``M`` by type. A group with ``shape=(n,)`` names them ``<letter>NAME_<i>``.
 - Currents: a voltage source ``V p n`` reports ``i(V)`` = the current that flows *into* its
   ``p`` terminal from the circuit and through the source to ``n`` (ngspice's sign). A sense
   source is a 0 V source whose ``p`` node is the sensed line end and whose ``n`` is ground, so
@@ -214,13 +214,15 @@ class VoltageSources(Group):
     """Independent voltage sources ``p`` to ``n`` with a DC ``value`` [V].
 
     ``role`` is ``"drive"`` (an input the writer may batch), ``"sense"`` (a 0 V ammeter whose
-    current is an output) or ``"supply"`` (a fixed bias).
+    current is an output) or ``"supply"`` (a fixed bias). ``ac``: small-signal magnitude [V]
+    for an ``.ac`` analysis (None: none).
     """
 
     p: np.ndarray = field(default=None, repr=False)
     n: np.ndarray = field(default=None, repr=False)
     value: np.ndarray = field(default=None, repr=False)
     role: str = "drive"
+    ac: np.ndarray | None = field(default=None, repr=False)
     letter = "V"
 
     def __post_init__(self) -> None:
@@ -228,6 +230,8 @@ class VoltageSources(Group):
         object.__setattr__(self, "p", _as_index(f"{self.name}.p", self.p, k))
         object.__setattr__(self, "n", _as_index(f"{self.name}.n", self.n, k))
         object.__setattr__(self, "value", _as_values(f"{self.name}.value", self.value, k))
+        if self.ac is not None:
+            object.__setattr__(self, "ac", _as_values(f"{self.name}.ac", self.ac, k))
         if self.role not in ("drive", "sense", "supply"):
             raise ParameterError(f"{self.name}.role must be 'drive', 'sense' or 'supply', got {self.role!r}")
 
@@ -297,7 +301,55 @@ class PwlSources(Group):
         object.__setattr__(self, "values", tuple(vs))
 
 
-ELEMENT_TYPES: tuple[type[Group], ...] = (Resistors, Capacitors, VoltageSources, SubcktInstances, PwlSources)
+@dataclass(frozen=True, eq=False)
+class BehavioralSources(Group):
+    """Behavioural voltage sources ``p`` to ``n`` whose voltage is an ngspice expression of
+    node voltages, currents and ``time`` (``B... p n V=expr``), one expression per source.
+    Named ``B<name>_<i>``."""
+
+    p: np.ndarray = field(default=None, repr=False)
+    n: np.ndarray = field(default=None, repr=False)
+    expr: tuple = field(default=(), repr=False)
+    letter = "B"
+
+    def __post_init__(self) -> None:
+        k = self.count
+        object.__setattr__(self, "p", _as_index(f"{self.name}.p", self.p, k))
+        object.__setattr__(self, "n", _as_index(f"{self.name}.n", self.n, k))
+        exprs = tuple(str(e) for e in self.expr)
+        if len(exprs) != k or any(not e.strip() for e in exprs):
+            raise ShapeError(f"{self.name}: {k} sources need {k} non-empty expressions, got {len(exprs)}")
+        if any("\n" in e for e in exprs):
+            raise ParameterError(f"{self.name}: an expression must be one line")
+        object.__setattr__(self, "expr", exprs)
+
+
+@dataclass(frozen=True, eq=False)
+class Mosfets(Group):
+    """MOS transistors (drain ``d``, gate ``g``, source ``s``, bulk ``b``) of one ``.model``
+    card ``model`` (in ``Circuit.models``), width ``w`` and length ``l`` [m]."""
+
+    d: np.ndarray = field(default=None, repr=False)
+    g: np.ndarray = field(default=None, repr=False)
+    s: np.ndarray = field(default=None, repr=False)
+    b: np.ndarray = field(default=None, repr=False)
+    model: str = ""
+    w: np.ndarray = field(default=None, repr=False)
+    l: np.ndarray = field(default=None, repr=False)
+    letter = "M"
+
+    def __post_init__(self) -> None:
+        k = self.count
+        for port in ("d", "g", "s", "b"):
+            object.__setattr__(self, port, _as_index(f"{self.name}.{port}", getattr(self, port), k))
+        object.__setattr__(self, "w", _as_values(f"{self.name}.w", self.w, k))
+        object.__setattr__(self, "l", _as_values(f"{self.name}.l", self.l, k))
+        if not self.model:
+            raise ParameterError(f"{self.name}: a MOSFET group needs the name of its .model card")
+
+
+ELEMENT_TYPES: tuple[type[Group], ...] = (Resistors, Capacitors, VoltageSources, SubcktInstances, PwlSources,
+                                          BehavioralSources, Mosfets)
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,24 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from models.errors import ParameterError, ShapeError, UnsupportedElementError, check_positive
+from models.spice_text import fmt
 from netlists.ir import (
-    ELEMENT_TYPES, Capacitors, Circuit, Group, PwlSources, Resistors, SubcktInstances, VoltageSources,
+    ELEMENT_TYPES, BehavioralSources, Capacitors, Circuit, Group, Mosfets, PwlSources, Resistors,
+    SubcktInstances, VoltageSources,
 )
+
+__all__ = ["SpiceDeck", "Op", "BatchSweep", "DcSweep", "AcSweep", "Tran", "Analysis", "WRITERS", "write_spice",
+           "fmt"]
 
 INDEX_NODE = "xbar_idx"
 INDEX_SOURCE = "Vxbar_idx"
 
 
-def fmt(x: float) -> str:
-    """One number as ngspice reads it: plain SI, 12 significant digits."""
-    return f"{float(x) + 0.0:.12g}"  # + 0.0 turns -0.0 into 0
+class SpiceDeck(str):
+    """The text of a deck written by :func:`write_spice` (a ``str``; the type says where it
+    came from: the engines can require it, so that no hand-written deck reaches ngspice)."""
+
+    __slots__ = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,6 +65,42 @@ class BatchSweep:
 
 
 @dataclass(frozen=True)
+class DcSweep:
+    """A ``.dc`` sweep of one independent source (its element name, e.g. ``"Vc_0"``) from
+    ``start`` to ``stop`` by ``step`` [V]."""
+
+    source: str
+    start: float
+    stop: float
+    step: float
+
+    def __post_init__(self) -> None:
+        if not self.source or any(c.isspace() for c in self.source):
+            raise ParameterError(f"DcSweep.source must be one element name, got {self.source!r}")
+        for f in ("start", "stop", "step"):
+            check_finite_number(f"DcSweep.{f}", getattr(self, f))
+        if self.step == 0 or (self.stop - self.start) / self.step < 0:
+            raise ParameterError(f"DcSweep: a step of {self.step:g} does not go from {self.start:g} to {self.stop:g}")
+
+
+@dataclass(frozen=True)
+class AcSweep:
+    """A small-signal ``.ac dec`` sweep: ``points`` per decade from ``f_start`` to ``f_stop`` [Hz]."""
+
+    points: int
+    f_start: float
+    f_stop: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:
+            raise ParameterError(f"AcSweep.points must be an integer >= 1, got {self.points!r}")
+        check_positive("AcSweep.f_start", self.f_start)
+        check_positive("AcSweep.f_stop", self.f_stop)
+        if self.f_stop <= self.f_start:
+            raise ParameterError(f"AcSweep: f_stop {self.f_stop:g} Hz must be above f_start {self.f_start:g} Hz")
+
+
+@dataclass(frozen=True)
 class Tran:
     """A transient analysis: ``.tran step stop [start [max_step]] [uic]`` [s]."""
 
@@ -77,7 +120,12 @@ class Tran:
             check_positive("Tran.max_step", self.max_step)
 
 
-Analysis = Op | BatchSweep | Tran
+Analysis = Op | BatchSweep | DcSweep | AcSweep | Tran
+
+
+def check_finite_number(name: str, value) -> None:
+    if not np.isfinite(float(value)):
+        raise ParameterError(f"{name} must be finite, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +154,8 @@ def _write_sources(g: VoltageSources, nodes: list[str], ctx: "_Context") -> list
     if batch is not None and batch.shape[0] == 1:  # one point: plain DC sources and .op
         return [f"{e} {a} {b} DC {fmt(v)}" for e, a, b, v in zip(names, p, n, batch[0])]
     if batch is None:
-        return [f"{e} {a} {b} DC {fmt(v)}" for e, a, b, v in zip(names, p, n, g.value)]
+        ac = [""] * g.count if g.ac is None else [f" AC {fmt(m)}" for m in g.ac]
+        return [f"{e} {a} {b} DC {fmt(v)}{x}" for e, a, b, v, x in zip(names, p, n, g.value, ac)]
     points = np.arange(batch.shape[0])
     lines = []
     for k, (e, a, b) in enumerate(zip(names, p, n)):
@@ -152,6 +201,17 @@ def _write_bpwl(g: PwlSources, nodes: list[str]) -> list[str]:
     return lines
 
 
+def _write_behavioral(g: BehavioralSources, nodes: list[str], ctx: "_Context") -> list[str]:
+    return [f"{e} {a} {b} V={x}" for e, a, b, x in
+            zip(g.element_names(), _names(nodes, g.p), _names(nodes, g.n), g.expr)]
+
+
+def _write_mosfets(g: Mosfets, nodes: list[str], ctx: "_Context") -> list[str]:
+    return [f"{e} {d} {gg} {s} {b} {g.model} W={fmt(w)} L={fmt(l)}" for e, d, gg, s, b, w, l in
+            zip(g.element_names(), _names(nodes, g.d), _names(nodes, g.g), _names(nodes, g.s),
+                _names(nodes, g.b), g.w, g.l)]
+
+
 #: Element type -> writer. Every type in ``netlists.ir.ELEMENT_TYPES`` must be here.
 WRITERS: Mapping[type[Group], Callable[..., list[str]]] = {
     Resistors: _write_resistors,
@@ -159,6 +219,8 @@ WRITERS: Mapping[type[Group], Callable[..., list[str]]] = {
     VoltageSources: _write_sources,
     SubcktInstances: _write_instances,
     PwlSources: _write_pwl,
+    BehavioralSources: _write_behavioral,
+    Mosfets: _write_mosfets,
 }
 assert set(WRITERS) == set(ELEMENT_TYPES)
 
@@ -179,20 +241,22 @@ class _Context:
 
 def write_spice(circuit: Circuit, analysis: Analysis = Op(), *, save: Sequence[str] | None = None,
                 options: Mapping[str, float | str | None] | None = None,
-                extra: Sequence[str] = ()) -> str:
+                initial: Mapping[str, float] | None = None) -> SpiceDeck:
     """Render ``circuit`` as an ngspice deck.
 
     Parameters
     ----------
     circuit : Circuit
-    analysis : Op, BatchSweep or Tran
+    analysis : Op, BatchSweep, DcSweep, AcSweep or Tran
     save : list of str, optional
         Vectors to save (ngspice syntax, e.g. ``"v(r0_3)"``). Default: the current of every
-        sense source, in output order.
+        sense source, in output order. An empty list saves nothing explicitly (ngspice then
+        keeps every vector).
     options : mapping, optional
         Extra ``.options`` (name -> value, or None for a flag), after ``klu``.
-    extra : list of str
-        Lines added before ``.end`` (e.g. ``.ic`` lines).
+    initial : mapping, optional
+        Initial node voltages for a transient (``.ic v(node)=value`` [V]; ``node`` may be a node
+        inside a subcircuit instance, e.g. ``xdut_0.s``).
     """
     for g in circuit.groups:
         if type(g) not in WRITERS:
@@ -229,20 +293,33 @@ def write_spice(circuit: Circuit, analysis: Analysis = Op(), *, save: Sequence[s
     # many short .save lines rather than one very long one
     for i in range(0, len(save), 40):
         out.append(".save " + " ".join(save[i:i + 40]))
-    out.extend(extra)
-    if isinstance(analysis, Op) or (isinstance(analysis, BatchSweep) and not sweep):
-        out.append(".op")
-    elif sweep:
-        out.append(f".dc {INDEX_SOURCE} 0 {analysis.values.shape[0] - 1} 1")
-    else:
-        a = analysis
-        line = f".tran {fmt(a.step)} {fmt(a.stop)}"
-        if a.start or a.max_step is not None:
-            line += f" {fmt(a.start)}"
-        if a.max_step is not None:
-            line += f" {fmt(a.max_step)}"
-        if a.uic:
-            line += " uic"
-        out.append(line)
+    if initial:
+        if not isinstance(analysis, Tran):
+            raise ParameterError("initial conditions (.ic) apply to a transient analysis")
+        items = [f"v({node})={fmt(v)}" for node, v in initial.items()]
+        for i in range(0, len(items), 40):
+            out.append(".ic " + " ".join(items[i:i + 40]))
+    out.append(_analysis_line(analysis, sweep))
     out.append(".end")
-    return "\n".join(out) + "\n"
+    return SpiceDeck("\n".join(out) + "\n")
+
+
+def _analysis_line(a: Analysis, sweep: bool) -> str:
+    if isinstance(a, Op) or (isinstance(a, BatchSweep) and not sweep):
+        return ".op"
+    if isinstance(a, BatchSweep):
+        return f".dc {INDEX_SOURCE} 0 {a.values.shape[0] - 1} 1"
+    if isinstance(a, DcSweep):
+        return f".dc {a.source} {fmt(a.start)} {fmt(a.stop)} {fmt(a.step)}"
+    if isinstance(a, AcSweep):
+        return f".ac dec {a.points} {fmt(a.f_start)} {fmt(a.f_stop)}"
+    if not isinstance(a, Tran):
+        raise ParameterError(f"unknown analysis {type(a).__name__}")
+    line = f".tran {fmt(a.step)} {fmt(a.stop)}"
+    if a.start or a.max_step is not None:
+        line += f" {fmt(a.start)}"
+    if a.max_step is not None:
+        line += f" {fmt(a.max_step)}"
+    if a.uic:
+        line += " uic"
+    return line

@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from models.errors import ParameterError, XbarError
-from netlists.ir import Capacitors, Circuit, Group, PwlSources, Resistors, SubcktInstances, VoltageSources
+from netlists.ir import (
+    BehavioralSources, Capacitors, Circuit, Group, Mosfets, PwlSources, Resistors, SubcktInstances, VoltageSources,
+)
 
 
 class CircuitError(XbarError, ValueError):
@@ -43,15 +45,20 @@ class FloatingNodeError(CircuitError):
     """Some nodes have no DC path to ground."""
 
 
-_POSITIVE = {Resistors: "resistance", Capacitors: "capacitance"}
+_POSITIVE = {Resistors: "resistance", Capacitors: "capacitance", Mosfets: "w"}
+#: Fields of an element group that hold node indices.
+_PORT_FIELDS = ("a", "b", "p", "n", "d", "g", "s")
 
 
 def _dc_edges(g: Group) -> tuple[np.ndarray, np.ndarray] | None:
     """Node pairs that an element group connects at DC (None: it connects nothing)."""
     if isinstance(g, (Resistors,)):
         return g.a, g.b
-    if isinstance(g, (VoltageSources, PwlSources)):
+    if isinstance(g, (VoltageSources, PwlSources, BehavioralSources)):
         return g.p, g.n
+    if isinstance(g, Mosfets):
+        # the channel and the bulk junctions conduct; an insulated gate needs its own DC path
+        return np.concatenate([g.d, g.s]), np.concatenate([g.s, g.b])
     if isinstance(g, SubcktInstances):
         # a subcircuit is assumed to conduct between all of its ports (devices do; the
         # subcircuit's own internal nodes are ngspice's to check)
@@ -70,9 +77,9 @@ def validate(circuit: Circuit) -> None:
             raise DuplicateNameError(f"two element groups are both named {g.name!r} "
                                      f"({seen[key]} and {type(g).__name__}): element names would collide")
         seen[key] = type(g).__name__
-        for arr_name in ("a", "b", "p", "n"):
+        for arr_name in _PORT_FIELDS:
             idx = getattr(g, arr_name, None)
-            if idx is not None and idx.size and (idx.min() < 0 or idx.max() >= n_nodes):
+            if isinstance(idx, np.ndarray) and idx.size and (idx.min() < 0 or idx.max() >= n_nodes):
                 k = int(np.argmax((idx < 0) | (idx >= n_nodes)))
                 raise TopologyError(f"{g.element_name(k)} refers to node index {idx[k]}, "
                                     f"but the circuit has nodes 0..{n_nodes - 1}")
@@ -101,6 +108,11 @@ def validate(circuit: Circuit) -> None:
                 k = int(np.argmax(short))
                 raise TopologyError(f"{g.element_name(k)} connects node {circuit.nodes.name(int(g.p[k]))} "
                                     "to itself")
+        if isinstance(g, Mosfets):
+            bad = ~np.isfinite(g.l) | (g.l <= 0)
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise InvalidValueError(f"{g.element_name(k)}: length l = {float(g.l[k])!r} m must be finite and > 0")
         if isinstance(g, Capacitors) and g.ic is not None and not np.isfinite(g.ic).all():
             k = int(np.argmax(~np.isfinite(g.ic)))
             raise InvalidValueError(f"{g.element_name(k)}: initial voltage {float(g.ic[k])!r} is not finite")
@@ -109,9 +121,9 @@ def validate(circuit: Circuit) -> None:
     a_parts, b_parts = [], []
     used = np.zeros(n_nodes, dtype=bool)
     for g in circuit.groups:
-        for arr_name in ("a", "b", "p", "n"):
+        for arr_name in _PORT_FIELDS:
             idx = getattr(g, arr_name, None)
-            if idx is not None:
+            if isinstance(idx, np.ndarray):
                 used[idx] = True
         if isinstance(g, SubcktInstances):
             used[g.ports.ravel()] = True

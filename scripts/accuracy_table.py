@@ -21,10 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+from cosim.calibrate.bundle import load_calibration
 from cosim.train.data import load_digits_split
 from cosim.train.layers import LayerConfig
 from cosim.sim.files import publish
 from cosim.train.loop import TrainConfig, train
+from models.pulse import PulseShape
+from netlists.readchain import PeripheryConfig
 
 # name: (reads, update, device, r_wire [ohm], epochs[, options]); options: cell ("pair" or
 # "2pcm3t1c"), periphery (True: reads through the default read chain with 8-bit DACs and ADCs),
@@ -48,24 +51,28 @@ ROWS = {
 }
 
 
-def chain_config():
+def chain_config() -> PeripheryConfig:
     """The read chain of the table: 8-bit PWM DACs, macro op-amp integrators sized per tile so
     that 30 % of the worst-case charge fills the ADC, ideal 8-bit ADCs."""
-    from cosim.read.readchain import PeripheryConfig
     return PeripheryConfig(full_scale=0.3)
 
 
 def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
     reads, update, device, r, epochs, *opt = ROWS[name]
     opt = opt[0] if opt else {}
-    if (opt.get("calibration") or opt.get("device_table")) and not calibration.exists():
-        raise SystemExit(f"row {name} needs the fits of `xbar calibrate`: {calibration} does not exist "
-                         "(run `xbar calibrate`, or pass --calibration)")
-    layer = LayerConfig(r_wire=r, periphery=chain_config() if opt.get("periphery") else None,
-                        calibration=str(calibration) if opt.get("calibration") else None)
+    cal = None
+    if opt.get("calibration") or opt.get("device_table"):
+        if not calibration.exists():
+            raise SystemExit(f"row {name} needs the fits of `xbar calibrate`: {calibration} does not exist "
+                             "(run `xbar calibrate`, or pass --calibration)")
+        cal = load_calibration(calibration)
+    periphery = chain_config() if opt.get("periphery") else None
+    fitted = bool(opt.get("calibration"))
+    layer = LayerConfig(r_wire=r, periphery=periphery, calibration=cal.ir if fitted else None,
+                        periphery_fit=cal.periphery_fit(periphery) if fitted and periphery else None)
     cfg = TrainConfig(epochs=epochs, forward=reads, backward=reads, update=update, device=device or "pcm",
-                      layer=layer, seed=seed, cell=opt.get("cell", "pair"),
-                      device_table=str(calibration) if opt.get("device_table") else None)
+                      layer=layer, seed=seed, unit_cell=opt.get("cell", "pair"),
+                      device_table=cal.step_table(device, PulseShape()) if opt.get("device_table") else None)
     t0 = time.perf_counter()
     m = train(cfg, load_digits_split(), out / name, progress=False, resume=True)
     f = m["final"]

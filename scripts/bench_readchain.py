@@ -31,7 +31,9 @@ from dataclasses import replace
 import numpy as np
 
 from cosim.sim.engine import SubprocessEngine
-from cosim.read.readchain import PeripheryConfig, ReadChain, energy_summary
+from cosim.read.energy import energy_summary
+from cosim.read.readchain import ReadChain
+from netlists.readchain import PeripheryConfig
 from cosim.sim.files import publish
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams

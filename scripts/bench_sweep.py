@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.calibrate.irfit import ArrayCase, spice_case
+from cosim.calibrate.ir_cases import ArrayCase, spice_case
 from cosim.sim.engine import default_workers
 from cosim.sim.files import publish
 from cosim.sim.sweep import run_sweep

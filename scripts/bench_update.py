@@ -21,14 +21,14 @@ import numpy as np
 from cosim.train.layers import AnalogLayer, LayerConfig
 from cosim.sim.files import publish
 from cosim.write.pair_update import PulseUpdate, mapping_for
-from models.device import get_device
+from models.registry import get_device
 
 
 def one(dev, W, x, d, backend: str, method: str, r: float) -> tuple[np.ndarray, float, int]:
     """Weights after the update, wall seconds (best of 20 for the millisecond twin), slots."""
     best = np.inf
     for _ in range(20 if backend == "fast" else 1):
-        layer = AnalogLayer(W, LayerConfig(mapping=mapping_for(dev), adc_bits=None, bias=False))
+        layer = AnalogLayer(W, LayerConfig(mapping=mapping_for(dev), r_wire=0.0, adc_bits=None, bias=False))
         up = PulseUpdate(dev, bl=10, backend=backend, method=method, r_wire=r, refresh_at=1.0)
         t0 = time.perf_counter()
         layer.update(x, d, 0.5, up, np.random.default_rng(4))

@@ -16,12 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from cosim.calibrate.montecarlo import MonteCarloRuns, Variation
+from cosim.sim.files import publish
 from cosim.train.data import load_digits_split
 from cosim.train.layers import LayerConfig
-from cosim.sim.files import publish
 from cosim.train.loop import TrainConfig, train
 
-SETTINGS = [  # (sigma_d2d, stuck_frac, opamp_offset_sigma [V])
+SETTINGS = [  # (d2d_sigma, stuck_frac, opamp_offset_sigma_v [V])
     (0.05, 0.0, 0.0), (0.1, 0.0, 0.0), (0.2, 0.0, 0.0), (0.0, 0.001, 0.0), (0.0, 0.01, 0.0),
     (0.0, 0.0, 0.002), (0.1, 0.01, 0.002),
 ]
@@ -40,17 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(epochs=10, forward="fast", backward="fast", update=update, device="pcm",
                           layer=LayerConfig(r_wire=1.0), seed=args.seed)
         for sigma, stuck, vos in SETTINGS:
-            m = train(cfg, data, out / update, progress=False, monte_carlo={
-                "runs": args.runs, "seed": args.seed, "sigma_d2d": sigma, "stuck_frac": stuck,
-                "opamp_offset_sigma": vos})
+            var = Variation(d2d_sigma=sigma, stuck_frac=stuck, opamp_offset_sigma_v=vos)
+            m = train(cfg, data, out / update, progress=False,
+                      monte_carlo=MonteCarloRuns(var, runs=args.runs, seed=args.seed))
             mc = m["monte_carlo"]
-            rows.append({"network": name, **{k: mc[k] for k in ("sigma_d2d", "stuck_frac", "opamp_offset_sigma",
+            rows.append({"network": name, **{k: mc[k] for k in ("d2d_sigma", "stuck_frac", "opamp_offset_sigma_v",
                                                                    "nominal_accuracy", "mean", "std", "min")}})
     lines = ["| network | d2d sigma | stuck cells | op-amp offset sigma | nominal | mean +- std | worst |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['network']} | {r['sigma_d2d']:g} | {100 * r['stuck_frac']:g} % | "
-                     f"{1e3 * r['opamp_offset_sigma']:g} mV | {100 * r['nominal_accuracy']:.1f} % | "
+        lines.append(f"| {r['network']} | {r['d2d_sigma']:g} | {100 * r['stuck_frac']:g} % | "
+                     f"{1e3 * r['opamp_offset_sigma_v']:g} mV | {100 * r['nominal_accuracy']:.1f} % | "
                      f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} % | {100 * r['min']:.1f} % |")
     text = f"{args.runs} instances per setting\n\n" + "\n".join(lines)
     publish(out, "mc_accuracy", text, rows)

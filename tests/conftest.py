@@ -33,3 +33,30 @@ def shared_engine():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261122)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "raw_decks: the test hands ngspice decks written by hand (engine tests of "
+                                       "bad decks); every other test may only run decks of netlists.spice.write_spice")
+
+
+@pytest.fixture(autouse=True)
+def decks_come_from_write_spice(request, monkeypatch):
+    """Deck provenance: every deck that library code hands to an engine must be a
+    :class:`netlists.spice.SpiceDeck` (the output of ``write_spice``), never text written by
+    hand. Applied to every test, so every code path the suite exercises is checked."""
+    if request.node.get_closest_marker("raw_decks"):
+        return
+    from cosim.sim.engine import SharedEngine, SubprocessEngine
+    from netlists.spice import SpiceDeck
+
+    def guard(method):
+        def run(self, deck, *a, **kw):
+            if not isinstance(deck, SpiceDeck):
+                raise AssertionError(f"a deck that did not come from netlists.spice.write_spice reached "
+                                     f"{type(self).__name__}.{method.__name__}: {str(deck)[:120]!r}")
+            return method(self, deck, *a, **kw)
+        return run
+
+    monkeypatch.setattr(SubprocessEngine, "run", guard(SubprocessEngine.run))
+    monkeypatch.setattr(SharedEngine, "load", guard(SharedEngine.load))

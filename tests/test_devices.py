@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 
 from models.cap3t1c import Cap3T1C, Cap3T1CParams
-from models.device import REGISTRY, PulseShape, fmt, get_device
+from models.pulse import PulseShape
+from models.registry import REGISTRY, get_device
 from models.errors import ParameterError
 from models.linear import LinearParams
 from models.pcm import PCM, PCMParams
 from models.rram import RRAM, RRAMParams
+from cosim.characterize.devices import sample_states
+from netlists.benches import cap3t1c_fit_benches, cap3t1c_fit_grid, iv_bench, leak_bench, pulse_bench
+from netlists.ir import Circuit, NodeTable, PwlSources, SubcktInstances, VoltageSources
+from netlists.spice import Tran, write_spice
 
 SHAPE = PulseShape()  # 50 ns flat, 5 ns edges, 100 ns slots, 10 ns max step
 
@@ -28,10 +33,20 @@ PULSE_TOL_DEFAULT = 0.01
 IV_TOL = {"cap3t1c": 0.05}  # measured 0.037 (polynomial fit of the read FET near threshold)
 
 
-def _sample(res, n: int, shape: PulseShape, slots: int) -> np.ndarray:
-    t = res.vectors["time"]
-    return np.stack([np.interp(np.arange(slots + 1) * shape.period, t, res.vectors[f"v(x{i}.s)"])
-                     for i in range(n)])
+def _pulses(engine, model, s0, amps, var=None, noise=None) -> np.ndarray:
+    """SPICE states after each slot of the pulse bench, (devices, slots + 1)."""
+    bench = pulse_bench(model, s0, amps, SHAPE, var, noise)
+    return sample_states(engine.run(bench.deck(), need=bench.need()), bench, SHAPE, amps.shape[1])
+
+
+def _fit_vectors(engine, model) -> dict:
+    """The vectors of the 3T1C fit benches by role (``read``'s ``i_s``: one array per V_C)."""
+    out = {}
+    for name, bench in cap3t1c_fit_benches(model).items():
+        v = engine.run(bench.deck(), need=bench.need()).vectors
+        out[name] = {role: [v[n] for n in names] if role == "i_s" else v[names[0]]
+                     for role, names in bench.vectors.items()}
+    return out
 
 
 def _mixed_train(model, n: int, slots: int, rng) -> np.ndarray:
@@ -50,8 +65,7 @@ def test_twin_matches_spice(name, engine, rng):
     s0 = rng.uniform(lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo), n)
     amps = _mixed_train(model, n, slots, rng)
     var, noise = model.draw_variation(n, rng), model.draw_noise(n, rng)
-    res = engine.run(model.pulse_deck(s0, amps, SHAPE, var, noise))
-    spice = _sample(res, n, SHAPE, slots)
+    spice = _pulses(engine, model, s0, amps, var, noise)
     twin = model.trajectory(s0, amps, SHAPE, var, noise)
     step = np.abs(np.diff(twin, axis=1)).max()
     assert step > 0
@@ -61,11 +75,12 @@ def test_twin_matches_spice(name, engine, rng):
     # I-V in the read regime (below every threshold). The twin is evaluated on SPICE's own state
     # trace, which is flat for the behavioural cells and decays by RC for cap3t1c.
     v_max = 0.9 * model.v_threshold if name != "cap3t1c" else model.v_read
-    res = engine.run(model.iv_deck(s0, v_max))
+    bench = iv_bench(model, s0, v_max)
+    res = engine.run(bench.deck(), need=bench.need())
     for i in range(n):
-        v = res.vectors[f"v(a{i})"]
-        state = res.vectors[f"v(x{i}.s)"]
-        i_spice = -res.vectors[f"i(vr{i})"]
+        v = res.vectors[bench.vectors["v"][i]]
+        state = res.vectors[bench.vectors["state"][i]]
+        i_spice = -res.vectors[bench.vectors["i"][i]]
         i_twin = model.current(state, v)
         scale = np.abs(i_twin).max()
         assert np.abs(i_spice - i_twin).max() < IV_TOL.get(name, 1e-3) * scale, name
@@ -79,8 +94,7 @@ def test_half_selected_pulses_leave_state(name, engine):
     lo, hi = model.state_range
     s0 = np.array([lo + 0.3 * (hi - lo), lo + 0.7 * (hi - lo)])
     amps = np.array([[model.v_write / 2] * 10, [-model.v_write / 2] * 10])
-    res = engine.run(model.pulse_deck(s0, amps, SHAPE))
-    spice = _sample(res, 2, SHAPE, 10)[:, -1]
+    spice = _pulses(engine, model, s0, amps)[:, -1]
     full = model.trajectory(s0, np.full((2, 1), model.v_write), SHAPE)
     step = np.abs(np.diff(full, axis=1)).max()
     twin_idle = model.trajectory(s0, np.zeros((2, 10)), SHAPE)[:, -1]  # leakage only
@@ -99,8 +113,7 @@ def test_pcm_saturating_set_closed_form(engine):
     twin = model.to_conductance(model.trajectory(s0, amps, SHAPE))
     closed = np.stack([model.set_closed_form(g0, k, SHAPE) for k in range(n + 1)], axis=1)
     np.testing.assert_allclose(twin, closed, rtol=1e-12)
-    res = engine.run(model.pulse_deck(s0, amps, SHAPE))
-    spice = model.to_conductance(_sample(res, 3, SHAPE, n))
+    spice = model.to_conductance(_pulses(engine, model, s0, amps))
     step = np.abs(np.diff(closed, axis=1)).max()
     assert np.abs(spice - closed).max() < PULSE_TOL_DEFAULT * step
     assert np.all(np.diff(spice, axis=1) > 0) and np.all(spice < model.params.g_max)
@@ -110,8 +123,7 @@ def test_pcm_reset_is_abrupt(engine):
     model = PCM()
     s0 = np.array([20.0, 8.0])
     amps = np.full((2, 1), model.v_reset)
-    res = engine.run(model.pulse_deck(s0, amps, SHAPE))  # gear: the RESET term is stiff
-    spice = _sample(res, 2, SHAPE, 1)[:, -1]
+    spice = _pulses(engine, model, s0, amps)[:, -1]   # gear (the bench's method): the RESET term is stiff
     twin = model.apply_pulses(s0, amps, SHAPE)
     lo = model.state_range[0]
     assert np.all(spice < lo + 0.05) and np.all(twin < lo + 0.05), (spice, twin)
@@ -125,18 +137,19 @@ def test_pcm_drift_loglog_slope_is_minus_nu(engine, rng):
     nu = model.drift_nu(state, var)
     t = np.array([20.0, 200.0, 2e3, 2e4, 2e5])
     # SPICE: read currents at V_read with the drift factor as the instance parameter
-    lines = [model.subckt()]
-    for k, tk in enumerate(t):
-        for i in range(2):
-            inst = model.instance_params(state[i:i + 1], dfac=model.drift_factor(state[i:i + 1], tk, {
-                key: v[i:i + 1] for key, v in var.items()}))
-            params = " ".join(f"{key}={fmt(v[0])}" for key, v in inst.items())
-            lines += [f"V{k}_{i} a{k}_{i} 0 {fmt(model.v_read)}", f"X{k}_{i} a{k}_{i} 0 {model.subckt_name} {params}"]
-    lines += [".options klu", ".tran 1e-9 2e-9 uic",
-              ".save " + " ".join(f"i(v{k}_{i})" for k in range(len(t)) for i in range(2)), ".end"]
-    res = engine.run("* drift\n" + "\n".join(lines))
+    n = len(t) * 2
+    dfac = np.concatenate([model.drift_factor(state, tk, var) for tk in t])
+    inst = model.instance_params(np.tile(state, len(t)), dfac=dfac)
+    nodes = NodeTable()
+    a = nodes.add("a{0}", (n,))
+    circuit = Circuit("pcm drift read", nodes, (
+        SubcktInstances("dut", (n,), subckt=model.subckt_name, ports=np.column_stack([a, np.zeros(n, np.int64)]),
+                        params=inst),
+        VoltageSources("r", (n,), p=a, n=np.zeros(n, np.int64), value=model.v_read, role="sense")),
+        subckts=(model.subckt(),))
+    res = engine.run(write_spice(circuit, Tran(1e-9, 2e-9, uic=True)))
     for i in range(2):
-        g = np.array([-res.vectors[f"i(v{k}_{i})"][-1] for k in range(len(t))]) / model.v_read
+        g = np.array([-res.vectors[f"i(vr_{2 * k + i})"][-1] for k in range(len(t))]) / model.v_read
         slope = np.polyfit(np.log(t), np.log(g), 1)[0]
         assert slope == pytest.approx(-nu[i], rel=1e-6)
         twin = model.to_conductance(state[i]) * model.drift_factor(state[i], t, {k: v[i] for k, v in var.items()})
@@ -158,14 +171,12 @@ def test_3t1c_steps_are_i_tp_over_c_and_leak_is_rc(engine):
     model = Cap3T1C()
     p = model.params
     # pump currents measured by DC sweeps of the same FETs (the circuit, not the fit)
-    decks = model.fit_decks()
-    pumps = engine.run(decks["pumps"]).vectors
-    vc = pumps["v(c)"]
-    i_dn = -pumps["i(vc2)"]
-    i_up = i_dn + pumps["i(vc)"]
+    pumps = _fit_vectors(engine, model)["pumps"]
+    vc = pumps["vc"]
+    i_dn = -pumps["i_c2"]
+    i_up = i_dn + pumps["i_c"]
     s0 = np.array([0.7, 0.9, 1.1])
-    res = engine.run(model.pulse_deck(s0, np.array([[1.0], [1.0], [-1.0]]), SHAPE))
-    spice = _sample(res, 3, SHAPE, 1)
+    spice = _pulses(engine, model, s0, np.array([[1.0], [1.0], [-1.0]]))
     t_up = SHAPE.width + 2 * SHAPE.rise * p.rho_up
     t_dn = SHAPE.width + 2 * SHAPE.rise * p.rho_dn
     leak = np.exp(-SHAPE.period / (p.r_leak * p.c_store))
@@ -181,16 +192,17 @@ def test_3t1c_steps_are_i_tp_over_c_and_leak_is_rc(engine):
     # RC leakage over 0.5 RC, pumps off
     t_stop = 0.5 * p.r_leak * p.c_store
     s0 = np.array([0.8, 1.1])
-    res = engine.run(model.leak_deck(s0, t_stop))
-    v_end = np.array([res.vectors[f"v(x{i}.s)"][-1] for i in range(2)])
+    bench = leak_bench(model, s0, t_stop)
+    res = engine.run(bench.deck(), need=bench.need())
+    v_end = np.array([res.vectors[name][-1] for name in bench.vectors["state"]])
     np.testing.assert_allclose(v_end, s0 * np.exp(-0.5), rtol=0.02)
     np.testing.assert_allclose(model.leak(s0, t_stop), s0 * np.exp(-0.5), rtol=1e-12)
 
 
 def test_3t1c_twin_constants_refit_from_circuit(engine):
     model = Cap3T1C()
-    decks = model.fit_decks()
-    fitted = model.fitted(*(engine.run(decks[k]).vectors for k in ("pumps", "gates", "read")))
+    v = _fit_vectors(engine, model)
+    fitted = model.fitted(cap3t1c_fit_grid(model), v["pumps"], v["gates"], v["read"])
     grid = np.linspace(model.params.vc_min, model.params.vc_max, 7)
     for a, b in zip(model.pump_currents(grid), fitted.pump_currents(grid)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -199,15 +211,21 @@ def test_3t1c_twin_constants_refit_from_circuit(engine):
 
 def test_rram_1t1r_gate_sets_compliance(engine):
     model = RRAM()
-    lines = [model.model_cards(), model.subckt(), model.subckt_1t1r()]
     vg = [0.6, 0.8, 1.2]
-    for k, g in enumerate(vg):
-        lines += [f"Vb{k} b{k} 0 PWL(0 0 5e-9 0 10e-9 2.0 1e-6 2.0 1.005e-6 0)",
-                  f"Vw{k} w{k} 0 {fmt(g)}", f"X{k} b{k} w{k} 0 rram_1t1r s0=1.7"]
-    lines += [".options klu method=gear", ".tran 10e-9 1.1e-6 0 10e-9 uic",
-              ".save " + " ".join(f"v(x{k}.x1.s)" for k in range(3)), ".end"]
-    res = engine.run("* 1t1r\n" + "\n".join(lines))
-    gap = np.array([res.vectors[f"v(x{k}.x1.s)"][-1] for k in range(3)])
+    n = len(vg)
+    nodes = NodeTable()
+    b, w = nodes.add("b{0}", (n,)), nodes.add("w{0}", (n,))
+    z = np.zeros(n, np.int64)
+    ramp = (np.array([0, 5e-9, 10e-9, 1e-6, 1.005e-6]), np.array([0, 0, 2.0, 2.0, 0]))
+    circuit = Circuit("rram 1t1r SET under three gate voltages", nodes, (
+        PwlSources("b", (n,), p=b, n=z, times=(ramp[0],) * n, values=(ramp[1],) * n),
+        VoltageSources("w", (n,), p=w, n=z, value=np.array(vg), role="supply"),
+        SubcktInstances("c", (n,), subckt="rram_1t1r", ports=np.column_stack([b, w, z]), params={"s0": 1.7})),
+        subckts=(model.subckt(), model.subckt_1t1r()), models=(model.model_cards(),))
+    states = [f"v(xc_{k}.x1.s)" for k in range(n)]
+    res = engine.run(write_spice(circuit, Tran(10e-9, 1.1e-6, max_step=10e-9, uic=True), save=states,
+                                 options={"method": "gear"}), need=states)
+    gap = np.array([res.vectors[name][-1] for name in states])
     g = model.conductance(gap)
     assert np.all(np.diff(g) > 0), g  # a higher gate voltage lets SET go further
     assert gap[0] > model.params.gap_min + 0.2  # the compliance stopped SET early
@@ -260,7 +278,7 @@ def test_pcm_64x64_update_phase_timing(engine):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_apply_counts_equals_pulse_by_pulse(name, rng):
     """Any closed form of n identical full-selected pulses is the pulse-by-pulse twin."""
-    from models.device import DeviceModel
+    from models.device import DeviceModel   # noqa: I001
 
     dev = get_device(name)
     n = 300

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.raw_decks   # the engine itself, on decks written by hand (bad ones too)
+
 from cosim.sim.engine import BatchError, SharedEngine, SubprocessEngine, check_log, read_raw
 from cosim.sim.errors import (
     MissingVectorError, NgspiceConvergenceError, NgspiceCrash, NgspiceError, NgspiceParseError,

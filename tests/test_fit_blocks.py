@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 
 from cosim.calibrate.blocks import load_json, plot_fits, save_json
-from cosim.calibrate.devices import StepTable, fit_device_steps, fit_step_table
-from cosim.calibrate.periphery import PeripheryFit, fit_periphery
-from cosim.calibrate.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_carlo_mvm
-from models.device import device_names
+from cosim.calibrate.devices import fit_device_steps, fit_step_table
+from cosim.write.step_table import StepTable
+from cosim.calibrate.periphery import fit_periphery
+from cosim.read.periphery_fit import PeripheryFit
+from cosim.calibrate.montecarlo import (
+    FaultMap, MonteCarloRuns, Variation, draw_fault_map, fault_map_for_run, monte_carlo_mvm,
+)
+from models.registry import device_names
 from models.errors import ParameterError
 
 # Small but honest settings: 32 bins (the 3T1C step curve needs them), 12 pulses per train,
@@ -209,10 +213,10 @@ MC = dict(runs=6, batch=8, g_min=1e-6, g_max=25e-6)
 
 
 def test_monte_carlo_same_seed_same_result():
-    kw = dict(sigma_d2d=0.1, stuck_frac=0.02, opamp_offset_sigma=1e-3, adc_offset_sigma=1e-3, **MC)
-    a = monte_carlo_mvm(16, 1.0, seed=7, **kw)
-    b = monte_carlo_mvm(16, 1.0, seed=7, **kw)
-    c = monte_carlo_mvm(16, 1.0, seed=8, **kw)
+    var = Variation(d2d_sigma=0.1, stuck_frac=0.02, opamp_offset_sigma_v=1e-3, adc_offset_sigma_fs=1e-3)
+    a = monte_carlo_mvm(16, 1.0, var, seed=7, **MC)
+    b = monte_carlo_mvm(16, 1.0, var, seed=7, **MC)
+    c = monte_carlo_mvm(16, 1.0, var, seed=8, **MC)
     assert a["per_run_rms"] == b["per_run_rms"] and a["rms"] == b["rms"]
     assert a["per_run_rms"] != c["per_run_rms"]
 
@@ -237,9 +241,10 @@ def test_monte_carlo_without_variation_is_the_wire_error():
 
 
 def test_monte_carlo_error_grows_with_sigma():
-    means = [monte_carlo_mvm(16, 1.0, seed=0, sigma_d2d=s, **MC)["rms"]["mean"] for s in (0.0, 0.05, 0.1, 0.2)]
+    means = [monte_carlo_mvm(16, 1.0, Variation(d2d_sigma=s), seed=0, **MC)["rms"]["mean"]
+             for s in (0.0, 0.05, 0.1, 0.2)]
     assert np.all(np.diff(means) > 0), means
-    stuck = monte_carlo_mvm(16, 1.0, seed=0, sigma_d2d=0.05, stuck_frac=0.05, **MC)["rms"]["mean"]
+    stuck = monte_carlo_mvm(16, 1.0, Variation(d2d_sigma=0.05, stuck_frac=0.05), seed=0, **MC)["rms"]["mean"]
     assert stuck > means[1]
 
 
@@ -247,13 +252,13 @@ def test_fault_map_for_run_reproduces_a_monte_carlo_run():
     """The helper hands a training run exactly the instance the Monte Carlo sampled."""
     from cosim.read.mvm import Crossbar
     from netlists.crossbar import CrossbarSpec, interleave
-    kw = dict(sigma_d2d=0.1, stuck_frac=0.05)
-    r = monte_carlo_mvm(12, 1.0, seed=5, runs=3, batch=8, **kw)
+    var = Variation(d2d_sigma=0.1, stuck_frac=0.05)
+    r = monte_carlo_mvm(12, 1.0, var, seed=5, runs=3, batch=8)
     base = np.random.default_rng([5, 0])
     W = base.uniform(-1, 1, (12, 12))
     V = base.uniform(-0.2, 0.2, (8, 12))
     gp, gm = 1e-6 + 24e-6 * np.maximum(W, 0), 1e-6 + 24e-6 * np.maximum(-W, 0)
-    G = fault_map_for_run((12, 24), 5, 2, **kw).apply(interleave(gp, gm), 1e-6, 25e-6)
+    G = fault_map_for_run((12, 24), 5, 2, var).apply(interleave(gp, gm), 1e-6, 25e-6)
     I = Crossbar(CrossbarSpec(rows=12, cols=12, cell="diff", r_row=1.0, r_col=1.0), G).read(V)
     ideal = V @ (gp - gm)
     e = (I - ideal) / np.abs(ideal).max()
@@ -261,7 +266,7 @@ def test_fault_map_for_run_reproduces_a_monte_carlo_run():
 
 
 def test_monte_carlo_spice_spot_check(engine):
-    r = monte_carlo_mvm(8, 1.0, seed=1, sigma_d2d=0.2, stuck_frac=0.05, runs=2, batch=4,
+    r = monte_carlo_mvm(8, 1.0, Variation(d2d_sigma=0.2, stuck_frac=0.05), seed=1, runs=2, batch=4,
                         spice_runs=2, engine=engine)
     assert len(r["spice_checks"]) == 2
     assert max(c["max_abs_diff_frac"] for c in r["spice_checks"]) < 1e-6
@@ -269,7 +274,7 @@ def test_monte_carlo_spice_spot_check(engine):
 
 def test_fault_map_apply_and_round_trip(tmp_path):
     rng = np.random.default_rng(0)
-    fm = draw_fault_map((20, 10), rng, sigma_d2d=0.1, stuck_frac=0.2, opamp_offset_sigma=1e-3)
+    fm = draw_fault_map((20, 10), rng, Variation(d2d_sigma=0.1, stuck_frac=0.2, opamp_offset_sigma_v=1e-3))
     G = np.full((20, 10), 10e-6)
     out = fm.apply(G, 1e-6, 25e-6)
     assert np.all(out[fm.stuck < 0] == 1e-6) and np.all(out[fm.stuck > 0] == 25e-6)
@@ -281,13 +286,13 @@ def test_fault_map_apply_and_round_trip(tmp_path):
     again = FaultMap.from_dict(json.loads(json.dumps(fm.to_dict())))
     np.testing.assert_array_equal(again.v_os, fm.v_os)
     # same seed, no variation: same stuck cells (fixed draw order), factors exactly 1
-    fm0 = draw_fault_map((20, 10), np.random.default_rng(0), stuck_frac=0.2)
+    fm0 = draw_fault_map((20, 10), np.random.default_rng(0), Variation(stuck_frac=0.2))
     np.testing.assert_array_equal(fm0.stuck, fm.stuck)
     assert np.all(fm0.g_factor == 1.0)
 
 
 def test_plot_fits_writes_pngs(device_fits, macro_fit, tmp_path):
-    mc = monte_carlo_mvm(8, 1.0, seed=0, sigma_d2d=0.1, runs=4, batch=4)
+    mc = monte_carlo_mvm(8, 1.0, Variation(d2d_sigma=0.1), seed=0, runs=4, batch=4)
     paths = plot_fits({"devices": {"cap3t1c": device_fits["cap3t1c"], "pcm": device_fits["pcm"]},
                        "periphery": {"macro": macro_fit[1]}, "monte_carlo": [mc]}, tmp_path)
     assert len(paths) == 4
@@ -310,23 +315,23 @@ def test_monte_carlo_accuracy_is_seeded_restores_the_network_and_faults_cost_acc
 
     data = load_digits_split()
     cfg = TrainConfig(epochs=1, forward="fast", backward="fast", layer=LayerConfig(r_wire=1.0))
-    m = train(cfg, data, tmp_path / "run", progress=False, monte_carlo={"runs": 3, "sigma_d2d": 0.0})
+    m = train(cfg, data, tmp_path / "run", progress=False, monte_carlo=MonteCarloRuns(Variation(), runs=3))
     mc = m["monte_carlo"]
     # no variation, no stuck cells: every instance is the trained network
     assert mc["accuracies"] == [m["final"]["test_accuracy"]] * 3 == [mc["nominal_accuracy"]] * 3
     assert (tmp_path / "run" / "monte_carlo.json").exists()
     # the finished run resumes straight to the evaluation: faults on the trained arrays cost accuracy
-    faulty = train(cfg, data, tmp_path / "run", progress=False,
-                   monte_carlo={"runs": 3, "sigma_d2d": 0.2, "stuck_frac": 0.05, "opamp_offset_sigma": 0.005})
+    faulty = train(cfg, data, tmp_path / "run", progress=False, monte_carlo=MonteCarloRuns(
+        Variation(d2d_sigma=0.2, stuck_frac=0.05, opamp_offset_sigma_v=0.005), runs=3))
     assert faulty["history"] == m["history"]
     assert faulty["monte_carlo"]["mean"] < m["final"]["test_accuracy"] - 0.02
 
-    from cosim.train.loop import MLP
+    from cosim.train.network import MLP
     net = MLP([64, 32, 10], cfg.layer, seed=0)
     before = [t.g_plus.copy() for layer in net.layers for t in layer.tiles]
-    kw = dict(runs=4, seed=3, stuck_frac=0.05, sigma_d2d=0.3, opamp_offset_sigma=0.01)
-    a = monte_carlo_accuracy(net, data.X_test, data.y_test, **kw)
-    assert a == {**monte_carlo_accuracy(net, data.X_test, data.y_test, **kw), "elapsed_s": a["elapsed_s"]}
+    var = Variation(stuck_frac=0.05, d2d_sigma=0.3, opamp_offset_sigma_v=0.01)
+    a = monte_carlo_accuracy(net, data.X_test, data.y_test, var, runs=4, seed=3)
+    assert a == {**monte_carlo_accuracy(net, data.X_test, data.y_test, var, runs=4, seed=3), "elapsed_s": a["elapsed_s"]}
     assert all(np.array_equal(b, t.g_plus) for b, t in zip(before, (t for layer in net.layers for t in layer.tiles)))
     assert all(t.out_offset is None for layer in net.layers for t in layer.tiles)
     assert len(set(a["accuracies"])) > 1          # the instances differ

@@ -10,11 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cosim.characterize.periphery import (measure_opamp, read_timing, read_twin, run_adc_sweep, run_read)
+from cosim.characterize.periphery import (measure_opamp, read_bench, read_timing, read_twin, run_adc_sweep,
+                                          run_read)
 from models.adc import (SPEC_DNL_LSB, SPEC_INL_LSB, QuantizerParams, RampAdcParams, check_adc_range,
                         inl_dnl, quantize, quantizer_subckt, ramp_convert, ramp_library,
                         transition_levels)
-from models.dac import (DacParams, row_waveforms, shift_and_add, spice_sources, volt_second_moments,
+from models.dac import (DacParams, row_waveforms, shift_and_add, volt_second_moments,
                         volt_seconds)
 from models.errors import ParameterError
 from models.integrator import (IntegratorParams, check_integrator_range, effective_capacitance,
@@ -69,7 +70,8 @@ def test_parameters_validated_with_field_named():
 def test_spice_text_has_plain_si_numbers():
     text = "\n".join([opamp_subckt(MacroOpAmpParams()), opamp_subckt(TwoStageOpAmpParams()),
                       integrator_library(IntegratorParams()), quantizer_subckt(QuantizerParams()),
-                      ramp_library(RampAdcParams()), spice_sources(np.array([3, -5]), PWM8, ["a", "b"])])
+                      ramp_library(RampAdcParams()),
+                      read_bench(np.array([3, -5]), np.full((2, 1), 10e-6), PWM8, IntegratorParams(), RampAdcParams())[0]])
     assert not re.search(r"\b\d+(\.\d+)?(meg|[fpnumkg])\b", text, re.I), "SPICE suffix in the text"
 
 

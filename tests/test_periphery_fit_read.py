@@ -16,15 +16,23 @@ import numpy as np
 import pytest
 
 from cosim.calibrate.blocks import save_json
-from cosim.calibrate.periphery import fit_periphery, load_periphery_fit, select_periphery_fit
+from cosim.calibrate.bundle import load_calibration
+from cosim.calibrate.periphery import fit_periphery
+from cosim.read.periphery_fit import select_periphery_fit
 from cosim.train.layers import periphery_for_tile
-from cosim.read.readchain import PeripheryConfig, ReadChain
+from cosim.read.readchain import ReadChain
+from netlists.readchain import PeripheryConfig
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams, volt_seconds
 from models.errors import ParameterError
 from models.integrator import IntegratorParams
 from models.opamp import TwoStageOpAmpParams
 from netlists.crossbar import CrossbarSpec
+
+
+def load_periphery_fit(path, cfg):
+    """One file read once at the edge, then the fit of one chain (what `--calibration FILE` does)."""
+    return load_calibration(path).periphery_fit(cfg)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -241,18 +249,19 @@ def test_layer_fast_chain_reads_use_the_fit(fitted, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         plain = AnalogLayer(W, base)
-        layer = AnalogLayer(W, replace(base, calibration=str(fitted["cal"])))
-        assert layer.periphery_fit == fitted["fit"] and plain.periphery_fit is None
+        layer = AnalogLayer(W, replace(base, periphery_fit=load_periphery_fit(fitted["cal"], base.periphery)))
+        assert layer.cfg.periphery_fit == fitted["fit"] and plain.cfg.periphery_fit is None
         y = layer.forward(x, "fast")
-        chain = layer.tiles[0].read_chain(layer.cfg)
-        assert chain.fit is layer.periphery_fit
+        chain = layer.tiles[0].read_chain(layer.cfg, fit=layer.cfg.periphery_fit)
+        assert chain.fit is layer.cfg.periphery_fit
         y_plain = plain.forward(x, "fast")
         assert not np.array_equal(y, y_plain)
         # the twin and the fit describe the same chain: their outputs differ by a few LSB, not more
         ref = np.abs(x @ W).max()
         assert np.abs(y - y_plain).max() < 0.06 * ref
         assert np.abs(y - x @ W).max() < 1.5 * np.abs(y_plain - x @ W).max()
-        # no fit for this periphery in the file: refused when the layer is built
+        # no fit for this periphery in the file: refused where the file is read
         with pytest.raises(ParameterError, match="no periphery fit"):
-            AnalogLayer(W, replace(base, calibration=str(fitted["cal"]),
-                                   periphery=replace(_cfg(), adc=RampAdcParams(bits=8))))
+            load_periphery_fit(fitted["cal"], replace(_cfg(), adc=RampAdcParams(bits=8)))
+        with pytest.raises(ParameterError, match="needs periphery"):
+            replace(base, periphery=None, periphery_fit=fitted["fit"])

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.read.readchain import PeripheryConfig, ReadChain, energy_summary
+from cosim.read.energy import energy_summary
+from cosim.read.readchain import ReadChain
+from netlists.readchain import PeripheryConfig
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams
 from models.errors import ParameterError

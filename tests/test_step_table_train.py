@@ -6,18 +6,25 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cosim.calibrate.blocks import save_json
-from cosim.calibrate.devices import StepTable, fit_device_steps, load_step_table
+from cosim.calibrate.bundle import load_calibration
+from cosim.calibrate.devices import fit_device_steps
+from cosim.write.step_table import StepTable
 from cosim.train.layers import AnalogLayer, LayerConfig
 from cosim.write.pair_update import PulseUpdate, mapping_for
-from models.device import get_device
+from models.registry import get_device
 from models.errors import ParameterError
+
+
+def load_step_table(path, device, shape=None):
+    """One file read once at the edge, then the table of one device (what `xbar train
+    --device-table FILE` does)."""
+    return load_calibration(path).step_table(device, shape)
 
 # as in test_fit_blocks: 12 pulses per train, 32 bins, 3 draws fitted, 2 held out (~1 s each)
 SMALL = dict(pulses=12, bins=32, seeds=(0, 1, 2), holdout_seeds=(10, 11))
@@ -61,7 +68,7 @@ def test_load_step_table_from_fits_and_calibration_and_its_errors(files, tmp_pat
     (tmp_path / "swapped.json").write_text(json.dumps(swapped))
     with pytest.raises(ParameterError, match="fitted to device 'linear', not 'pcm'"):
         load_step_table(tmp_path / "swapped.json", "pcm")
-    from models.device import PulseShape
+    from models.pulse import PulseShape
     assert load_step_table(files["fits"], "linear", shape=PulseShape()).to_dict() == a.to_dict()
     with pytest.raises(ParameterError, match="fitted with the write pulse"):
         load_step_table(files["fits"], "linear", shape=PulseShape(width=100e-9, period=200e-9))
@@ -123,7 +130,7 @@ def test_pulse_update_refuses_a_table_it_cannot_use(files):
         PulseUpdate(get_device("linear"), backend="spice", table=lin)
     with pytest.raises(ParameterError, match="fitted to device 'linear', not 'pcm'"):
         PulseUpdate(get_device("pcm"), table=lin)
-    from models.device import PulseShape
+    from models.pulse import PulseShape
     assert lin.pulse == (50e-9, 5e-9, 100e-9)                    # recorded by the fit
     with pytest.raises(ParameterError, match="fitted with the write pulse .* this updater writes"):
         PulseUpdate(get_device("linear"), table=lin, shape=PulseShape(width=80e-9, period=200e-9))
@@ -140,30 +147,24 @@ def test_pulse_update_refuses_a_table_it_cannot_use(files):
 def test_train_config_checks_the_table_and_the_unit_cell_options(files, tmp_path):
     from cosim.train.data import load_digits_split
     from cosim.train.loop import TrainConfig
-    fits = str(files["fits"])
-    tab = dict(device="pcm", device_table=fits)
-    for kw, msg in ((dict(tab, update="ideal"), "needs update='fast' and cell='pair'"),
-                    (dict(tab, update="fast", cell="2pcm3t1c"), "needs update='fast' and cell='pair'"),
-                    (dict(tab, update="fast", device="rram"), "no step table of device 'rram'"),
-                    (dict(tab, update="fast", device_table=str(tmp_path / "x.json")), "does not exist"),
-                    (dict(transfer_every=7), "transfer_every applies to cell='2pcm3t1c' only"),
-                    (dict(gain_f=2.0), "gain_f applies to cell='2pcm3t1c' only")):
+    pcm = load_step_table(files["fits"], "pcm")
+    tab = dict(device="pcm", device_table=pcm)
+    for kw, msg in ((dict(tab, update="ideal"), "needs update='fast' and unit_cell='pair'"),
+                    (dict(tab, update="fast", unit_cell="2pcm3t1c"), "needs update='fast' and unit_cell='pair'"),
+                    (dict(tab, update="fast", device="rram"), "fitted to device 'pcm', the run updates 'rram'"),
+                    (dict(tab, update="fast", device_table=str(files["fits"])), "must be a loaded StepTable"),
+                    (dict(transfer_every=7), "transfer_every applies to unit_cell='2pcm3t1c' only"),
+                    (dict(gain_f=2.0), "gain_f applies to unit_cell='2pcm3t1c' only")):
         with pytest.raises(ParameterError, match=msg):
             TrainConfig(**kw)
-    TrainConfig(cell="2pcm3t1c", transfer_every=7, gain_f=2.0)                  # fine on the unit cell
+    with pytest.raises(ParameterError, match="no step table of device 'rram'"):
+        load_step_table(files["fits"], "rram")
+    TrainConfig(unit_cell="2pcm3t1c", transfer_every=7, gain_f=2.0)             # fine on the unit cell
     data = load_digits_split()
     plain = TrainConfig(update="fast", device="pcm")
-    # no table: the fingerprint is the one of before the field existed (old checkpoints resume)
-    old = asdict(plain)
-    for k in ("cell", "transfer_every", "gain_f", "device_table"):
-        old.pop(k)
-    for k in ("periphery", "calibration"):
-        old["layer"].pop(k)
-    blob = json.dumps({"cfg": old, "data": data.name, "n": len(data.y_train)}, sort_keys=True, default=str)
-    assert plain.fingerprint(data) == hashlib.sha256(blob.encode()).hexdigest()[:16]
-    a = TrainConfig(update="fast", device="pcm", device_table=fits)
-    b = TrainConfig(update="fast", device="pcm", device_table=str(files["cal"]))   # same table, other file
-    assert a.fingerprint(data) == b.fingerprint(data) != plain.fingerprint(data)
+    a = TrainConfig(update="fast", device="pcm", device_table=pcm)
+    b = TrainConfig(update="fast", device="pcm", device_table=load_step_table(files["cal"], "pcm"))   # other file
+    assert a.fingerprint(data) == b.fingerprint(data) != plain.fingerprint(data)   # contents, not paths
 
 
 def test_train_cli_device_table_and_unit_cell_options(files, tmp_path, rng, capsys):
@@ -172,15 +173,17 @@ def test_train_cli_device_table_and_unit_cell_options(files, tmp_path, rng, caps
     np.savez(p, X_train=rng.uniform(0, 1, (40, 6)), y_train=rng.integers(0, 3, 40),
              X_test=rng.uniform(0, 1, (12, 6)), y_test=rng.integers(0, 3, 12))
     base = ["train", "--data", str(p), "--epochs", "1", "--hidden", "4", "--reads", "fast"]
-    for extra, msg in ((["--transfer-every", "7"], "transfer_every applies to cell='2pcm3t1c'"),
-                       (["--gain-f", "2"], "gain_f applies to cell='2pcm3t1c'"),
+    for extra, msg in ((["--transfer-every", "7"], "transfer_every applies to unit_cell='2pcm3t1c'"),
+                       (["--gain-f", "2"], "gain_f applies to unit_cell='2pcm3t1c'"),
                        (["--device-table", str(files["fits"])], "needs update='fast'")):
         assert main([*base, *extra, "--out", str(tmp_path / "bad")]) == 2
         assert msg in capsys.readouterr().err
-    assert main([*base, "--cell", "pair", "--update", "fast", "--device", "linear", "--device-table",
+    assert main([*base, "--unit-cell", "pair", "--update", "fast", "--device", "linear", "--device-table",
                  str(files["cal"]), "--out", str(tmp_path / "o")]) == 0
     cfg = json.loads((tmp_path / "o" / "metrics.json").read_text())["config"]
-    assert cfg["device_table"] == str(files["cal"]) and cfg["transfer_every"] == 20 and cfg["gain_f"] == 3.0
+    table = load_step_table(files["cal"], "linear").to_dict()
+    assert cfg["device_table"] == hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
+    assert cfg["transfer_every"] == 20 and cfg["gain_f"] == 3.0
 
 
 def test_training_on_a_fitted_pcm_table_learns(files, tmp_path):
@@ -188,7 +191,7 @@ def test_training_on_a_fitted_pcm_table_learns(files, tmp_path):
     from cosim.train.loop import TrainConfig, train
     data = load_digits_split()
     cfg = TrainConfig(epochs=1, forward="fast", backward="fast", update="fast", device="pcm",
-                      device_table=str(files["fits"]))
+                      device_table=load_step_table(files["fits"], "pcm"))
     from cosim.train.loop import make_updater
     assert make_updater(cfg).table.to_dict() == load_step_table(files["fits"], "pcm").to_dict()
     m = train(cfg, data, tmp_path / "run", progress=False)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cosim.calibrate.bundle import content_digest, load_calibration
+from cosim.calibrate.montecarlo import MonteCarloRuns, Variation
 from cosim.train.data import Dataset, load_digits_split, load_npz
 from cosim.write.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
 from cosim.train.layers import AnalogLayer, IdealUpdate, LayerConfig, quantize
@@ -144,14 +146,14 @@ def test_train_cli(tmp_path, rng):
     assert "software baseline" in res.stdout
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["config"]["forward"] == "spice"
-    for bad, msg in ((["--epochs", 0], "epochs must be >= 1"), (["--data", "nope.npz"], "does not exist"),
+    for bad, msg in ((["--epochs", 0], "epochs must be an integer >= 1"), (["--data", "nope.npz"], "does not exist"),
                      (["--lr", "nan"], "lr must be > 0"), (["--r-wire", -1], "r_wire")):
         res = run(*bad, "--out", "bad")
         assert res.returncode == 2 and msg in res.stderr, res.stderr[-500:]
 
 
 def _chain_cfg(bits: int = 10, full_scale: float = 0.3, **kw) -> LayerConfig:
-    from cosim.read.readchain import PeripheryConfig
+    from netlists.readchain import PeripheryConfig
     from models.adc import QuantizerParams
     from models.dac import DacParams
     pc = PeripheryConfig(dac=DacParams(bits=8), adc=QuantizerParams(bits=bits), full_scale=full_scale)
@@ -199,7 +201,7 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     cheaper, and refused with a clear error when no calibration is given."""
     from cosim.read.irmodel import Calibration, IRModel
     path = Calibration(IRModel.nominal()).save(tmp_path / "calibration.json")
-    cfg = LayerConfig(r_wire=1.0, adc_bits=None, calibration=str(path))
+    cfg = LayerConfig(r_wire=1.0, adc_bits=None, calibration=Calibration.load(path))
     layer = AnalogLayer(rng.uniform(-2, 2, (30, 12)), cfg)
     x = rng.uniform(0, 1, (4, 30))
     exact, cheap, ideal = (layer.forward(x, b) for b in ("fast", "calibrated", "ideal"))
@@ -212,7 +214,9 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     data = _small(load_digits_split(), 60)
     m = train(TrainConfig(epochs=1, forward="calibrated", backward="calibrated", layer=cfg), data,
               tmp_path / "run", progress=False)
-    assert m["config"]["layer"]["calibration"] == str(path)
+    assert m["config"]["layer"]["calibration"] == content_digest(IRModel.nominal().to_dict())
+    with pytest.raises(ParameterError, match="loaded Calibration"):
+        LayerConfig(calibration=str(path))          # files are read at the edge, once
 
 
 def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):
@@ -224,7 +228,8 @@ def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):
     b = Calibration(IRModel.nominal()).save(tmp_path / "b" / "calibration.json")
 
     def fp(path):
-        return TrainConfig(forward="calibrated", layer=LayerConfig(calibration=str(path))).fingerprint(data)
+        cal = load_calibration(path).ir_calibration()            # what `--calibration PATH` does
+        return TrainConfig(forward="calibrated", layer=LayerConfig(calibration=cal)).fingerprint(data)
 
     first = fp(a)
     assert fp(b) == first
@@ -236,10 +241,12 @@ def test_bad_settings_fail_before_a_run(tmp_path):
     """Settings that would only be used at the end of a run are checked at its start."""
     data = _small(load_digits_split(), 40)
     cfg = TrainConfig(epochs=1, forward="fast", backward="fast")
-    for mc, msg in (({"runs": 0}, "runs"), ({"stuck_frac": 2.0}, "stuck_frac"), ({"sigma": 0.1}, "unknown"),
-                    ({"sigma_d2d": -1.0}, "sigma_d2d")):
+    for mc, msg in ((lambda: MonteCarloRuns(Variation(), runs=0), "runs"),
+                    (lambda: MonteCarloRuns(Variation(stuck_frac=2.0)), "stuck_frac"),
+                    (lambda: MonteCarloRuns(Variation(d2d_sigma=-1.0)), "d2d_sigma"),
+                    (lambda: {"runs": 3}, "MonteCarloRuns")):
         with pytest.raises(ParameterError, match=msg):
-            train(cfg, data, tmp_path / "mc", progress=False, monte_carlo=mc)
+            train(cfg, data, tmp_path / "mc", progress=False, monte_carlo=mc())
         assert not (tmp_path / "mc" / "checkpoint.npz").exists()
     with pytest.raises(ParameterError, match="update_method"):
-        TrainConfig(cell="2pcm3t1c", update="fast", update_method="transient")
+        TrainConfig(unit_cell="2pcm3t1c", update="fast", update_method="transient")

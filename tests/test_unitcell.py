@@ -12,7 +12,7 @@ from cosim.train.layers import LayerConfig
 from cosim.train.loop import TrainConfig, train
 from cosim.train.unitcell import CapUpdate, LspIdealUpdate, UnitCellLayer, UnitCellSpec
 from cosim.write.pair_update import mapping_for
-from models.device import get_device
+from models.registry import get_device
 from models.errors import ParameterError
 
 PCM_MAPPING = mapping_for(get_device("pcm"), 4.0)
@@ -66,7 +66,7 @@ def test_weight_formula_and_round_trip(rng):
     with pytest.raises(ParameterError, match="vc_shared"):
         UnitCellLayer(W, cfg, UnitCellSpec(vc_shared=1.7))
     with pytest.raises(ParameterError, match="cell must be"):
-        TrainConfig(cell="3pcm")
+        TrainConfig(unit_cell="3pcm")
 
 
 def test_update_moves_only_the_3t1c_part(rng):
@@ -190,7 +190,7 @@ def _small(n: int = 200) -> Dataset:
 
 def test_killed_unit_cell_run_resumes_to_the_same_result(tmp_path):
     data = _small()
-    cfg = TrainConfig(epochs=2, forward="fast", backward="fast", update="fast", cell="2pcm3t1c",
+    cfg = TrainConfig(epochs=2, forward="fast", backward="fast", update="fast", unit_cell="2pcm3t1c",
                       transfer_every=7, checkpoint_every=5, layer=LayerConfig(r_wire=1.0))
     full = train(cfg, data, tmp_path / "full", progress=False)
     part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)   # between transfers
@@ -207,7 +207,7 @@ def test_killed_unit_cell_run_resumes_to_the_same_result(tmp_path):
 
 def test_short_unit_cell_training_learns_digits(tmp_path):
     data = load_digits_split()
-    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", update="fast", cell="2pcm3t1c",
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", update="fast", unit_cell="2pcm3t1c",
                       transfer_every=20, layer=LayerConfig(r_wire=1.0))
     m = train(cfg, data, tmp_path, progress=False)
     assert m["final"]["test_accuracy"] >= 0.7          # chance is 0.1; measured 0.861 (seed 0)
@@ -220,7 +220,7 @@ def test_unit_cell_reads_both_arrays_through_the_calibrated_model(rng, tmp_path)
     solve, much closer than no IR model; without a calibration the backend is refused."""
     from cosim.read.irmodel import Calibration, IRModel
     path = Calibration(IRModel.physical()).save(tmp_path / "calibration.json")
-    layer = _layer(rng, 40, 12, r_wire=2.0, adc_bits=None, calibration=str(path))
+    layer = _layer(rng, 40, 12, r_wire=2.0, adc_bits=None, calibration=Calibration.load(path))
     _scramble(layer, rng)
     x = rng.uniform(0, 1, (5, 40))
     exact, cheap, ideal = (layer.forward(x, b) for b in ("fast", "calibrated", "ideal"))
@@ -238,7 +238,7 @@ def test_unit_cell_reads_both_arrays_through_the_read_chain(rng, engine):
     quantisation), and ngspice reads of both arrays give the fast chain's codes within 1 LSB."""
     from dataclasses import replace as dc_replace
 
-    from cosim.read.readchain import PeripheryConfig
+    from netlists.readchain import PeripheryConfig
     from models.adc import QuantizerParams
     from models.dac import DacParams
     pc8 = PeripheryConfig(dac=DacParams(encoding="pwm", bits=8), exact_corners=False)
@@ -269,7 +269,7 @@ def test_unit_cells_3t1c_chain_is_sized_for_its_reference_offset(rng):
     column carries a systematic charge that full_scale must not discount: the 3T1C chain stays
     off its rails and its digital difference to the reference line follows the exact one (with
     the offset discounted like a rare worst case it railed: every code 0, 63 % error)."""
-    from cosim.read.readchain import PeripheryConfig
+    from netlists.readchain import PeripheryConfig
     from models.dac import DacParams
     pc = PeripheryConfig(dac=DacParams(encoding="pwm", bits=8), full_scale=0.3, exact_corners=False)
     layer = _layer(rng, 32, 10, r_wire=1.0, periphery=pc)

@@ -7,7 +7,7 @@ import pytest
 
 from cosim.train.layers import AnalogLayer, LayerConfig
 from cosim.write.pair_update import PulseUpdate, mapping_for
-from models.device import get_device
+from models.registry import get_device
 from models.errors import ParameterError
 
 
@@ -51,7 +51,7 @@ def test_pulse_update_rejects_bad_settings():
 
 @pytest.mark.parametrize("name", ["pcm", "linear"])
 def test_pulse_count_programming_twin_and_spice_agree(name, engine):
-    from cosim.write.pair_update import program_counts
+    from cosim.write.program import program_counts
     dev = get_device(name)
     lo, hi = dev.state_range
     s = np.full((4, 3), lo + 0.3 * (hi - lo))
@@ -64,7 +64,7 @@ def test_pulse_count_programming_twin_and_spice_agree(name, engine):
 
 @pytest.mark.parametrize("name, backend", [("pcm", "fast"), ("pcm", "spice"), ("linear", "fast")])
 def test_write_verify_reaches_targets(name, backend, engine):
-    from cosim.write.pair_update import write_verify
+    from cosim.write.program import write_verify
     dev = get_device(name)
     lo, hi = np.sort(dev.to_conductance(np.array(dev.state_range)))
     rng = np.random.default_rng(1)

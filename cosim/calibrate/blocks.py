@@ -1,47 +1,43 @@
-"""Cheap behavioural models of devices and periphery, fitted to SPICE; Monte Carlo of MVM errors.
+"""Every block fit to SPICE in one run: device step tables, integrator/ADC transfers and a Monte
+Carlo sweep, their plots, JSON and Markdown tables.
 
-Layer: cosim. Imports ``models`` and ``cosim``; matplotlib only inside :func:`plot_fits`
-(``import cosim`` stays cheap).
+Layer: cosim.calibrate. The three fits live in their own modules, each a library function
+returning a JSON-able dict (lists and floats only):
 
-The three fits live in their own modules, each a library function returning a JSON-able dict
-(lists and floats only), re-exported here:
+* :func:`cosim.calibrate.devices.fit_device_steps`: step tables of the registry devices;
+* :func:`cosim.calibrate.periphery.fit_periphery`: the integrator + ADC transfer;
+* :func:`cosim.calibrate.montecarlo.monte_carlo_mvm`: MVM errors over sampled array instances.
 
-* :mod:`cosim.calibrate.devices`: ``fit_device_steps(name)``, step tables of the registry devices
-  (:class:`StepTable`, :func:`fit_step_table`, :func:`run_pulse_trains`);
-* :mod:`cosim.calibrate.periphery`: ``fit_periphery(integ, adc)``, the integrator + ADC transfer
-  (:class:`PeripheryFit`, :func:`periphery_configs`);
-* :mod:`cosim.calibrate.montecarlo`: ``monte_carlo_mvm(size, r_wire)``, MVM errors over sampled array
-  instances (:class:`FaultMap`, :func:`draw_fault_map`, :func:`fault_map_for_run`).
-
-This module holds what spans them: ``plot_fits(results, out_dir)`` writes PNGs of all three;
-``fit_all(out_dir)`` runs everything (``scripts/fit_blocks_report.py`` prints the tables);
-``save_json`` / ``load_json`` write and read the results.
+This module holds what spans them: ``fit_all(out_dir)`` runs everything, ``plot_fits`` writes
+PNGs, ``report_markdown`` the tables, ``calibrate_blocks`` is the block part of ``xbar
+calibrate`` (reusing a folder's fits made with the same settings).
 
 JSON (``fits.json`` of :func:`fit_all`)::
 
-    {"devices":     {name: fit_device_steps(...)},   (cosim.calibrate.devices)
-     "periphery":   {name: fit_periphery(...)},      (cosim.calibrate.periphery)
-     "monte_carlo": [monte_carlo_mvm(...), ...],     (cosim.calibrate.montecarlo, one per sigma)
+    {"devices":     {name: fit_device_steps(...)},
+     "periphery":   {name: fit_periphery(...)},
+     "monte_carlo": [monte_carlo_mvm(...), ...],     (one per sigma)
      "pngs":        [path, ...]}
-
-Measured errors of each fit: see the docstrings of the three modules.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cosim.calibrate.devices import DIRECTIONS, StepTable, fit_device_steps, fit_step_table, run_pulse_trains  # noqa: F401
-from cosim.calibrate.periphery import PeripheryFit, fit_periphery, periphery_configs
-from cosim.calibrate.montecarlo import FaultMap, draw_fault_map, fault_map_for_run, monte_carlo_mvm
+from cosim.calibrate.devices import fit_device_steps
+from cosim.calibrate.montecarlo import Variation, monte_carlo_mvm
+from cosim.calibrate.periphery import fit_periphery, periphery_configs
+from cosim.sim.engine import SubprocessEngine
+from cosim.write.step_table import StepTable
+from models.adc import QuantizerParams
+from models.registry import device_names
 
-__all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps",
-           "PeripheryFit", "periphery_configs", "fit_periphery",
-           "FaultMap", "draw_fault_map", "fault_map_for_run", "monte_carlo_mvm",
-           "plot_fits", "fit_all", "save_json", "load_json", "read_block_fits"]
+__all__ = ["FITS_VERSION", "BlockFitSettings", "plot_fits", "fit_all", "save_json", "load_json", "report_markdown",
+           "calibrate_blocks"]
 
 
 #: What :func:`fit_all` writes; raise it when that changes (another fit, another converter), so
@@ -73,51 +69,6 @@ def save_json(results: dict, path) -> Path:
 
 def load_json(path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-def read_block_fits(path, want: str) -> tuple[dict, Path]:
-    """The :func:`fit_all` results behind ``path`` and the file they came from.
-
-    ``path`` is a ``fits.json`` or the ``calibration.json`` of ``xbar calibrate`` whose
-    ``"blocks"`` entry (relative to its folder) names one. ``want`` is the section the caller
-    needs (``"devices"`` or ``"periphery"``). Every problem is a
-    :class:`~models.errors.ParameterError` that names it: a missing or non-JSON file, a file of
-    neither kind, a calibration without block fits, a dangling ``"blocks"`` entry, fits without
-    the section.
-    """
-    from models.errors import ParameterError
-
-    def read(p: Path, what: str) -> dict:
-        if not p.is_file():
-            raise ParameterError(f"{what} {p} does not exist")
-        try:
-            d = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ParameterError(f"{what} {p} is not valid JSON: {exc}") from None
-        except OSError as exc:
-            raise ParameterError(f"{what} {p} cannot be read: {exc}") from None
-        if not isinstance(d, dict):
-            raise ParameterError(f"{what} {p} is not a JSON object")
-        return d
-
-    p = Path(path)
-    d = read(p, "calibration file")
-    if "schema" in d:                   # a calibration.json (its own "periphery" entry is export settings)
-        if not d.get("blocks"):
-            raise ParameterError(f"calibration {p} has no 'blocks' entry: no block fits (device step tables, "
-                                 "integrator/ADC transfers) were made; run `xbar calibrate` without --no-blocks, "
-                                 "or pass its blocks/fits.json")
-        if not isinstance(d["blocks"], str):
-            raise ParameterError(f"calibration {p}: 'blocks' must be a path (a string), got {d['blocks']!r}")
-        src = p.parent / d["blocks"]
-        d = read(src, f"block fits file (the 'blocks' entry of {p})")
-    elif not ({"devices", "periphery", "monte_carlo"} & set(d)):
-        raise ParameterError(f"{p} is neither a calibration.json nor a blocks/fits.json of `xbar calibrate`")
-    else:
-        src = p
-    if not isinstance(d.get(want), dict) or not d[want]:
-        raise ParameterError(f"{src} holds no {want} fits")
-    return d, src
 
 
 def plot_fits(results: dict, out_dir) -> list[str]:
@@ -185,7 +136,7 @@ def plot_fits(results: dict, out_dir) -> list[str]:
     if mc:
         fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         for k, r in enumerate(mc):
-            lab = f"sigma={r['sigma_d2d']:g}, stuck={r['stuck_frac']:g}, vos={r['opamp_offset_sigma']:g}"
+            lab = f"sigma={r['d2d_sigma']:g}, stuck={r['stuck_frac']:g}, vos={r['opamp_offset_sigma_v']:g}"
             ax[0].hist(np.asarray(r["per_run_rms"]) * 100, bins=20, alpha=0.5, label=lab, color=f"C{k}")
             ax[1].plot(np.asarray(r["abs_errors_sample"]) * 100, np.linspace(0, 1, len(r["abs_errors_sample"])),
                        color=f"C{k}", label=lab)
@@ -203,12 +154,11 @@ def plot_fits(results: dict, out_dir) -> list[str]:
 
 def fit_all(out_dir, *, devices=None, pulses: int = 40, seeds=(0, 1, 2, 3), holdout_seeds=(100, 101),
             mc_size: int = 32, mc_r_wire: float = 1.0, mc_runs: int = 50, mc_sigmas=(0.0, 0.05, 0.1, 0.2),
-            mc_stuck_frac: float = 0.0, mc_offset_sigma: float = 0.0, spice_runs: int = 1,
+            mc_stuck_frac: float = 0.0, mc_offset_sigma_v: float = 0.0, spice_runs: int = 1,
             engine=None, progress=None) -> dict:
     """Every fit (devices of the registry, both integrators with a ramp converter and with the
     ideal quantiser, a Monte Carlo sweep over sigma), written to ``out_dir/fits.json`` and PNGs; returns the dict (``json``, ``pngs``).
     ``progress(msg)`` is called before each block if given."""
-    from models.device import device_names
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     res: dict = {"devices": {}, "periphery": {}, "monte_carlo": []}
@@ -216,16 +166,15 @@ def fit_all(out_dir, *, devices=None, pulses: int = 40, seeds=(0, 1, 2, 3), hold
         say(f"device {name}")
         res["devices"][name] = fit_device_steps(name, pulses=pulses, seeds=seeds,
                                                 holdout_seeds=holdout_seeds, engine=engine)
-    from models.adc import QuantizerParams
     for name, integ in periphery_configs().items():   # ramp converter, and the ideal quantiser of the
         for suffix, adc in (("", None), ("_ideal_adc", QuantizerParams())):   # default PeripheryConfig
             say(f"periphery {name}{suffix}")
             res["periphery"][name + suffix] = fit_periphery(integ, adc, engine=engine)
     for k, s in enumerate(mc_sigmas):
         say(f"monte carlo sigma={s:g}")
-        res["monte_carlo"].append(monte_carlo_mvm(mc_size, mc_r_wire, runs=mc_runs, seed=0, sigma_d2d=s,
-                                                  stuck_frac=mc_stuck_frac if s > 0 else 0.0,
-                                                  opamp_offset_sigma=mc_offset_sigma if s > 0 else 0.0,
+        var = Variation(d2d_sigma=s, stuck_frac=mc_stuck_frac if s > 0 else 0.0,
+                        opamp_offset_sigma_v=mc_offset_sigma_v if s > 0 else 0.0)
+        res["monte_carlo"].append(monte_carlo_mvm(mc_size, mc_r_wire, var, runs=mc_runs, seed=0,
                                                   spice_runs=spice_runs if k == len(mc_sigmas) - 1 else 0,
                                                   engine=engine))
     res["pngs"] = plot_fits(res, out)
@@ -260,7 +209,43 @@ def report_markdown(res: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for r in res["monte_carlo"]:
         chk = f"{max(c['max_abs_diff_frac'] for c in r['spice_checks']):.1e}" if r["spice_checks"] else "-"
-        out.append(f"| {r['sigma_d2d']:g} | {r['stuck_frac']:g} | {r['opamp_offset_sigma']:g} | "
+        out.append(f"| {r['d2d_sigma']:g} | {r['stuck_frac']:g} | {r['opamp_offset_sigma_v']:g} | "
                    f"{100 * r['rms']['mean']:.3f} | {100 * r['rms']['std']:.3f} | {100 * r['rms']['p95']:.3f} | "
                    f"{100 * r['abs_p95']:.3f} | {100 * r['wire_only']:.3f} | {chk} |")
     return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class BlockFitSettings:
+    """How many SPICE runs the block fits take (:func:`fit_all`'s sizes of the work)."""
+
+    pulses: int = 40
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    holdout_seeds: tuple[int, ...] = (100, 101)
+    mc_runs: int = 50
+
+    def record(self) -> dict:
+        """What a folder's ``blocks/settings.json`` holds: these settings and :data:`FITS_VERSION`."""
+        return {"fits_version": FITS_VERSION, **{k: list(v) if isinstance(v, tuple) else v
+                                                 for k, v in asdict(self).items()}}
+
+
+def calibrate_blocks(out: Path, settings: BlockFitSettings = BlockFitSettings(), *, engine=None,
+                     progress=None) -> tuple[dict, bool]:
+    """The block part of ``xbar calibrate``: fit everything into ``out/blocks/fits.json``, or
+    reuse the fits already there when ``out/blocks/settings.json`` records the same settings
+    and fits version. Returns the fits and whether they were reused."""
+    done = out / "blocks" / "settings.json"
+    fits = out / "blocks" / "fits.json"
+    want = settings.record()
+    if done.exists() and fits.exists():
+        try:
+            same = json.loads(done.read_text()) == want
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if same:
+            return load_json(fits), True
+    res = fit_all(out / "blocks", engine=engine or SubprocessEngine(), progress=progress, pulses=settings.pulses,
+                  seeds=settings.seeds, holdout_seeds=settings.holdout_seeds, mc_runs=settings.mc_runs)
+    done.write_text(json.dumps(want))
+    return res, False

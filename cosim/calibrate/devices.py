@@ -1,265 +1,39 @@
-"""Device step tables: cheap behavioural models of the registry devices, fitted to SPICE.
+"""Fitting device step tables to SPICE pulse trains.
 
-Layer: cosim. Imports ``models`` and ``cosim``; nothing heavy at import time (the SPICE runner
-and the device characterisation helpers are imported inside the functions that need them).
-
-``load_step_table(path, device)``
-    The table of one device from a ``fits.json`` of ``xbar calibrate`` or from the
-    ``calibration.json`` that points at it (key ``"blocks"``); the fast pair updates of training
-    use it in place of the device twin (:class:`cosim.write.pair_update.PulseUpdate` ``table=``).
-
-``fit_device_steps(name)``
-    SPICE pulse trains of one registry device (up and down, over seeded device draws) become a
-    :class:`StepTable`: the mean conductance change per full-selected pulse as a function of
-    the conductance (``bins`` bins over the device range, each direction separately) and its
-    spread (std of the residual step in the bin: device-to-device and cycle-to-cycle noise
-    lumped). Held-out seeds measure the error of the table and of the uncalibrated numpy twin
-    (nominal parameters, no knowledge of the draws) against SPICE, as a fraction of the
-    device's conductance range. SET-only devices (those with ``reset``, i.e. PCM) have no
-    ``down`` table.
+Layer: cosim.calibrate. ``fit_device_steps(name)``: SPICE pulse trains of one registry device
+(up and down, over seeded device draws; :func:`netlists.benches.pulse_bench`) become a
+:class:`cosim.write.step_table.StepTable`: the mean conductance change per full-selected pulse
+as a function of the conductance (``bins`` bins over the device range, each direction
+separately) and its spread (std of the residual step in the bin: device-to-device and
+cycle-to-cycle noise lumped). Held-out seeds measure the error of the table and of the
+uncalibrated numpy twin (nominal parameters, no knowledge of the draws) against SPICE, as a
+fraction of the device's conductance range. SET-only devices (those with ``reset``, i.e. PCM)
+have no ``down`` table.
 
 :func:`run_pulse_trains` runs the SPICE trains, :func:`fit_step_table` bins (G before, step)
 samples into a table.
 
 JSON: each result is a JSON-able dict (lists and floats only); it is ``fits.json["devices"][name]``
-of :func:`cosim.calibrate.blocks.fit_all`, whose ``"table"`` entry is :meth:`StepTable.to_dict`
-(``device``, ``g_min``, ``g_max``, ``edges``, ``curves[direction] = {g, mean, std, count}``;
-:meth:`StepTable.from_dict` reads it back).
-
-Measured (ngspice 46, this 2-core machine, ``fit_all`` defaults: 40 pulses, 32 bins, seeds 0-3
-fitted, each train counted once per bin, 100-101 held out; trajectory RMSE / max over every
-held-out pulse, % of the range):
-
-=======  ===============  ===============  ==========================================
-device   step table       twin (nominal)   note
-=======  ===============  ===============  ==========================================
-pcm      9.48 / 55.4      8.48 / 50.9      c2c 60 %: both limited by the unknown draws
-rram     2.88 / 27.6      2.56 / 22.7      idem (10 % d2d, 10 % c2c)
-ecram    0.121 / 0.54     0.115 / 0.57     idem (5 % c2c)
-cap3t1c  0.022 / 0.117    0.27 / 0.64      the twin's DC-fitted pumps miss ~1 % per step
-linear   0.0004 / 0.008   0.0018 / 0.008   ideal: both exact to SPICE's soft bound
-=======  ===============  ===============  ==========================================
+of :func:`cosim.calibrate.blocks.fit_all`, whose ``"table"`` entry is
+:meth:`cosim.write.step_table.StepTable.to_dict`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 
-from models.device import PulseShape, get_device
-from models.errors import ParameterError, ShapeError, check_positive
+from cosim.characterize.devices import sample_states
+from cosim.sim.engine import SubprocessEngine
+from cosim.write.step_table import DIRECTIONS, StepTable, direction_sign
+from models.errors import ParameterError, ShapeError
+from models.pulse import PulseShape
+from models.registry import get_device
+from netlists.benches import pulse_bench
 
-__all__ = ["StepTable", "fit_step_table", "run_pulse_trains", "fit_device_steps", "load_step_table"]
-
-DIRECTIONS = ("up", "down")
-
-
-def _sign(direction) -> int:
-    if direction in ("up", 1, +1):
-        return +1
-    if direction in ("down", -1):
-        return -1
-    raise ParameterError(f"direction must be 'up', 'down', +1 or -1, got {direction!r}")
-
-
-@dataclass(frozen=True, eq=False)
-class StepTable:
-    """Mean and spread of the conductance step per pulse, as functions of the conductance.
-
-    Attributes
-    ----------
-    device : str
-        Registry name the table was fitted to.
-    g_min, g_max : float
-        Conductance range of the device [S]; ``apply`` clips to it.
-    edges : tuple of float
-        Bin edges [S] (``bins + 1``, increasing).
-    curves : dict
-        ``direction -> {"g", "mean", "std", "count"}``, one entry per bin: ``g`` the mean
-        conductance of the samples in the bin (bin centre if empty) [S], ``mean`` / ``std``
-        the step [S] (interpolated from the neighbours where ``count`` is 0). Directions:
-        ``"up"`` and, unless the device is SET-only, ``"down"``.
-    pulse : (width, rise, period) [s] or None
-        The write pulse the table was fitted with (None: not recorded). A table holds for that
-        pulse only; :class:`cosim.write.pair_update.PulseUpdate` refuses it with another.
-    """
-
-    device: str
-    g_min: float
-    g_max: float
-    edges: tuple[float, ...]
-    curves: dict = field(default_factory=dict)
-    pulse: tuple[float, float, float] | None = None
-
-    def __post_init__(self) -> None:
-        check_positive("g_max", self.g_max)
-        check_positive("g_min", self.g_min, allow_zero=True)
-        if self.g_min >= self.g_max:
-            raise ParameterError(f"g_min ({self.g_min:g} S) must be below g_max ({self.g_max:g} S)")
-        e = np.asarray(self.edges, float)
-        if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0):
-            raise ParameterError("edges must be an increasing sequence of at least 2 values")
-        if not self.curves or set(self.curves) - set(DIRECTIONS):
-            raise ParameterError(f"curves must have keys among {DIRECTIONS}, got {list(self.curves)}")
-        if self.pulse is not None:
-            if len(self.pulse) != 3 or not all(np.isfinite(self.pulse)) or min(self.pulse) <= 0:
-                raise ParameterError(f"pulse must be (width, rise, period) > 0 [s], got {self.pulse!r}")
-            object.__setattr__(self, "pulse", tuple(float(x) for x in self.pulse))
-        for d, c in self.curves.items():
-            for k in ("g", "mean", "std", "count"):
-                if k not in c or len(c[k]) != e.size - 1:
-                    raise ParameterError(f"curves[{d!r}][{k!r}] must have one value per bin ({e.size - 1})")
-            if np.any(np.diff(np.asarray(c["g"], float)) < 0):
-                raise ParameterError(f"curves[{d!r}]['g'] must be non-decreasing")
-        # numpy copies of the curves: apply() interpolates them once per pulse
-        object.__setattr__(self, "_np", {d: {k: np.asarray(c[k], float) for k in ("g", "mean", "std")}
-                                         for d, c in self.curves.items()})
-
-    @property
-    def directions(self) -> tuple[str, ...]:
-        return tuple(d for d in DIRECTIONS if d in self.curves)
-
-    def _curve(self, direction) -> dict:
-        d = "up" if _sign(direction) > 0 else "down"
-        if d not in self.curves:
-            raise ParameterError(f"{self.device}: no {d!r} step table (SET-only device: use its "
-                                 "reset and pulse the other device of the pair instead)")
-        return self._np[d]
-
-    def mean_step(self, G, direction) -> np.ndarray:
-        """Mean step [S] at conductance ``G`` [S] (linear interpolation between bins)."""
-        c = self._curve(direction)
-        return np.interp(np.asarray(G, float), c["g"], c["mean"])
-
-    def std_step(self, G, direction) -> np.ndarray:
-        """Spread (std) of the step [S] at conductance ``G`` [S]."""
-        c = self._curve(direction)
-        return np.interp(np.asarray(G, float), c["g"], c["std"])
-
-    def apply(self, G, n_pulses, direction, rng: np.random.Generator | None = None, *,
-              per_pulse: bool = False, z=None) -> np.ndarray:
-        """Conductances [S] after ``n_pulses`` full-selected pulses in ``direction``.
-
-        Parameters
-        ----------
-        G : array [S]
-        n_pulses : int or int array (broadcast with ``G``)
-        direction : "up", "down", +1 or -1
-        rng : Generator, optional
-            None (and no ``z``): mean steps (deterministic). Otherwise each step is
-            ``mean(G) + std(G) z`` (never against the direction), with ONE ``z`` per device
-            for the whole call (the device contract: one noise draw per update phase), or a
-            fresh ``z`` per pulse with ``per_pulse=True``.
-        z : array, optional
-            The per-device noise draw (standard normal, broadcast with ``G``) instead of
-            ``rng``: lets a caller keep one draw per device over several calls, e.g. over the
-            samples of a mini-batch (:class:`cosim.write.pair_update.PulseUpdate`). Not with ``rng``.
-        """
-        sign = _sign(direction)
-        G = np.array(G, dtype=float, copy=True)
-        n = np.broadcast_to(np.asarray(n_pulses), G.shape)
-        if not np.issubdtype(n.dtype, np.integer) or np.any(n < 0):
-            raise ParameterError("n_pulses must be non-negative integers")
-        if not n.any():                 # nothing to apply (also in a direction the table lacks)
-            return G
-        c = self._curve(sign)
-        if z is not None:
-            if rng is not None or per_pulse:
-                raise ParameterError("z is one draw per device for the whole call: not with rng or per_pulse")
-            z = np.broadcast_to(np.asarray(z, float), G.shape)
-        elif rng is not None and not per_pulse:
-            z = rng.standard_normal(G.shape)
-        noisy = z is not None or rng is not None
-        for k in range(int(n.max(initial=0))):
-            act = n > k                      # only the devices still being pulsed
-            g = G[act]
-            d = np.interp(g, c["g"], c["mean"])
-            if noisy:
-                zk = rng.standard_normal(G.shape)[act] if z is None else z[act]
-                d = d + np.interp(g, c["g"], c["std"]) * zk
-                d = np.maximum(d, 0.0) if sign > 0 else np.minimum(d, 0.0)
-            G[act] = np.clip(g + d, self.g_min, self.g_max)
-        return G
-
-    def apply_signed(self, G, counts, rng: np.random.Generator | None = None) -> np.ndarray:
-        """``counts`` > 0: up pulses; < 0: down pulses (per device)."""
-        G = np.asarray(G, float)
-        c = np.broadcast_to(np.asarray(counts), G.shape)
-        out = self.apply(G, np.maximum(c, 0), "up", rng)
-        if np.any(c < 0):
-            out = np.where(c < 0, self.apply(G, np.maximum(-c, 0), "down", rng), out)
-        return out
-
-    def matches_pulse(self, shape: PulseShape) -> bool:
-        """Whether ``shape`` is the write pulse of the fit (True when none was recorded)."""
-        return self.pulse is None or bool(np.allclose(self.pulse, (shape.width, shape.rise, shape.period),
-                                                      rtol=1e-9, atol=0))
-
-    def to_dict(self) -> dict:
-        return {"device": self.device, "g_min": float(self.g_min), "g_max": float(self.g_max),
-                "pulse": None if self.pulse is None else list(self.pulse),
-                "edges": [float(x) for x in self.edges],
-                "curves": {d: {"g": [float(x) for x in c["g"]], "mean": [float(x) for x in c["mean"]],
-                               "std": [float(x) for x in c["std"]], "count": [int(x) for x in c["count"]]}
-                           for d, c in self.curves.items()}}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StepTable":
-        return cls(device=d["device"], g_min=float(d["g_min"]), g_max=float(d["g_max"]),
-                   edges=tuple(d["edges"]), pulse=None if d.get("pulse") is None else tuple(d["pulse"]),
-                   curves={k: {kk: list(vv) for kk, vv in c.items()} for k, c in d["curves"].items()})
-
-
-def load_step_table(path, device: str, *, shape: PulseShape | None = None) -> StepTable:
-    """The step table of registry device ``device`` from a fits or calibration file.
-
-    Parameters
-    ----------
-    path : str or Path
-        ``fits.json`` of :func:`cosim.calibrate.blocks.fit_all` (``xbar calibrate`` writes
-        it to ``OUT/blocks/fits.json``), or the ``calibration.json`` of ``xbar calibrate``,
-        whose ``"blocks"`` entry (a path relative to the calibration's folder)
-        names the fits file.
-    device : str
-        Registry name; the file must hold a table fitted to this device.
-    shape : PulseShape, optional
-        The write pulse the table will be used with: refused if the fit recorded another one
-        (width, rise or period; a table is valid for the pulse it was fitted with only).
-
-    Raises
-    ------
-    ParameterError
-        The file (or the fits file a calibration points at) does not exist or is not JSON, a
-        calibration has no ``"blocks"`` entry, the fits have no table of ``device``, or the
-        table was fitted to another device or, given ``shape``, with another write pulse.
-    """
-    from cosim.calibrate.blocks import read_block_fits
-    d, src = read_block_fits(path, "devices")
-    fits = d["devices"]
-    if not isinstance(fits, dict) or device not in fits:
-        have = sorted(fits) if isinstance(fits, dict) else []
-        raise ParameterError(f"{src} has no step table of device {device!r} (it has {have})")
-    entry = fits[device]
-    table = entry.get("table") if isinstance(entry, dict) else None
-    if not isinstance(table, dict):
-        raise ParameterError(f"{src}: devices[{device!r}] has no 'table'")
-    if table.get("device") != device:
-        raise ParameterError(f"{src}: the table under devices[{device!r}] was fitted to device "
-                             f"{table.get('device')!r}, not {device!r}")
-    try:
-        t = StepTable.from_dict(table)
-    except (KeyError, TypeError, ValueError, ParameterError) as exc:
-        raise ParameterError(f"{src}: devices[{device!r}]['table'] is malformed "
-                             f"({type(exc).__name__}: {exc})") from None
-    fitted = entry.get("shape")     # tables written before StepTable.pulse: the fit's record
-    if t.pulse is None and isinstance(fitted, dict) and all(k in fitted for k in ("width", "rise", "period")):
-        t = replace(t, pulse=(float(fitted["width"]), float(fitted["rise"]), float(fitted["period"])))
-    if shape is not None and not t.matches_pulse(shape):
-        raise ParameterError(f"{src}: the {device} table was fitted with the write pulse (width, rise, period) = "
-                             f"{t.pulse} s, not {(shape.width, shape.rise, shape.period)} s")
-    return t
+__all__ = ["fit_step_table", "run_pulse_trains", "fit_device_steps"]
 
 
 def _device_g_range(model) -> tuple[float, float]:
@@ -359,7 +133,7 @@ def _pulse_plan(model, bins: int, pulses: int, directions: tuple[str, ...]):
     edges = np.linspace(g_lo, g_hi, bins + 1)
     starts, signs = [], []
     for d in directions:
-        s = _sign(d)
+        s = direction_sign(d)
         g0 = edges[:-1] if s > 0 else edges[1:]
         # stay a hair inside the range: from_conductance clips, and a start on the bound
         # gives no step to learn from
@@ -394,26 +168,24 @@ def run_pulse_trains(name: str, seeds, *, pulses: int = 40, bins: int = 32,
     "in_range" (n_inst, pulses + 1) bool: the SPICE state has stayed inside ``state_range``
     so far, "sign" (n_inst,)}}`` plus ``"_elapsed_s"``.
     """
-    from cosim.characterize.devices import _sample
-    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
     shape = shape or PulseShape()
     model = get_device(name)
     directions = ("up",) if hasattr(model, "reset") else DIRECTIONS
     s0, sign, amps = _pulse_plan(model, bins, pulses, directions)
-    decks, draws = [], []
+    benches, draws = [], []
     for seed in seeds:
         var, noise = _draws(model, int(seed), s0.size)
         draws.append((var, noise))
-        decks.append(model.pulse_deck(s0, amps, shape, var, noise))
+        benches.append(pulse_bench(model, s0, amps, shape, var, noise))
     t0 = time.perf_counter()
-    results = engine.run_many(decks, name=f"{name}-steps")
+    results = engine.run_many([b.deck() for b in benches], need=benches[0].need(), name=f"{name}-steps")
     out: dict = {"_elapsed_s": time.perf_counter() - t0}
     tw_nom = model.to_conductance(model.trajectory(s0, amps, shape))
     lo, hi = model.state_range
     tol = 1e-6 * (hi - lo)
-    for seed, res, (var, noise) in zip(seeds, results, draws):
-        st = _sample(res, s0.size, shape, pulses)
+    for seed, res, bench, (var, noise) in zip(seeds, results, benches, draws):
+        st = sample_states(res, bench, shape, pulses)
         # 3T1C: V_C is not bounded by the circuit and its read-out (a fitted cubic) means
         # nothing outside the useful range; keep each train up to where it leaves that range
         inside = np.logical_and.accumulate((st >= lo - tol) & (st <= hi + tol), axis=1)
@@ -501,7 +273,7 @@ def fit_device_steps(name: str, *, pulses: int = 40, seeds=(0, 1, 2, 3), holdout
     error = {k: _err(v[inside], sp[inside], span) for k, v in preds.items()}
     by_dir = {}
     for d in table.directions:
-        m = (sign == _sign(d))[:, None] & inside
+        m = (sign == direction_sign(d))[:, None] & inside
         by_dir[d] = {k: _err(v[m], sp[m], span) for k, v in preds.items()}
     # one-step errors: each predictor started from the SPICE state before every pulse
     gb_h, ga_h = sp[:, :-1], sp[:, 1:]
@@ -522,11 +294,11 @@ def fit_device_steps(name: str, *, pulses: int = 40, seeds=(0, 1, 2, 3), holdout
     # curves for plots: a few held-out trajectories per direction, and step vs G
     curves = {}
     for d in table.directions:
-        idx = np.nonzero(sign == _sign(d))[0]
+        idx = np.nonzero(sign == direction_sign(d))[0]
         idx = idx[np.linspace(0, idx.size - 1, min(keep_curves, idx.size)).astype(int)]
         gg = np.linspace(g_lo, g_hi, 4 * bins + 1)[1:-1]
-        tw_step = model.to_conductance(model.step(model.from_conductance(gg), _sign(d) * model.v_write * np.ones_like(gg), shape)) - gg
-        m = (sg_h == _sign(d)) & m1
+        tw_step = model.to_conductance(model.step(model.from_conductance(gg), direction_sign(d) * model.v_write * np.ones_like(gg), shape)) - gg
+        m = (sg_h == direction_sign(d)) & m1
         pick = np.random.default_rng(0).permutation(int(m.sum()))[:600]
         curves[d] = {"spice": np.where(inside[idx], sp[idx], np.nan).tolist(), "step_table": preds["step_table"][idx].tolist(),
                      "twin": preds["twin"][idx].tolist(), "g_grid": gg.tolist(), "twin_step": tw_step.tolist(),

@@ -1,11 +1,12 @@
 """Calibrating the cheap IR-drop model (:mod:`cosim.read.irmodel`) against ngspice, over a sweep.
 
-Layer: cosim. :func:`run_calibration` is what ``xbar calibrate`` calls:
+Layer: cosim.calibrate. :func:`run_ir_calibration` is the IR part of ``xbar calibrate``
+(:func:`cosim.calibrate.run.calibrate`):
 
-1. builds the sweep (:func:`default_cases`): square arrays of several sizes and wire
-   resistances, conductances uniform / log-uniform / bimodal, inputs uniform / sparse, each
-   case a batch of input vectors; ``split="train"`` cases for the fit, ``split="test"`` ones
-   (fresh arrays and inputs) held out for the error table;
+1. builds the sweep (:func:`cosim.calibrate.ir_cases.default_cases`): arrays of several sizes
+   and wire resistances, conductances uniform / log-uniform / bimodal, inputs uniform / sparse /
+   binary, each case a batch of input vectors; ``split="train"`` cases for the fit,
+   ``split="test"`` ones (fresh arrays and inputs) held out for the error table;
 2. runs it through :func:`cosim.sim.sweep.run_sweep` (one ngspice deck per case, resumable,
    serial or on Dask);
 3. fits the model coefficients (:func:`fit_model`, nonlinear least squares on the column
@@ -14,12 +15,12 @@ Layer: cosim. :func:`run_calibration` is what ``xbar calibrate`` calls:
    coefficients, the others held at the line-resummed physics);
 4. measures, on the held-out cases, RMS and max error as fractions of full scale for the
    ideal read (no IR model), the uncalibrated model (nominal coefficients: first-order
-   physics), the line-resummed physics with no fit, and the calibrated model;
-   times the model against the exact nodal solve (:class:`cosim.read.solver.CrossbarSolver`) in
-   the same run; optionally runs a Monte Carlo of device and periphery non-idealities
-   (:func:`monte_carlo`);
-5. writes ``calibration.json`` (schema in :mod:`cosim.read.irmodel`), ``report.md``, ``report.json``
-   and PNG plots to the output folder.
+   physics), the line-resummed physics with no fit, and the calibrated model; times the model
+   against the exact nodal solve (:class:`cosim.read.solver.CrossbarSolver`) in the same run;
+   optionally runs a Monte Carlo of non-idealities on the calibrated model
+   (:func:`cosim.calibrate.montecarlo.monte_carlo_mvm`);
+5. writes ``calibration.json`` (schema in :mod:`cosim.read.irmodel`), ``report.md``,
+   ``report.json`` and PNG plots to the output folder.
 
 Full scale of a case is the largest ideal column current at full-scale input,
 ``v_read * max_j sum_i G[i, j]``.
@@ -31,160 +32,25 @@ import dataclasses
 import datetime as _dt
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cosim.read.irmodel import Calibration, IRModel, ir_features, to_aihwkit
-from cosim.sim.sweep import CaseResult, case_rng, run_sweep
+from cosim.calibrate.aihwkit import to_aihwkit
+from cosim.calibrate.ir_cases import CaseData, case_data, default_cases, spice_case
+from cosim.calibrate.montecarlo import Variation, monte_carlo_mvm
+from cosim.read.irmodel import Calibration, IRModel, ir_features
+from cosim.read.solver import CrossbarSolver
+from cosim.sim.sweep import case_rng, run_sweep
 from models.errors import ParameterError
-from netlists.crossbar import CrossbarSpec
+from netlists.crossbar import CrossbarSpec, build_crossbar
 
-G_DISTS = ("uniform", "loguniform", "bimodal")
-V_DISTS = ("uniform", "sparse", "binary")
-SPICE_TIMEOUT_S = 1800.0
+__all__ = ["HIGHER_ORDER", "fit_model", "case_errors", "error_table", "time_vs_exact", "run_ir_calibration",
+           "MONTE_CARLO_VARIATION"]
 
-
-@dataclass(frozen=True)
-class ArrayCase:
-    """One SPICE case: a random square-or-not array and a batch of random inputs.
-
-    Attributes
-    ----------
-    rows, cols : int
-    r_wire : float
-        Row and column wire resistance per segment [ohm] (> 0).
-    g_min, g_max : float
-        Conductance range [S].
-    g_dist : str
-        "uniform", "loguniform" or "bimodal" (half near g_min, half near g_max: binary weights).
-    v_dist : str
-        "uniform" in [0, v_read], "sparse" (uniform, 70 % zeros) or "binary" (0 or v_read).
-    batch : int
-        Input vectors (one ``.dc`` point each).
-    v_read : float
-        Full-scale input [V].
-    split : str
-        "train" or "test".
-    replica : int
-        Distinguishes otherwise identical cases.
-    """
-
-    rows: int
-    cols: int
-    r_wire: float
-    g_min: float = 1e-6
-    g_max: float = 25e-6
-    g_dist: str = "uniform"
-    v_dist: str = "uniform"
-    batch: int = 16
-    v_read: float = 0.2
-    split: str = "train"
-    replica: int = 0
-
-    def __post_init__(self) -> None:
-        for f in ("rows", "cols", "batch"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ParameterError(f"{f} must be a positive integer, got {v!r}")
-        if not (np.isfinite(self.r_wire) and self.r_wire > 0):
-            raise ParameterError(f"r_wire must be > 0 ohm (IR drop needs wires), got {self.r_wire!r}")
-        if not (0 < self.g_min < self.g_max and np.isfinite(self.g_max)):
-            raise ParameterError(f"need 0 < g_min < g_max, got {self.g_min!r} and {self.g_max!r}")
-        if self.g_dist not in G_DISTS:
-            raise ParameterError(f"g_dist must be one of {G_DISTS}, got {self.g_dist!r}")
-        if self.v_dist not in V_DISTS:
-            raise ParameterError(f"v_dist must be one of {V_DISTS}, got {self.v_dist!r}")
-        if not self.v_read > 0:
-            raise ParameterError(f"v_read must be > 0 V, got {self.v_read!r}")
-        if self.split not in ("train", "test"):
-            raise ParameterError(f"split must be 'train' or 'test', got {self.split!r}")
-
-    @property
-    def spec(self) -> CrossbarSpec:
-        return CrossbarSpec(rows=self.rows, cols=self.cols, r_row=self.r_wire, r_col=self.r_wire,
-                            v_read=self.v_read)
-
-
-def draw_case(case: ArrayCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Conductances (rows, cols) [S] and inputs (batch, rows) [V] of a case."""
-    shape = (case.rows, case.cols)
-    lo, hi = case.g_min, case.g_max
-    if case.g_dist == "uniform":
-        G = rng.uniform(lo, hi, shape)
-    elif case.g_dist == "loguniform":
-        G = np.exp(rng.uniform(np.log(lo), np.log(hi), shape))
-    else:
-        on = rng.random(shape) < 0.5
-        G = np.where(on, hi, lo) * rng.uniform(0.9, 1.0, shape)
-        G = np.clip(G, lo, hi)
-    V = rng.uniform(0.0, case.v_read, (case.batch, case.rows))
-    if case.v_dist == "sparse":
-        V *= rng.random(V.shape) < 0.3
-    elif case.v_dist == "binary":
-        V = case.v_read * (rng.random(V.shape) < 0.5)
-    return G, V
-
-
-def spice_case(case: ArrayCase, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Sweep task: draw the case, read it in ngspice (one ``.dc`` deck), return G, V, I."""
-    from cosim.sim.engine import SubprocessEngine
-    from cosim.read.mvm import Crossbar
-
-    G, V = draw_case(case, rng)
-    engine = SubprocessEngine(workers=1, timeout=SPICE_TIMEOUT_S)
-    I = Crossbar(case.spec, G, engine=engine).read(V, backend="spice", workers=1)
-    return {"G": G, "V": V, "I": I}
-
-
-def default_cases(sizes: Sequence[int] = (16, 32, 64, 128, 256), r_wires: Sequence[float] = (0.5, 1.0, 2.5),
-                  *, train_per_point: int = 4, test_per_point: int = 2, batch: int = 16,
-                  g_min: float = 1e-6, g_max: float = 25e-6, v_read: float = 0.2) -> list[ArrayCase]:
-    """The default sweep: for every (size, r_wire), ``train_per_point`` training cases cycling
-    through the conductance and input distributions, and ``test_per_point`` held-out ones."""
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-            raise ParameterError(f"sizes must be positive integers, got {s!r}")
-    for r in r_wires:
-        if not (np.isfinite(r) and r > 0):
-            raise ParameterError(f"r_wire values must be > 0 ohm, got {r!r}")
-    if train_per_point < 1 or test_per_point < 1:
-        raise ParameterError("need at least one training and one test case per (size, r_wire)")
-    combos = [(g, v) for g in G_DISTS for v in V_DISTS]
-    cases = []
-    for n in sizes:
-        for r in r_wires:
-            for split, count, shift in (("train", train_per_point, 0), ("test", test_per_point, 4)):
-                for k in range(count):
-                    g, v = combos[(k + shift) % len(combos)]
-                    cases.append(ArrayCase(int(n), int(n), float(r), g_min, g_max, g, v, batch, v_read, split, k))
-    return cases
-
-
-# ---------------------------------------------------------------------------------------------
-# Fit and errors
-
-
-@dataclass(frozen=True, eq=False)
-class _Data:
-    case: ArrayCase
-    G: np.ndarray
-    V: np.ndarray
-    I: np.ndarray
-
-    @property
-    def full_scale(self) -> float:
-        return float(self.case.v_read * self.G.sum(axis=0).max())
-
-
-def _data(results: Sequence[CaseResult]) -> list[_Data]:
-    out = []
-    for r in results:
-        if r.ok:
-            out.append(_Data(ArrayCase(**r.case), r.arrays["G"], r.arrays["V"], r.arrays["I"]))
-    return out
+#: What ``xbar calibrate --monte-carlo N`` samples on the calibrated model.
+MONTE_CARLO_VARIATION = Variation(d2d_sigma=0.05, stuck_frac=0.01)
 
 
 #: The coefficients that the fit adjusts by default (indices into ``IRModel.to_vector()``): the
@@ -195,7 +61,7 @@ HIGHER_ORDER = tuple(IRModel.COEFFICIENTS.index(n) for n in ("rho_R*rho_C*rho/(1
                                                               "(d_R+d_C)*rho/(1+rho)", "b2", "c"))
 
 
-def fit_model(train: Sequence[_Data], *, start: IRModel | None = None,
+def fit_model(train: Sequence[CaseData], *, start: IRModel | None = None,
               free: Sequence[int] | None = HIGHER_ORDER) -> IRModel:
     """Least-squares fit of the model coefficients to ngspice currents (see the module docstring).
 
@@ -233,7 +99,7 @@ def fit_model(train: Sequence[_Data], *, start: IRModel | None = None,
     return dataclasses.replace(IRModel.from_vector(full(fit.x)), rho_max=rho_max if rho_max > 0 else None)
 
 
-def case_errors(d: _Data, model: IRModel, nominal: IRModel | None = None) -> dict:
+def case_errors(d: CaseData, model: IRModel, nominal: IRModel | None = None) -> dict:
     """RMS and max error over full scale: ideal read (no IR model), first-order linear physics
     G (1 - x_R - x_C), and the cheap model uncalibrated (nominal), with the line-resummed physics
     coefficients (no fit) and calibrated."""
@@ -283,9 +149,6 @@ def time_vs_exact(model: IRModel, sizes: Sequence[int], *, r_wire: float = 1.0, 
     Both include their per-conductance-state work (features / factorisation) and read a batch
     of ``batch`` vectors; best of ``repeats``. Also the single-vector time of each.
     """
-    from cosim.read.solver import CrossbarSolver
-    from netlists.crossbar import build_crossbar
-
     def best(fn):
         t = float("inf")
         for _ in range(repeats):
@@ -322,97 +185,6 @@ def time_vs_exact(model: IRModel, sizes: Sequence[int], *, r_wire: float = 1.0, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Monte Carlo of non-idealities on the fast (calibrated) backend
-
-
-@dataclass(frozen=True)
-class Variation:
-    """Non-idealities sampled per Monte Carlo run.
-
-    Attributes
-    ----------
-    sigma_g : float
-        Device-to-device variation: G -> G * exp(sigma_g * N(0, 1)) (lognormal), clipped to range.
-    p_stuck_min, p_stuck_max : float
-        Fractions of cells stuck at g_min / g_max.
-    offset_a : float
-        Output (op-amp / ADC) offset, per column, standard deviation [A].
-    adc_bits : int or None
-        Output quantisation over +-full scale (None: none).
-    """
-
-    sigma_g: float = 0.05
-    p_stuck_min: float = 0.005
-    p_stuck_max: float = 0.005
-    offset_a: float = 0.0
-    adc_bits: int | None = 8
-
-    def __post_init__(self) -> None:
-        if not (self.sigma_g >= 0 and self.offset_a >= 0):
-            raise ParameterError("sigma_g and offset_a must be >= 0")
-        if not (0 <= self.p_stuck_min and 0 <= self.p_stuck_max and self.p_stuck_min + self.p_stuck_max <= 1):
-            raise ParameterError("stuck fractions must be in [0, 1] and sum to at most 1")
-        if self.adc_bits is not None and not (isinstance(self.adc_bits, int) and 1 <= self.adc_bits <= 24):
-            raise ParameterError(f"adc_bits must be an integer in 1..24 or None, got {self.adc_bits!r}")
-
-
-def _apply_variation(G: np.ndarray, var: Variation, g_min: float, g_max: float, rng: np.random.Generator) -> np.ndarray:
-    from cosim.calibrate.montecarlo import apply_cell_faults, draw_cell_faults
-    gf, stuck = draw_cell_faults(G.shape, rng, var.sigma_g, var.p_stuck_min, var.p_stuck_max)
-    return apply_cell_faults(G, gf, stuck, g_min, g_max)
-
-
-def _periphery(I: np.ndarray, var: Variation, fs: float, rng: np.random.Generator) -> np.ndarray:
-    out = I + var.offset_a * rng.standard_normal(I.shape[1])[None, :] if var.offset_a else I.copy()
-    if var.adc_bits is not None:
-        lsb = 2 * fs / (2 ** var.adc_bits - 1)
-        out = np.clip(np.round(out / lsb) * lsb, -fs, fs)
-    return out
-
-
-def monte_carlo(model: IRModel, *, size: int = 64, r_wire: float = 1.0, runs: int = 50, batch: int = 32,
-                variation: Variation = Variation(), seed: int = 0, spice_checks: int = 0,
-                g_min: float = 1e-6, g_max: float = 25e-6, v_read: float = 0.2) -> dict:
-    """MVM error relative to the ideal product, over ``runs`` samples of the non-idealities.
-
-    Each run k draws target conductances, inputs, device variation, stuck cells and offsets
-    from ``case_rng(seed, k)`` and reads through the cheap model (IR drop) plus the periphery;
-    the error is (read - V @ G_target) / full scale. The first ``spice_checks`` runs are also
-    read in ngspice (same varied conductances) to report how far the cheap model is from it.
-    """
-    spec = CrossbarSpec(rows=size, cols=size, r_row=r_wire, r_col=r_wire, v_read=v_read)
-    rms, mx, ir_only, spice_gap = [], [], [], []
-    for k in range(runs):
-        rng = case_rng(seed, k)
-        G = rng.uniform(g_min, g_max, spec.g_shape)
-        V = rng.uniform(0, v_read, (batch, size))
-        Gv = _apply_variation(G, variation, g_min, g_max, rng)
-        fs = float(v_read * G.sum(axis=0).max())
-        ideal = V @ G
-        I_model = model.read(spec, Gv, V)
-        read = _periphery(I_model, variation, fs, rng)
-        e = (read - ideal) / fs
-        rms.append(float(np.sqrt(np.mean(e ** 2))))
-        mx.append(float(np.abs(e).max()))
-        ir_only.append(float(np.sqrt(np.mean(((model.read(spec, G, V) - ideal) / fs) ** 2))))
-        if k < spice_checks:
-            from cosim.sim.engine import SubprocessEngine
-            from cosim.read.mvm import Crossbar
-            I_sp = Crossbar(spec, Gv, engine=SubprocessEngine(workers=1, timeout=SPICE_TIMEOUT_S)).read(
-                V, backend="spice", workers=1)
-            spice_gap.append(float(np.sqrt(np.mean(((I_model - I_sp) / fs) ** 2))))
-    pct = lambda a, q: float(np.percentile(a, q))  # noqa: E731
-    return {"size": size, "r_wire": r_wire, "runs": runs, "batch": batch, "seed": seed,
-            "variation": {"sigma_g": variation.sigma_g, "p_stuck_min": variation.p_stuck_min,
-                          "p_stuck_max": variation.p_stuck_max, "offset_a": variation.offset_a,
-                          "adc_bits": variation.adc_bits},
-            "rmse_mean": float(np.mean(rms)), "rmse_p5": pct(rms, 5), "rmse_p95": pct(rms, 95),
-            "max_mean": float(np.mean(mx)), "max_p95": pct(mx, 95),
-            "ir_only_rmse_mean": float(np.mean(ir_only)),
-            "spice_checks": len(spice_gap), "model_vs_spice_rmse": spice_gap}
-
-
-# ---------------------------------------------------------------------------------------------
 # The whole calibration
 
 
@@ -442,7 +214,7 @@ def _fmt_speed(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _plots(out: Path, table: Sequence[dict], test: Sequence[_Data], model: IRModel) -> list[Path]:
+def _plots(out: Path, table: Sequence[dict], test: Sequence[CaseData], model: IRModel) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -498,11 +270,11 @@ def _plots(out: Path, table: Sequence[dict], test: Sequence[_Data], model: IRMod
     return paths
 
 
-def run_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 64, 128, 256),
-                    r_wires: Sequence[float] = (0.5, 1.0, 2.5), train_per_point: int = 4,
-                    test_per_point: int = 2, batch: int = 16, seed: int = 0, workers: int = 1,
-                    scheduler: str | None = None, monte_carlo_runs: int = 0, timing: bool = True,
-                    plots: bool = True, progress: bool = True) -> dict:
+def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 64, 128, 256),
+                       r_wires: Sequence[float] = (0.5, 1.0, 2.5), train_per_point: int = 4,
+                       test_per_point: int = 2, batch: int = 16, seed: int = 0, workers: int = 1,
+                       scheduler: str | None = None, monte_carlo_runs: int = 0, timing: bool = True,
+                       plots: bool = True, progress: bool = True) -> dict:
     """Sweep, fit, evaluate, write calibration.json / report.md / report.json / plots.
 
     Returns a summary dict (the tables, the paths, the sweep counts, ``text``: the table printed
@@ -516,7 +288,7 @@ def run_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 64, 
     sweep = run_sweep(cases, spice_case, out / "sweep", seed=seed, workers=workers, scheduler=scheduler,
                       progress=progress, desc="calibrate")
     t_sweep = time.perf_counter() - t0
-    data = _data(sweep.results)
+    data = case_data(sweep.results)
     train = [d for d in data if d.case.split == "train"]
     test = [d for d in data if d.case.split == "test"]
     if not test:
@@ -531,8 +303,9 @@ def run_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 64, 
     speed = time_vs_exact(model, [n for n in sizes if n >= 32] or list(sizes), seed=seed) if timing else []
     mc = None
     if monte_carlo_runs:
-        mc = monte_carlo(model, size=min(64, max(sizes)), r_wire=float(np.median(r_wires)), runs=monte_carlo_runs,
-                         seed=seed, spice_checks=min(3, monte_carlo_runs))
+        mc = monte_carlo_mvm(min(64, max(sizes)), float(np.median(r_wires)), MONTE_CARLO_VARIATION,
+                             runs=monte_carlo_runs, seed=seed, backend="calibrated", ir_model=model,
+                             spice_runs=min(3, monte_carlo_runs))
     fit_info = {"sizes": [int(s) for s in sizes], "r_wire": [float(r) for r in r_wires],
                 "g_range": [cases[0].g_min, cases[0].g_max], "v_read": cases[0].v_read, "batch": batch,
                 "train_cases": len(train), "test_cases": len(test), "failed_cases": len(sweep.failed),
@@ -541,8 +314,26 @@ def run_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 64, 
     cal_path = cal.save(out / "calibration.json")
     overall = {name: float(np.mean([r[f"{name}_rmse"] for r in rows]))
                for name in ("ideal", "linear", "uncal", "phys", "cal")}
+    text, targets = _summary_text(len(train), table, overall, speed)
+    report = _report(cases, sweep, t_sweep, t_fit, model, text, train_table, mc)
+    (out / "report.md").write_text("\n".join(report))
+    summary = {"out_dir": str(out), "calibration": str(cal_path), "table": table, "train_table": train_table,
+               "speed": speed, "monte_carlo": mc, "overall": overall, "sweep": {
+                   "cases": len(cases), "ran": sweep.ran, "skipped": sweep.skipped, "failed": len(sweep.failed),
+                   "wall_s": t_sweep, "backend": sweep.backend, "workers": sweep.workers},
+               "fit_s": t_fit, "coefficients": model.to_dict(), "targets": targets, "aihwkit": to_aihwkit(cal)}
+    (out / "report.json").write_text(json.dumps(summary, indent=2))
+    if plots:
+        summary["plots"] = [str(p) for p in _plots(out, table, test, model)]
+    summary["text"] = text
+    return summary
+
+
+def _summary_text(n_train: int, table: list[dict], overall: dict, speed: list[dict]) -> tuple[str, dict]:
+    """The held-out table with its summary lines, as the CLI prints them, and the targets."""
     worst_gain = min(t["gain_rmse"] for t in table)
-    text = (f"IR-drop model calibrated on {len(train)} ngspice cases, errors on {len(test)} held-out cases "
+    n_test = sum(t["cases"] for t in table)
+    text = (f"IR-drop model calibrated on {n_train} ngspice cases, errors on {n_test} held-out cases "
             f"(fractions of full scale)\n\n" + _fmt_table(table) +
             f"\n\nmean RMSE over held-out cases: ideal {overall['ideal']:.2e}, uncalibrated {overall['uncal']:.2e}, "
             f"line-resummed physics (no fit) {overall['phys']:.2e}, "
@@ -566,37 +357,32 @@ def run_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 64, 
         text += "\n\nspeed, cheap model vs exact nodal solve (CrossbarSolver, 1 thread), same run:\n\n" + _fmt_speed(speed)
         text += (f"\ntarget >= 10x faster at {largest['size']}: {largest['speedup_batch']:.0f}x on a batch, "
                  f"{largest['speedup_1']:.0f}x on one vector (per-state work included in both)")
+    return text, targets
+
+
+def _report(cases, sweep, t_sweep: float, t_fit: float, model: IRModel, text: str, train_table: list[dict],
+            mc: dict | None) -> list[str]:
+    """The lines of ``report.md``."""
     report = ["# IR-drop calibration", "",
               f"Sweep: {len(cases)} cases ({sweep.ran} run now, {sweep.skipped} found done, {len(sweep.failed)} failed), "
               f"{sweep.backend} on {sweep.workers} worker(s), {t_sweep:.1f} s; fit {t_fit:.1f} s.", "",
               "Model: W = G / (1 + sum_k a_k phi_k) + D (b + b2 rho / (1 + c rho)) / (1 + c rho)^2 "
-              "(line-resummed, see cosim/irmodel.py).", "",
+              "(line-resummed, see docs/ir-drop-model.md).", "",
               f"Coefficients: a = {[round(x, 4) for x in model.a]}, b = {model.b:.4g}, b2 = {model.b2:.4g}, "
               f"c = {model.c:.4g}; nominal (uncalibrated) a = (1, 1, 0, ...), b = b2 = c = 0 (first-order physics); "
               "line-resummed physics (no fit) a = (1, 1, 1, 1, 0, ...), b = c = 1, b2 = 0.", "",
               "## Held-out error", "", text, "",
               "## Training error", "", _fmt_table(train_table), ""]
     if mc is not None:
-        report += ["## Monte Carlo (cheap calibrated model + non-idealities, error vs ideal V @ G)", "",
-                   "| size | r_wire | runs | sigma_g | stuck min/max | offset [A] | ADC bits | RMSE mean | RMSE p5-p95 | "
-                   "max mean | IR only RMSE | model vs spice RMSE (spot checks) |",
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|",
-                   f"| {mc['size']} | {mc['r_wire']:g} | {mc['runs']} | {mc['variation']['sigma_g']:g} | "
-                   f"{mc['variation']['p_stuck_min']:g}/{mc['variation']['p_stuck_max']:g} | {mc['variation']['offset_a']:g} | "
-                   f"{mc['variation']['adc_bits']} | {mc['rmse_mean']:.2e} | {mc['rmse_p5']:.2e}-{mc['rmse_p95']:.2e} | "
-                   f"{mc['max_mean']:.2e} | {mc['ir_only_rmse_mean']:.2e} | "
-                   f"{', '.join(f'{x:.1e}' for x in mc['model_vs_spice_rmse']) or '-'} |", ""]
+        chk = ", ".join(f"{c['max_abs_diff_frac']:.1e}" for c in mc["spice_checks"]) or "-"
+        report += ["## Monte Carlo (calibrated model + non-idealities, error vs ideal V @ G)", "",
+                   "| size | r_wire | runs | d2d sigma | stuck | op-amp offset [V] | RMS mean | RMS p95 | abs p95 | "
+                   "wires only | spice - model (spot checks) |",
+                   "|---|---|---|---|---|---|---|---|---|---|---|",
+                   f"| {mc['rows']}x{mc['cols']} | {mc['r_wire']:g} | {mc['runs']} | {mc['d2d_sigma']:g} | "
+                   f"{mc['stuck_frac']:g} | {mc['opamp_offset_sigma_v']:g} | {mc['rms']['mean']:.2e} | "
+                   f"{mc['rms']['p95']:.2e} | {mc['abs_p95']:.2e} | {mc['wire_only']:.2e} | {chk} |", ""]
     if sweep.failed:
         report += ["## Failed cases", ""] + [f"- {r.key} ({r.case}): {r.error_type}: {r.error.splitlines()[0]}"
                                              for r in sweep.failed] + [""]
-    (out / "report.md").write_text("\n".join(report))
-    summary = {"out_dir": str(out), "calibration": str(cal_path), "table": table, "train_table": train_table,
-               "speed": speed, "monte_carlo": mc, "overall": overall, "sweep": {
-                   "cases": len(cases), "ran": sweep.ran, "skipped": sweep.skipped, "failed": len(sweep.failed),
-                   "wall_s": t_sweep, "backend": sweep.backend, "workers": sweep.workers},
-               "fit_s": t_fit, "coefficients": model.to_dict(), "targets": targets, "aihwkit": to_aihwkit(cal)}
-    (out / "report.json").write_text(json.dumps(summary, indent=2))
-    if plots:
-        summary["plots"] = [str(p) for p in _plots(out, table, test, model)]
-    summary["text"] = text
-    return summary
+    return report

@@ -1,43 +1,99 @@
-"""Monte Carlo of MVM errors over sampled array instances (device variation, stuck cells, offsets).
+"""Monte Carlo of hardware non-idealities: sampled array instances (device-to-device variation,
+stuck cells, op-amp and ADC offsets), carried to MVM error and to a trained network's accuracy.
 
-Layer: cosim. Imports ``models``, ``netlists`` and ``cosim``; the crossbar and mapping modules
-only inside :func:`monte_carlo_mvm` (``import cosim`` stays cheap).
+Layer: cosim.calibrate. One vocabulary, :class:`Variation` (units in the field names), serves
+every caller: ``xbar calibrate`` (the block fits' sweep over sigma, and ``--monte-carlo N`` on
+the calibrated IR-drop model), ``xbar train --mc-*`` and ``scripts/mc_accuracy.py``.
 
-``monte_carlo_accuracy(net, X, y)``
+``monte_carlo_mvm(size, r_wire, variation)``
+    Per run ``r`` a :class:`FaultMap` drawn from ``default_rng([seed, 1, r])`` perturbs one
+    fixed differential array (weights and inputs from ``default_rng([seed, 0])``), read on the
+    fast or the calibrated backend; the error against the ideal product ``V (G+ - G-)`` of the
+    target conductances is reported as a fraction of the largest ideal column current over the
+    batch. The first ``spice_runs`` instances are re-read in ngspice (spot checks).
+``monte_carlo_accuracy(net, X, y, variation)``
     The same instances carried to a trained network's test accuracy: per run ``r``, every tile
     of every layer gets its own fault map from ``default_rng([seed, 2, r, layer, tile])``
     (conductances perturbed as programmed, op-amp offsets as a column current
     ``-v_os sum_i G_ij`` on forward reads), the test set is read, and the network is restored.
-    ``xbar train --mc-runs N`` runs it on the trained network.
 
-``monte_carlo_mvm(size, r_wire)``
-    Per run ``r`` a :class:`FaultMap` drawn from ``default_rng([seed, 1, r])`` (lognormal
-    device-to-device factor on G, stuck-at-Gmin / Gmax cells, per-column op-amp offset, ADC
-    output offset) perturbs one fixed differential array, read on the fast backend; the error
-    against the ideal product ``V (G+ - G-)`` of the target conductances is reported as a
-    fraction of the largest ideal column current over the batch. A few runs are re-read with
-    the spice backend (spot checks). :func:`draw_fault_map` / :meth:`FaultMap.apply` are the
-    helper a training run can use to load a sampled instance onto its own conductances
-    (:func:`fault_map_for_run` gives the instance of one run).
-
-JSON: each result is a JSON-able dict (lists and floats only); the list
-``fits.json["monte_carlo"]`` of :func:`cosim.calibrate.blocks.fit_all` holds one per sigma. A
-:class:`FaultMap` serialises with :meth:`FaultMap.to_dict` (``g_factor``, ``stuck``, ``v_os``,
-``out_offset`` as nested lists; :meth:`FaultMap.from_dict` reads it back) or to ``.npz``
-(:meth:`FaultMap.save` / :meth:`FaultMap.load`).
+Each result is a JSON-able dict (lists and floats only). A :class:`FaultMap` serialises with
+:meth:`FaultMap.to_dict` / :meth:`FaultMap.from_dict` or to ``.npz`` (:meth:`FaultMap.save` /
+:meth:`FaultMap.load`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cosim.read.mvm import Crossbar
+from cosim.write.mapping import MappingSpec, to_conductances
 from models.errors import ParameterError, ShapeError, check_positive
+from netlists.crossbar import CrossbarSpec, interleave
 
-__all__ = ["FaultMap", "draw_fault_map", "fault_map_for_run", "monte_carlo_mvm", "monte_carlo_accuracy"]
+__all__ = ["Variation", "MonteCarloRuns", "FaultMap", "draw_fault_map", "fault_map_for_run", "monte_carlo_mvm",
+           "monte_carlo_accuracy"]
+
+
+@dataclass(frozen=True)
+class Variation:
+    """What a Monte Carlo run perturbs (every draw is made whatever the values, so one seed
+    gives the same cells stuck whatever the sigma).
+
+    Attributes
+    ----------
+    d2d_sigma : float
+        Device-to-device variation: the std of ln G [-] (a lognormal factor, median 1, on every
+        programmed conductance, clipped to the device range).
+    stuck_frac : float
+        Fraction of cells stuck [-], half at g_min and half at g_max.
+    opamp_offset_sigma_v : float
+        Std of each physical column's op-amp input offset [V] (its virtual ground sits there).
+    adc_offset_sigma_fs : float
+        Std of each output's offset, a fraction of the full-scale current [-].
+    """
+
+    d2d_sigma: float = 0.0
+    stuck_frac: float = 0.0
+    opamp_offset_sigma_v: float = 0.0
+    adc_offset_sigma_fs: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in ("d2d_sigma", "opamp_offset_sigma_v", "adc_offset_sigma_fs"):
+            v = getattr(self, f)
+            if isinstance(v, bool):
+                raise ParameterError(f"Monte Carlo {f} must be a number, got {v!r}")
+            check_positive(f"Monte Carlo {f}", v, allow_zero=True)
+        if isinstance(self.stuck_frac, bool) or not 0 <= float(self.stuck_frac) <= 1:
+            raise ParameterError(f"Monte Carlo stuck_frac must be in [0, 1], got {self.stuck_frac!r}")
+
+    def to_dict(self) -> dict:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class MonteCarloRuns:
+    """A Monte Carlo of a trained network's accuracy: ``runs`` instances of ``variation``,
+    instance ``r`` of layer ``k``, tile ``i`` drawn from ``default_rng([seed, 2, r, k, i])``."""
+
+    variation: Variation
+    runs: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.variation, Variation):
+            raise ParameterError(f"variation must be a Variation, got {type(self.variation).__name__}")
+        check_runs(self.runs)
+
+
+def check_runs(runs) -> int:
+    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
+        raise ParameterError(f"Monte Carlo runs must be an integer >= 1, got {runs!r}")
+    return int(runs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,14 +162,23 @@ class FaultMap:
             return cls(z["g_factor"], z["stuck"].astype(np.int8), z["v_os"], z["out_offset"])
 
 
-def draw_cell_faults(g_shape: tuple[int, int], rng: np.random.Generator, sigma_d2d: float, stuck_min: float,
-                     stuck_max: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell draws, in this order: lognormal factors ``exp(sigma_d2d z)``, then one uniform per
-    cell that puts a fraction ``stuck_min`` at g_min (-1) and ``stuck_max`` at g_max (+1)."""
-    gf = np.exp(sigma_d2d * rng.standard_normal(g_shape))
+def draw_fault_map(g_shape: tuple[int, int], rng: np.random.Generator, variation: Variation, *,
+                   cols: int | None = None) -> FaultMap:
+    """Draw one instance. The draws happen in a fixed order whatever the values: lognormal
+    factors ``exp(d2d_sigma z)``, one uniform per cell that puts a fraction ``stuck_frac / 2``
+    at g_min and as many at g_max, op-amp offsets N(0, opamp_offset_sigma_v) [V] per physical
+    column, output offsets N(0, adc_offset_sigma_fs) per logical column (``cols``, default
+    ``pcols // 2``: a differential array)."""
+    rows, pcols = g_shape
+    cols = pcols // 2 if cols is None else cols
+    v = variation
+    gf = np.exp(v.d2d_sigma * rng.standard_normal(g_shape))
     u = rng.random(g_shape)
-    stuck = np.where(u < stuck_min, -1, np.where(u < stuck_min + stuck_max, 1, 0)).astype(np.int8)
-    return gf, stuck
+    half = v.stuck_frac / 2
+    stuck = np.where(u < half, -1, np.where(u < 2 * half, 1, 0)).astype(np.int8)
+    v_os = v.opamp_offset_sigma_v * rng.standard_normal(pcols)
+    out_off = v.adc_offset_sigma_fs * rng.standard_normal(cols)
+    return FaultMap(gf, stuck, v_os, out_off)
 
 
 def apply_cell_faults(G: np.ndarray, g_factor: np.ndarray, stuck: np.ndarray, g_min: float,
@@ -123,41 +188,17 @@ def apply_cell_faults(G: np.ndarray, g_factor: np.ndarray, stuck: np.ndarray, g_
     return np.where(stuck < 0, g_min, np.where(stuck > 0, g_max, out))
 
 
-def draw_fault_map(g_shape: tuple[int, int], rng: np.random.Generator, *, sigma_d2d: float = 0.0,
-                   stuck_frac: float = 0.0, opamp_offset_sigma: float = 0.0,
-                   adc_offset_sigma: float = 0.0, cols: int | None = None) -> FaultMap:
-    """Draw one instance. The draws happen in a fixed order whatever the parameters (so one
-    seed gives the same cells stuck whatever sigma): lognormal factors ``exp(sigma_d2d z)``,
-    stuck cells (a fraction ``stuck_frac`` of all cells, half at g_min and half at g_max),
-    op-amp offsets N(0, opamp_offset_sigma) [V] per physical column, output offsets
-    N(0, adc_offset_sigma) [fraction of full scale] per logical column (``cols``, default
-    ``pcols // 2``: a differential array)."""
-    check_positive("sigma_d2d", sigma_d2d, allow_zero=True)
-    check_positive("opamp_offset_sigma", opamp_offset_sigma, allow_zero=True)
-    check_positive("adc_offset_sigma", adc_offset_sigma, allow_zero=True)
-    if not 0 <= stuck_frac <= 1:
-        raise ParameterError(f"stuck_frac must be in [0, 1], got {stuck_frac!r}")
-    rows, pcols = g_shape
-    cols = pcols // 2 if cols is None else cols
-    gf, stuck = draw_cell_faults(g_shape, rng, sigma_d2d, stuck_frac / 2, stuck_frac / 2)
-    v_os = opamp_offset_sigma * rng.standard_normal(pcols)
-    out_off = adc_offset_sigma * rng.standard_normal(cols)
-    return FaultMap(gf, stuck, v_os, out_off)
-
-
-def fault_map_for_run(g_shape: tuple[int, int], seed: int, run: int, **kw) -> FaultMap:
+def fault_map_for_run(g_shape: tuple[int, int], seed: int, run: int, variation: Variation, **kw) -> FaultMap:
     """The instance that run ``run`` of ``monte_carlo_mvm(..., seed=seed)`` samples
-    (``default_rng([seed, 1, run])``; ``kw`` as :func:`draw_fault_map`): load it into a
-    training run with :meth:`FaultMap.apply` on the conductances it programs."""
-    return draw_fault_map(g_shape, np.random.default_rng([seed, 1, run]), **kw)
+    (``default_rng([seed, 1, run])``; ``kw`` as :func:`draw_fault_map`)."""
+    return draw_fault_map(g_shape, np.random.default_rng([seed, 1, run]), variation, **kw)
 
 
-def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 50, seed: int = 0,
-                    sigma_d2d: float = 0.0, stuck_frac: float = 0.0, opamp_offset_sigma: float = 0.0,
-                    adc_offset_sigma: float = 0.0, g_min: float = 1e-6, g_max: float = 25e-6,
-                    v_read: float = 0.2, batch: int = 16, spice_runs: int = 0, engine=None,
-                    keep_errors: bool = True) -> dict:
-    """Monte Carlo of MVM error over sampled array instances (fast backend).
+def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, variation: Variation = Variation(), *,
+                    runs: int = 50, seed: int = 0, g_min: float = 1e-6, g_max: float = 25e-6,
+                    v_read: float = 0.2, batch: int = 16, backend: str = "fast", ir_model=None,
+                    spice_runs: int = 0, engine=None, keep_errors: bool = True) -> dict:
+    """Monte Carlo of MVM error over sampled array instances.
 
     Parameters
     ----------
@@ -165,24 +206,19 @@ def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 5
         Logical array size (a differential array: ``2 cols`` physical columns).
     r_wire : float
         Row and column wire resistance per cell segment [ohm].
+    variation : Variation
     runs : int
         Instances; run ``r`` draws from ``default_rng([seed, 1, r])`` (weights and inputs come
         from ``default_rng([seed, 0])``, the same for every run).
-    sigma_d2d : float
-        Std of ln G (lognormal device-to-device variation) [-].
-    stuck_frac : float
-        Fraction of stuck cells, half at g_min, half at g_max.
-    opamp_offset_sigma : float
-        Std of each column op-amp's input offset [V].
-    adc_offset_sigma : float
-        Std of each output's offset, fraction of the full-scale current ``rows v_read (g_max -
-        g_min)`` [-].
     g_min, g_max : float
         Device range [S]; weights uniform in [-1, 1] map to pairs in it.
     v_read : float
         Full-scale input [V]; inputs are uniform in [-v_read, v_read].
     batch : int
         Input vectors per run.
+    backend : "fast" or "calibrated"
+        The read of every instance: the exact fast solve, or the calibrated IR-drop model
+        ``ir_model`` (an :class:`cosim.read.irmodel.IRModel` or ``Calibration``).
     spice_runs : int
         The first ``spice_runs`` instances are also read with the spice backend.
 
@@ -192,16 +228,13 @@ def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 5
         ``ref_a`` (largest ideal |column current| over the batch: the error reference),
         ``wire_only`` (RMS error of the unperturbed array, fraction of ``ref_a``),
         ``rms`` = {"mean", "std", "p95"} of the per-run RMS error, ``abs_p95`` (pooled |error|),
-        ``max``, ``per_run_rms`` (list), ``spice_checks`` (per checked run: max |spice - fast|
-        as a fraction of ``ref_a``), parameters, ``elapsed_s``.
+        ``max``, ``per_run_rms`` (list), ``spice_checks`` (per checked run: max |spice - read|
+        as a fraction of ``ref_a``), the variation and parameters, ``elapsed_s``.
     """
-    from cosim.write.mapping import MappingSpec, to_conductances
-    from cosim.read.mvm import Crossbar
-    from netlists.crossbar import CrossbarSpec, interleave
-
     rows, cols = (size, size) if np.isscalar(size) else tuple(size)
-    if runs < 1:
-        raise ParameterError(f"runs must be >= 1, got {runs}")
+    runs = check_runs(runs)
+    if backend not in ("fast", "calibrated") or (backend == "calibrated") != (ir_model is not None):
+        raise ParameterError("backend must be 'fast', or 'calibrated' with ir_model (and ir_model only with it)")
     t0 = time.perf_counter()
     spec = CrossbarSpec(rows=int(rows), cols=int(cols), cell="diff", r_row=r_wire, r_col=r_wire, v_read=v_read)
     base = np.random.default_rng([seed, 0])
@@ -212,28 +245,26 @@ def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 5
     ideal = V @ (gp - gm)
     ref = float(np.abs(ideal).max())
     i_fs = rows * v_read * (g_max - g_min)
-    wire = (Crossbar(spec, G0).read(V, backend="fast") - ideal) / ref
+    read = dict(backend=backend, calibration=ir_model)
+    wire = (Crossbar(spec, G0).read(V, **read) - ideal) / ref
     per_run, pooled, checks = [], [], []
     for r in range(runs):
-        fm = fault_map_for_run(spec.g_shape, seed, r, sigma_d2d=sigma_d2d, stuck_frac=stuck_frac,
-                               opamp_offset_sigma=opamp_offset_sigma, adc_offset_sigma=adc_offset_sigma,
-                               cols=cols)
+        fm = fault_map_for_run(spec.g_shape, seed, r, variation, cols=cols)
         G = fm.apply(G0, g_min, g_max)
         xb = Crossbar(spec, G, engine=engine)
-        I_fast = xb.read(V, backend="fast")
+        I_read = xb.read(V, **read)
         off = fm.column_offset_current(G)
-        I = I_fast + (off[0::2] - off[1::2])[None, :] + fm.out_offset[None, :] * i_fs
+        I = I_read + (off[0::2] - off[1::2])[None, :] + fm.out_offset[None, :] * i_fs
         e = (I - ideal) / ref
         per_run.append(float(np.sqrt(np.mean(e ** 2))))
         pooled.append(np.abs(e).ravel())
         if r < spice_runs:
             I_sp = xb.read(V, backend="spice")
-            checks.append({"run": r, "max_abs_diff_frac": float(np.abs(I_sp - I_fast).max() / ref)})
+            checks.append({"run": r, "max_abs_diff_frac": float(np.abs(I_sp - I_read).max() / ref)})
     per_run_a = np.asarray(per_run)
     pooled_a = np.concatenate(pooled)
     return {"rows": int(rows), "cols": int(cols), "r_wire": float(r_wire), "runs": runs, "seed": seed,
-            "sigma_d2d": sigma_d2d, "stuck_frac": stuck_frac, "opamp_offset_sigma": opamp_offset_sigma,
-            "adc_offset_sigma": adc_offset_sigma, "g_min": g_min, "g_max": g_max, "v_read": v_read,
+            **variation.to_dict(), "backend": backend, "g_min": g_min, "g_max": g_max, "v_read": v_read,
             "batch": batch, "ref_a": ref, "full_scale_a": i_fs,
             "wire_only": float(np.sqrt(np.mean(wire ** 2))),
             "rms": {"mean": float(per_run_a.mean()), "std": float(per_run_a.std()),
@@ -244,43 +275,24 @@ def monte_carlo_mvm(size: int | tuple[int, int], r_wire: float, *, runs: int = 5
             "spice_checks": checks, "elapsed_s": time.perf_counter() - t0}
 
 
-MC_KEYS = ("runs", "seed", "sigma_d2d", "stuck_frac", "opamp_offset_sigma")
-
-
-def check_monte_carlo(mc: dict) -> dict:
-    """Validate the settings of :func:`monte_carlo_accuracy` (before a long run, not after)."""
-    if not isinstance(mc, dict):
-        raise ParameterError(f"monte_carlo must be a dict of {MC_KEYS}, got {type(mc).__name__}")
-    unknown = sorted(set(mc) - set(MC_KEYS))
-    if unknown:
-        raise ParameterError(f"monte_carlo: unknown setting(s) {unknown} (known: {MC_KEYS})")
-    runs = mc.get("runs", 20)
-    if not isinstance(runs, (int, np.integer)) or runs < 1:
-        raise ParameterError(f"monte_carlo runs must be an integer >= 1, got {runs!r}")
-    for k in ("sigma_d2d", "opamp_offset_sigma"):
-        v = mc.get(k, 0.0)
-        if not (np.isfinite(v) and v >= 0):
-            raise ParameterError(f"monte_carlo {k} must be finite and >= 0, got {v!r}")
-    if not 0 <= mc.get("stuck_frac", 0.0) <= 1:
-        raise ParameterError(f"monte_carlo stuck_frac must be in [0, 1], got {mc.get('stuck_frac')!r}")
-    return mc
-
-
-def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, *, runs: int = 20, seed: int = 0,
-                         sigma_d2d: float = 0.0, stuck_frac: float = 0.0, opamp_offset_sigma: float = 0.0,
-                         backend: str = "fast") -> dict:
-    """Test accuracy of a trained network (``net.layers`` of :class:`cosim.train.layers.AnalogLayer`,
-    ``net.accuracy(X, y, backend)``) over ``runs`` sampled hardware instances; the network is
-    left as it was. Returns the nominal accuracy, per-run accuracies and their statistics."""
-    from netlists.crossbar import interleave
-    check_monte_carlo({"runs": runs, "sigma_d2d": sigma_d2d, "stuck_frac": stuck_frac,
-                       "opamp_offset_sigma": opamp_offset_sigma})
+def check_accuracy_run(net, backend: str) -> None:
+    """What :func:`monte_carlo_accuracy` refuses, checked before a long run."""
     if backend == "software":
         raise ParameterError("Monte Carlo perturbs the arrays: read them on ideal, fast, spice or calibrated, "
                              "not software")
     if any(hasattr(layer, "unit_state") for layer in net.layers):
         raise ParameterError("Monte Carlo of the 2pcm3t1c unit cell is not supported yet (its 3T1C arrays and "
                              "reads are not perturbed): use cell='pair'")
+
+
+def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, variation: Variation, *, runs: int = 20,
+                         seed: int = 0, backend: str = "fast") -> dict:
+    """Test accuracy of a trained network (``net.layers`` of analog layers with tiles,
+    ``net.accuracy(X, y, backend)``) over ``runs`` sampled hardware instances (ADC offsets do
+    not apply: the layers quantise themselves); the network is left as it was. Returns the
+    nominal accuracy, per-run accuracies and their statistics."""
+    runs = check_runs(runs)
+    check_accuracy_run(net, backend)
     nominal, _ = net.accuracy(X, y, backend)
     saved = [[(t.g_plus.copy(), t.g_minus.copy()) for t in layer.tiles] for layer in net.layers]
     accs = []
@@ -292,12 +304,11 @@ def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, *, runs: int = 20, s
                 for i, t in enumerate(layer.tiles):
                     gp, gm = saved[k][i]
                     G = interleave(gp, gm)
-                    fm = draw_fault_map(G.shape, np.random.default_rng([seed, 2, r, k, i]), sigma_d2d=sigma_d2d,
-                                        stuck_frac=stuck_frac, opamp_offset_sigma=opamp_offset_sigma)
+                    fm = draw_fault_map(G.shape, np.random.default_rng([seed, 2, r, k, i]), variation)
                     Gf = fm.apply(G, m.g_min, m.g_max)
                     t.g_plus, t.g_minus = Gf[:, 0::2], Gf[:, 1::2]
                     off = fm.column_offset_current(Gf)
-                    t.out_offset = off[0::2] - off[1::2] if opamp_offset_sigma > 0 else None
+                    t.out_offset = off[0::2] - off[1::2] if variation.opamp_offset_sigma_v > 0 else None
                     t.changed()
             accs.append(net.accuracy(X, y, backend)[0])
     finally:
@@ -306,7 +317,6 @@ def monte_carlo_accuracy(net, X: np.ndarray, y: np.ndarray, *, runs: int = 20, s
                 t.g_plus, t.g_minus, t.out_offset = gp, gm, None
                 t.changed()
     a = np.asarray(accs)
-    return {"runs": runs, "seed": seed, "sigma_d2d": sigma_d2d, "stuck_frac": stuck_frac,
-            "opamp_offset_sigma": opamp_offset_sigma, "backend": backend, "nominal_accuracy": nominal,
+    return {"runs": runs, "seed": seed, **variation.to_dict(), "backend": backend, "nominal_accuracy": nominal,
             "accuracies": a.tolist(), "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
             "p05": float(np.percentile(a, 5)), "elapsed_s": time.perf_counter() - t0}

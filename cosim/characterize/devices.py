@@ -1,44 +1,87 @@
 """Device characterisation: pulse response and I-V, SPICE and numpy twin overlaid.
 
-Layer: cosim. ``characterize_device(name, out_dir)`` is the library function behind
-``xbar device NAME``; ``pcm_array_update_experiment`` times one update phase of an N x N PCM
-array with wire resistance (the performance target of the update phase).
-
-Measured (64 x 64 PCM, 1 ohm segments, 10 slots of 70 ns, 50 ns flat, 5 ns edges, TMAX 20 ns,
-p_pulse 0.5, this 2-core machine, wall incl. parse; error = SPICE vs twin fed ideal coincidence
-counts, so it includes the IR drop):
-
-=====================================  ======  ======  =============
-variant                                wall    points  max err/step
-=====================================  ======  ======  =============
-live current B-source, gear            20.8 s  223     0.054
-frozen current (resistor), gear        18.8 s  223     0.055
-frozen current, trap                   17.7 s  223     0.021
-frozen current, gear, threshold knots  34.9 s  462     0.032
-=====================================  ======  ======  =============
-
-The 2 s target is NOT met by a transient of this form: every PWL corner is a breakpoint after
-which ngspice cuts the step to 0.1 x the gap to the next one (~20 points per slot), and each
-Newton iteration (>= 2 per point) reloads and refactors the whole matrix. At 32 x 32, driving the
-lines with B-source ``pwl(time, ...)`` (no breakpoints; needs a final flat point, else the
-B-source pwl extrapolates) gave 73 points instead of 221 but 0.35-step errors.
+Layer: cosim.characterize. ``characterize_device(name, out_dir)`` is the library function behind
+``xbar device NAME``: the benches of :mod:`netlists.benches` in ngspice beside the device's
+twin, with a PNG and a CSV. ``pcm_array_update_experiment`` times one update phase of an N x N
+PCM array of device subcircuits with wire resistance
+(:func:`netlists.update_circuit.build_update_circuit`) against the twin.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from models.device import PulseShape, fmt, get_device, pwl_text
+from cosim.sim.engine import SubprocessEngine
+from models.device import DeviceModel
+from models.errors import ParameterError
+from models.pcm import PCM
+from models.pulse import PulseShape
+from models.registry import get_device
+from netlists.benches import Bench, iv_bench, pulse_bench
+from netlists.crossbar import CrossbarSpec
+from netlists.spice import Tran, write_spice
+from netlists.update_circuit import WriteScheme, build_update_circuit, state_vectors, update_duration
+
+__all__ = ["sample_states", "characterize_device", "pcm_array_update_experiment"]
 
 
-def _sample(res, n: int, shape: PulseShape, slots: int) -> np.ndarray:
+def sample_states(res, bench: Bench, shape: PulseShape, slots: int) -> np.ndarray:
+    """States of every device of a pulse bench after each slot, (devices, slots + 1): the
+    transient sampled at ``k * shape.period``."""
     t = res.vectors["time"]
-    return np.stack([np.interp(np.arange(slots + 1) * shape.period, t, res.vectors[f"v(x{i}.s)"])
-                     for i in range(n)])
+    return np.stack([np.interp(np.arange(slots + 1) * shape.period, t, res.vectors[name])
+                     for name in bench.vectors["state"]])
+
+
+def _draws(model: DeviceModel, seed: int, n: int):
+    """Device-to-device and cycle-to-cycle draws of device k from ``default_rng(seed + k)``."""
+    var_l, noise_l = [], []
+    for k in range(n):
+        rng = np.random.default_rng(seed + k)
+        var_l.append(model.draw_variation(1, rng))
+        noise_l.append(model.draw_noise(1, rng))
+    var = {key: np.concatenate([v[key] for v in var_l]) for key in var_l[0]} if var_l[0] else None
+    noise = {key: np.concatenate([v[key] for v in noise_l]) for key in noise_l[0]} if noise_l[0] else None
+    return var, noise
+
+
+def _pulse_response(model: DeviceModel, name: str, seeds: int, pulses: int, seed: int, shape: PulseShape, engine):
+    """SPICE and twin conductances (devices, 2 pulses + 1) [S] of pulses up, then down (PCM:
+    SET only)."""
+    lo, hi = model.state_range
+    g_lo, g_hi = sorted(model.to_conductance(np.array([lo, hi])))
+    s_start = model.from_conductance(np.array([g_lo + 0.05 * (g_hi - g_lo)]))[0]
+    s0 = np.full(seeds, s_start)
+    sign = np.r_[np.ones(pulses), (1 if name == "pcm" else -1) * np.ones(pulses)]
+    amps = np.tile(sign * model.v_write, (seeds, 1))
+    var, noise = _draws(model, seed, seeds)
+    bench = pulse_bench(model, s0, amps, shape, var, noise)
+    res = engine.run(bench.deck(), need=bench.need(), name=f"{name}-pulses")
+    spice_s = sample_states(res, bench, shape, amps.shape[1])
+    twin_s = model.trajectory(s0, amps, shape, var, noise)
+    return model.to_conductance(spice_s), model.to_conductance(twin_s), (g_lo, g_hi)
+
+
+def _iv_curves(model: DeviceModel, name: str, g_range, engine) -> list:
+    """(v, SPICE current, twin current) at three states, below every threshold."""
+    g_lo, g_hi = g_range
+    iv_states = model.from_conductance(g_lo + np.array([0.2, 0.5, 0.8]) * (g_hi - g_lo))
+    v_max = model.v_read if name == "cap3t1c" else 0.9 * model.v_threshold
+    bench = iv_bench(model, iv_states, v_max)
+    res = engine.run(bench.deck(), need=bench.need(), name=f"{name}-iv")
+    iv = []
+    for v_name, i_name, s_name in zip(bench.vectors["v"], bench.vectors["i"], bench.vectors["state"]):
+        v = res.vectors[v_name]
+        order = np.argsort(v, kind="stable")
+        i_sp = -res.vectors[i_name]
+        i_tw = model.current(res.vectors[s_name], v)
+        iv.append((v[order], i_sp[order], i_tw[order]))
+    return iv
 
 
 def characterize_device(name: str, out_dir: Path, *, seeds: int = 5, pulses: int = 40,
@@ -71,88 +114,23 @@ def characterize_device(name: str, out_dir: Path, *, seeds: int = 5, pulses: int
         / ``iv_rms_diff_a`` [A] and ``iv_max_diff_rel`` (of the largest |I|), ``png``, ``csv``,
         ``spice_s`` (run time [s]).
     """
-    from cosim.sim.engine import SubprocessEngine
+    for what, v in (("seeds", seeds), ("pulses", pulses)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ParameterError(f"{what} must be an integer >= 1, got {v!r}")
     engine = engine or SubprocessEngine()
     shape = shape or PulseShape()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = get_device(name)
-    lo, hi = model.state_range
-
-    # states: start near the low-conductance end for the up sweep
-    g_lo, g_hi = sorted(model.to_conductance(np.array([lo, hi])))
-    s_start = model.from_conductance(np.array([g_lo + 0.05 * (g_hi - g_lo)]))[0]
-    s0 = np.full(seeds, s_start)
-    sign = np.r_[np.ones(pulses), (1 if name == "pcm" else -1) * np.ones(pulses)]
-    amps = np.tile(sign * model.v_write, (seeds, 1))
-    var_l, noise_l = [], []
-    for k in range(seeds):
-        rng = np.random.default_rng(seed + k)
-        var_l.append(model.draw_variation(1, rng))
-        noise_l.append(model.draw_noise(1, rng))
-    var = {key: np.concatenate([v[key] for v in var_l]) for key in var_l[0]} if var_l[0] else None
-    noise = {key: np.concatenate([v[key] for v in noise_l]) for key in noise_l[0]} if noise_l[0] else None
-
     t0 = time.perf_counter()
-    res = engine.run(model.pulse_deck(s0, amps, shape, var, noise), name=f"{name}-pulses")
-    spice_s = _sample(res, seeds, shape, amps.shape[1])
-    twin_s = model.trajectory(s0, amps, shape, var, noise)
-    g_sp, g_tw = model.to_conductance(spice_s), model.to_conductance(twin_s)
-    step = np.abs(np.diff(g_tw, axis=1)).max()
-
-    # I-V at three states, below every threshold
-    iv_states = model.from_conductance(g_lo + np.array([0.2, 0.5, 0.8]) * (g_hi - g_lo))
-    v_max = model.v_read if name == "cap3t1c" else 0.9 * model.v_threshold
-    res_iv = engine.run(model.iv_deck(iv_states, v_max), name=f"{name}-iv")
+    g_sp, g_tw, g_range = _pulse_response(model, name, seeds, pulses, seed, shape, engine)
+    iv = _iv_curves(model, name, g_range, engine)
     elapsed = time.perf_counter() - t0
-    iv = []
-    for i in range(iv_states.size):
-        v = res_iv.vectors[f"v(a{i})"]
-        order = np.argsort(v, kind="stable")
-        i_sp = -res_iv.vectors[f"i(vr{i})"]
-        i_tw = model.current(res_iv.vectors[f"v(x{i}.s)"], v)
-        iv.append((v[order], i_sp[order], i_tw[order]))
+    step = np.abs(np.diff(g_tw, axis=1)).max()
     iv_diff = np.concatenate([a[1] - a[2] for a in iv])
     i_scale = max(np.abs(a[2]).max() for a in iv)
-
-    csv_path = out_dir / f"{name}_characterization.csv"
-    with csv_path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["kind", "index", "x", "spice", "twin"])
-        for k in range(seeds):
-            for j in range(g_sp.shape[1]):
-                w.writerow(["pulse_G_S", k, j, f"{g_sp[k, j]:.9g}", f"{g_tw[k, j]:.9g}"])
-        for k, (v, a, b) in enumerate(iv):
-            for x, y, z in zip(v, a, b):
-                w.writerow(["iv_A", k, f"{x:.9g}", f"{y:.9g}", f"{z:.9g}"])
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    n_axis = np.arange(g_sp.shape[1])
-    for k in range(seeds):
-        ax1.plot(n_axis, g_sp[k] * 1e6, "-", color=f"C{k % 10}", lw=1.2,
-                 label="SPICE" if k == 0 else None)
-        ax1.plot(n_axis, g_tw[k] * 1e6, "o", color=f"C{k % 10}", ms=2.5, mfc="none",
-                 label="twin" if k == 0 else None)
-    ax1.axvline(pulses, color="0.6", lw=0.8, ls=":")
-    ax1.set_xlabel("pulse number")
-    ax1.set_ylabel(f"G at {model.v_read:g} V [uS]")
-    ax1.set_title(f"{name}: pulse response ({seeds} devices)")
-    ax1.legend()
-    for k, (v, a, b) in enumerate(iv):
-        ax2.plot(v, a * 1e6, "-", color=f"C{k}", label="SPICE" if k == 0 else None)
-        ax2.plot(v[::3], b[::3] * 1e6, "o", color=f"C{k}", ms=3, mfc="none", label="twin" if k == 0 else None)
-    ax2.set_xlabel("V [V]")
-    ax2.set_ylabel("I [uA]")
-    ax2.set_title(f"{name}: I-V (read regime)")
-    ax2.legend()
-    fig.tight_layout()
-    png_path = out_dir / f"{name}_characterization.png"
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-
+    csv_path = _write_csv(out_dir / f"{name}_characterization.csv", g_sp, g_tw, iv)
+    png_path = _plot(out_dir / f"{name}_characterization.png", model, name, g_sp, g_tw, iv, pulses)
     d = (g_sp - g_tw).ravel()
     return {
         "device": name, "seeds": seeds, "pulses": pulses,
@@ -164,6 +142,43 @@ def characterize_device(name: str, out_dir: Path, *, seeds: int = 5, pulses: int
     }
 
 
+def _write_csv(path: Path, g_sp: np.ndarray, g_tw: np.ndarray, iv: list) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["kind", "index", "x", "spice", "twin"])
+        for k in range(g_sp.shape[0]):
+            for j in range(g_sp.shape[1]):
+                w.writerow(["pulse_G_S", k, j, f"{g_sp[k, j]:.9g}", f"{g_tw[k, j]:.9g}"])
+        for k, (v, a, b) in enumerate(iv):
+            for x, y, z in zip(v, a, b):
+                w.writerow(["iv_A", k, f"{x:.9g}", f"{y:.9g}", f"{z:.9g}"])
+    return path
+
+
+def _plot(path: Path, model: DeviceModel, name: str, g_sp, g_tw, iv, pulses: int) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    n_axis = np.arange(g_sp.shape[1])
+    for k in range(g_sp.shape[0]):
+        ax1.plot(n_axis, g_sp[k] * 1e6, "-", color=f"C{k % 10}", lw=1.2, label="SPICE" if k == 0 else None)
+        ax1.plot(n_axis, g_tw[k] * 1e6, "o", color=f"C{k % 10}", ms=2.5, mfc="none", label="twin" if k == 0 else None)
+    ax1.axvline(pulses, color="0.6", lw=0.8, ls=":")
+    ax1.set(xlabel="pulse number", ylabel=f"G at {model.v_read:g} V [uS]",
+            title=f"{name}: pulse response ({g_sp.shape[0]} devices)")
+    ax1.legend()
+    for k, (v, a, b) in enumerate(iv):
+        ax2.plot(v, a * 1e6, "-", color=f"C{k}", label="SPICE" if k == 0 else None)
+        ax2.plot(v[::3], b[::3] * 1e6, "o", color=f"C{k}", ms=3, mfc="none", label="twin" if k == 0 else None)
+    ax2.set(xlabel="V [V]", ylabel="I [uA]", title=f"{name}: I-V (read regime)")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def pcm_array_update_experiment(n: int = 64, *, slots: int = 10, r_wire: float = 1.0,
                                 live_current: bool = False, method: str = "gear",
                                 knots: bool = False, shape: PulseShape | None = None,
@@ -172,50 +187,30 @@ def pcm_array_update_experiment(n: int = 64, *, slots: int = 10, r_wire: float =
     slot holding a pulse with probability ``p_pulse``; wires of ``r_wire`` per cell segment,
     driven from one end. Returns wall time, time points, and the SPICE-vs-twin error (twin fed
     the coincidence counts, ideal wires) in steps, on every cell."""
-    from cosim.sim.engine import SubprocessEngine
-    from models.pcm import PCM
     engine = engine or SubprocessEngine(timeout=900)
     shape = shape or PulseShape(width=50e-9, rise=5e-9, period=70e-9, tstep=20e-9)
     model = PCM()
     rng = np.random.default_rng(seed)
-    xr = rng.random((n, slots)) < p_pulse
-    xc = rng.random((n, slots)) < p_pulse
+    xr = rng.random((slots, n)) < p_pulse
+    xc = rng.random((slots, n)) < p_pulse
     s0 = rng.uniform(1.0, 20.0, (n, n))
-    half = model.v_write / 2
-    kn = tuple(k / 2 for k in model.knots) if knots else ()  # each line carries half the cell voltage
-    lines = [f"* pcm {n}x{n} update phase", model.subckt(live_current=live_current)]
-    for i in range(n):
-        lines.append(f"VR{i} r{i}_d 0 PWL({pwl_text(xr[i] * half, shape, knots=kn)})")
-        lines.append(f"VC{i} c{i}_d 0 PWL({pwl_text(xc[i] * -half, shape, knots=kn)})")
-    for i in range(n):
-        prev = f"r{i}_d"
-        for j in range(n):
-            lines.append(f"RR{i}_{j} {prev} r{i}_{j} {fmt(r_wire)}")
-            prev = f"r{i}_{j}"
-    for j in range(n):
-        prev = f"c{j}_d"
-        for i in range(n):
-            lines.append(f"RC{i}_{j} {prev} c{i}_{j} {fmt(r_wire)}")
-            prev = f"c{i}_{j}"
-    inst = model.instance_params(s0.ravel())
-    keys = list(inst)
-    for i in range(n):
-        for j in range(n):
-            k = i * n + j
-            params = " ".join(f"{key}={fmt(inst[key][k])}" for key in keys)
-            lines.append(f"X{i}_{j} r{i}_{j} c{i}_{j} {model.subckt_name} {params}")
-    lines += [f".options klu acct method={method}",
-              f".tran {fmt(shape.tstep)} {fmt(slots * shape.period)} 0 {fmt(shape.tstep)} uic",
-              ".save " + " ".join(f"v(x{i}_{j}.s)" for i in range(n) for j in range(n)), ".end"]
-    deck = "\n".join(lines)
+    v = model.v_write
+    scheme = WriteScheme(v_write=v, t_pulse=shape.width, t_edge=shape.rise, t_slot=shape.period,
+                         knots=tuple(k / v for k in model.knots if 0 < k / v < 1) if knots else ())
+    spec = CrossbarSpec(rows=n, cols=n, r_row=r_wire, r_col=r_wire)
+    params = {k: np.asarray(a, float).reshape(n, n) for k, a in model.instance_params(s0.ravel()).items()}
+    circuit = build_update_circuit(spec, subckt=model.subckt(live_current=live_current), subckt_name=model.subckt_name,
+                                   params=params, row_bits=xr, col_bits=xc, polarity=np.ones(slots), scheme=scheme)
+    names = state_vectors(spec)
+    deck = write_spice(circuit, Tran(shape.tstep, update_duration(slots, scheme), max_step=shape.tstep, uic=True),
+                       save=names, options={"acct": None, "method": method})
     t0 = time.perf_counter()
-    res = engine.run(deck, name=f"pcm{n}-update")
+    res = engine.run(deck, need=names, name=f"pcm{n}-update")
     wall = time.perf_counter() - t0
-    spice = np.array([[res.vectors[f"v(x{i}_{j}.s)"][-1] for j in range(n)] for i in range(n)])
-    counts = (xr[:, None, :] & xc[None, :, :]).sum(axis=2)
+    spice = np.array([res.vectors[k][-1] for k in names]).reshape(n, n)
+    counts = xr.astype(int).T @ xc.astype(int)
     twin = model.apply_counts(s0.ravel(), counts.ravel(), shape).reshape(n, n)
     one = model.apply_counts(s0.ravel(), np.ones(n * n, int), shape).reshape(n, n) - s0
-    import re
     stats = {}
     for key, pat in (("points", r"Transient timepoints\s*=\s*(\d+)"), ("iterations", r"Transient iterations\s*=\s*(\d+)")):
         m = re.search(pat, res.log)

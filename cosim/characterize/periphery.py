@@ -1,146 +1,131 @@
 """Periphery benches and characterisation: DAC -> cells -> integrator -> ADC, SPICE and twin.
 
-Layer: cosim. Builds small ngspice decks from the leaf models (:mod:`models.dac`,
-:mod:`models.opamp`, :mod:`models.integrator`, :mod:`models.adc`), runs them, and compares
-them with the numpy twins. ``characterize_periphery(out_dir)`` writes plots + CSV per block
-and returns a summary dict (the library function behind a CLI command).
+Layer: cosim.characterize. The read bench is the read chain of
+:func:`netlists.readchain.build_read_chain` on a bare cell matrix (no wires, zero cells open, no
+sense sources) for one read; the ADC and op-amp benches come from :mod:`netlists.benches`.
+Each bench runs in ngspice and is compared with the numpy twins.
+``characterize_periphery(out_dir)`` writes plots + CSV per block and returns a summary dict (the
+library function behind ``xbar periphery``).
 
-Read timeline of :func:`read_deck` (all logic signals 0 / 1 V, edges of one ``t_lsb``)::
+Timeline of one bench read (:func:`read_timing`; logic signals 0 / 1 V, edges of one
+``t_lsb``)::
 
-    rst  1 ____                                   (integrator reset, 0 .. t_rst)
+    rst  1 ____                                   (integrator reset, 0 .. t_reset)
               \\_______________________________________
     rows        |<- DAC phases (read_duration) ->|
     en   0 _________________________________________/------   (ramp ADC: ramp + counting)
     clr  1 _________________________________________
                                                     \\______   (counter clear)
-              t_rst                       t_adc = t_rst + read + t_lsb     t_end
+              t_reset                  t_adc = t_reset + read + 2 t_lsb     t_end
 
-Cells are plain resistors ``g[i, j]`` from row i to column j (no wires): the charge into
-column j is exactly ``sum_i g_ij * volt_seconds_i`` for an ideal virtual ground.
+Cells are plain resistors ``g[i, j]`` from row i to column j: the charge into column j is
+exactly ``sum_i g_ij * volt_seconds_i`` for an ideal virtual ground.
 """
 
 from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from models.adc import (QuantizerParams, RampAdcParams, inl_dnl, quantize,
-                        quantizer_subckt, ramp_convert, ramp_library, transition_levels)
-from models.dac import (DacParams, read_duration, row_waveforms, sample_waveforms, spice_sources, union_times, volt_seconds,
-                        volt_second_moments)
-from models.integrator import (IntegratorParams, charge_to_voltage, integrate_waveform,
-                               integrator_library)
-from models.opamp import MacroOpAmpParams, TwoStageOpAmpParams, opamp_models, opamp_subckt
+from cosim.sim.engine import SubprocessEngine
+from models.adc import (QuantizerParams, RampAdcParams, inl_dnl, quantize, ramp_convert, transition_levels)
+from models.dac import (DacParams, read_duration, row_waveforms, sample_waveforms, shift_and_add, union_times,
+                        volt_second_moments, volt_seconds)
+from models.errors import ShapeError
+from models.integrator import IntegratorParams, charge_to_voltage, integrate_waveform
+from models.opamp import MacroOpAmpParams, TwoStageOpAmpParams
+from netlists.benches import adc_sweep_bench, opamp_bench
+from netlists.crossbar import CrossbarSpec
+from netlists.readchain import ChainSchedule, ChainTiming, PeripheryConfig, build_read_chain
+from netlists.spice import AcSweep, Op, Tran, write_spice
 
-__all__ = ["ReadTiming", "read_timing", "read_deck", "run_read", "read_twin", "measure_opamp",
-           "adc_sweep_deck", "run_adc_sweep", "characterize_periphery"]
-
-
-def _f(x: float) -> str:
-    return f"{float(x):.12g}"
-
-
-@dataclass(frozen=True)
-class ReadTiming:
-    """Times of one read [s] (see the module docstring)."""
-
-    t_rst: float
-    t_read_end: float
-    t_adc: float
-    t_end: float
-    t_edge: float
+__all__ = ["read_timing", "read_bench", "run_read", "read_twin", "measure_opamp", "run_adc_sweep",
+           "characterize_periphery"]
 
 
 def read_timing(dac: DacParams, adc: QuantizerParams | RampAdcParams | None = None,
-                t_rst: float | None = None) -> ReadTiming:
-    """Timeline for one read with ``dac`` and (optionally) a ramp converter."""
+                t_reset: float | None = None) -> ChainTiming:
+    """Timeline of one bench read with ``dac`` (all its bits in one window) and, optionally, a
+    ramp converter (see the module docstring)."""
     te = dac.t_lsb
-    t_rst = 4 * te if t_rst is None else t_rst
-    t_read_end = t_rst + te + read_duration(dac)
-    t_adc = t_read_end + te
+    t_reset = 4 * te if t_reset is None else t_reset
+    t_pulses = t_reset + te
+    t_adc = t_pulses + read_duration(dac) + te
     t_end = t_adc + (adc.t_conv + 2 * adc.t_clk if isinstance(adc, RampAdcParams) else te)
-    return ReadTiming(t_rst, t_read_end, t_adc, t_end, te)
+    return ChainTiming(t_reset, t_pulses, t_adc, t_end, te)
 
 
-def read_deck(codes: np.ndarray, g: np.ndarray, dac: DacParams, integ: IntegratorParams,
-              adc: QuantizerParams | RampAdcParams | None = None, *, kind: str = "pwl",
-              vos: np.ndarray | None = None, tmax: float | None = None,
-              options: str = "", save_rows: bool = False,
-              reset_at: float | None = None) -> tuple[str, ReadTiming]:
-    """A deck: ``rows`` DAC sources, resistor cells ``g`` (rows x cols) [S], ``cols``
-    integrators, and ``cols`` ADC channels (ideal B-source quantisers or ramp converters with
-    per-channel comparator offsets ``vos`` [V]). Saves ``v(out_j)``, ``v(code_j)``.
+def _bench_schedule(codes: np.ndarray, dac: DacParams, tm: ChainTiming, ramp: bool,
+                    reset_at: float | None) -> ChainSchedule:
+    te = tm.t_edge
+    waves = row_waveforms(codes, dac, t_start=tm.t_pulses)
+    rst = ([0.0, tm.t_reset - te, tm.t_reset], [1.0, 1.0, 0.0])
+    t_stop = tm.t_end
+    if reset_at is not None:
+        rst = (rst[0] + [reset_at, reset_at + te], rst[1] + [0.0, 1.0])
+        t_stop = max(t_stop, reset_at + 40 * te)
+    control = {"rst": (tuple(rst[0]), tuple(rst[1]))}
+    if ramp:
+        control["en"] = ((0.0, tm.t_adc, tm.t_adc + te), (0.0, 0.0, 1.0))
+        control["clr"] = ((0.0, tm.t_adc, tm.t_adc + te), (1.0, 1.0, 0.0))
+    return ChainSchedule(tuple(tuple(w[:, 0]) for w in waves), tuple(tuple(w[:, 1]) for w in waves), control, t_stop)
+
+
+def read_bench(codes: np.ndarray, g: np.ndarray, dac: DacParams, integ: IntegratorParams,
+               adc: QuantizerParams | RampAdcParams | None = None, *, kind: str = "pwl",
+               vos: np.ndarray | None = None, tmax: float | None = None, reset_at: float | None = None):
+    """The circuit of one bench read: ``rows`` DAC lines (one input vector of signed ``codes``),
+    resistor cells ``g`` (rows x cols) [S], ``cols`` integrators and, with ``adc``, ``cols``
+    converters (ideal quantisers, or ramp converters with comparator offsets ``vos`` [V]).
+    ``kind``: ``"pwl"`` DAC sources with a breakpoint at every corner, ``"bpwl"`` without.
     ``reset_at`` [s]: close the reset switch again then (the run is extended by 40 edges).
-    """
+
+    Returns ``(deck, timing, vectors)``; vectors name the integrator outputs (``"out"``), the
+    codes (``"code"``) and the ramp (``"ramp"``)."""
     codes = np.asarray(codes)
     g = np.atleast_2d(np.asarray(g, dtype=float))
     rows, cols = g.shape
     if codes.shape != (rows,):
-        raise ValueError(f"codes has shape {codes.shape}, expected ({rows},)")
+        raise ShapeError(f"codes has shape {codes.shape}, expected ({rows},)")
+    if kind not in ("pwl", "bpwl"):
+        raise ShapeError(f"kind must be 'pwl' or 'bpwl', got {kind!r}")
     tm = read_timing(dac, adc)
-    te = tm.t_edge
-    rst = f"PWL(0 1 {_f(tm.t_rst - te)} 1 {_f(tm.t_rst)} 0)"
-    if reset_at is not None:
-        rst = rst[:-1] + f" {_f(reset_at)} 0 {_f(reset_at + te)} 1)"
-        tm = replace(tm, t_end=max(tm.t_end, reset_at + 40 * te))
-    lines = [f"* periphery read: {rows} rows x {cols} columns, {dac.encoding}, {kind}",
-             integrator_library(integ)]
-    if isinstance(adc, QuantizerParams):
-        lines.append(quantizer_subckt(adc))
-    elif isinstance(adc, RampAdcParams):
-        lines.append(ramp_library(adc))
-    lines += [f"Vdd vdd 0 DC {_f(integ.vdd)}", f"Vss vss 0 DC {_f(integ.vss)}",
-              f"Vrst rst 0 {rst}"]
-    lines.append(spice_sources(codes, dac, [f"r{i}" for i in range(rows)], kind=kind, t_start=tm.t_rst + te))
-    for i in range(rows):
-        for j in range(cols):
-            if g[i, j] > 0:
-                lines.append(f"Rc{i}_{j} r{i} c{j} {_f(1 / g[i, j])}")
-    for j in range(cols):
-        lines.append(f"Xi{j} c{j} out{j} rst 0 vdd vss {integ.name}")
-    save = ["time"] + [f"v(out{j})" for j in range(cols)]
-    if isinstance(adc, QuantizerParams):
-        for j in range(cols):
-            lines.append(f"Xq{j} out{j} code{j} {adc.name}")
-        save += [f"v(code{j})" for j in range(cols)]
-    elif isinstance(adc, RampAdcParams):
-        vos = np.zeros(cols) if vos is None else np.asarray(vos, dtype=float)
-        lines += [f"Ven en 0 PWL(0 0 {_f(tm.t_adc)} 0 {_f(tm.t_adc + te)} 1)",
-                  f"Vclr clr 0 PWL(0 1 {_f(tm.t_adc)} 1 {_f(tm.t_adc + te)} 0)",
-                  f"Xramp ramp en {adc.name}_ramp"]
-        for j in range(cols):
-            lines.append(f"Xa{j} out{j} ramp en clr code{j} {adc.name} vos={_f(vos[j])}")
-        save += [f"v(code{j})" for j in range(cols)] + ["v(ramp)"]
-    if save_rows:
-        save += [f"v(r{i})" for i in range(rows)]
-    tmax = tmax or 4 * te
-    lines += [f".options klu {options}".rstrip(),
-              f".tran {_f(te)} {_f(tm.t_end)} 0 {_f(tmax)}",
-              ".save " + " ".join(save), ".end"]
-    return "\n".join(lines), tm
+    ramp = isinstance(adc, RampAdcParams)
+    cfg = PeripheryConfig(dac=dac, integrator=integ, adc=adc if adc is not None else QuantizerParams(),
+                          exact_corners=kind == "pwl", range_check="warn")
+    sched = _bench_schedule(codes, dac, tm, ramp, reset_at)
+    spec = CrossbarSpec(rows=rows, cols=cols, v_read=dac.v_read)
+    circuit = build_read_chain(spec, g, cfg, sched, sense=False, adc_offsets=vos, converters=adc is not None,
+                               title=f"periphery read: {rows} rows x {cols} columns, {dac.encoding}, {kind}")
+    vec = {"out": [f"v(io{j})" for j in range(cols)]}
+    if adc is not None:
+        vec["code"] = [f"v(code{j})" for j in range(cols)]
+    if ramp:
+        vec["ramp"] = ["v(ramp)"]
+    save = ["time"] + [v for names in vec.values() for v in names]
+    deck = write_spice(circuit, Tran(tm.t_edge, sched.t_stop, max_step=tmax or 4 * tm.t_edge), save=save)
+    return deck, replace(tm, t_end=sched.t_stop), vec
 
 
 def run_read(codes, g, dac, integ, adc=None, *, engine=None, **kw) -> dict:
-    """Run :func:`read_deck`; return final ``v_out`` [V] and ``codes`` per column, the output
+    """Run :func:`read_bench`; return final ``v_out`` [V] and ``codes`` per column, the output
     at the end of the read window, the waveforms, wall time and number of time points."""
-    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
-    deck, tm = read_deck(codes, g, dac, integ, adc, **kw)
-    res = engine.run(deck, name="periphery")
+    deck, tm, vec = read_bench(codes, g, dac, integ, adc, **kw)
+    res = engine.run(deck, need=[v for names in vec.values() for v in names], name="periphery")
     v = res.vectors
-    cols = np.atleast_2d(g).shape[1]
     t = v["time"]
-    out = np.stack([v[f"v(out{j})"] for j in range(cols)])
+    out = np.stack([v[name] for name in vec["out"]])
     k_read = np.searchsorted(t, tm.t_adc) - 1
     r = {"time": t, "out": out, "v_read_end": np.array([np.interp(tm.t_adc, t, o) for o in out]),
          "v_out": out[:, -1], "elapsed_s": res.elapsed_s, "points": len(t), "timing": tm,
          "vectors": v, "k_read_end": k_read}
     if adc is not None:
-        r["codes"] = np.rint([v[f"v(code{j})"][-1] for j in range(cols)]).astype(np.int64)
+        r["codes"] = np.rint([v[name][-1] for name in vec["code"]]).astype(np.int64)
     return r
 
 
@@ -160,14 +145,14 @@ def read_twin(codes, g, dac: DacParams, integ: IntegratorParams, adc=None, vos=N
     q = vs @ g
     gt = g.sum(axis=0)
     if exact:
-        waves = row_waveforms(codes, dac, t_start=tm.t_rst + tm.t_edge)
+        waves = row_waveforms(codes, dac, t_start=tm.t_pulses)
         t = union_times(waves, tm.t_adc)
-        t = t[t >= tm.t_rst]
+        t = t[t >= tm.t_reset]
         vr = sample_waveforms(waves, t)
         v_out = np.array([integrate_waveform(integ, t, g[:, j] @ vr, gt[j])[-1] for j in range(g.shape[1])])
     else:
-        mom = volt_second_moments(codes, dac, tm.t_adc, t_start=tm.t_rst + tm.t_edge) @ g
-        v_out = charge_to_voltage(integ, q, gt, t_int=tm.t_adc - tm.t_rst, moment=mom)
+        mom = volt_second_moments(codes, dac, tm.t_adc, t_start=tm.t_pulses) @ g
+        v_out = charge_to_voltage(integ, q, gt, t_int=tm.t_adc - tm.t_reset, moment=mom)
     out = {"q": q, "g_total": gt, "v_out": v_out}
     if isinstance(adc, QuantizerParams):
         out["codes"] = quantize(v_out, adc)
@@ -183,24 +168,15 @@ def read_twin(codes, g, dac: DacParams, integ: IntegratorParams, adc=None, vos=N
 
 def measure_opamp(p: MacroOpAmpParams | TwoStageOpAmpParams, *, vdd: float = 0.9, vss: float = -0.9,
                   c_load: float = 1e-12, engine=None) -> dict:
-    """Open-loop ``.ac`` (1 Hz - 10 GHz) with a DC feedback path (1 GOhm / 1 F) and an ``.op``.
+    """Open-loop ``.ac`` (1 Hz - 10 GHz) with a DC feedback path (1 GOhm / 1 F) and an ``.op``
+    (:func:`netlists.benches.opamp_bench`).
 
     Returns ``a0``, ``gbw_hz`` (unity-gain frequency), ``phase_margin_deg``, ``v_os`` (input
     offset: the output of the unity-gain DC loop with inp at 0 V), and ``f``, ``h`` arrays.
     """
-    from cosim.sim.engine import SubprocessEngine
     engine = engine or SubprocessEngine()
-    body = "\n".join(s for s in (f"* open-loop bench of {p.name}", opamp_models(p), opamp_subckt(p)) if s) + f"""
-Vdd vdd 0 DC {_f(vdd)}
-Vss vss 0 DC {_f(vss)}
-Vin inp 0 DC 0 AC 1
-X1 inp inn out vdd vss {p.name}
-Rf out inn 1e9
-Cf inn 0 1
-CL out 0 {_f(c_load)}
-.options klu
-"""
-    r = engine.run(body + ".ac dec 40 1 1e10\n.save v(out)\n.end\n", name="opamp_ac")
+    ac = opamp_bench(p, AcSweep(40, 1.0, 1e10), vdd=vdd, vss=vss, c_load=c_load)
+    r = engine.run(ac.deck(), need=ac.need(), name="opamp_ac")
     f = r.vectors["frequency"].real
     h = r.vectors["v(out)"]
     mag = np.abs(h)
@@ -208,7 +184,8 @@ CL out 0 {_f(c_load)}
     fu = float(np.exp(np.interp(0.0, -np.log(mag[k - 1:k + 1]), np.log(f[k - 1:k + 1]))))
     ph = np.unwrap(np.angle(h))
     pm = 180 + float(np.degrees(np.interp(np.log(fu), np.log(f), ph)))
-    op = engine.run(body + ".op\n.save v(out)\n.end\n", name="opamp_op")
+    dc = opamp_bench(p, Op(), vdd=vdd, vss=vss, c_load=c_load)
+    op = engine.run(dc.deck(), need=dc.need(), name="opamp_op")
     return {"a0": float(mag[0]), "gbw_hz": fu, "phase_margin_deg": pm,
             "v_os": float(op.vectors["v(out)"][0]), "f": f, "h": h,
             "elapsed_s": r.elapsed_s + op.elapsed_s}
@@ -218,39 +195,14 @@ CL out 0 {_f(c_load)}
 # ADC static sweep
 
 
-def adc_sweep_deck(v_in: np.ndarray, adc: QuantizerParams | RampAdcParams, vos=None) -> str:
-    """One channel per input voltage (all sharing one ramp), converted in one transient."""
-    v_in = np.asarray(v_in, dtype=float)
-    n = len(v_in)
-    lines = [f"* ADC sweep, {n} channels"]
-    if isinstance(adc, QuantizerParams):
-        lines.append(quantizer_subckt(adc))
-        for j, v in enumerate(v_in):
-            lines += [f"Vi{j} in{j} 0 DC {_f(v)}", f"Xq{j} in{j} code{j} {adc.name}"]
-        lines += [".options klu", ".op"]
-    else:
-        te = adc.t_clk
-        vos = np.zeros(n) if vos is None else np.broadcast_to(np.asarray(vos, dtype=float), (n,))
-        t_end = te + adc.t_conv + 2 * adc.t_clk
-        lines += [ramp_library(adc),
-                  f"Ven en 0 PWL(0 0 {_f(te)} 1)", f"Vclr clr 0 PWL(0 1 {_f(te)} 0)",
-                  "Xramp ramp en " + f"{adc.name}_ramp"]
-        for j, v in enumerate(v_in):
-            lines += [f"Vi{j} in{j} 0 DC {_f(v)}",
-                      f"Xa{j} in{j} ramp en clr code{j} {adc.name} vos={_f(vos[j])}"]
-        lines += [".options klu", f".tran {_f(te)} {_f(t_end)} 0 {_f(te)}"]
-    lines += [".save " + " ".join(f"v(code{j})" for j in range(n)) + (" v(ramp)" if isinstance(adc, RampAdcParams) else ""),
-              ".end"]
-    return "\n".join(lines)
-
-
 def run_adc_sweep(v_in, adc, vos=None, *, engine=None) -> dict:
-    """Codes from SPICE (one deck) and from the twin for inputs ``v_in`` [V]."""
-    from cosim.sim.engine import SubprocessEngine
+    """Codes from SPICE (one deck, :func:`netlists.benches.adc_sweep_bench`) and from the twin
+    for inputs ``v_in`` [V]."""
     engine = engine or SubprocessEngine()
     v_in = np.asarray(v_in, dtype=float)
-    res = engine.run(adc_sweep_deck(v_in, adc, vos), name="adc_sweep")
-    codes = np.rint([res.vectors[f"v(code{j})"][-1] for j in range(len(v_in))]).astype(np.int64)
+    bench = adc_sweep_bench(v_in, adc, vos)
+    res = engine.run(bench.deck(), need=bench.need(), name="adc_sweep")
+    codes = np.rint([res.vectors[name][-1] for name in bench.vectors["code"]]).astype(np.int64)
     if isinstance(adc, RampAdcParams):
         tw = adc.t_conv + 2.5 * adc.t_clk  # from the middle of the en edge to the end
         twin = ramp_convert(adc, v_in, 0.0 if vos is None else vos, t_window=tw)
@@ -276,7 +228,6 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
     - ``adc``: ramp-converter transfer, INL/DNL (SPICE) and twin.
     - ``opamp``: open-loop gain/phase of both op-amps.
     """
-    from cosim.sim.engine import SubprocessEngine
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -303,7 +254,6 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
         w.writerow(["code", "pwm_vs", "amplitude_vs", "bitserial_shift_add_vs", "spice_v_out", "twin_v_out"])
         sp = dict(zip(codes.tolist(), r["v_read_end"]))
         tv = dict(zip(codes.tolist(), tw["v_out"]))
-        from models.dac import shift_and_add
         sa = shift_and_add(bs)
         for k in range(64):
             w.writerow([k, encs["pwm"][k], encs["amplitude"][k], sa[k], sp.get(k, ""), tv.get(k, "")])

@@ -15,6 +15,7 @@ Ambrogio et al. (Nature 2018), which included their periphery model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,3 +83,26 @@ def read_energy(spec: CrossbarSpec, G: np.ndarray, V: np.ndarray, *, t_read: flo
         e_drive += float(np.trapezoid(-v * res[name], time))
     # sense sources sit at 0 V: they deliver no power (kept in the split for later periphery)
     return ReadEnergy(drive_j=e_drive, sense_j=0.0, macs=spec.rows * spec.cols, t_read=t_read)
+
+
+def energy_summary(result, macs_per_read: int) -> dict:
+    """Energy per MVM and per MAC, TOPS/W (2 operations per MAC) and the array / periphery
+    split of a spice read of the read chain made with ``energy=True`` (a
+    :class:`cosim.read.readchain.ReadResult`).
+
+    Array: the energy the DAC sources deliver (cells and wires). Periphery: the op-amp supplies
+    ``vdd`` / ``vss`` (zero for the macro-model, which draws no supply current; the ramp ADC
+    and the DAC drivers' own losses are behavioural and not counted).
+    """
+    e = result.energy
+    if e is None:
+        raise ParameterError("the read was made without energy=True (spice backend only)")
+    n = e["reads"]
+    total = e["array_j"] + e["supply_j"]
+    per = total / n
+    return {"per_mvm_j": per, "per_mac_j": per / macs_per_read,
+            "tops_per_w": 2 * macs_per_read / per / 1e12 if per > 0 else math.inf,
+            "array_j_per_mvm": e["array_j"] / n, "periphery_j_per_mvm": e["supply_j"] / n,
+            "array_share": e["array_j"] / total if total else math.nan,
+            "periphery_share": e["supply_j"] / total if total else math.nan,
+            "read_time_s": e["time_s"] / n}

@@ -109,6 +109,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import ParameterError, ShapeError
+from netlists.crossbar import check_conductances, check_inputs
 
 SCHEMA = "xbar-cosim/ir-calibration"
 VERSION = 2
@@ -504,7 +505,6 @@ class IRModel:
     def effective_weights(self, spec, G: np.ndarray) -> np.ndarray:
         """Logical effective weights (rows, cols) [S] for a :class:`~netlists.crossbar.CrossbarSpec`
         (``G`` checked against it: shape, finite, positive)."""
-        from netlists.crossbar import check_conductances
         W = self.physical_weights(check_conductances(spec, G), spec.r_row, spec.r_col)
         if spec.cell == "diff":
             return W[:, 0::2] - W[:, 1::2]
@@ -512,7 +512,6 @@ class IRModel:
 
     def read(self, spec, G: np.ndarray, V: np.ndarray, *, transpose: bool = False) -> np.ndarray:
         """Currents (batch, cols) forward or (batch, rows) transposed [A] for inputs V [V]."""
-        from netlists.crossbar import check_inputs
         W = self.effective_weights(spec, G)
         V = check_inputs(spec, V, transpose)
         return V @ W.T if transpose else V @ W
@@ -598,44 +597,3 @@ class Calibration:
         except json.JSONDecodeError as exc:
             raise ParameterError(f"calibration file {p} is not valid JSON: {exc}") from None
         return cls.from_json(d)
-
-
-def to_aihwkit(cal: Calibration, *, r_wire: float | None = None, g_max: float | None = None,
-               adc_bits: int | None = None, dac_bits: int | None = None) -> dict:
-    """An aihwkit-style ``IOParameters`` dict where our quantities map cleanly (no aihwkit import).
-
-    ``ir_drop_g_ratio`` is aihwkit's wire-to-device conductance ratio 1 / (r_wire g_max);
-    ``ir_drop`` is its scale, set to the mean of our two fitted first-order coefficients (1 is
-    physics). ``out_res`` / ``inp_res`` are 1 / (2^bits - 2) (aihwkit's convention for a
-    symmetric converter; None: no converter, written as -1, aihwkit's "off"). ``out_noise`` is
-    the held-out RMS error of the calibrated model over full scale (the part our model does not
-    explain), unless the calibration carries a measured periphery value. aihwkit's own IR-drop
-    model differs from ours (see PHYSICS.md); the dict is a starting point, not an equivalence.
-    """
-    fit = cal.fit or {}
-    r = r_wire if r_wire is not None else float(np.median(fit.get("r_wire", [1.0])))
-    gm = g_max if g_max is not None else float(fit.get("g_range", [1e-6, 25e-6])[1])
-    if r <= 0 or gm <= 0:
-        raise ParameterError(f"r_wire and g_max must be > 0 for an IR-drop export, got {r} and {gm}")
-    per = cal.periphery or {}
-    adc = adc_bits if adc_bits is not None else per.get("adc_bits")
-    dac = dac_bits if dac_bits is not None else per.get("dac_bits")
-    cal_rmse = [row["cal_rmse"] for row in cal.errors if "cal_rmse" in row]
-    out_noise = per.get("out_noise", float(np.mean(cal_rmse)) if cal_rmse else 0.0)
-
-    def res(bits):
-        return -1.0 if bits in (None, 0) else 1.0 / (2 ** int(bits) - 2)
-
-    return {
-        "_source": "xbar-cosim calibration (schema %s v%d)" % (SCHEMA, VERSION),
-        "forward": {
-            "ir_drop": float(np.mean(cal.model.a[:2])),
-            "ir_drop_g_ratio": 1.0 / (r * gm),
-            "out_noise": float(out_noise),
-            "out_res": res(adc),
-            "inp_res": res(dac),
-            "inp_bound": 1.0,
-            "out_bound": 1.0,
-        },
-        "xbar_cosim": {"model": MODEL_NAME, "coefficients": cal.model.to_dict(), "r_wire": r, "g_max": gm},
-    }

@@ -22,8 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from cosim.sim.engine import Engine, SubprocessEngine
+from cosim.read.irmodel import Calibration, IRModel
 from cosim.read.solver import CrossbarSolver
+from cosim.sim.engine import Engine, SubprocessEngine
 from netlists.crossbar import (
     CrossbarCircuit, CrossbarSpec, build_crossbar, check_conductances, check_inputs,
 )
@@ -92,8 +93,8 @@ class Crossbar:
         backend : "spice", "fast", "ideal" or "calibrated"
         workers : int, optional
             spice backend: ngspice processes to split the batch over (default: the engine's).
-        calibration : cosim.read.irmodel.Calibration, IRModel or path, optional
-            calibrated backend: the fitted model (a path is loaded as calibration.json).
+        calibration : cosim.read.irmodel.Calibration or IRModel, optional
+            calibrated backend: the fitted model.
 
         Returns
         -------
@@ -119,15 +120,13 @@ class Crossbar:
         return V @ W.T if transpose else V @ W
 
     def _calibrated_weights(self, calibration) -> np.ndarray:
-        from cosim.read.irmodel import Calibration, IRModel
         if calibration is None:
-            raise ValueError("the calibrated backend needs calibration= (a Calibration, an IRModel or the path "
-                             "of a calibration.json written by `xbar calibrate`)")
-        if isinstance(calibration, (str, Path)):
-            calibration = Calibration.load(calibration)
+            raise ValueError("the calibrated backend needs calibration= (a Calibration or an IRModel: load the "
+                             "calibration.json of `xbar calibrate` with Calibration.load)")
         model = calibration.model if isinstance(calibration, Calibration) else calibration
         if not isinstance(model, IRModel):
-            raise ValueError(f"calibration must be a Calibration, an IRModel or a path, got {type(calibration).__name__}")
+            raise ValueError(f"calibration must be a loaded Calibration or IRModel (Calibration.load(path)), got "
+                             f"{type(calibration).__name__}")
         cached = getattr(self, "_cal_cache", None)
         if cached is None or cached[0] != model:       # one effective matrix per conductance state
             self._cal_cache = (model, model.effective_weights(self.spec, self.G))

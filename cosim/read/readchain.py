@@ -1,9 +1,8 @@
 """The peripheral read chain on a real array: input codes -> DACs -> crossbar with wires ->
 integrators -> ADCs -> output codes, in ONE ngspice transient, and its numpy twin.
 
-Layer: cosim. Builds the circuit IR (array wiring of :func:`netlists.crossbar.array_wires`,
-cells as fixed resistors at the stored conductances, periphery blocks of :mod:`models`),
-renders it with :func:`netlists.spice.write_spice`, and decodes the saved vectors.
+Layer: cosim.read. The circuit is :func:`netlists.readchain.build_read_chain` (its timeline and
+configuration live there too); this module runs it, decodes the saved vectors, and is the twin.
 
 Choices (written once, here)
 ----------------------------
@@ -22,24 +21,12 @@ Choices (written once, here)
 - Single-ended outputs (``cell="1r"`` or transposed reads): signed output
   ``mid - code`` with ``mid = floor((v0 - v_lo) / lsb)``, the code of the integrator's start
   voltage ``v0`` (0 V unless the op-amp has an offset).
-- Forward reads drive the rows at ``rd{i}`` and integrate the columns at ``cs{j}``; transposed
-  reads drive the columns at ``cs{j}`` and integrate the rows at ``rd{i}`` (the same ends as
-  :mod:`netlists.ir`'s reference topology). A 0 V sense source ``Vsen_k`` sits between each
-  line end and its integrator, positive for current out of the array (IR convention); its
-  integrated current is the measured charge.
+- The sense source ``Vsen_k`` between each line end and its integrator measures the charge
+  (its integrated current).
 
-Timeline of one window (all corners on the ``t_lsb`` grid; windows follow each other)::
-
-    rst  1 ~~~~~\\___________________________________/~~~   (reset t_reset, then integrate)
-    dac          |<- phase + | phase - ->|
-    en   0 _______________________________/~~~~~~~~~~\\__   (ramp ADC converts, integrator holds)
-    clr  1 ~~~~~\\_______________________________________/~  (counter cleared during reset)
-         0    t_reset                  t_adc            t_end (codes sampled here)
-
-1T1R arrays (``ReadChain(..., access=AccessParams())``): an NMOS access transistor in series
-with every cell (:mod:`netlists.access`), gates on one word-line node at ``v_gate`` (every row
-selected for a parallel read), bulk on ``vss``. The twin puts the transistor's on-resistance,
-measured once in ngspice at the potential of its source, in series with each cell.
+1T1R arrays (``ReadChain(..., access=AccessParams())``): the twin puts the transistor's
+on-resistance, measured once in ngspice at the potential of its source, in series with each
+cell.
 
 The fast backend is the twin of the whole chain: :class:`cosim.read.solver.CrossbarSolver`
 gives the exact drive -> sense transfer matrix of the wired array (linear and static, so the
@@ -47,8 +34,8 @@ charge is ``volt_seconds @ G_eff``), then the integrator twin
 (:func:`models.integrator.charge_to_voltage`: finite gain and bandwidth, offset, leak,
 saturation) and the ADC twin (:func:`models.adc.quantize` / :func:`models.adc.ramp_convert`).
 With ``ReadChain(..., fit=PeripheryFit)`` the integrator and ADC twins give way to the transfer
-fitted to ngspice (:mod:`cosim.calibrate.periphery`), carried over to this chain's capacitor, column
-loads and integration time by :meth:`cosim.calibrate.periphery.PeripheryFit.chain_voltage`.
+fitted to ngspice (:mod:`cosim.read.periphery_fit`), carried over to this chain's capacitor,
+column loads and integration time by :meth:`~cosim.read.periphery_fit.PeripheryFit.chain_voltage`.
 
 Decoding (``ReadResult.decoded``): the converter's bin centre relative to the integrator's
 start voltage, times the ideal capacitor (:meth:`ReadChain.decode_charge`): unbiased, zero
@@ -58,250 +45,33 @@ charge within half an LSB of 0 whatever the op-amp offset, and windows without a
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from models.adc import (QuantizerParams, RampAdcParams, check_adc_range, code_to_voltage, quantize,
-                        quantizer_subckt, ramp_convert, ramp_library)
-from models.dac import DacParams, read_duration, row_waveforms, shift_and_add, volt_second_moments, volt_seconds
-from models.errors import ParameterError, ShapeError, check_positive, raise_or_warn
-from models.integrator import (IntegratorParams, charge_to_voltage, check_integrator_range,
-                               effective_capacitance, integrator_library, start_voltage)
-from models.mosfet import CARDS
-from models.opamp import MacroOpAmpParams, TwoStageOpAmpParams
-from netlists.access import AccessParams, access_cells, access_subckt
-from netlists.crossbar import CrossbarSpec, array_wires, build_crossbar, check_conductances
-from netlists.ir import Circuit, PwlSources, SubcktInstances, VoltageSources
+from cosim.read.periphery_fit import PeripheryFit, adc_range_mismatch
+from cosim.read.solver import CrossbarSolver
+from cosim.sim.engine import SubprocessEngine
+from models.adc import RampAdcParams, check_adc_range, code_to_voltage, quantize, ramp_convert
+from models.dac import shift_and_add, to_codes, volt_second_moments, volt_seconds
+from models.errors import ParameterError, ShapeError, raise_or_warn
+from models.integrator import charge_to_voltage, check_integrator_range, effective_capacitance, start_voltage
+from netlists.access import AccessParams
+from netlists.benches import on_resistance_bench
+from netlists.crossbar import CrossbarSpec, build_crossbar, check_conductances
+from netlists.ir import Circuit
+from netlists.readchain import (
+    PeripheryConfig, build_read_chain, chain_schedule, chain_timing, full_scale_time, full_scale_volt_seconds,
+    window_dac,
+)
 from netlists.spice import Tran, write_spice
 
-__all__ = ["PeripheryConfig", "ChainTiming", "ReadResult", "ReadChain", "chain_timing", "full_scale_time",
-           "full_scale_volt_seconds", "energy_summary"]
+__all__ = ["ReadResult", "ReadChain"]
 
 Backend = Literal["spice", "fast"]
-OPAMP_KINDS = {"macro": MacroOpAmpParams, "two_stage": TwoStageOpAmpParams}
-ADC_KINDS = {"ideal": QuantizerParams, "ramp": RampAdcParams}
-
-
-# ----------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(frozen=True)
-class PeripheryConfig:
-    """Everything around the array for one read chain.
-
-    Attributes
-    ----------
-    dac : DacParams
-        Input encoding (its ``v_read`` is the read voltage; ``signed="phases"`` for signed inputs).
-    integrator : IntegratorParams
-        Column integrator; ``integrator.opamp`` is the op-amp (macro or two-stage).
-    adc : QuantizerParams or RampAdcParams
-        Column converter.
-    full_scale : float
-        Fraction (0, 1] of the worst-case charge (every input at full scale with one sign into
-        the column with the largest conductance sum) that the integrator and ADC must hold.
-        1: nothing can clip; smaller values trade rare clipping for resolution.
-    range_check : str
-        ``"raise"`` (a saturating integrator or a too small ADC range is an error before any
-        run) or ``"warn"``.
-    t_reset : float or None
-        Reset time at the start of each window [s]; None: ``max(4 t_lsb, 8 tau)`` with
-        ``tau = c_int / g_on + 1 / (2 pi GBW)`` (switch and op-amp follower), rounded up to the
-        ``t_lsb`` grid. A short reset leaves the previous window's charge behind.
-    max_step : float or None
-        Largest transient step [s]; None: :meth:`ReadChain.default_max_step`.
-    exact_corners : bool
-        True: DAC and control lines are ``PWL`` sources with a breakpoint at every corner (the
-        integrated charge is exact; an 8-bit PWM read of 64 rows has ~130 distinct corners and
-        ngspice takes ~4 steps per corner). False: ``pwl(time)`` B-sources without breakpoints
-        (about 4x fewer steps; a corner between two steps is integrated approximately, a
-        fraction of ``v_read t_lsb G`` per pulse edge).
-    """
-
-    dac: DacParams = field(default_factory=DacParams)
-    integrator: IntegratorParams = field(default_factory=IntegratorParams)
-    adc: QuantizerParams | RampAdcParams = field(default_factory=QuantizerParams)
-    full_scale: float = 1.0
-    range_check: str = "raise"
-    t_reset: float | None = None
-    max_step: float | None = None
-    exact_corners: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.dac, DacParams):
-            raise ParameterError(f"dac must be DacParams, got {type(self.dac).__name__}")
-        if not isinstance(self.integrator, IntegratorParams):
-            raise ParameterError(f"integrator must be IntegratorParams, got {type(self.integrator).__name__}")
-        if not isinstance(self.adc, (QuantizerParams, RampAdcParams)):
-            raise ParameterError(f"adc must be QuantizerParams or RampAdcParams, got {type(self.adc).__name__}")
-        check_positive("full_scale", self.full_scale)
-        if self.full_scale > 1:
-            raise ParameterError(f"full_scale must be in (0, 1], got {self.full_scale!r}")
-        if self.range_check not in ("raise", "warn"):
-            raise ParameterError(f"range_check must be 'raise' or 'warn', got {self.range_check!r}")
-        if not isinstance(self.exact_corners, (bool, np.bool_)):
-            raise ParameterError(f"exact_corners must be true or false, got {self.exact_corners!r}")
-        if self.t_reset is not None:
-            check_positive("t_reset", self.t_reset)
-        if self.max_step is not None:
-            check_positive("max_step", self.max_step)
-
-    @property
-    def opamp_kind(self) -> str:
-        return "two_stage" if isinstance(self.integrator.opamp, TwoStageOpAmpParams) else "macro"
-
-    def with_opamp(self, opamp: MacroOpAmpParams | TwoStageOpAmpParams) -> "PeripheryConfig":
-        """The same chain with another op-amp in every integrator."""
-        return replace(self, integrator=replace(self.integrator, opamp=opamp))
-
-    # -- JSON -------------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        op = self.integrator.opamp
-        op_d = {"kind": self.opamp_kind, **asdict(op)}
-        if isinstance(op, TwoStageOpAmpParams):
-            op_d["nmos"], op_d["pmos"] = op.nmos.name, op.pmos.name
-        integ = {f.name: getattr(self.integrator, f.name) for f in fields(self.integrator) if f.name != "opamp"}
-        adc = {"kind": "ramp" if isinstance(self.adc, RampAdcParams) else "ideal", **asdict(self.adc)}
-        if isinstance(self.adc, RampAdcParams) and math.isinf(self.adc.r_out):
-            adc["r_out"] = None
-        return {"dac": asdict(self.dac), "integrator": {**integ, "opamp": op_d}, "adc": adc,
-                "full_scale": self.full_scale, "range_check": self.range_check,
-                "t_reset": self.t_reset, "max_step": self.max_step, "exact_corners": self.exact_corners}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PeripheryConfig":
-        """Inverse of :meth:`to_dict`; missing fields take their defaults, unknown ones are errors."""
-        if not isinstance(d, dict):
-            raise ParameterError(f"periphery config must be a JSON object, got {type(d).__name__}")
-        d = dict(d)
-        _known("periphery config", d, {f.name for f in fields(cls)})
-        kw: dict = {}
-        if "dac" in d:
-            kw["dac"] = _make(DacParams, d["dac"], "dac")
-        for k in ("dac", "integrator", "adc"):
-            if k in d and not isinstance(d[k], dict):
-                raise ParameterError(f"{k} must be a JSON object, got {type(d[k]).__name__}")
-        if "integrator" in d:
-            integ = dict(d["integrator"])
-            if not isinstance(integ.get("opamp", {}), dict):
-                raise ParameterError("integrator.opamp must be a JSON object")
-            op = dict(integ.pop("opamp", {"kind": "macro"}))
-            kind = op.pop("kind", "macro")
-            if kind not in OPAMP_KINDS:
-                raise ParameterError(f"integrator.opamp.kind must be one of {sorted(OPAMP_KINDS)}, got {kind!r}")
-            for card in ("nmos", "pmos"):
-                if card in op:
-                    if op[card] not in CARDS:
-                        raise ParameterError(f"integrator.opamp.{card}: unknown card {op[card]!r} (have {sorted(CARDS)})")
-                    op[card] = CARDS[op[card]]
-            integ["opamp"] = _make(OPAMP_KINDS[kind], op, "integrator.opamp")
-            kw["integrator"] = _make(IntegratorParams, integ, "integrator")
-        if "adc" in d:
-            adc = dict(d["adc"])
-            kind = adc.pop("kind", "ideal")
-            if kind not in ADC_KINDS:
-                raise ParameterError(f"adc.kind must be one of {sorted(ADC_KINDS)}, got {kind!r}")
-            if kind == "ramp" and adc.get("r_out", 0) is None:
-                adc["r_out"] = math.inf
-            kw["adc"] = _make(ADC_KINDS[kind], adc, "adc")
-        for k in ("full_scale", "range_check", "t_reset", "max_step", "exact_corners"):
-            if k in d:
-                kw[k] = d[k]
-        return cls(**kw)
-
-    def to_json(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2))
-        return p
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "PeripheryConfig":
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"periphery config {p} does not exist")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise ParameterError(f"periphery config {p} is not valid JSON: {exc}") from None
-        try:
-            return cls.from_dict(d)
-        except (TypeError, ParameterError) as exc:
-            raise ParameterError(f"periphery config {p}: {exc}") from None
-
-
-def _known(what: str, d: dict, names: set) -> None:
-    extra = sorted(set(d) - names)
-    if extra:
-        raise ParameterError(f"{what}: unknown field(s) {', '.join(extra)} (known: {', '.join(sorted(names))})")
-
-
-def _make(cls, d, what: str):
-    if not isinstance(d, dict):
-        raise ParameterError(f"{what} must be a JSON object, got {type(d).__name__}")
-    _known(what, d, {f.name for f in fields(cls)})
-    return cls(**d)
-
-
-# ----------------------------------------------------------------------------------------------
-# Timing
-
-
-@dataclass(frozen=True)
-class ChainTiming:
-    """Times inside one window, from the window start [s], and the window length."""
-
-    t_reset: float      # reset released (integration starts)
-    t_pulses: float     # first DAC corner
-    t_adc: float        # integration ends, conversion starts
-    t_end: float        # codes sampled; the next window starts here
-    t_edge: float
-
-
-def _window_dac(p: DacParams) -> DacParams:
-    """The encoding of one window: bit-serial reads use one 1-bit amplitude window per bit."""
-    if p.encoding == "bitserial":
-        return replace(p, encoding="amplitude", bits=1)
-    return p
-
-
-def chain_timing(cfg: PeripheryConfig) -> ChainTiming:
-    """Window timeline for ``cfg`` (see the module docstring)."""
-    dac = _window_dac(cfg.dac)
-    te = dac.t_lsb
-    integ = cfg.integrator
-    # the reset settles with the switch (C / g_on) and the op-amp as a follower (1 / 2 pi GBW)
-    tau = integ.c_int / integ.g_on + 1 / (2 * math.pi * integ.macro.gbw)
-    t_rst = cfg.t_reset if cfg.t_reset is not None else max(4 * te, 8 * tau)
-    t_rst = math.ceil(t_rst / te - 1e-9) * te
-    t_pulses = t_rst + te
-    t_adc = t_pulses + read_duration(dac) + te
-    adc = cfg.adc
-    t_end = t_adc + (adc.t_conv + 2 * adc.t_clk if isinstance(adc, RampAdcParams) else te)
-    return ChainTiming(t_rst, t_pulses, t_adc, t_end, te)
-
-
-def full_scale_volt_seconds(p: DacParams) -> float:
-    """Volt-seconds one line receives in one window at full-scale input [V s] (bit-serial: one
-    bit window): the worst-case charge of a line is this times its conductance sum."""
-    w = _window_dac(p)
-    return float(volt_seconds(np.array([w.max_code]), w)[0])
-
-
-def full_scale_time(p: DacParams) -> float:
-    """Volt-seconds of a full-scale input divided by v_read [s]: charge / this = current."""
-    if p.encoding == "pwm":
-        return p.max_code * p.t_lsb
-    if p.encoding == "amplitude":
-        return p.pulse_slots * p.t_lsb
-    return p.max_code * p.pulse_slots * p.t_lsb
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,6 +146,7 @@ class ReadChain:
 
     >>> import numpy as np
     >>> from netlists.crossbar import CrossbarSpec
+    >>> from models.dac import DacParams
     >>> from models.integrator import IntegratorParams
     >>> spec = CrossbarSpec(rows=8, cols=3, cell="diff", r_row=1.0, r_col=1.0)
     >>> cfg = PeripheryConfig(dac=DacParams(bits=6), integrator=IntegratorParams(c_int=2e-12))
@@ -423,7 +194,6 @@ class ReadChain:
         drain-source voltage stays below ``v_read R_on / (R_on + 1/G)``."""
         key = (transpose, polarity if (self.access is not None and not transpose) else 1)
         if key not in self._geff:
-            from cosim.read.solver import CrossbarSolver
             G = self.G
             if self.access is not None:
                 G = 1.0 / (1.0 / G + self.r_on(0.0 if transpose else key[1] * self.spec.v_read))
@@ -437,14 +207,11 @@ class ReadChain:
         if self.access is None:
             raise ParameterError("this array has no access transistors")
         if v_source not in self._r_on:
-            from cosim.sim.engine import SubprocessEngine
-            a, integ = self.access, self.config.integrator
-            deck = "\n".join([f"* access transistor on-resistance at v_source={v_source:.12g}", a.card.to_spice(),
-                              access_subckt(a.card, a.w, a.l), f"Vd d 0 DC {v_source + 1e-3:.12g}",
-                              f"Vs s 0 DC {v_source:.12g}", f"Vg g 0 DC {a.v_gate:.12g}",
-                              f"Vb b 0 DC {integ.vss:.12g}", "X1 d g s b xbar_access", ".op", ".save i(vd)", ".end"])
-            res = (self.engine or SubprocessEngine()).run(deck, need=["i(vd)"], name="r_on")
-            self._r_on[v_source] = 1e-3 / -float(res.vectors["i(vd)"][0])
+            a = self.access
+            bench = on_resistance_bench(a.card, a.w, a.l, v_source=v_source, v_gate=a.v_gate,
+                                        v_bulk=self.config.integrator.vss)
+            res = (self.engine or SubprocessEngine()).run(bench.deck(), need=bench.need(), name="r_on")
+            self._r_on[v_source] = 1e-3 / -float(res.vectors["i(vd_0)"][0])
         return self._r_on[v_source]
 
     def g_total(self, transpose: bool) -> np.ndarray:
@@ -535,7 +302,6 @@ class ReadChain:
 
     def read_values(self, x, **kw) -> ReadResult:
         """Floats in [-1, 1] -> codes (:func:`models.dac.to_codes`) -> :meth:`read`."""
-        from models.dac import to_codes
         return self.read(to_codes(x, self.config.dac.bits), **kw)
 
     def _windows(self, dcodes: np.ndarray) -> np.ndarray:
@@ -549,7 +315,7 @@ class ReadChain:
     # fast -------------------------------------------------------------------------------------
     def _fast(self, windows: np.ndarray, transpose: bool) -> dict:
         cfg, tm = self.config, self.timing
-        dac = _window_dac(cfg.dac)
+        dac = window_dac(cfg.dac)
         gt = self.g_total(transpose)
         vs = volt_seconds(windows, dac)  # (batch, n_win, n_drive)
         mom = volt_second_moments(windows, dac, tm.t_adc, t_start=tm.t_pulses)
@@ -583,81 +349,14 @@ class ReadChain:
     # spice ------------------------------------------------------------------------------------
     def circuit(self, windows: np.ndarray, transpose: bool = False) -> tuple[Circuit, float]:
         """The chain as IR for a batch of windows (batch, n_win, n_drive); returns it and t_stop."""
-        cfg, tm, spec = self.config, self.timing, self.spec
-        dac = _window_dac(cfg.dac)
-        nb, nw, nd = windows.shape
-        ns = self.n_sense(transpose)
-        w = array_wires(spec)
-        nodes = w.nodes
-        drive_ends, sense_ends = (w.col_ends, w.row_ends) if transpose else (w.row_ends, w.col_ends)
-        ig = nodes.add("ig{0}", (ns,))
-        io = nodes.add("io{0}", (ns,))
-        code = nodes.add("code{0}", (ns,))
-        rst, vdd, vss, en, clr, ramp = (int(nodes.add(n)) for n in ("rst", "vdd", "vss", "en", "clr", "ramp"))
-        z = np.zeros
-        T = tm.t_end
-        flat = windows.reshape(nb * nw, nd)
-        # DAC waveforms: one PWL per driven line over every window
-        times: list[list[float]] = [[0.0] for _ in range(nd)]
-        vals: list[list[float]] = [[0.0] for _ in range(nd)]
-        for k, cw in enumerate(flat):
-            if not cw.any():
-                continue
-            for i, wave in enumerate(row_waveforms(cw, dac, t_start=k * T + tm.t_pulses)):
-                if len(wave) > 1:
-                    times[i] += wave[1:, 0].tolist()
-                    vals[i] += wave[1:, 1].tolist()
-        dac_src = PwlSources("dac", (nd,), p=drive_ends, n=z(nd, np.int64), times=tuple(times), values=tuple(vals),
-                             breakpoints=cfg.exact_corners)
-        # control lines
-        te = tm.t_edge
-        rt, rv, et, ev, ct, cv = [0.0], [1.0], [0.0], [0.0], [0.0], [1.0]
-        for k in range(nb * nw):
-            s = k * T
-            if k:
-                rt += [s, s + te]; rv += [0.0, 1.0]
-                ct += [s, s + te]; cv += [0.0, 1.0]
-            rt += [s + tm.t_reset - te, s + tm.t_reset]; rv += [1.0, 0.0]
-            ct += [s + tm.t_reset - te, s + tm.t_reset]; cv += [1.0, 0.0]
-            if isinstance(cfg.adc, RampAdcParams):
-                et += [s + tm.t_adc, s + tm.t_adc + te, s + T - te, s + T]; ev += [0.0, 1.0, 1.0, 0.0]
-            else:  # a corner at t_adc so that the transient lands on the end of integration
-                rt += [s + tm.t_adc]; rv += [0.0]
-        ctl = PwlSources("ctl", (3,), p=np.array([rst, en, clr]), n=z(3, np.int64),
-                         times=(tuple(rt), tuple(et), tuple(ct)), values=(tuple(rv), tuple(ev), tuple(cv)))
-        sup = VoltageSources("sup", (2,), p=np.array([vdd, vss]), n=z(2, np.int64),
-                             value=np.array([cfg.integrator.vdd, cfg.integrator.vss]), role="supply")
-        sen = VoltageSources("sen", (ns,), p=sense_ends, n=ig, value=0.0, role="sense")
-        models: tuple[str, ...] = ()
-        if self.access is None:
-            cell_groups = [_cells(w, self.G)]
-        else:  # every word line on: one gate node for the whole array, bulk on vss
-            wl = int(nodes.add("wl"))
-            cell_groups, acc_sub, model = access_cells(nodes, w.row_nodes, w.col_nodes, self.G,
-                                                       np.full(spec.rows, wl), vss, self.access)
-            cell_groups.append(VoltageSources("wl", (1,), p=[wl], n=[0], value=self.access.v_gate, role="supply"))
-            if f".model {self.access.card.name} " not in integrator_library(cfg.integrator):
-                models = (model,)
-        integ = SubcktInstances("int", (ns,), subckt=cfg.integrator.name,
-                                ports=np.column_stack([ig, io, np.full(ns, rst), z(ns, np.int64),
-                                                       np.full(ns, vdd), np.full(ns, vss)]))
-        groups = [*cell_groups, *w.groups, dac_src, ctl, sup, sen, integ]
-        subckts = [integrator_library(cfg.integrator)] + ([acc_sub] if self.access is not None else [])
-        if isinstance(cfg.adc, RampAdcParams):
-            subckts.append(ramp_library(cfg.adc))
-            groups.append(SubcktInstances("ramp", (1,), subckt=f"{cfg.adc.name}_ramp", ports=np.array([[ramp, en]])))
-            groups.append(SubcktInstances("adc", (ns,), subckt=cfg.adc.name, params={"vos": z(ns)},
-                                          ports=np.column_stack([io, np.full(ns, ramp), np.full(ns, en),
-                                                                 np.full(ns, clr), code])))
-        else:
-            subckts.append(quantizer_subckt(cfg.adc))
-            groups.append(SubcktInstances("adc", (ns,), subckt=cfg.adc.name, ports=np.column_stack([io, code])))
-        title = (f"xbar-cosim read chain {spec.rows}x{spec.pcols} cell={spec.cell}"
-                 f"{' 1T1R' if self.access is not None else ''} "
-                 f"{'transposed' if transpose else 'forward'}, {nb * nw} windows, {cfg.dac.encoding}, "
-                 f"{cfg.opamp_kind} op-amp, {type(cfg.adc).__name__}")
-        return (Circuit(title, nodes, tuple(groups), subckts=tuple(subckts), models=models, layout=w.layout("cell")),
-                nb * nw * T)
+        sched = chain_schedule(self.config, windows, self.timing)
+        circ = build_read_chain(self.spec, self.G, self.config, sched, transpose=transpose, access=self.access,
+                                title=(f"xbar-cosim read chain {self.spec.rows}x{self.spec.pcols} cell={self.spec.cell}"
+                                       f"{' 1T1R' if self.access is not None else ''} "
+                                       f"{'transposed' if transpose else 'forward'}, {windows.shape[0] * windows.shape[1]} "
+                                       f"windows, {self.config.dac.encoding}, {self.config.opamp_kind} op-amp, "
+                                       f"{type(self.config.adc).__name__}"))
+        return circ, sched.t_stop
 
     def deck(self, codes, transpose: bool = False, *, energy: bool = False) -> str:
         """The ngspice deck of one read of the batch ``codes`` (all windows in one transient)."""
@@ -678,7 +377,6 @@ class ReadChain:
         return write_spice(circ, Tran(tm.t_edge, stop, max_step=step), save=save), save, circ
 
     def _spice(self, windows, transpose, energy, workers) -> dict:
-        from cosim.sim.engine import SubprocessEngine
         engine = self.engine or SubprocessEngine()
         nb = windows.shape[0]
         n_work = max(1, min(workers or getattr(engine, "workers", 1), nb))
@@ -787,7 +485,6 @@ class ReadChain:
 def _check_fit(fit, cfg: PeripheryConfig):
     if fit is None:
         return None
-    from cosim.calibrate.periphery import PeripheryFit, adc_range_mismatch
     if not isinstance(fit, PeripheryFit):
         raise ParameterError(f"fit must be a PeripheryFit or None, got {type(fit).__name__}")
     a = cfg.adc
@@ -798,32 +495,5 @@ def _check_fit(fit, cfg: PeripheryConfig):
         raise ParameterError(f"the periphery fit was {why}")
     if fit.c_int <= 0:
         raise ParameterError("the periphery fit records no integrator capacitor (c_int): load it with "
-                             "cosim.calibrate.periphery.load_periphery_fit")
+                             "cosim.read.periphery_fit.select_periphery_fit")
     return fit
-
-
-def energy_summary(result: ReadResult, macs_per_read: int) -> dict:
-    """Energy per MVM and per MAC, TOPS/W (2 operations per MAC) and the array / periphery
-    split of a spice read made with ``energy=True``.
-
-    Array: the energy the DAC sources deliver (cells and wires). Periphery: the op-amp supplies
-    ``vdd`` / ``vss`` (zero for the macro-model, which draws no supply current; the ramp ADC
-    and the DAC drivers' own losses are behavioural and not counted).
-    """
-    e = result.energy
-    if e is None:
-        raise ParameterError("the read was made without energy=True (spice backend only)")
-    n = e["reads"]
-    total = e["array_j"] + e["supply_j"]
-    per = total / n
-    return {"per_mvm_j": per, "per_mac_j": per / macs_per_read,
-            "tops_per_w": 2 * macs_per_read / per / 1e12 if per > 0 else math.inf,
-            "array_j_per_mvm": e["array_j"] / n, "periphery_j_per_mvm": e["supply_j"] / n,
-            "array_share": e["array_j"] / total if total else math.nan,
-            "periphery_share": e["supply_j"] / total if total else math.nan,
-            "read_time_s": e["time_s"] / n}
-
-
-def _cells(w, G: np.ndarray):
-    from netlists.ir import Resistors
-    return Resistors("cell", G.shape, a=w.row_nodes, b=w.col_nodes, resistance=1.0 / G)

@@ -32,7 +32,8 @@ import scipy.sparse as sp
 
 from models.errors import ShapeError, UnsupportedElementError, XbarError
 from netlists.ir import (
-    ELEMENT_TYPES, Capacitors, Circuit, Group, PwlSources, Resistors, SubcktInstances, VoltageSources,
+    ELEMENT_TYPES, BehavioralSources, Capacitors, Circuit, Group, Mosfets, PwlSources, Resistors, SubcktInstances,
+    VoltageSources,
 )
 
 
@@ -95,6 +96,17 @@ def _stamp_pwl(g: PwlSources, st: _Stamps) -> None:
         "(or the numpy twins of the update phase)")
 
 
+def _stamp_behavioral(g: BehavioralSources, st: _Stamps) -> None:
+    raise UnsupportedElementError(
+        f"the fast solver has no model for behavioural sources ({g.name!r}: expressions of node voltages "
+        "and time); use the spice backend")
+
+
+def _stamp_mosfets(g: Mosfets, st: _Stamps) -> None:
+    raise UnsupportedElementError(
+        f"the fast solver is linear; {g.name!r} holds MOS transistors: use the spice backend")
+
+
 #: Element type -> stamp function. Every type in ``netlists.ir.ELEMENT_TYPES`` is here; those
 #: the solver cannot handle raise UnsupportedElementError naming the element.
 STAMPERS: Mapping[type[Group], Callable[[Group, _Stamps], None]] = {
@@ -103,9 +115,11 @@ STAMPERS: Mapping[type[Group], Callable[[Group, _Stamps], None]] = {
     VoltageSources: _stamp_sources,
     SubcktInstances: _stamp_instances,
     PwlSources: _stamp_pwl,
+    BehavioralSources: _stamp_behavioral,
+    Mosfets: _stamp_mosfets,
 }
 #: Types whose stamp only raises (listed so the parity test knows it is on purpose).
-UNSUPPORTED: frozenset[type[Group]] = frozenset({SubcktInstances, PwlSources})
+UNSUPPORTED: frozenset[type[Group]] = frozenset({SubcktInstances, PwlSources, BehavioralSources, Mosfets})
 assert set(STAMPERS) == set(ELEMENT_TYPES)
 
 

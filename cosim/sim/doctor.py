@@ -1,29 +1,33 @@
 """``xbar doctor``: is this machine able to run xbar-cosim, and how well?
 
-Layer: cosim. Each check returns (name, passed, detail); nothing here changes the machine.
+Layer: cosim.sim. Each check returns (name, passed, detail); nothing here changes the machine.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from models.errors import XbarError
+import numpy as np
 
-_TINY = """doctor check
-.options klu
-V1 a 0 DC 1
-R1 a b 1000
-R2 b 0 1000
-.save v(b)
-.op
-.end
-"""
+from cosim.sim.engine import NGSPICE_MIN_VERSION, SharedEngine, SubprocessEngine, ngspice_version
+from models.errors import XbarError
+from netlists.ir import Circuit, NodeTable, Resistors, VoltageSources
+from netlists.spice import SpiceDeck, write_spice
+
+
+def divider_deck() -> SpiceDeck:
+    """A 1 V source on two equal resistors in series: ``v(b)`` is 0.5 V."""
+    nodes = NodeTable()
+    a, b = int(nodes.add("a")), int(nodes.add("b"))
+    circuit = Circuit("doctor check: a voltage divider", nodes, (
+        VoltageSources("1", (1,), p=[a], n=[0], value=1.0, role="supply"),
+        Resistors("div", (2,), a=np.array([a, b]), b=np.array([b, 0]), resistance=1000.0)))
+    return write_spice(circuit, save=["v(b)"])
 
 
 def run_checks() -> Iterator[tuple[str, bool, str]]:
     """Yield (name, passed, detail) for each check, in order."""
-    from cosim.sim.engine import NGSPICE_MIN_VERSION, SharedEngine, SubprocessEngine, ngspice_version
-
+    tiny = divider_deck()
     try:
         v = ngspice_version()
         yield "ngspice executable", True, f"ngspice {v} (>= {NGSPICE_MIN_VERSION} required)"
@@ -31,9 +35,9 @@ def run_checks() -> Iterator[tuple[str, bool, str]]:
         yield "ngspice executable", False, exc.reason if hasattr(exc, "reason") else str(exc)
         return
     try:
-        res = SubprocessEngine(workers=1, timeout=60).run(_TINY, need=["v(b)"])
+        res = SubprocessEngine(workers=1, timeout=60).run(tiny, need=["v(b)"])
         klu = "Using KLU" in res.log
-        ok = klu and abs(res["v(b)"][0] - 0.5) < 1e-12
+        ok = bool(klu and abs(res["v(b)"][0] - 0.5) < 1e-12)
         yield "KLU solver", ok, ("ngspice uses KLU (.options klu)" if klu else
                                  "this ngspice has no KLU: crossbars will be 10-100x slower; "
                                  "install ngspice >= 42 (Debian 12: bookworm-backports)")
@@ -41,8 +45,8 @@ def run_checks() -> Iterator[tuple[str, bool, str]]:
         yield "KLU solver", False, f"a one-resistor deck failed: {getattr(exc, 'reason', exc)}"
     try:
         with SharedEngine(timeout=60) as eng:
-            res = eng.run(_TINY, need=["v(b)"])
-            ok = abs(res["v(b)"][0] - 0.5) < 1e-12
+            res = eng.run(tiny, need=["v(b)"])
+            ok = bool(abs(res["v(b)"][0] - 0.5) < 1e-12)
             yield "PySpice shared library", ok, f"libngspice {eng.version} runs in an isolated worker process"
     except Exception as exc:  # any failure here is the finding, not a crash of doctor
         yield "PySpice shared library", False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"

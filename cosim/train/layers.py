@@ -1,6 +1,7 @@
-"""Analog layers and a multilayer perceptron whose reads and updates run through the circuit.
+"""Analog layers: a weight matrix on differential conductance pairs tiled over crossbars, read
+and updated through the circuit.
 
-Layer: cosim. An :class:`AnalogLayer` holds a weight matrix as differential conductance pairs
+Layer: cosim.train. An :class:`AnalogLayer` holds a weight matrix as differential conductance pairs
 on one or more crossbar tiles (partial sums added digitally). Each training phase picks its
 backend:
 
@@ -14,28 +15,33 @@ Inputs are scaled per sample to the read voltage (abs-max, as analog chips' digi
 periphery does), read, converted by an ideal ``adc_bits`` quantiser whose full scale is
 ``out_bound * rows * v_read * g_range``, and scaled back.
 
-With ``LayerConfig.periphery`` (a :class:`cosim.read.readchain.PeripheryConfig`) the ``fast`` and
+With ``LayerConfig.periphery`` (a :class:`netlists.readchain.PeripheryConfig`) the ``fast`` and
 ``spice`` reads go through the circuit read chain instead: inputs as DAC codes, the wired array,
 one integrator and ADC per physical line, the digital difference of each pair's codes
 (:class:`cosim.read.readchain.ReadChain`; ``fast`` is its numpy twin, ``spice`` one ngspice transient
 per tile and read direction). The integrator capacitor is sized per tile by
 :func:`periphery_for_tile` so that ``periphery.full_scale`` of the worst-case charge fills the
-ADC range; ``adc_bits`` and ``out_bound`` then do not apply. With ``LayerConfig.calibration``
-as well, the ``fast`` chain reads use the integrator + ADC transfer fitted to ngspice (see
-:class:`LayerConfig`).
+ADC range; ``adc_bits`` and ``out_bound`` then do not apply. With ``LayerConfig.periphery_fit``
+the ``fast`` chain reads use the integrator + ADC transfer fitted to ngspice.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
-from cosim.write.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
+from cosim.read.irmodel import Calibration, IRModel
 from cosim.read.mvm import Crossbar
+from cosim.read.periphery_fit import PeripheryFit
+from cosim.read.readchain import ReadChain
+from cosim.write.mapping import MappingSpec, from_conductances, tile_slices, to_conductances
 from models.errors import ParameterError, ShapeError
+from models.integrator import start_voltage, swing
 from netlists.crossbar import CrossbarSpec, interleave
+from netlists.readchain import PeripheryConfig, full_scale_volt_seconds
 
 READ_BACKENDS = ("software", "ideal", "fast", "spice", "calibrated")
 
@@ -59,43 +65,60 @@ class LayerConfig:
         ADC full scale as a fraction of the largest possible column current.
     bias : bool
         A bias row driven at full scale.
-    periphery : cosim.read.readchain.PeripheryConfig or None
+    periphery : PeripheryConfig or None
         Read through DACs, integrators and ADCs (fast and spice reads); None: the ideal
         quantiser above.
-    calibration : str or None
-        Path of a ``calibration.json`` (``xbar calibrate``). Its IR-drop model serves the
-        ``"calibrated"`` read backend (which reads through the ideal quantiser above, never
-        through ``periphery``). With ``periphery`` set as well, the file must also carry the
-        block fits (``xbar calibrate``: its ``"blocks"`` entry): the fit matching the
-        periphery (:func:`cosim.calibrate.periphery.load_periphery_fit`) replaces the integrator and
-        ADC twins in the ``fast`` chain reads, carried over to each tile's capacitor and column
-        loads (:meth:`cosim.calibrate.periphery.PeripheryFit.chain_voltage`); ``spice`` reads
-        simulate the circuit as before. No matching fit: an error when the layer is built.
+    calibration : Calibration, IRModel or None
+        The cheap IR-drop model of ``xbar calibrate`` (loaded:
+        :func:`cosim.calibrate.bundle.load_calibration`); it serves the ``"calibrated"`` read
+        backend, which reads through the ideal quantiser above, never through ``periphery``.
+    periphery_fit : PeripheryFit or None
+        With ``periphery``: the integrator + ADC transfer fitted to ngspice
+        (:meth:`cosim.calibrate.bundle.CalibrationSet.periphery_fit`), replacing the integrator
+        and ADC twins in the ``fast`` chain reads, carried over to each tile's capacitor and
+        column loads; ``spice`` reads simulate the circuit as before.
     """
 
     mapping: MappingSpec = field(default_factory=lambda: MappingSpec(w_max=4.0))
-    r_wire: float = 0.0
+    r_wire: float = 1.0
     v_read: float = 0.2
     max_rows: int = 256
     max_cols: int = 256
     adc_bits: int | None = 9
     out_bound: float = 0.1
     bias: bool = True
-    periphery: object = None
-    calibration: str | None = None
-
+    periphery: PeripheryConfig | None = None
+    calibration: Calibration | IRModel | None = None
+    periphery_fit: PeripheryFit | None = None
 
     def __post_init__(self) -> None:
-        if self.r_wire < 0 or not np.isfinite(self.r_wire):
-            raise ParameterError(f"r_wire must be >= 0, got {self.r_wire}")
-        if self.adc_bits is not None and not 1 <= self.adc_bits <= 24:
+        if isinstance(self.r_wire, bool) or not (np.isfinite(self.r_wire) and self.r_wire >= 0):
+            raise ParameterError(f"r_wire must be >= 0 ohm, got {self.r_wire!r}")
+        if not (np.isfinite(self.v_read) and self.v_read > 0):
+            raise ParameterError(f"v_read must be > 0 V, got {self.v_read!r}")
+        for f in ("max_rows", "max_cols"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ParameterError(f"{f} must be an integer >= 1, got {v!r}")
+        if self.adc_bits is not None and (isinstance(self.adc_bits, bool) or not 1 <= self.adc_bits <= 24):
             raise ParameterError(f"adc_bits must be in 1..24 or None, got {self.adc_bits}")
         if not 0 < self.out_bound <= 1:
             raise ParameterError(f"out_bound must be in (0, 1], got {self.out_bound}")
-        if self.periphery is not None:
-            from cosim.read.readchain import PeripheryConfig
-            if not isinstance(self.periphery, PeripheryConfig):
-                raise ParameterError(f"periphery must be a PeripheryConfig or None, got {type(self.periphery).__name__}")
+        if self.periphery is not None and not isinstance(self.periphery, PeripheryConfig):
+            raise ParameterError(f"periphery must be a PeripheryConfig or None, got {type(self.periphery).__name__}")
+        if self.calibration is not None and not isinstance(self.calibration, (Calibration, IRModel)):
+            raise ParameterError(f"calibration must be a loaded Calibration or IRModel (see "
+                                 f"cosim.calibrate.bundle.load_calibration), got {type(self.calibration).__name__}")
+        if self.periphery_fit is not None:
+            if not isinstance(self.periphery_fit, PeripheryFit):
+                raise ParameterError(f"periphery_fit must be a PeripheryFit, got {type(self.periphery_fit).__name__}")
+            if self.periphery is None:
+                raise ParameterError("periphery_fit replaces the integrator and ADC of a read chain: it needs periphery")
+
+    @property
+    def ir_model(self) -> IRModel | None:
+        c = self.calibration
+        return c.model if isinstance(c, Calibration) else c
 
 
 def quantize(I: np.ndarray, bits: int | None, full_scale: float) -> np.ndarray:
@@ -146,8 +169,6 @@ def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, g_rang
     """A :class:`cosim.read.readchain.ReadChain` of ``spec`` at conductances ``G`` behind ``pc`` with
     its capacitor sized for the array (:func:`periphery_for_tile`). Sized for the larger read
     direction, the other one uses less of the swing and the ADC: those warnings are dropped."""
-    import warnings
-    from cosim.read.readchain import ReadChain
     sized = periphery_for_tile(pc, spec, g_max, g_range, g_offset=g_offset)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
@@ -166,9 +187,6 @@ def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float, *, 
     one sign its charge is systematic, not a rare worst case) must use 90 % of the smaller of
     the ADC's and the op-amp's half ranges.
     """
-    from models.integrator import start_voltage, swing
-    from cosim.read.readchain import full_scale_volt_seconds
-
     dac = replace(pc.dac, v_read=spec.v_read)
     g_back = spec.cols * (g_range if spec.cell == "diff" else g_max)
     offset = 0.0 if spec.cell == "diff" else min(max(g_offset, 0.0), g_max)
@@ -234,14 +252,6 @@ class AnalogLayer:
         self.tiles = [Tile(r, c, gp[r, c].copy(), gm[r, c].copy())
                       for r, c in tile_slices(self.n_in, self.n_out, cfg.max_rows, cfg.max_cols)]
         self.W_soft = W.copy()      # used only by the "software" backend
-        self._calibration = None
-        self.periphery_fit = None   # integrator + ADC fit of the fast chain reads (LayerConfig.calibration)
-        if cfg.calibration is not None:
-            from cosim.read.irmodel import Calibration
-            self._calibration = Calibration.load(cfg.calibration)
-            if cfg.periphery is not None:
-                from cosim.calibrate.periphery import load_periphery_fit
-                self.periphery_fit = load_periphery_fit(cfg.calibration, cfg.periphery)
 
     # -- state --------------------------------------------------------------------------------
     def weights(self) -> np.ndarray:
@@ -310,13 +320,13 @@ class AnalogLayer:
         offset = t.out_offset if (t.out_offset is not None and not transpose) else 0.0
         if cfg.periphery is not None and backend in ("fast", "spice"):
             # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
-            chain = t.read_chain(cfg, self.engine, self.periphery_fit)
+            chain = t.read_chain(cfg, self.engine, cfg.periphery_fit)
             res = chain.read_values(V / cfg.v_read, transpose=transpose, backend=backend)
             return res.decoded + offset
-        if backend == "calibrated" and self._calibration is None:
-            raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "
-                                 "calibration.json written by `xbar calibrate`)")
-        I = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=self._calibration)
+        if backend == "calibrated" and cfg.calibration is None:
+            raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the IR-drop model of "
+                                 "`xbar calibrate`: cosim.calibrate.bundle.load_calibration)")
+        I = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cfg.ir_model)
         full_scale = cfg.out_bound * V.shape[1] * cfg.v_read * cfg.mapping.g_range
         return quantize(I + offset, cfg.adc_bits, full_scale)
 
@@ -340,4 +350,4 @@ class AnalogLayer:
 
 def with_ideal_periphery(cfg: LayerConfig) -> LayerConfig:
     """The same layer without wires and quantisation (for baselines)."""
-    return replace(cfg, r_wire=0.0, adc_bits=None, periphery=None)
+    return replace(cfg, r_wire=0.0, adc_bits=None, periphery=None, periphery_fit=None)

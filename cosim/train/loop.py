@@ -1,65 +1,54 @@
 """Training at circuit fidelity: backpropagation whose reads and updates go through the arrays.
 
-Layer: cosim. :func:`train` runs a multilayer perceptron (sigmoid hidden layers, softmax
-output, cross-entropy loss) on analog layers, with the forward read, the transposed backward
-read and the update each on its chosen backend, and beside it a software network with the same
-seed, architecture, initial weights and mini-batch schedule. After every ``checkpoint_every``
-mini-batches it writes a checkpoint; a killed run resumes where it stopped and ends with the
-same result (every random draw derives from (seed, epoch, batch), not from a running state).
+Layer: cosim.train. :func:`train` runs a multilayer perceptron (:mod:`cosim.train.network`) on
+analog layers, with the forward read, the transposed backward read and the update each on its
+chosen backend, and beside it a software network with the same seed, architecture, initial
+weights and mini-batch schedule. After every ``checkpoint_every`` mini-batches it writes a
+checkpoint; a killed run resumes where it stopped and ends with the same result (every random
+draw derives from (seed, epoch, batch), not from a running state).
 
-``cell`` picks the weight's hardware: ``"pair"`` (a differential pair of ``device``, updated by
-``update``) or ``"2pcm3t1c"`` (the IBM 2018 unit cell of :mod:`cosim.train.unitcell`: updates go to
-the 3T1C cells, every ``transfer_every`` mini-batches the 3T1C part is transferred into the PCM
-pair and its polarity inverted; capacitor states, polarities and transfer counts are part of
-the checkpoint).
+``unit_cell`` picks the weight's hardware: ``"pair"`` (a differential pair of ``device``,
+updated by ``update``) or ``"2pcm3t1c"`` (the IBM 2018 unit cell of :mod:`cosim.train.unitcell`:
+updates go to the 3T1C cells, every ``transfer_every`` mini-batches the 3T1C part is transferred
+into the PCM pair and its polarity inverted; capacitor states, polarities and transfer counts
+are part of the checkpoint).
 
-``device_table`` swaps the numpy twin of ``fast`` pair updates for the device's step table fitted
-to SPICE (``xbar calibrate``; :class:`cosim.write.pair_update.PulseUpdate` ``table=``).
+``TrainConfig()`` is what ``xbar train`` runs with no options: the library and the command line
+share one set of defaults.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
+from cosim.calibrate.bundle import content_digest
+from cosim.calibrate.montecarlo import MonteCarloRuns, check_accuracy_run, monte_carlo_accuracy
 from cosim.train.data import Dataset
-from cosim.train.layers import READ_BACKENDS, AnalogLayer, IdealUpdate, LayerConfig, Updater
+from cosim.train.layers import READ_BACKENDS, IdealUpdate, LayerConfig, Updater
+from cosim.train.network import MLP
+from cosim.train.plots import plot_run
+from cosim.train.unitcell import CELLS, CapUpdate, LspIdealUpdate, UnitCellSpec
+from cosim.write.pair_update import PulseUpdate, mapping_for
+from cosim.write.step_table import StepTable
 from models.errors import ParameterError
+from models.pulse import PulseShape
+from models.registry import device_names, get_device
+
+__all__ = ["UPDATES", "TrainConfig", "make_updater", "train"]
 
 UPDATES = ("ideal", "fast", "spice")
 
 
-def make_updater(cfg: "TrainConfig", engine=None) -> Updater:
-    """The update rule: the float control, or pulse coincidence on the device (twin or ngspice);
-    for the unit cell, on its 3T1C cells."""
-    if cfg.cell == "2pcm3t1c":
-        from cosim.train.unitcell import CapUpdate, LspIdealUpdate
-        from models.device import get_device
-        cap = get_device("cap3t1c")
-        if cfg.update == "ideal":
-            return LspIdealUpdate(cap)
-        return CapUpdate(cap, bl=cfg.bl, backend=cfg.update, engine=engine)
-    if cfg.update == "ideal":
-        return IdealUpdate()
-    from cosim.write.pair_update import PulseUpdate
-    from models.device import get_device
-    table = None
-    if cfg.device_table is not None:
-        from cosim.calibrate.devices import load_step_table
-        from models.device import PulseShape
-        table = load_step_table(cfg.device_table, cfg.device, shape=PulseShape())   # the updater's pulse
-    return PulseUpdate(get_device(cfg.device), bl=cfg.bl, backend=cfg.update, r_wire=cfg.layer.r_wire,
-                       engine=engine, seed=cfg.seed, method=cfg.update_method, table=table)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to train and how.
+    """What to train and how. ``TrainConfig()`` is ``xbar train`` with no options.
 
     Attributes
     ----------
@@ -70,7 +59,7 @@ class TrainConfig:
         SGD learning rate.
     seed : int
     forward, backward : str
-        Read backends: "software", "ideal", "fast" or "spice".
+        Read backends: "software", "ideal", "fast", "spice" or "calibrated".
     update : str
         "ideal" (exact float update, the control), or pulse-coincidence updates of ``device`` on
         its numpy twin ("fast") or in ngspice ("spice").
@@ -84,7 +73,7 @@ class TrainConfig:
     layer : LayerConfig
     checkpoint_every : int
         Mini-batches between checkpoints.
-    cell : str
+    unit_cell : str
         "pair" (a differential pair of ``device``) or "2pcm3t1c" (PCM pair of ``device`` with
         gain ``gain_f`` plus a 3T1C cell; ``update`` then acts on the 3T1C cells: "ideal" float,
         "fast" twin, "spice" transistor-level transient).
@@ -93,32 +82,33 @@ class TrainConfig:
         (counted over the whole run).
     gain_f : float
         2pcm3t1c only (likewise): gain F of the PCM pair.
-    device_table : str, optional
-        Path of a ``fits.json`` or ``calibration.json`` of ``xbar calibrate``: the
-        ``fast`` pair updates move the conductances by ``device``'s step table fitted to SPICE
-        (:func:`cosim.calibrate.devices.load_step_table`) instead of its numpy twin. Needs
-        ``update="fast"`` and ``cell="pair"``.
+    device_table : StepTable, optional
+        ``device``'s step table fitted to SPICE (``xbar calibrate``; loaded with
+        :func:`cosim.calibrate.bundle.load_calibration`): the ``fast`` pair updates move the
+        conductances by it instead of the numpy twin. Needs ``update="fast"`` and
+        ``unit_cell="pair"``.
     """
 
     hidden: tuple[int, ...] = (32,)
-    epochs: int = 10
+    epochs: int = 3
     batch_size: int = 10
     lr: float = 0.5
     seed: int = 0
-    forward: str = "fast"
-    backward: str = "fast"
+    forward: str = "spice"
+    backward: str = "spice"
     update: str = "ideal"
     device: str = "pcm"
     bl: int = 10
     update_method: str = "slots"
     layer: LayerConfig = field(default_factory=LayerConfig)
     checkpoint_every: int = 20
-    cell: str = "pair"
+    unit_cell: str = "pair"
     transfer_every: int = 20
     gain_f: float = 3.0
-    device_table: str | None = None
+    device_table: StepTable | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
         for name in ("forward", "backward"):
             if getattr(self, name) not in READ_BACKENDS:
                 raise ParameterError(f"{name} backend must be one of {READ_BACKENDS}, got {getattr(self, name)!r}")
@@ -126,137 +116,95 @@ class TrainConfig:
             raise ParameterError(f"update must be one of {UPDATES}, got {self.update!r}")
         if self.update_method not in ("slots", "transient"):
             raise ParameterError(f"update_method must be 'slots' or 'transient', got {self.update_method!r}")
-        from models.device import device_names
         if self.device not in device_names():
             raise ParameterError(f"device must be one of {device_names()}, got {self.device!r}")
-        from cosim.train.unitcell import CELLS
-        if self.cell not in CELLS:
-            raise ParameterError(f"cell must be one of {CELLS}, got {self.cell!r}")
-        if self.cell == "2pcm3t1c":
-            self.unit_cell()    # validates gain_f and transfer_every
-            if self.update_method != "slots":
-                raise ParameterError("update_method applies to pair updates; the 2pcm3t1c cell's 3T1C updates have "
-                                     "one ngspice rendering (a transient of the cells)")
-            from models.device import get_device
-            if tuple(get_device(self.device).ports) != ("p", "n"):
-                raise ParameterError(f"the unit cell's pair needs a two-terminal device, got {self.device!r}")
-        if self.cell == "pair":
-            for name in ("transfer_every", "gain_f"):
-                default = type(self).__dataclass_fields__[name].default
-                if getattr(self, name) != default:
-                    raise ParameterError(f"{name} applies to cell='2pcm3t1c' only; with cell='pair' it would be "
-                                         f"ignored (got {getattr(self, name)!r}, leave it at {default!r})")
-        if self.device_table is not None:
-            if self.update != "fast" or self.cell != "pair":
-                raise ParameterError("device_table (a step table fitted to SPICE) replaces the device twin of "
-                                     "fast pair updates: it needs update='fast' and cell='pair', got "
-                                     f"update={self.update!r}, cell={self.cell!r}")
-            from cosim.calibrate.devices import load_step_table
-            from models.device import PulseShape
-            # exists, holds a table of this device, fitted with the updater's write pulse
-            load_step_table(self.device_table, self.device, shape=PulseShape())
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if any(h < 1 for h in self.hidden):
-            raise ParameterError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if not isinstance(self.layer, LayerConfig):
+            raise ParameterError(f"layer must be a LayerConfig, got {type(self.layer).__name__}")
+        if self.unit_cell not in CELLS:
+            raise ParameterError(f"unit_cell must be one of {CELLS}, got {self.unit_cell!r}")
+        self._check_unit_cell()
+        self._check_device_table()
+        for name in ("epochs", "batch_size", "checkpoint_every", "bl"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ParameterError(f"{name} must be an integer >= 1, got {v!r}")
+        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1
+                                  for h in self.hidden):
+            raise ParameterError(f"hidden sizes must be integers >= 1, got {self.hidden}")
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise ParameterError(f"lr must be > 0, got {self.lr}")
 
-    def unit_cell(self):
+    def _check_unit_cell(self) -> None:
+        if self.unit_cell == "2pcm3t1c":
+            self.unit_cell_spec()    # validates gain_f and transfer_every
+            if self.update_method != "slots":
+                raise ParameterError("update_method applies to pair updates; the 2pcm3t1c cell's 3T1C updates have "
+                                     "one ngspice rendering (a transient of the cells)")
+            if tuple(get_device(self.device).ports) != ("p", "n"):
+                raise ParameterError(f"the unit cell's pair needs a two-terminal device, got {self.device!r}")
+            return
+        for name in ("transfer_every", "gain_f"):
+            default = type(self).__dataclass_fields__[name].default
+            if getattr(self, name) != default:
+                raise ParameterError(f"{name} applies to unit_cell='2pcm3t1c' only; with a pair it would be "
+                                     f"ignored (got {getattr(self, name)!r}, leave it at {default!r})")
+
+    def _check_device_table(self) -> None:
+        t = self.device_table
+        if t is None:
+            return
+        if not isinstance(t, StepTable):
+            raise ParameterError(f"device_table must be a loaded StepTable (cosim.calibrate.bundle.load_calibration"
+                                 f"(...).step_table(device)), got {type(t).__name__}")
+        if self.update != "fast" or self.unit_cell != "pair":
+            raise ParameterError("device_table (a step table fitted to SPICE) replaces the device twin of "
+                                 "fast pair updates: it needs update='fast' and unit_cell='pair', got "
+                                 f"update={self.update!r}, unit_cell={self.unit_cell!r}")
+        if t.device != self.device:
+            raise ParameterError(f"the step table was fitted to device {t.device!r}, the run updates {self.device!r}")
+        shape = PulseShape()      # the updater's write pulse
+        if not t.matches_pulse(shape):
+            raise ParameterError(f"the {t.device} step table was fitted with the write pulse (width, rise, period) = "
+                                 f"{t.pulse} s, not {(shape.width, shape.rise, shape.period)} s")
+
+    def unit_cell_spec(self) -> UnitCellSpec:
         """The :class:`cosim.train.unitcell.UnitCellSpec` of a 2pcm3t1c run."""
-        from cosim.train.unitcell import UnitCellSpec
         return UnitCellSpec(gain_f=self.gain_f, transfer_every=self.transfer_every)
 
-    def fingerprint(self, data: Dataset) -> str:
-        cfg = asdict(self)
-        if self.cell == "pair":   # unit-cell fields do not apply: checkpoints of pair runs stay valid
-            for k in ("cell", "transfer_every", "gain_f"):
-                cfg.pop(k)
-        for k in ("periphery", "calibration"):   # likewise for runs without a read chain or calibration
-            if getattr(self.layer, k) is None:
-                cfg["layer"].pop(k)
-        def digest(obj) -> str:
-            return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    def record(self) -> dict:
+        """The configuration as JSON: loaded objects (calibration, fits, step table) by the hash
+        of their contents, the read chain as its config."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("layer", "device_table")}
+        out["hidden"] = list(self.hidden)
+        lay = self.layer
+        out["layer"] = {f.name: getattr(lay, f.name) for f in fields(lay)
+                        if f.name not in ("mapping", "periphery", "calibration", "periphery_fit")}
+        out["layer"]["mapping"] = asdict(lay.mapping)
+        out["layer"]["periphery"] = None if lay.periphery is None else lay.periphery.to_dict()
+        out["layer"]["calibration"] = None if lay.ir_model is None else content_digest(lay.ir_model.to_dict())
+        out["layer"]["periphery_fit"] = None if lay.periphery_fit is None else content_digest(lay.periphery_fit.to_dict())
+        out["device_table"] = None if self.device_table is None else content_digest(self.device_table.to_dict())
+        return out
 
-        # the fits themselves, not where their files lie: a re-calibration invalidates a checkpoint
-        if self.device_table is None:   # and without a step table
-            cfg.pop("device_table")
-        else:
-            from cosim.calibrate.devices import load_step_table
-            cfg["device_table"] = digest(load_step_table(self.device_table, self.device).to_dict())
-        if self.layer.calibration is not None:
-            from cosim.read.irmodel import Calibration
-            fits = {"ir_model": Calibration.load(self.layer.calibration).model.to_dict()}
-            if self.layer.periphery is not None:
-                from cosim.calibrate.periphery import load_periphery_fit
-                fits["periphery_fit"] = load_periphery_fit(self.layer.calibration, self.layer.periphery).to_dict()
-            cfg["layer"]["calibration"] = digest(fits)
-        blob = json.dumps({"cfg": cfg, "data": data.name, "n": len(data.y_train)}, sort_keys=True, default=str)
+    def fingerprint(self, data: Dataset) -> str:
+        """A hash of the configuration and the data set: a checkpoint belongs to one run."""
+        blob = json.dumps({"cfg": self.record(), "data": data.name, "n": len(data.y_train)}, sort_keys=True,
+                          default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1 + np.tanh(0.5 * z))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-class MLP:
-    """Analog layers plus the rules of backprop; ``software=True`` uses the float weights."""
-
-    def __init__(self, sizes: list[int], layer_cfg: LayerConfig, seed: int, engine=None, *, unit_cell=None,
-                 msp=None):
-        rng = np.random.default_rng([seed, 0xA11])
-        self.layers = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            a = np.sqrt(6.0 / (n_in + n_out))
-            W = rng.uniform(-a, a, (n_in, n_out))
-            if unit_cell is None:
-                self.layers.append(AnalogLayer(W, layer_cfg, engine=engine))
-            else:
-                from cosim.train.unitcell import UnitCellLayer
-                self.layers.append(UnitCellLayer(W, layer_cfg, unit_cell, engine=engine, msp=msp))
-
-    def forward(self, x: np.ndarray, backend: str) -> list[np.ndarray]:
-        acts = [x]
-        for k, layer in enumerate(self.layers):
-            z = layer.forward(acts[-1], backend)
-            acts.append(z if k == len(self.layers) - 1 else _sigmoid(z))
-        return acts
-
-    def step(self, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, updater: Updater,
-             rng: np.random.Generator, software: bool, times: dict) -> float:
-        fwd = "software" if software else cfg.forward
-        bwd = "software" if software else cfg.backward
-        t0 = time.perf_counter()
-        acts = self.forward(x, fwd)
-        t1 = time.perf_counter()
-        p = _softmax(acts[-1])
-        loss = float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean())
-        d = p.copy()
-        d[np.arange(len(y)), y] -= 1
-        d /= len(y)
-        deltas = [d]
-        for k in range(len(self.layers) - 1, 0, -1):
-            h = acts[k]
-            deltas.insert(0, self.layers[k].backward(deltas[0], bwd) * h * (1 - h))
-        t2 = time.perf_counter()
-        for k, layer in enumerate(self.layers):
-            layer.update(acts[k], deltas[k], cfg.lr, updater, rng, software=software)
-        t3 = time.perf_counter()
-        if not software:
-            times["forward"] += t1 - t0
-            times["backward"] += t2 - t1
-            times["update"] += t3 - t2
-        return loss
-
-    def accuracy(self, X: np.ndarray, y: np.ndarray, backend: str) -> tuple[float, np.ndarray]:
-        pred = self.forward(X, backend)[-1].argmax(axis=1)
-        return float((pred == y).mean()), pred
+def make_updater(cfg: TrainConfig, engine=None) -> Updater:
+    """The update rule: the float control, or pulse coincidence on the device (twin, step table
+    or ngspice); for the unit cell, on its 3T1C cells."""
+    if cfg.unit_cell == "2pcm3t1c":
+        cap = get_device("cap3t1c")
+        if cfg.update == "ideal":
+            return LspIdealUpdate(cap)
+        return CapUpdate(cap, bl=cfg.bl, backend=cfg.update, engine=engine)
+    if cfg.update == "ideal":
+        return IdealUpdate()
+    return PulseUpdate(get_device(cfg.device), bl=cfg.bl, backend=cfg.update, r_wire=cfg.layer.r_wire,
+                       engine=engine, seed=cfg.seed, method=cfg.update_method, table=cfg.device_table)
 
 
 @dataclass
@@ -301,52 +249,72 @@ def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
                   meta.get("transfers", []))
 
 
+def _networks(cfg: TrainConfig, data: Dataset, engine) -> tuple[MLP, MLP]:
+    """The analog network and its software twin (same sizes, seed and initial weights)."""
+    sizes = [data.n_features, *cfg.hidden, data.n_classes]
+    layer_cfg = cfg.layer
+    unit = cfg.unit_cell == "2pcm3t1c"
+    if cfg.update != "ideal" or unit:   # device updates: the device's conductance range is the mapping's
+        layer_cfg = replace(layer_cfg, mapping=mapping_for(get_device(cfg.device), layer_cfg.mapping.w_max))
+    if unit:
+        net = MLP(sizes, layer_cfg, cfg.seed, engine=engine, unit_cell=cfg.unit_cell_spec(), msp=get_device(cfg.device))
+    else:
+        net = MLP(sizes, layer_cfg, cfg.seed, engine=engine)
+    return net, MLP(sizes, layer_cfg, cfg.seed)
+
+
 def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progress: bool = True,
-          resume: bool = True, stop_after: int | None = None, monte_carlo: dict | None = None) -> dict:
+          resume: bool = True, stop_after: int | None = None, monte_carlo: MonteCarloRuns | None = None) -> dict:
     """Train; returns the metrics (also written to ``out_dir/metrics.json``).
 
-    ``monte_carlo`` (keyword arguments of :func:`cosim.calibrate.montecarlo.monte_carlo_accuracy`, e.g.
-    ``{"runs": 20, "sigma_d2d": 0.1, "stuck_frac": 0.01}``): after training, the test accuracy
-    over sampled hardware instances of the trained arrays, read on the forward backend, in
-    ``metrics["monte_carlo"]`` and ``monte_carlo.json`` (evaluation only: not in the fingerprint).
+    ``monte_carlo``: after training, the test accuracy over sampled hardware instances of the
+    trained arrays, read on the forward backend
+    (:func:`cosim.calibrate.montecarlo.monte_carlo_accuracy`), in ``metrics["monte_carlo"]``
+    and ``monte_carlo.json`` (evaluation only: not in the fingerprint).
 
     ``stop_after`` stops after that many mini-batches in this call without writing a
     checkpoint: a test hook for killing a run (it resumes from the last checkpoint, redoing the
     batches since, to the same result).
     """
-    if monte_carlo:   # checked before the run, not after it
-        from cosim.calibrate.montecarlo import check_monte_carlo
-        check_monte_carlo(monte_carlo)
-        if cfg.cell != "pair" or cfg.forward == "software":
-            raise ParameterError("monte_carlo needs cell='pair' and an analog forward backend")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sizes = [data.n_features, *cfg.hidden, data.n_classes]
-    layer_cfg = cfg.layer
-    unit = cfg.cell == "2pcm3t1c"
-    if cfg.update != "ideal" or unit:   # device updates: the device's conductance range is the mapping's
-        from cosim.write.pair_update import mapping_for
-        from models.device import get_device
-        layer_cfg = replace(layer_cfg, mapping=mapping_for(get_device(cfg.device), layer_cfg.mapping.w_max))
-    if unit:
-        from models.device import get_device
-        net = MLP(sizes, layer_cfg, cfg.seed, engine=engine, unit_cell=cfg.unit_cell(), msp=get_device(cfg.device))
-    else:
-        net = MLP(sizes, layer_cfg, cfg.seed, engine=engine)
-    soft = MLP(sizes, layer_cfg, cfg.seed)
+    net, soft = _networks(cfg, data, engine)
+    if monte_carlo is not None:   # checked before the run, not after it
+        if not isinstance(monte_carlo, MonteCarloRuns):
+            raise ParameterError(f"monte_carlo must be a MonteCarloRuns, got {type(monte_carlo).__name__}")
+        check_accuracy_run(net, cfg.forward)
     updater = make_updater(cfg, engine)
     fp = cfg.fingerprint(data)
     ckpt = out_dir / "checkpoint.npz"
     st = (_load_checkpoint(ckpt, fp, net, soft) if resume else None) or _State()
-    n = len(data.y_train)
-    n_batches = -(-n // cfg.batch_size)
+    n_batches = -(-len(data.y_train) // cfg.batch_size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        import sys
         bar = tqdm(total=cfg.epochs * n_batches, initial=st.epoch * n_batches + st.batch, unit="batch",
                    desc=f"train {cfg.forward}/{cfg.backward}/{cfg.update}",
                    mininterval=0.1 if sys.stderr.isatty() else 15.0)   # a log, not a flood, in CI
+    try:
+        stopped = _run_epochs(cfg, data, net, soft, updater, st, ckpt, fp, n_batches, bar, stop_after)
+    finally:
+        if bar is not None:
+            bar.close()
+    if stopped:
+        return {"stopped": True, "epoch": st.epoch, "batch": st.batch}
+    metrics = _finish(cfg, data, net, soft, st, out_dir)
+    if monte_carlo is not None:
+        mc = monte_carlo_accuracy(net, data.X_test, data.y_test, monte_carlo.variation, runs=monte_carlo.runs,
+                                  seed=monte_carlo.seed, backend=cfg.forward)
+        (out_dir / "monte_carlo.json").write_text(json.dumps(mc, indent=2))
+        metrics["monte_carlo"] = mc
+    return metrics
+
+
+def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, st: _State, ckpt: Path, fp: str,
+                n_batches: int, bar, stop_after: int | None) -> bool:
+    """The mini-batches from the state ``st`` to the end; True when ``stop_after`` stopped them."""
+    unit = cfg.unit_cell == "2pcm3t1c"
+    n = len(data.y_train)
     done_here = 0
     while st.epoch < cfg.epochs:
         order = np.random.default_rng([cfg.seed, st.epoch]).permutation(n)
@@ -373,20 +341,10 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
             if end_of_epoch or st.batch % cfg.checkpoint_every == 0:
                 _save_checkpoint(ckpt, fp, net, soft, st)
             if stop_after is not None and done_here >= stop_after:
-                if bar is not None:
-                    bar.close()
-                return {"stopped": True, "epoch": st.epoch, "batch": st.batch}
+                return True
             if end_of_epoch:
                 break
-    if bar is not None:
-        bar.close()
-    metrics = _finish(cfg, data, net, soft, st, out_dir)
-    if monte_carlo:
-        from cosim.calibrate.montecarlo import monte_carlo_accuracy
-        mc = monte_carlo_accuracy(net, data.X_test, data.y_test, backend=cfg.forward, **monte_carlo)
-        (out_dir / "monte_carlo.json").write_text(json.dumps(mc, indent=2))
-        metrics["monte_carlo"] = mc
-    return metrics
+    return False
 
 
 def _end_epoch(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, n_batches: int) -> None:
@@ -410,7 +368,7 @@ def _end_epoch(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State,
 
 def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, out_dir: Path) -> dict:
     last = st.history[-1]
-    metrics = {"config": asdict(cfg), "data": data.name, "n_train": int(len(data.y_train)),
+    metrics = {"config": cfg.record(), "data": data.name, "n_train": int(len(data.y_train)),
                "n_test": int(len(data.y_test)), "history": st.history,
                "final": {k: last[k] for k in ("test_accuracy", "software_test_accuracy", "same_predictions")},
                "seconds": st.times, "transfers": st.transfers}
@@ -424,46 +382,6 @@ def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, ou
             if hasattr(tile, "lsp_crossbar"):   # the 3T1C array with its reference row and column
                 lx = tile.lsp_crossbar(layer.cfg, layer.lsp, layer.g_shared)
                 (net_dir / f"layer{k}_tile{t_i}_3t1c.cir").write_text(lx.deck(np.full((1, lx.spec.rows), lx.spec.v_read)))
-    _plots(metrics, net, soft, out_dir, st)
+    plot_run(metrics, net, soft, out_dir)
     metrics["out_dir"] = str(out_dir)
     return metrics
-
-
-def _plots(metrics: dict, net: MLP, soft: MLP, out_dir: Path, st: _State) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h = metrics["history"]
-    ep = [r["epoch"] for r in h]
-    cfg = metrics["config"]
-    label = f"analog ({cfg['forward']} reads, {cfg['update']} updates{', 2PCM+3T1C' if cfg.get('cell') == '2pcm3t1c' else ''})"
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
-    ax[0].plot(ep, [r["loss"] for r in h], "o-", label=label)
-    ax[0].plot(ep, [r["software_loss"] for r in h], "s--", label="software")
-    ax[0].set(xlabel="epoch", ylabel="train loss", title="loss")
-    ax[1].plot(ep, [100 * r["test_accuracy"] for r in h], "o-", label=label)
-    ax[1].plot(ep, [100 * r["software_test_accuracy"] for r in h], "s--", label="software")
-    ax[1].set(xlabel="epoch", ylabel="test accuracy [%]", title="accuracy")
-    for k in range(len(net.layers)):
-        ax[2].plot(ep, [r["weight_rel_rms_error"][k] for r in h], "o-", label=f"layer {k}")
-    ax[2].set(xlabel="epoch", ylabel="RMS(W - W_software) / RMS(W_software)", title="weights vs software")
-    for a in ax:
-        a.legend(fontsize=8)
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=110)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(net.layers), figsize=(5 * len(net.layers), 3.6), squeeze=False)
-    for k, (layer, a) in enumerate(zip(net.layers, axes[0])):
-        gp, gm = layer.conductances()
-        a.hist(gp.ravel() * 1e6, bins=40, alpha=0.6, label="G+")
-        a.hist(gm.ravel() * 1e6, bins=40, alpha=0.6, label="G-")
-        g = layer.lsp.to_conductance(layer.unit_state()["vc"]) if hasattr(layer, "unit_state") else None
-        if g is not None and np.ptp(g) > 0:   # the 3T1C cells (all at g_shared right after a transfer)
-            a.hist(g.ravel() * 1e6, bins=40, alpha=0.6, label=f"3T1C g (g_shared {layer.g_shared * 1e6:.2f} uS)")
-        a.set(xlabel="conductance [uS]", ylabel="devices", title=f"layer {k} after training")
-        a.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "conductances.png", dpi=110)
-    plt.close(fig)

@@ -41,7 +41,7 @@ With ``LayerConfig.periphery`` the ``fast`` and ``spice`` reads go through the r
 instead of the ideal ADCs: each array behind its own DACs, integrators and ADCs
 (:class:`cosim.read.readchain.ReadChain`; the PCM pair's capacitors sized for the PCM range, the
 3T1C array's for the 3T1C range at its own read voltage), the reference line subtracted and
-the two parts combined digitally from the decoded charges; with ``LayerConfig.calibration``
+the two parts combined digitally from the decoded charges; with ``LayerConfig.periphery_fit``
 too, the fast chain reads use the fitted integrator/ADC transfer.
 
 Updates (:class:`CapUpdate`). Stochastic pulse coincidence (:func:`cosim.write.pulses.pulse_trains`):
@@ -74,12 +74,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosim.write.mapping import MappingSpec
 from cosim.read.mvm import Crossbar
-from cosim.train.layers import AnalogLayer, LayerConfig, Tile, quantize
+from cosim.sim.engine import SubprocessEngine
+from cosim.train.layers import AnalogLayer, LayerConfig, Tile, quantize, sized_read_chain
+from cosim.write.mapping import MappingSpec
+from cosim.write.program import write_verify
 from cosim.write.pulses import pulse_trains
-from models.device import DeviceModel, PulseShape
+from models.device import DeviceModel
 from models.errors import ParameterError, ShapeError
+from models.pulse import PulseShape
+from models.registry import get_device
+from netlists.benches import pulse_bench
 from netlists.crossbar import CrossbarSpec
 
 CELLS = ("pair", "2pcm3t1c")
@@ -155,7 +160,6 @@ class UnitCellTile(Tile):
         integrators and ADCs at the 3T1C read voltage, the capacitor sized for its conductance
         range (:func:`cosim.train.layers.periphery_for_tile`); cached until the LSP changes."""
         if self._lsp_chain is None:
-            from cosim.train.layers import sized_read_chain
             xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
             g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
             self._lsp_chain = sized_read_chain(cfg.periphery, xb.spec, xb.G, float(g[1]), float(g[1] - g[0]),
@@ -189,7 +193,6 @@ class UnitCellLayer(AnalogLayer):
     def __init__(self, W: np.ndarray, cfg: LayerConfig, spec: UnitCellSpec | None = None, *,
                  b: np.ndarray | None = None, engine=None, msp: DeviceModel | None = None,
                  lsp: DeviceModel | None = None):
-        from models.device import get_device
         super().__init__(W, cfg, b=b, engine=engine)
         self.spec = spec or UnitCellSpec()
         self.msp = msp or get_device("pcm")
@@ -259,16 +262,16 @@ class UnitCellLayer(AnalogLayer):
             # each array through its own DACs, integrators and ADCs; the difference to the
             # reference line and the combination are digital
             x = V / cfg.v_read
-            I_msp = t.read_chain(cfg, self.engine, self.periphery_fit).read_values(
+            I_msp = t.read_chain(cfg, self.engine, cfg.periphery_fit).read_values(
                 x, transpose=transpose, backend=backend).decoded
             x_lsp = np.hstack([x, np.zeros((len(x), 1))])          # reference line at 0 V
-            I = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, self.periphery_fit).read_values(
+            I = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, cfg.periphery_fit).read_values(
                 x_lsp, transpose=transpose, backend=backend).decoded
             return F * I_msp + t.polarity * (I[:, :-1] - I[:, -1:]) / k
-        cal = self._calibration
+        cal = cfg.ir_model
         if backend == "calibrated" and cal is None:
-            raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the path of a "
-                                 "calibration.json written by `xbar calibrate`)")
+            raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the IR-drop model of "
+                                 "`xbar calibrate`: cosim.calibrate.bundle.load_calibration)")
         I_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cal)
         I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
         V_lsp = np.hstack([V * k, np.zeros((len(V), 1))])     # reference line at 0 V
@@ -287,7 +290,6 @@ class UnitCellLayer(AnalogLayer):
         what the PCM programming missed (its tolerance, or the device range: ``g_shared`` when
         programming hit the target); returns statistics (pulses, refreshes, unconverged cells,
         largest weight change)."""
-        from cosim.write.pair_update import write_verify
         spec, F, m = self.spec, self.spec.gain_f, self.cfg.mapping
         msp = self.msp
         W0 = self.weights()
@@ -398,7 +400,6 @@ class CapUpdate:
 
     def _spice(self, s: np.ndarray, signed: np.ndarray) -> np.ndarray:
         """One transient: cell i gets, sub-phase after sub-phase, its count of up or dn pulses."""
-        from cosim.sim.engine import SubprocessEngine
         live = [c.ravel() for c in signed if c.any()]
         if not live:
             return s
@@ -409,9 +410,9 @@ class CapUpdate:
             slots.append(np.where(np.abs(c)[:, None] > k, np.sign(c)[:, None] * self.device.v_write, 0.0))
         amps = np.hstack(slots)
         cells = np.flatnonzero(np.abs(amps).sum(axis=1))   # untouched cells: no instance
-        deck = self.device.pulse_deck(s[cells], amps[cells], self.shape)
-        names = [f"v(x{i}.s)" for i in range(len(cells))]
-        res = (self.engine or SubprocessEngine()).run(deck, need=names, name="cap_update")
+        bench = pulse_bench(self.device, s[cells], amps[cells], self.shape)
+        names = bench.vectors["state"]
+        res = (self.engine or SubprocessEngine()).run(bench.deck(), need=names, name="cap_update")
         self.transients += 1
         out = s.copy()
         # untouched cells leak like the others over the same time

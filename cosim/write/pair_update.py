@@ -1,7 +1,7 @@
 """The update phase on devices: pulse-coincidence updates of differential pairs, on the numpy
 twins (``fast``) or as one ngspice transient per mini-batch over the whole array (``spice``).
 
-Layer: cosim. :class:`PulseUpdate` is an :class:`~cosim.train.layers.Updater`. For each sample of a
+Layer: cosim.write. :class:`PulseUpdate` is an updater of :mod:`cosim.train.layers` (its ``apply``). For each sample of a
 mini-batch it draws stochastic pulse trains (:func:`cosim.write.pulses.pulse_trains`) and turns
 every coincidence into a SET of the pair's G+ column (weight up) or G- column (weight down)
 (:func:`cosim.write.pulses.pair_columns`), so one write polarity serves SET-only devices (PCM) and
@@ -12,9 +12,9 @@ Both see the same pulse trains and the same random draws (device-to-device varia
 per tile; one cycle-to-cycle multiplier per device per mini-batch), so they differ only by
 what the circuit adds: wire IR drop on the write lines and integration error.
 
-With a :class:`~cosim.calibrate.devices.StepTable` (``table=``, fitted to SPICE pulse trains of the
-device by :func:`cosim.calibrate.devices.fit_device_steps`; load one with
-:func:`cosim.calibrate.devices.load_step_table`), the ``fast`` backend moves the conductances by the
+With a :class:`~cosim.write.step_table.StepTable` (``table=``, fitted to SPICE pulse trains of the
+device by :func:`cosim.calibrate.devices.fit_device_steps`; read one from ``xbar calibrate``'s
+output with :func:`cosim.calibrate.bundle.load_calibration`), the ``fast`` backend moves the conductances by the
 table instead of the twin: every coincidence is a SET ("up") pulse of the table, samples in
 sequence as before, and ONE standard-normal draw ``z`` per device per mini-batch scales the
 tabulated spread (the device contract of the twin's cycle-to-cycle draw). The spread lumps
@@ -28,10 +28,8 @@ A pair whose larger device passes ``refresh_at`` of the device range is refreshe
 reset and the weight is programmed back onto one of them (as IBM's occasional refresh of
 SET-only PCM pairs does); the count of refreshes is kept in ``refreshes``.
 
-Deterministic programming of chosen cells: :func:`program_counts` gives every cell an exact
-number of full-selected pulses (row-by-row schedules, so other cells are at most
-half-selected), and :func:`write_verify` programs target conductances by rounds of read,
-pulse and read again.
+Deterministic programming of chosen cells (exact pulse counts, write-verify) is in
+:mod:`cosim.write.program`.
 """
 
 from __future__ import annotations
@@ -41,14 +39,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cosim.sim.engine import Engine, SubprocessEngine
-from cosim.calibrate.devices import StepTable
 from cosim.write.mapping import MappingSpec
 from cosim.write.pulses import pair_columns, pulse_trains
-from models.device import DeviceModel, PulseShape
-from models.errors import ParameterError, check_positive
-from netlists.crossbar import CrossbarSpec, interleave
-from netlists.ir import Circuit
-from netlists.spice import Tran, write_spice
+from cosim.write.step_table import StepTable
+from models.device import DeviceModel
+from models.errors import ParameterError
+from models.pulse import PulseShape
+from netlists.crossbar import CrossbarSpec, array_wires, interleave
+from netlists.ir import Circuit, Resistors, VoltageSources
+from netlists.spice import BatchSweep, Tran, write_spice
 from netlists.update_circuit import WriteScheme, build_update_circuit, state_vectors, update_duration
 
 
@@ -126,7 +125,7 @@ class PulseUpdate:
     def _check_table(self) -> None:
         t, dev = self.table, self.device
         if not isinstance(t, StepTable):
-            raise ParameterError(f"table must be a StepTable (see cosim.calibrate.devices.load_step_table), got "
+            raise ParameterError(f"table must be a StepTable (see cosim.calibrate.bundle.load_calibration), got "
                                  f"{type(t).__name__}")
         if self.backend != "fast":
             raise ParameterError("a step table is a fast model of the device: use it with backend='fast' "
@@ -260,10 +259,6 @@ def slot_voltages(device: DeviceModel, states: np.ndarray, row_bits: np.ndarray,
     """Plateau voltage across every cell in every write slot, (slots, rows, cols) [V], solved by
     ngspice: the array with its wires and the cells at their present conductances, rows at
     +-V/2 and columns at -+V/2 where they fire, one ``.dc`` sweep point per slot."""
-    from netlists.crossbar import array_wires
-    from netlists.ir import Resistors, VoltageSources
-    from netlists.spice import BatchSweep
-
     R, C = states.shape
     S = len(row_bits)
     spec = CrossbarSpec(rows=R, cols=C, r_row=r_wire, r_col=r_wire)
@@ -286,122 +281,3 @@ def slot_voltages(device: DeviceModel, states: np.ndarray, row_bits: np.ndarray,
     for k, vec in zip(rn, vecs):
         v[:, k] = res.vectors[vec]
     return (v[:, w.row_nodes] - v[:, w.col_nodes])[:S]
-
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic programming of chosen cells
-
-
-def count_schedule(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Slots that give cell (i, j) exactly ``counts[i, j]`` full-selected pulses.
-
-    Row by row: row i fires in max_j counts[i, j] slots, and column j joins the first
-    counts[i, j] of them, so every other cell is at most half-selected. Returns row bits
-    (slots, rows) and column bits (slots, cols).
-    """
-    counts = np.asarray(counts)
-    if counts.ndim != 2 or (counts < 0).any() or not np.issubdtype(counts.dtype, np.integer):
-        raise ParameterError("pulse counts must be a 2-D array of non-negative integers")
-    R, C = counts.shape
-    rows, cols = [], []
-    for i in range(R):
-        for k in range(int(counts[i].max(initial=0))):
-            r = np.zeros(R, bool)
-            r[i] = True
-            rows.append(r)
-            cols.append(counts[i] > k)
-    if not rows:
-        return np.zeros((0, R), bool), np.zeros((0, C), bool)
-    return np.array(rows), np.array(cols)
-
-
-def program_counts(device: DeviceModel, states: np.ndarray, counts: np.ndarray, *, backend: str = "fast",
-                   shape: PulseShape | None = None, r_wire: float = 0.0, engine: Engine | None = None,
-                   variation: dict | None = None) -> np.ndarray:
-    """Give each cell of a (rows, cols) array of ``device`` exactly ``|counts|`` full-selected
-    pulses, of positive polarity where counts > 0 and negative where < 0 (bipolar devices),
-    on the twin or as one ngspice transient; returns the new states."""
-    shape = shape or PulseShape()
-    states = np.asarray(states, float)
-    counts = np.asarray(counts)
-    R, C = states.shape
-    if counts.shape != (R, C):
-        raise ParameterError(f"counts {counts.shape} must match the array {(R, C)}")
-    up_rb, up_cb = count_schedule(np.maximum(counts, 0))
-    dn_rb, dn_cb = count_schedule(np.maximum(-counts, 0))
-    if backend == "fast":
-        out = states.ravel()
-        for c, pol in ((np.maximum(counts, 0), 1), (np.maximum(-counts, 0), -1)):
-            if c.any():
-                out = device.apply_counts(out, c.ravel(), shape, variation, polarity=pol)
-        return out.reshape(R, C)
-    if backend != "spice":
-        raise ParameterError(f"backend must be 'fast' or 'spice', got {backend!r}")
-    rb, cb = np.concatenate([up_rb, dn_rb]), np.concatenate([up_cb, dn_cb])
-    if not len(rb):
-        return states.copy()
-    pol = np.concatenate([np.ones(len(up_rb)), -np.ones(len(dn_rb))])
-    spec = CrossbarSpec(rows=R, cols=C, r_row=r_wire, r_col=r_wire)
-    return write_transient(device, spec, states, rb, cb, pol, shape, variation, None, engine)
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """Outcome of write-verify: final states, conductances [S], rounds and pulses used."""
-
-    states: np.ndarray
-    conductance: np.ndarray
-    rounds: int
-    pulses: int
-    converged: np.ndarray
-
-
-def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, *, tol: float,
-                 max_rounds: int = 20, backend: str = "fast", shape: PulseShape | None = None,
-                 r_wire: float = 0.0, engine: Engine | None = None) -> VerifyResult:
-    """Program ``target_g`` [S] by rounds of read, pulse, read again.
-
-    Each round reads every cell, estimates how many SET pulses would bring each cell still
-    below ``target - tol`` to its target (from the present one-pulse step, so the estimate
-    shrinks as a saturating device slows down, never more than half the remaining gap's worth
-    of overshoot), applies them with :func:`program_counts`, and stops when every cell is
-    within ``tol`` or cannot move any further. A cell above its target by more than ``tol`` is
-    RESET first on SET-only devices (those with a ``reset``) and programmed up again; bipolar
-    devices take pulses of the opposite polarity instead.
-    """
-    shape = shape or PulseShape()
-    s = np.asarray(states, float).copy()
-    target = np.asarray(target_g, float)
-    lo, hi = np.sort(device.to_conductance(np.array(device.state_range, float)))
-    if target.shape != s.shape or (target < lo).any() or (target > hi).any():
-        raise ParameterError(f"targets must have the array's shape {s.shape} and lie in the device range "
-                             f"[{lo:g}, {hi:g}] S")
-    check_positive("tol", tol)
-    pulses = 0
-    rounds = 0
-    resettable = hasattr(device, "reset")
-    for rounds in range(1, max_rounds + 1):
-        g = device.conductance(s)
-        over = g > target + tol
-        if over.any() and resettable:            # SET-only: start those cells again from RESET
-            s = np.where(over, device.reset(s), s)
-            g = device.conductance(s)
-            over[:] = False
-        below = g < target - tol
-        if not (below.any() or over.any()):
-            break
-        flat = s.ravel()
-        up = device.conductance(device.step(flat, device.v_write, shape).reshape(s.shape)) - g
-        dn = g - device.conductance(device.step(flat, -device.v_write, shape).reshape(s.shape))
-        n = np.zeros(s.shape, int)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            n_up = np.floor((target - g) / np.where(up > 0, up, np.inf) + 0.5)
-            n_dn = np.floor((g - target) / np.where(dn > 0, dn, np.inf) + 0.5)
-        n = np.where(below & (up > 0), np.maximum(n_up, 1), n)
-        n = np.where(over & (dn > 0), -np.maximum(n_dn, 1), n).astype(int)
-        if not n.any():
-            break                                # nothing can move any further
-        s = program_counts(device, s, n, backend=backend, shape=shape, r_wire=r_wire, engine=engine)
-        pulses += int(np.abs(n).sum())
-    g = device.conductance(s)
-    return VerifyResult(s, g, rounds, pulses, np.abs(g - target) <= tol)

@@ -1,0 +1,163 @@
+"""The cases of the IR-drop calibration sweep: random arrays and inputs read in ngspice.
+
+Layer: cosim.calibrate. An :class:`ArrayCase` is one SPICE job of the sweep
+(:func:`cosim.sim.sweep.run_sweep`): a random array (conductances uniform, log-uniform or
+bimodal) and a batch of random inputs (uniform, sparse or binary), read in ngspice by
+:func:`spice_case`; :func:`default_cases` lays out the sweep over sizes and wire resistances,
+training cases for the fit and held-out ones for the error table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from cosim.read.mvm import Crossbar
+from cosim.sim.engine import SubprocessEngine
+from cosim.sim.sweep import CaseResult
+from models.errors import ParameterError
+from netlists.crossbar import CrossbarSpec
+
+__all__ = ["G_DISTS", "V_DISTS", "ArrayCase", "draw_case", "spice_case", "default_cases", "CaseData", "case_data"]
+
+G_DISTS = ("uniform", "loguniform", "bimodal")
+V_DISTS = ("uniform", "sparse", "binary")
+SPICE_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class ArrayCase:
+    """One SPICE case: a random square-or-not array and a batch of random inputs.
+
+    Attributes
+    ----------
+    rows, cols : int
+    r_wire : float
+        Row and column wire resistance per segment [ohm] (> 0).
+    g_min, g_max : float
+        Conductance range [S].
+    g_dist : str
+        "uniform", "loguniform" or "bimodal" (half near g_min, half near g_max: binary weights).
+    v_dist : str
+        "uniform" in [0, v_read], "sparse" (uniform, 70 % zeros) or "binary" (0 or v_read).
+    batch : int
+        Input vectors (one ``.dc`` point each).
+    v_read : float
+        Full-scale input [V].
+    split : str
+        "train" or "test".
+    replica : int
+        Distinguishes otherwise identical cases.
+    """
+
+    rows: int
+    cols: int
+    r_wire: float
+    g_min: float = 1e-6
+    g_max: float = 25e-6
+    g_dist: str = "uniform"
+    v_dist: str = "uniform"
+    batch: int = 16
+    v_read: float = 0.2
+    split: str = "train"
+    replica: int = 0
+
+    def __post_init__(self) -> None:
+        for f in ("rows", "cols", "batch"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ParameterError(f"{f} must be a positive integer, got {v!r}")
+        if not (np.isfinite(self.r_wire) and self.r_wire > 0):
+            raise ParameterError(f"r_wire must be > 0 ohm (IR drop needs wires), got {self.r_wire!r}")
+        if not (0 < self.g_min < self.g_max and np.isfinite(self.g_max)):
+            raise ParameterError(f"need 0 < g_min < g_max, got {self.g_min!r} and {self.g_max!r}")
+        if self.g_dist not in G_DISTS:
+            raise ParameterError(f"g_dist must be one of {G_DISTS}, got {self.g_dist!r}")
+        if self.v_dist not in V_DISTS:
+            raise ParameterError(f"v_dist must be one of {V_DISTS}, got {self.v_dist!r}")
+        if not self.v_read > 0:
+            raise ParameterError(f"v_read must be > 0 V, got {self.v_read!r}")
+        if self.split not in ("train", "test"):
+            raise ParameterError(f"split must be 'train' or 'test', got {self.split!r}")
+
+    @property
+    def spec(self) -> CrossbarSpec:
+        return CrossbarSpec(rows=self.rows, cols=self.cols, r_row=self.r_wire, r_col=self.r_wire,
+                            v_read=self.v_read)
+
+
+def draw_case(case: ArrayCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Conductances (rows, cols) [S] and inputs (batch, rows) [V] of a case."""
+    shape = (case.rows, case.cols)
+    lo, hi = case.g_min, case.g_max
+    if case.g_dist == "uniform":
+        G = rng.uniform(lo, hi, shape)
+    elif case.g_dist == "loguniform":
+        G = np.exp(rng.uniform(np.log(lo), np.log(hi), shape))
+    else:
+        on = rng.random(shape) < 0.5
+        G = np.where(on, hi, lo) * rng.uniform(0.9, 1.0, shape)
+        G = np.clip(G, lo, hi)
+    V = rng.uniform(0.0, case.v_read, (case.batch, case.rows))
+    if case.v_dist == "sparse":
+        V *= rng.random(V.shape) < 0.3
+    elif case.v_dist == "binary":
+        V = case.v_read * (rng.random(V.shape) < 0.5)
+    return G, V
+
+
+def spice_case(case: ArrayCase, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Sweep task: draw the case, read it in ngspice (one ``.dc`` deck), return G, V, I."""
+    G, V = draw_case(case, rng)
+    engine = SubprocessEngine(workers=1, timeout=SPICE_TIMEOUT_S)
+    I = Crossbar(case.spec, G, engine=engine).read(V, backend="spice", workers=1)
+    return {"G": G, "V": V, "I": I}
+
+
+def default_cases(sizes: Sequence[int] = (16, 32, 64, 128, 256), r_wires: Sequence[float] = (0.5, 1.0, 2.5),
+                  *, train_per_point: int = 4, test_per_point: int = 2, batch: int = 16,
+                  g_min: float = 1e-6, g_max: float = 25e-6, v_read: float = 0.2) -> list[ArrayCase]:
+    """The default sweep: for every (size, r_wire), ``train_per_point`` training cases cycling
+    through the conductance and input distributions, and ``test_per_point`` held-out ones."""
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ParameterError(f"sizes must be positive integers, got {s!r}")
+    for r in r_wires:
+        if not (np.isfinite(r) and r > 0):
+            raise ParameterError(f"r_wire values must be > 0 ohm, got {r!r}")
+    if train_per_point < 1 or test_per_point < 1:
+        raise ParameterError("need at least one training and one test case per (size, r_wire)")
+    combos = [(g, v) for g in G_DISTS for v in V_DISTS]
+    cases = []
+    for n in sizes:
+        for r in r_wires:
+            for split, count, shift in (("train", train_per_point, 0), ("test", test_per_point, 4)):
+                for k in range(count):
+                    g, v = combos[(k + shift) % len(combos)]
+                    cases.append(ArrayCase(int(n), int(n), float(r), g_min, g_max, g, v, batch, v_read, split, k))
+    return cases
+
+
+@dataclass(frozen=True, eq=False)
+class CaseData:
+    """A finished sweep case: its conductances G [S], inputs V [V] and ngspice currents I [A]."""
+
+    case: ArrayCase
+    G: np.ndarray
+    V: np.ndarray
+    I: np.ndarray
+
+    @property
+    def full_scale(self) -> float:
+        return float(self.case.v_read * self.G.sum(axis=0).max())
+
+
+def case_data(results: Sequence[CaseResult]) -> list[CaseData]:
+    """The successful cases of a sweep as :class:`CaseData`."""
+    out = []
+    for r in results:
+        if r.ok:
+            out.append(CaseData(ArrayCase(**r.case), r.arrays["G"], r.arrays["V"], r.arrays["I"]))
+    return out

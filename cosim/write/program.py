@@ -1,0 +1,137 @@
+"""Deterministic programming of chosen cells: exact pulse counts and write-verify.
+
+Layer: cosim.write. :func:`program_counts` gives every cell an exact number of full-selected
+pulses (row-by-row schedules, so other cells are at most half-selected), on the device twin or
+as one ngspice transient of the array (:func:`cosim.write.pair_update.write_transient`);
+:func:`write_verify` programs target conductances by rounds of read, pulse and read again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosim.sim.engine import Engine
+from cosim.write.pair_update import write_transient
+from models.device import DeviceModel
+from models.errors import ParameterError, check_positive
+from models.pulse import PulseShape
+from netlists.crossbar import CrossbarSpec
+
+__all__ = ["count_schedule", "program_counts", "VerifyResult", "write_verify"]
+
+
+def count_schedule(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slots that give cell (i, j) exactly ``counts[i, j]`` full-selected pulses.
+
+    Row by row: row i fires in max_j counts[i, j] slots, and column j joins the first
+    counts[i, j] of them, so every other cell is at most half-selected. Returns row bits
+    (slots, rows) and column bits (slots, cols).
+    """
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or (counts < 0).any() or not np.issubdtype(counts.dtype, np.integer):
+        raise ParameterError("pulse counts must be a 2-D array of non-negative integers")
+    R, C = counts.shape
+    rows, cols = [], []
+    for i in range(R):
+        for k in range(int(counts[i].max(initial=0))):
+            r = np.zeros(R, bool)
+            r[i] = True
+            rows.append(r)
+            cols.append(counts[i] > k)
+    if not rows:
+        return np.zeros((0, R), bool), np.zeros((0, C), bool)
+    return np.array(rows), np.array(cols)
+
+
+def program_counts(device: DeviceModel, states: np.ndarray, counts: np.ndarray, *, backend: str = "fast",
+                   shape: PulseShape | None = None, r_wire: float = 0.0, engine: Engine | None = None,
+                   variation: dict | None = None) -> np.ndarray:
+    """Give each cell of a (rows, cols) array of ``device`` exactly ``|counts|`` full-selected
+    pulses, of positive polarity where counts > 0 and negative where < 0 (bipolar devices),
+    on the twin or as one ngspice transient; returns the new states."""
+    shape = shape or PulseShape()
+    states = np.asarray(states, float)
+    counts = np.asarray(counts)
+    R, C = states.shape
+    if counts.shape != (R, C):
+        raise ParameterError(f"counts {counts.shape} must match the array {(R, C)}")
+    up_rb, up_cb = count_schedule(np.maximum(counts, 0))
+    dn_rb, dn_cb = count_schedule(np.maximum(-counts, 0))
+    if backend == "fast":
+        out = states.ravel()
+        for c, pol in ((np.maximum(counts, 0), 1), (np.maximum(-counts, 0), -1)):
+            if c.any():
+                out = device.apply_counts(out, c.ravel(), shape, variation, polarity=pol)
+        return out.reshape(R, C)
+    if backend != "spice":
+        raise ParameterError(f"backend must be 'fast' or 'spice', got {backend!r}")
+    rb, cb = np.concatenate([up_rb, dn_rb]), np.concatenate([up_cb, dn_cb])
+    if not len(rb):
+        return states.copy()
+    pol = np.concatenate([np.ones(len(up_rb)), -np.ones(len(dn_rb))])
+    spec = CrossbarSpec(rows=R, cols=C, r_row=r_wire, r_col=r_wire)
+    return write_transient(device, spec, states, rb, cb, pol, shape, variation, None, engine)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of write-verify: final states, conductances [S], rounds and pulses used."""
+
+    states: np.ndarray
+    conductance: np.ndarray
+    rounds: int
+    pulses: int
+    converged: np.ndarray
+
+
+def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, *, tol: float,
+                 max_rounds: int = 20, backend: str = "fast", shape: PulseShape | None = None,
+                 r_wire: float = 0.0, engine: Engine | None = None) -> VerifyResult:
+    """Program ``target_g`` [S] by rounds of read, pulse, read again.
+
+    Each round reads every cell, estimates how many SET pulses would bring each cell still
+    below ``target - tol`` to its target (from the present one-pulse step, so the estimate
+    shrinks as a saturating device slows down, never more than half the remaining gap's worth
+    of overshoot), applies them with :func:`program_counts`, and stops when every cell is
+    within ``tol`` or cannot move any further. A cell above its target by more than ``tol`` is
+    RESET first on SET-only devices (those with a ``reset``) and programmed up again; bipolar
+    devices take pulses of the opposite polarity instead.
+    """
+    shape = shape or PulseShape()
+    s = np.asarray(states, float).copy()
+    target = np.asarray(target_g, float)
+    lo, hi = np.sort(device.to_conductance(np.array(device.state_range, float)))
+    if target.shape != s.shape or (target < lo).any() or (target > hi).any():
+        raise ParameterError(f"targets must have the array's shape {s.shape} and lie in the device range "
+                             f"[{lo:g}, {hi:g}] S")
+    check_positive("tol", tol)
+    pulses = 0
+    rounds = 0
+    resettable = hasattr(device, "reset")
+    for rounds in range(1, max_rounds + 1):
+        g = device.conductance(s)
+        over = g > target + tol
+        if over.any() and resettable:            # SET-only: start those cells again from RESET
+            s = np.where(over, device.reset(s), s)
+            g = device.conductance(s)
+            over[:] = False
+        below = g < target - tol
+        if not (below.any() or over.any()):
+            break
+        flat = s.ravel()
+        up = device.conductance(device.step(flat, device.v_write, shape).reshape(s.shape)) - g
+        dn = g - device.conductance(device.step(flat, -device.v_write, shape).reshape(s.shape))
+        n = np.zeros(s.shape, int)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_up = np.floor((target - g) / np.where(up > 0, up, np.inf) + 0.5)
+            n_dn = np.floor((g - target) / np.where(dn > 0, dn, np.inf) + 0.5)
+        n = np.where(below & (up > 0), np.maximum(n_up, 1), n)
+        n = np.where(over & (dn > 0), -np.maximum(n_dn, 1), n).astype(int)
+        if not n.any():
+            break                                # nothing can move any further
+        s = program_counts(device, s, n, backend=backend, shape=shape, r_wire=r_wire, engine=engine)
+        pulses += int(np.abs(n).sum())
+    g = device.conductance(s)
+    return VerifyResult(s, g, rounds, pulses, np.abs(g - target) <= tol)
