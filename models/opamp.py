@@ -46,10 +46,10 @@ Transistor-level two-stage (BSIM3 cards of :mod:`models.mosfet`)::
               vss ---------+--------------------------+
 
 NMOS input pair, PMOS mirror load, PMOS common-source second stage, Miller capacitor with
-nulling resistor, ideal bias current ``i_bias`` into the diode ``Mb``. Measured with ngspice 46
-(``.ac``, +-0.9 V supplies, 1 pF load; :func:`cosim.characterize.periphery.measure_opamp`): see
-``TWO_STAGE_MEASURED`` below; its macro-model equivalent is the twin of the transistor
-op-amp.
+nulling resistor, ideal bias current ``i_bias`` into the diode ``Mb``. Its open-loop figures,
+taken in ngspice (``.ac``, +-0.9 V supplies, 1 pF load;
+:func:`cosim.characterize.periphery.measure_opamp`), are ``TWO_STAGE_MEASURED`` below; its
+macro-model equivalent is the twin of the transistor op-amp.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ kr tau >> 1; the twin applies the SET window crossed on the falling edge after t
 SET is polarity-independent (Joule heating). Write: ``v_write`` = 1.0 V;
 threshold: ``v_set_lo`` = 0.6 V > v_write/2, so half-selected cells do not move.
 
-Drift ``G(t) = G_prog (t/t0)^-nu`` with ``nu`` from the state (PHYSICS.md:
+Drift ``G(t) = G_prog (t/t0)^-nu`` with ``nu`` from the state (docs/physics.md:
 nu = clip(-0.0155 ln(G/Gmax) + 0.0244, 0.049, 0.1)) and a device-to-device spread, enters
 SPICE as the instance parameter ``dfac`` (no run-time cost). Programming noise and read noise
 are numpy-side (they act on reads, not on the update dynamics).
@@ -40,7 +40,7 @@ from models.errors import ParameterError, check_positive
 
 @dataclass(frozen=True)
 class PCMParams:
-    """PCM parameters (preset: IBM aihwkit PCM statistics as quoted in PHYSICS.md; Nandakumar
+    """PCM parameters (preset: IBM aihwkit PCM statistics, docs/physics.md; Nandakumar
     et al., 2020; Joshi et al., Nat. Commun. 11:2473, 2020).
 
     Attributes
@@ -222,7 +222,7 @@ class PCM(MicroSiemensDevice):
 
     def program(self, target_g, rng: np.random.Generator) -> np.ndarray:
         """State after programming to ``target_g`` [S] with programming noise
-        sigma = max(-1.1731 g^2 + 1.9650 g + 0.2635, 0) uS, g = G_T/Gmax (PHYSICS.md)."""
+        sigma = max(-1.1731 g^2 + 1.9650 g + 0.2635, 0) uS, g = G_T/Gmax (docs/physics.md)."""
         p = self.params
         gt = np.asarray(target_g, float)
         g = gt / p.g_max

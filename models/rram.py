@@ -40,7 +40,7 @@ from models.mosfet import NMOS_180, MosfetCard
 @dataclass(frozen=True)
 class RRAMParams:
     """RRAM parameters. I-V: Stanford/ASU model (Yu, Guan, Wong; Chen & Yu, IEEE TED 62:4022,
-    2015) as quoted in PHYSICS.md (I0 = 6.14e-5 A, g0 = 0.27505 nm, V0 = 0.43 V, gap range
+    2015) as given in docs/physics.md (I0 = 6.14e-5 A, g0 = 0.27505 nm, V0 = 0.43 V, gap range
     0.1-1.7 nm). Switching rates: chosen for about 30 levels per direction with 50 ns pulses.
 
     Attributes

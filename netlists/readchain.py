@@ -47,7 +47,7 @@ from models.mosfet import CARDS
 from models.opamp import MacroOpAmpParams, TwoStageOpAmpParams
 from netlists.access import AccessParams, access_cells, access_subckt
 from netlists.crossbar import CrossbarSpec, array_wires
-from netlists.ir import Circuit, PwlSources, Resistors, SubcktInstances, VoltageSources
+from netlists.ir import Circuit, NodeTable, PwlSources, Resistors, SubcktInstances, VoltageSources
 
 __all__ = ["PeripheryConfig", "ChainTiming", "ChainSchedule", "chain_timing", "window_dac", "full_scale_time",
            "full_scale_volt_seconds", "chain_schedule", "build_read_chain", "OPAMP_KINDS", "ADC_KINDS"]
@@ -389,23 +389,32 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
         subckts.append(access_subckt(access.card, access.w, access.l))
         if f".model {access.card.name} " not in subckts[0]:
             models = (access.card.to_spice(),)
-    if ramp_adc:
-        subckts.append(ramp_library(cfg.adc))
-        ramp = int(nodes.add("ramp"))
-        vos = z(ns) if adc_offsets is None else np.broadcast_to(np.asarray(adc_offsets, float), (ns,))
-        groups.append(SubcktInstances("ramp", (1,), subckt=f"{cfg.adc.name}_ramp", ports=np.array([[ramp, ctl["en"]]])))
-        groups.append(SubcktInstances("adc", (ns,), subckt=cfg.adc.name, params={"vos": vos},
-                                      ports=np.column_stack([io, np.full(ns, ramp), np.full(ns, ctl["en"]),
-                                                             np.full(ns, ctl["clr"]), code])))
-    elif converters:
-        subckts.append(quantizer_subckt(cfg.adc))
-        groups.append(SubcktInstances("adc", (ns,), subckt=cfg.adc.name, ports=np.column_stack([io, code])))
+    if converters:
+        sub, adc_groups = _converter_groups(nodes, cfg.adc, io, code, ctl, adc_offsets)
+        subckts.append(sub)
+        groups += adc_groups
     if title is None:
         title = (f"xbar-cosim read chain {spec.rows}x{spec.pcols} cell={spec.cell}"
                  f"{' 1T1R' if access is not None else ''} {'transposed' if transpose else 'forward'}, "
                  f"{cfg.dac.encoding}, {cfg.opamp_kind} op-amp, {type(cfg.adc).__name__}")
     layout = w.layout("cell") if access is None and (G > 0).all() else None   # a full array of plain cells
     return Circuit(title, nodes, tuple(groups), subckts=tuple(subckts), models=models, layout=layout)
+
+
+def _converter_groups(nodes: NodeTable, adc, io: np.ndarray, code: np.ndarray, ctl: dict, adc_offsets):
+    """One converter per sensed line (ideal quantiser, or a single-slope channel on one shared
+    ramp with comparator offsets ``adc_offsets`` [V]): its subcircuit text and groups."""
+    ns = io.size
+    if not isinstance(adc, RampAdcParams):
+        return quantizer_subckt(adc), [SubcktInstances("adc", (ns,), subckt=adc.name,
+                                                       ports=np.column_stack([io, code]))]
+    ramp = int(nodes.add("ramp"))
+    vos = np.zeros(ns) if adc_offsets is None else np.broadcast_to(np.asarray(adc_offsets, float), (ns,))
+    return ramp_library(adc), [
+        SubcktInstances("ramp", (1,), subckt=f"{adc.name}_ramp", ports=np.array([[ramp, ctl["en"]]])),
+        SubcktInstances("adc", (ns,), subckt=adc.name, params={"vos": vos},
+                        ports=np.column_stack([io, np.full(ns, ramp), np.full(ns, ctl["en"]), np.full(ns, ctl["clr"]),
+                                               code]))]
 
 
 def _cell_groups(nodes, w, G: np.ndarray, spec: CrossbarSpec, access: AccessParams | None, vss: int) -> list:

@@ -9,7 +9,7 @@ through :data:`WRITERS`; a type missing there is an error, never a silently skip
 - Only the needed vectors are saved: by default the currents of the sense sources.
 - A batch of input vectors becomes one ``.dc`` sweep of an index source ``Vxbar_idx``: each
   drive source is rewritten as a B-source ``V = pwl(v(xbar_idx), 0, x0, 1, x1, ...)``, exact at
-  the integer sweep points (an E-source TABLE would smooth the corners; see NGSPICE.md).
+  the integer sweep points (an E-source TABLE would smooth the corners; docs/engines.md).
 """
 
 from __future__ import annotations

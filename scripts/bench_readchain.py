@@ -111,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
 
     head = (f"Read chain, {args.rows} rows x {args.cols} weights ({spec.pcols} physical columns), "
             f"{args.r_wire:g} ohm wires, 8-bit signed PWM, ideal 8-bit ADCs unless stated")
+    lines = _table(head, rows, twin_one)
+    text = "\n".join(lines)
+    out = publish(args.out, "bench_readchain", text, {"title": head, "rows": rows, "config": base.to_dict()})
+    print(f"results in {out}")
+    return 0
+
+
+def _table(head: str, rows: list[dict], twin_one: float) -> list[str]:
+    """The Markdown tables of the benchmark (times, then energies)."""
     lines = [head, "", "| case | reads | wall s | s per read | ngspice CPU s | points | max code diff vs twin "
              "| codes differing | max v diff [LSB] | x twin |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -127,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             e = r["energy"]
             lines.append(f"| {r['case']} | {e['per_mvm_j']:.3g} | {e['per_mac_j']:.3g} | {e['tops_per_w']:.3g} | "
                          f"{100 * e['array_share']:.1f} % | {100 * e['periphery_share']:.1f} % |")
-    text = "\n".join(lines)
-    out = publish(args.out, "bench_readchain", text, {"title": head, "rows": rows, "config": base.to_dict()})
-    print(f"results in {out}")
-    return 0
+    return lines
 
 
 def _timed(fn) -> float:

@@ -117,3 +117,13 @@ def test_device_characterisation(tmp_path):
     assert list((tmp_path / "dev" / "linear").glob("*.png")) and list((tmp_path / "dev" / "linear").glob("*.csv"))
     res = xbar("device", "flux-capacitor", cwd=tmp_path)
     assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+def test_xbar_train_with_no_options_is_the_library_default():
+    """One set of defaults: the command line passes on only what the user gives."""
+    from cosim.cli import _train_config, build_parser
+    from cosim.train.loop import TrainConfig
+    assert _train_config(build_parser().parse_args(["train"]), None) == TrainConfig()
+    given = _train_config(build_parser().parse_args(["train", "--epochs", "5", "--r-wire", "0", "--adc-bits", "0"]),
+                          None)
+    assert (given.epochs, given.layer.r_wire, given.layer.adc_bits) == (5, 0.0, None)

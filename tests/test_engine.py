@@ -7,8 +7,10 @@ import pytest
 
 pytestmark = pytest.mark.raw_decks   # the engine itself, on decks written by hand (bad ones too)
 
-from cosim.sim.engine import BatchError, SharedEngine, SubprocessEngine, check_log, read_raw
+from cosim.sim.engine import SharedEngine, SubprocessEngine
+from cosim.sim.results import check_log, read_raw
 from cosim.sim.errors import (
+    BatchError,
     MissingVectorError, NgspiceConvergenceError, NgspiceCrash, NgspiceError, NgspiceParseError,
     NgspiceSingularError, NgspiceTimeout,
 )

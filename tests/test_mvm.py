@@ -61,7 +61,7 @@ def test_single_vector_and_batch_split_over_workers(rng, engine):
 
 
 def test_word_line_closed_form():
-    """PHYSICS.md oracle 1: one word line into virtual grounds, far end open."""
+    """Reference experiment 1 of docs/physics.md: one word line into virtual grounds, far end open."""
     N, G, r, V0 = 64, 10e-6, 2.5, 0.2
     lam = np.arccosh(1 + r * G / 2)
     k = np.arange(1, N + 1)

@@ -94,7 +94,7 @@ def test_range_checks_name_the_numbers():
 
 
 def test_pwm_integrator_matches_closed_form(engine, rng):
-    """Oracle 2 of PHYSICS.md: V = -V_read sum(G_i t_i) / C, up to the op-amp's finite gain."""
+    """Reference experiment 2 of docs/physics.md: V = -V_read sum(G_i t_i) / C, up to the op-amp's finite gain."""
     integ = IntegratorParams(c_int=5e-12)
     codes = rng.integers(-255, 256, size=4)
     g = rng.uniform(2e-6, 25e-6, size=(4, 1))

@@ -1,4 +1,4 @@
-"""Stochastic pulse trains: the coincidence oracle (PHYSICS.md, experiment 3)."""
+"""Stochastic pulse trains: the coincidence oracle (docs/physics.md, reference experiment 3)."""
 
 from __future__ import annotations
 

@@ -250,7 +250,6 @@ def fit_device_steps(name: str, *, pulses: int = 40, seeds=(0, 1, 2, 3), holdout
     shape = shape or PulseShape()
     model = get_device(name)
     g_lo, g_hi = _device_g_range(model)
-    span = g_hi - g_lo
     runs = run_pulse_trains(name, list(seeds) + list(holdout_seeds), pulses=pulses, bins=bins,
                             shape=shape, engine=engine)
     train = [runs[int(s)] for s in seeds]
@@ -263,7 +262,17 @@ def fit_device_steps(name: str, *, pulses: int = 40, seeds=(0, 1, 2, 3), holdout
                                    groups=trains),
                     pulse=(shape.width, shape.rise, shape.period))
 
-    hold = [runs[int(s)] for s in holdout_seeds]
+    scores = _holdout_scores(model, table, [runs[int(s)] for s in holdout_seeds], pulses, shape, keep_curves, bins)
+    return {"device": name, "pulses": pulses, "bins": bins, "smooth": smooth, "seeds": [int(s) for s in seeds],
+            "holdout_seeds": [int(s) for s in holdout_seeds], "shape": asdict(shape),
+            "g_range_s": [g_lo, g_hi], "table": table.to_dict(), **scores, "spice_s": runs["_elapsed_s"]}
+
+
+def _holdout_scores(model, table: StepTable, hold: list, pulses: int, shape: PulseShape, keep_curves: int,
+                    bins: int) -> dict:
+    """Errors of the table and of the twin on the held-out trains (see :func:`fit_device_steps`)."""
+    g_lo, g_hi = table.g_min, table.g_max
+    span = g_hi - g_lo
     sp = np.concatenate([r["g_spice"] for r in hold])
     inside = np.concatenate([r["in_range"] for r in hold])
     sign = np.concatenate([r["sign"] for r in hold])
@@ -303,8 +312,5 @@ def fit_device_steps(name: str, *, pulses: int = 40, seeds=(0, 1, 2, 3), holdout
         curves[d] = {"spice": np.where(inside[idx], sp[idx], np.nan).tolist(), "step_table": preds["step_table"][idx].tolist(),
                      "twin": preds["twin"][idx].tolist(), "g_grid": gg.tolist(), "twin_step": tw_step.tolist(),
                      "sample_g": gb_h[m][pick].tolist(), "sample_step": (ga_h - gb_h)[m][pick].tolist()}
-    return {"device": name, "pulses": pulses, "bins": bins, "smooth": smooth, "seeds": [int(s) for s in seeds],
-            "holdout_seeds": [int(s) for s in holdout_seeds], "shape": asdict(shape),
-            "g_range_s": [g_lo, g_hi], "table": table.to_dict(), "error": error,
-            "error_by_direction": by_dir, "one_step_rmse_frac": one_step, "spread_ratio": ratio,
-            "curves": curves, "spice_s": runs["_elapsed_s"]}
+    return {"error": error, "error_by_direction": by_dir, "one_step_rmse_frac": one_step, "spread_ratio": ratio,
+            "curves": curves}

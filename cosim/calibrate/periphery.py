@@ -61,6 +61,60 @@ def _fit_integrator(x, v, lsb):
     return sol.x
 
 
+def _adc_count(adc, points_per_code: int, engine) -> tuple[np.ndarray, dict]:
+    """The converter alone: its count polynomial (a cubic through its transition levels) and
+    its INL/DNL, from an ADC sweep in ngspice."""
+    lsb = adc.lsb
+    # grid points half a step off the nominal transitions: the midpoint estimate of a level
+    # is then unbiased (on the nominal levels it reads a quarter step low)
+    h = lsb / points_per_code
+    v_grid = adc.v_lo - 4 * lsb + (np.arange(points_per_code * (adc.n_codes + 8)) + 0.5) * h
+    sw = run_adc_sweep(v_grid, adc, engine=engine)
+    lv = transition_levels(v_grid, sw["codes"], adc.n_codes)
+    lin = inl_dnl(lv, adc)
+    ok = np.isfinite(lv)
+    return np.polyfit(lv[ok], np.arange(1, adc.n_codes)[ok], 3), lin
+
+
+def _shift_count(count: np.ndarray, v_tr: np.ndarray, c_tr: np.ndarray, adc) -> tuple[float, float]:
+    """Correct ``count`` in place by ``a + b v`` so that it reproduces the codes the chain gave.
+
+    Inside a read the converter is timed differently from the ADC-alone bench, and the
+    integrator output keeps moving during the conversion (its virtual ground is off by
+    v_os + v_out/a0, so the cells keep delivering charge). ``a`` and ``b`` (each within +-0.6
+    LSB over the range) are chosen to reproduce the fitted points' codes ``c_tr`` at their
+    voltages ``v_tr``. Returns ``(a [LSB], b [LSB per half range])``."""
+    inner = (c_tr > c_tr.min()) & (c_tr < c_tr.max())
+    v_half = (adc.v_hi - adc.v_lo) / 2
+    base_count = np.polyval(count, v_tr[inner])
+    best = (np.inf, 0.0, 0.0)
+    for a in np.linspace(-0.6, 0.6, 49):
+        for b in np.linspace(-0.6, 0.6, 49):
+            miss = np.sum(np.floor(base_count + a + b * v_tr[inner] / v_half) != c_tr[inner])
+            best = min(best, (miss + 1e-3 * (abs(a) + abs(b)), a, b))
+    shift = (float(best[1]), float(best[2]))
+    count[-1] += shift[0]
+    count[-2] += shift[1] / v_half
+    return shift
+
+
+def _circuit_entry(integ, adc) -> dict:
+    """What a fit records of the circuit it was taken on (matched by
+    :func:`cosim.read.periphery_fit.select_periphery_fit`)."""
+    op = integ.opamp
+    return {"opamp": op.name, "opamp_kind": type(op).__name__, "adc_kind": type(adc).__name__,
+            "opamp_macro": asdict(integ.macro), "circuit": circuit_record(integ),
+            "adc_params": {"bits": adc.bits, "v_lo": adc.v_lo, "v_hi": adc.v_hi}}
+
+
+def _integrator_entry(fit: PeripheryFit, integ, lsb: float) -> dict:
+    """The fitted integrator in plain numbers: gain against the ideal ``-1/C``, offset, rails."""
+    return {"gain_v_per_c": fit.gain, "gain_ideal_v_per_c": -1 / integ.c_int,
+            "gain_error": float(fit.gain * integ.c_int + 1), "offset_v": fit.offset,
+            "offset_lsb": fit.offset / lsb, "k2_v": fit.poly[2], "k3_v": fit.poly[3],
+            "sat_lo_v": fit.sat_lo, "sat_hi_v": fit.sat_hi}
+
+
 def _errs_v_code(v_pred, c_pred, v_ref, c_ref, lsb, n_codes) -> dict:
     dv = (np.asarray(v_pred) - np.asarray(v_ref)) / lsb
     dc = np.asarray(c_pred, float) - np.asarray(c_ref, float)
@@ -116,38 +170,13 @@ def fit_periphery(integ=None, adc=None, dac=None, *, points: int = 41, overdrive
     q = tw["q"]
     v_sp, c_sp = sp["v_read_end"], sp["codes"]
 
-    # ADC: transition levels of the converter alone
     lsb = adc.lsb
-    # grid points half a step off the nominal transitions: the midpoint estimate of a level
-    # is then unbiased (on the nominal levels it reads a quarter step low)
-    h = lsb / adc_points_per_code
-    v_grid = adc.v_lo - 4 * lsb + (np.arange(adc_points_per_code * (adc.n_codes + 8)) + 0.5) * h
-    sw = run_adc_sweep(v_grid, adc, engine=engine)
-    lv = transition_levels(v_grid, sw["codes"], adc.n_codes)
-    lin = inl_dnl(lv, adc)
-    ok = np.isfinite(lv)
-    count = np.polyfit(lv[ok], np.arange(1, adc.n_codes)[ok], 3)
-
+    count, lin = _adc_count(adc, adc_points_per_code, engine)
     fit_i, test_i = np.arange(0, n, 2), np.arange(1, n, 2)
     x = q / q_fs
     th = _fit_integrator(x[fit_i], v_sp[fit_i], lsb)
-    # Inside a read the converter is timed differently from the bench above, and the
-    # integrator output keeps moving during the conversion (its virtual ground is off by
-    # v_os + v_out/a0, so the cells keep delivering charge). Correct the count by a + b v
-    # (each within +-0.6 LSB over the range) chosen to reproduce the fitted points' codes,
-    # and take the code range the chain reached.
     v_tr, c_tr = v_sp[fit_i], c_sp[fit_i]
-    inner = (c_tr > c_tr.min()) & (c_tr < c_tr.max())
-    v_half = (adc.v_hi - adc.v_lo) / 2
-    base_count = np.polyval(count, v_tr[inner])
-    best = (np.inf, 0.0, 0.0)
-    for a in np.linspace(-0.6, 0.6, 49):
-        for b in np.linspace(-0.6, 0.6, 49):
-            miss = np.sum(np.floor(base_count + a + b * v_tr[inner] / v_half) != c_tr[inner])
-            best = min(best, (miss + 1e-3 * (abs(a) + abs(b)), a, b))
-    shift = (float(best[1]), float(best[2]))
-    count[-1] += shift[0]
-    count[-2] += shift[1] / v_half
+    shift = _shift_count(count, v_tr, c_tr, adc)
     tm = read_timing(dac, adc)
     fit = PeripheryFit(q_fs=q_fs, poly=tuple(map(float, th[:4])), sat_lo=float(th[4]), sat_hi=float(th[5]),
                        knee_lo=float(th[6]), knee_hi=float(th[7]), count=tuple(map(float, count)),
@@ -158,16 +187,9 @@ def fit_periphery(integ=None, adc=None, dac=None, *, points: int = 41, overdrive
               "twin": _errs_v_code(tw["v_out"][test_i], tw["codes"][test_i], v_sp[test_i], c_sp[test_i], lsb, adc.n_codes)}
     err_train = {"fit": _errs_v_code(v_fit[fit_i], c_fit[fit_i], v_sp[fit_i], c_sp[fit_i], lsb, adc.n_codes),
                  "twin": _errs_v_code(tw["v_out"][fit_i], tw["codes"][fit_i], v_sp[fit_i], c_sp[fit_i], lsb, adc.n_codes)}
-    op = integ.opamp
     return {
-        "opamp": op.name, "opamp_kind": type(op).__name__, "adc_kind": type(adc).__name__,
-        "opamp_macro": asdict(integ.macro), "circuit": circuit_record(integ), "adc_params": {"bits": adc.bits, "v_lo": adc.v_lo, "v_hi": adc.v_hi},
-        "c_int": integ.c_int, "g_cell": g, "t_int": tm.t_adc - tm.t_reset, "points": points,
-        "overdrive": overdrive, "fit": fit.to_dict(),
-        "integrator": {"gain_v_per_c": fit.gain, "gain_ideal_v_per_c": -1 / integ.c_int,
-                       "gain_error": float(fit.gain * integ.c_int + 1), "offset_v": fit.offset,
-                       "offset_lsb": fit.offset / lsb, "k2_v": fit.poly[2], "k3_v": fit.poly[3],
-                       "sat_lo_v": fit.sat_lo, "sat_hi_v": fit.sat_hi},
+        **_circuit_entry(integ, adc), "c_int": integ.c_int, "g_cell": g, "t_int": tm.t_adc - tm.t_reset,
+        "points": points, "overdrive": overdrive, "fit": fit.to_dict(), "integrator": _integrator_entry(fit, integ, lsb),
         "adc": {"inl_max_lsb": lin["inl_max"], "dnl_max_lsb": lin["dnl_max"],
                 "offset_lsb": lin.get("offset_lsb"), "gain_error": lin.get("gain_error"),
                 "missing_codes": lin["missing_codes"], "chain_shift_lsb": shift,  # (a [LSB], b [LSB per half range])

@@ -10,7 +10,7 @@ summary.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,6 @@ class CalibrationPlan:
 
     def with_cases(self, n: int) -> "CalibrationPlan":
         """``n`` training cases per point and half as many held out (at least one)."""
-        from dataclasses import replace
         return replace(self, train_per_point=n, test_per_point=max(1, n // 2))
 
 

@@ -237,16 +237,26 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     summary: dict = {"out_dir": str(out)}
+    t0 = time.perf_counter()
+    summary.update(_dac_transfer(out, engine, plt))
+    summary.update(_integrator_waveform(out, engine, plt, rng))
+    summary.update(_adc_transfer(out, engine, plt))
+    summary.update(_opamps(out, engine, plt, include_two_stage))
+    summary["elapsed_s"] = time.perf_counter() - t0
+    return summary
 
-    # DAC transfer -------------------------------------------------------------------------
+
+def _dac_transfer(out: Path, engine, plt) -> dict:
+    """Volt-seconds vs code for the three encodings (twin) and the SPICE integrator output for
+    PWM codes through one 10 uS cell (ideal-ish macro)."""
     dac = DacParams(encoding="pwm", bits=6, t_lsb=1e-9)
     codes = np.arange(-dac.max_code, dac.max_code + 1, 9)
     integ = IntegratorParams(c_int=1e-12)
-    t0 = time.perf_counter()  # one row and one column per code (diagonal cells)
+    # one row and one column per code (diagonal cells)
     g_diag = np.diag(np.full(len(codes), 10e-6))
     r = run_read(codes, g_diag, dac, integ, engine=engine)
     tw = read_twin(codes, g_diag, dac, integ)
-    summary["dac_integrator_max_err_v"] = float(np.max(np.abs(r["v_read_end"] - tw["v_out"])))
+    summary = {"dac_integrator_max_err_v": float(np.max(np.abs(r["v_read_end"] - tw["v_out"])))}
     encs = {e: volt_seconds(np.arange(0, 64), replace(dac, encoding=e)) for e in ("amplitude", "pwm")}
     bs = volt_seconds(np.arange(0, 64), replace(dac, encoding="bitserial"))
     with (out / "dac_transfer.csv").open("w", newline="") as fh:
@@ -266,8 +276,11 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
     ax[1].plot(codes, tw["v_out"], "-", label="twin")
     ax[1].set_xlabel("signed PWM code"), ax[1].set_ylabel("integrator output [V]"), ax[1].legend()
     fig.tight_layout(), fig.savefig(out / "dac_transfer.png", dpi=110), plt.close(fig)
+    return summary
 
-    # Integrator waveform with reset and saturation ---------------------------------------
+
+def _integrator_waveform(out: Path, engine, plt, rng) -> dict:
+    """Waveform with reset, a read, and a saturating read; SPICE vs twin."""
     dac8 = DacParams(encoding="pwm", bits=8, t_lsb=1e-9)
     integ = IntegratorParams(c_int=2e-12)
     codes8 = rng.integers(-255, 256, size=4)
@@ -288,10 +301,11 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
     fig.tight_layout(), fig.savefig(out / "integrator_waveform.png", dpi=110), plt.close(fig)
     # column 0 stays linear; column 1 (4x the conductance) saturates during the read, where
     # the charge-level twin is not expected to follow SPICE
-    summary["integrator_v_out_spice"] = r["v_read_end"].tolist()
-    summary["integrator_v_out_twin"] = tw["v_out"].tolist()
+    return {"integrator_v_out_spice": r["v_read_end"].tolist(), "integrator_v_out_twin": tw["v_out"].tolist()}
 
-    # ADC transfer + INL/DNL ----------------------------------------------------------------
+
+def _adc_transfer(out: Path, engine, plt) -> dict:
+    """Ramp-converter transfer, INL/DNL (SPICE) and twin."""
     adc = RampAdcParams()
     v = np.linspace(adc.v_lo - 2 * adc.lsb, adc.v_hi + 2 * adc.lsb, 8 * adc.n_codes + 1)
     sw = run_adc_sweep(v, adc, engine=engine)
@@ -315,16 +329,18 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
     ax[1].plot(lin["inl"], label="INL"), ax[1].plot(lin["dnl"], label="DNL")
     ax[1].set_xlabel("transition"), ax[1].set_ylabel("LSB"), ax[1].legend()
     fig.tight_layout(), fig.savefig(out / "adc_transfer.png", dpi=110), plt.close(fig)
-    summary["adc"] = {"inl_max_lsb": lin["inl_max"], "dnl_max_lsb": lin["dnl_max"],
+    return {"adc": {"inl_max_lsb": lin["inl_max"], "dnl_max_lsb": lin["dnl_max"],
                       "missing_codes": lin["missing_codes"], "offset_lsb": lin["offset_lsb"],
                       "gain_error": lin["gain_error"], "twin_inl_max_lsb": lin_t["inl_max"],
                       "code_mismatch_fraction": float(np.mean(sw["codes"] != sw["twin"])),
-                      "spice_s": sw["elapsed_s"]}
+                      "spice_s": sw["elapsed_s"]}}
 
-    # Op-amps open loop -----------------------------------------------------------------------
+
+def _opamps(out: Path, engine, plt, include_two_stage: bool) -> dict:
+    """Open-loop gain and phase of both op-amps."""
     amps = [MacroOpAmpParams()] + ([TwoStageOpAmpParams()] if include_two_stage else [])
     fig, ax = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    rows = []
+    rows, summary = [], {}
     for p in amps:
         m = measure_opamp(p, engine=engine)
         summary[f"opamp_{p.name}"] = {k: m[k] for k in ("a0", "gbw_hz", "phase_margin_deg", "v_os")}
@@ -338,5 +354,4 @@ def characterize_periphery(out_dir: str | Path, *, seed: int = 0, engine=None,
         w = csv.writer(fh)
         w.writerow(["opamp", "f_hz", "gain", "phase_deg"])
         w.writerows(rows)
-    summary["elapsed_s"] = time.perf_counter() - t0
     return summary

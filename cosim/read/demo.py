@@ -1,6 +1,6 @@
-"""The default main job until training lands: one crossbar read three ways, compared.
+"""One crossbar read three ways and compared: ngspice, the exact fast solver, the ideal product.
 
-Layer: cosim. Builds a random crossbar with wire parasitics, reads a batch of inputs in
+Layer: cosim.read. ``xbar demo`` builds a random crossbar with wire parasitics, reads a batch of inputs in
 ngspice (batched ``.dc`` sweeps over the cores), in the exact fast solver and ideally, and
 reports their agreement and timings; writes ``demo.json``, ``demo.npz`` and ``demo.png``.
 """

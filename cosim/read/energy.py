@@ -1,16 +1,15 @@
 """Energy of a read from the simulation: the power of every source integrated over time.
 
-Layer: cosim. :func:`read_energy` drives the rows of a crossbar with pulses of duration
+Layer: cosim.read. :func:`read_energy` drives the rows of a crossbar with pulses of duration
 ``t_read`` (amplitude-coded inputs), runs the transient in ngspice, and integrates
 -v(t) i(t) of each source (the power it delivers; ngspice's i(V) flows into the + node). The
 result splits the energy between the drivers and the sense side and reports energy per MVM,
 per MAC and TOPS/W (2 operations per MAC). For a resistive array without wires the array
 energy is sum_ij V_i^2 G_ij t_read exactly (tested); with wires it includes their dissipation.
 
-What it does not include yet: DACs, integrators and ADCs (the periphery issue) and the digital
-side, which dominate a real tile's energy; so the TOPS/W here is an upper bound for the array
-alone and not comparable to chip-level figures such as the calculated 28,065 GOP/s/W of
-Ambrogio et al. (Nature 2018), which included their periphery model.
+It counts the array alone (drivers ideal, no integrators or ADCs): an upper bound of a tile's
+efficiency. The read chain's energy, periphery included, is :func:`energy_summary` of a spice
+read of :class:`cosim.read.readchain.ReadChain` made with ``energy=True``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A cheap IR-drop model of crossbar reads, its calibration file, and an aihwkit-style export.
 
-Layer: cosim. Cheap means: no linear solve of the array. The model maps the conductances to an
+Layer: cosim.read. Cheap means: no linear solve of the array. The model maps the conductances to an
 *effective* conductance matrix W (one per conductance state: cumulative sums over the array and
 one scalar recursion along each line, O(rows x cols)), and a read is then ``V @ W`` (forward)
 or ``V @ W.T`` (transposed: a passive linear network is reciprocal, so the transposed transfer

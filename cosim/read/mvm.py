@@ -1,7 +1,7 @@
 """Analog matrix-vector products through a crossbar: forward and transposed reads on three
 backends that share one circuit description.
 
-Layer: cosim. ``spice`` writes the IR as an ngspice deck (a batch of inputs becomes one ``.dc``
+Layer: cosim.read. ``spice`` writes the IR as an ngspice deck (a batch of inputs becomes one ``.dc``
 sweep per worker) and is the ground truth; ``fast`` stamps the same IR into the exact
 structured solver; ``ideal`` is V @ G with no parasitics; ``calibrated`` is the cheap IR-drop
 model of :mod:`cosim.read.irmodel` with the coefficients of a calibration (``xbar calibrate``).

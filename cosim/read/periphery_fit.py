@@ -160,7 +160,7 @@ class PeripheryFit:
         """
         if self.c_int <= 0:
             raise ParameterError("this periphery fit does not record its integrator capacitor (c_int); load it "
-                                 "with select_periphery_fit / load_periphery_fit, which fill it from the fit result")
+                                 "with select_periphery_fit, which fills it from the fit result")
         if not self.poly[1] < 0:
             raise ParameterError(f"the fitted gain k1 = {self.poly[1]:g} V is not negative: "
                                  "not an inverting integrator")
@@ -216,7 +216,7 @@ def select_periphery_fit(fits: dict, cfg, *, source: str = "fits.json") -> Perip
     ----------
     fits : dict
         ``{"periphery": {name: fit_periphery(...)}, ...}`` (:func:`cosim.calibrate.blocks.fit_all`).
-    cfg : cosim.read.readchain.PeripheryConfig
+    cfg : netlists.readchain.PeripheryConfig
         The chain to read with the fit.
     source : str
         Where ``fits`` came from (for the error messages).

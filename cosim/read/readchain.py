@@ -134,11 +134,11 @@ class ReadChain:
     access : AccessParams, optional
         1T1R array: an NMOS access transistor in series with every cell, all word lines on
         during the read (:func:`netlists.access.access_cells`); None: passive cells.
-    fit : cosim.calibrate.periphery.PeripheryFit, optional
-        The integrator + ADC transfer fitted to ngspice (:func:`cosim.calibrate.periphery.load_periphery_fit`
+    fit : cosim.read.periphery_fit.PeripheryFit, optional
+        The integrator + ADC transfer fitted to ngspice (:meth:`cosim.calibrate.bundle.CalibrationSet.periphery_fit`
         picks it from ``xbar calibrate``' output). Fast reads then take charge ->
         voltage -> code from the fit (carried over to this chain's capacitor, column loads and
-        integration time by :meth:`~cosim.calibrate.periphery.PeripheryFit.chain_voltage`) instead
+        integration time by :meth:`~cosim.read.periphery_fit.PeripheryFit.chain_voltage`) instead
         of the analog twin; the charge stays the exact array transfer, spice reads are
         unchanged. None: the twin.
 
@@ -381,11 +381,11 @@ class ReadChain:
         nb = windows.shape[0]
         n_work = max(1, min(workers or getattr(engine, "workers", 1), nb))
         bounds = np.linspace(0, nb, n_work + 1).astype(int)
-        chunks = [windows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        built = [self._deck(ch, transpose, energy) for ch in chunks]
+        chunks = [windows[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        built = [self._deck(ch, transpose, energy) for ch in chunks]      # (deck, saved vectors, circuit)
         need = built[0][1]
-        results = engine.run_many([b[0] for b in built], need=need, name="readchain")
-        parts = [self._decode(r, ch, transpose, energy, b[2]) for r, ch, b in zip(results, chunks, built)]
+        results = engine.run_many([deck for deck, _, _ in built], need=need, name="readchain")
+        parts = [self._decode(r, ch, transpose, energy, circ) for r, ch, (_, _, circ) in zip(results, chunks, built)]
         out = {k: np.concatenate([p[k] for p in parts]) for k in ("q", "v", "codes")}
         out["points"] = sum(p["points"] for p in parts)
         out["energy"] = None

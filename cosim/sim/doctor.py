@@ -9,7 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
-from cosim.sim.engine import NGSPICE_MIN_VERSION, SharedEngine, SubprocessEngine, ngspice_version
+from cosim.sim.engine import SharedEngine, SubprocessEngine, ngspice_version
+from cosim.sim.errors import NGSPICE_MIN_VERSION
 from models.errors import XbarError
 from netlists.ir import Circuit, NodeTable, Resistors, VoltageSources
 from netlists.spice import SpiceDeck, write_spice

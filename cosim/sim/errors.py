@@ -1,6 +1,6 @@
 """Errors of the co-simulation layer, on top of the shared hierarchy in ``models.errors``.
 
-Layer: cosim. Every failure of ngspice becomes one of the ``NgspiceError`` subclasses below,
+Layer: cosim.sim. Every failure of ngspice becomes one of the ``NgspiceError`` subclasses below,
 carrying the tail of ngspice's log and the path of the deck that failed, so that a user can
 rerun it by hand (``ngspice -b DECK``).
 """
@@ -14,10 +14,13 @@ from models.errors import ParameterError, ShapeError, UnsupportedElementError, X
 __all__ = [
     "XbarError", "ParameterError", "ShapeError", "UnsupportedElementError",
     "NgspiceError", "NgspiceNotFound", "NgspiceParseError", "NgspiceSingularError",
-    "NgspiceConvergenceError", "NgspiceTimeout", "NgspiceCrash", "MissingVectorError",
+    "NgspiceConvergenceError", "NgspiceTimeout", "NgspiceCrash", "MissingVectorError", "BatchError",
+    "NGSPICE_MIN_VERSION",
 ]
 
 LOG_TAIL_LINES = 25
+#: The oldest ngspice with KLU (older ones are 10-100x slower on crossbars).
+NGSPICE_MIN_VERSION = 42
 
 
 class NgspiceError(XbarError, RuntimeError):
@@ -73,3 +76,14 @@ class NgspiceCrash(NgspiceError):
 
 class MissingVectorError(NgspiceError):
     """A vector that the caller needs is absent, or has fewer points than asked for."""
+
+
+class BatchError(NgspiceError):
+    """One deck of a ``run_many`` failed; ``results`` keeps every deck that did not."""
+
+    def __init__(self, index: int, cause: NgspiceError, results: list):
+        super().__init__(f"deck {index} of {len(results)} failed: {cause.reason}",
+                         log=cause.log, deck_path=cause.deck_path)
+        self.index = index
+        self.cause = cause
+        self.results = results

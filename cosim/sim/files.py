@@ -1,6 +1,6 @@
 """Publishing a benchmark's or an experiment's table: printed, and written as Markdown and JSON.
 
-Layer: cosim (used by the thin entry points in ``scripts/``).
+Layer: cosim.sim (used by the thin entry points in ``scripts/``).
 """
 
 from __future__ import annotations

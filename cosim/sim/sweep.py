@@ -1,6 +1,6 @@
 """Sweeps of SPICE cases: one task per case, run serially or on a Dask cluster, resumable.
 
-Layer: cosim. A sweep is a list of *cases* (frozen dataclasses, one SPICE job each) and a *task*
+Layer: cosim.sim. A sweep is a list of *cases* (frozen dataclasses, one SPICE job each) and a *task*
 (a module-level function ``task(case, rng) -> dict[str, ndarray]`` that builds the deck from
 the case, runs ngspice and returns plain numpy data). :func:`run_sweep` runs the cases that are
 not already in the results folder and writes each one there as soon as it finishes, so a sweep

@@ -1,6 +1,6 @@
 """Data sets for training: scikit-learn's bundled 8x8 digits (no download), or the user's .npz.
 
-Layer: cosim. Every loader returns a :class:`Dataset` with features scaled to [0, 1] (so they
+Layer: cosim.train. Every loader returns a :class:`Dataset` with features scaled to [0, 1] (so they
 map straight onto read voltages) and integer labels.
 """
 

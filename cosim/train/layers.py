@@ -152,7 +152,7 @@ class Tile:
 
     def read_chain(self, cfg: LayerConfig, engine=None, fit=None):
         """The tile behind ``cfg.periphery`` (:class:`cosim.read.readchain.ReadChain`), cached until
-        the conductances change; ``fit`` (a :class:`cosim.calibrate.periphery.PeripheryFit`) for its
+        the conductances change; ``fit`` (a :class:`cosim.read.periphery_fit.PeripheryFit`) for its
         fast reads."""
         if self._chain is None:
             self._chain = sized_read_chain(cfg.periphery, self.spec(cfg), interleave(self.g_plus, self.g_minus),

@@ -2,7 +2,7 @@
 significant) per weight, with periodic transfer and polarity inversion (Ambrogio et al.,
 Nature 558:60, 2018).
 
-Layer: cosim. One weight is::
+Layer: cosim.train. One weight is::
 
     W = scale * ( F (G+ - G-)  +  p (g - g_shared) )
                   \\__ MSP __/      \\__ LSP ___/

@@ -1,6 +1,6 @@
 """Weights <-> conductances: the only place where unitless network weights meet siemens.
 
-Layer: cosim. A weight matrix W (n_in, n_out) is stored as differential pairs,
+Layer: cosim.write. A weight matrix W (n_in, n_out) is stored as differential pairs,
 W = scale * (G+ - G-), with both conductances in [g_min, g_max]. ``to_conductances`` and
 ``from_conductances`` are the pair of functions (tested as a round trip); ``tile_slices`` splits
 a layer larger than the largest allowed array into tiles whose partial sums are added

@@ -1,6 +1,6 @@
 """Stochastic pulse trains for the parallel outer-product update (Gokmen & Vlasov, 2016).
 
-Layer: cosim. An update dW = -lr x^T d of a whole array happens in place: row i fires in each of
+Layer: cosim.write. An update dW = -lr x^T d of a whole array happens in place: row i fires in each of
 BL time slots with probability p_i ~ |x_i|, column j with q_j ~ |d_j|, and a cell changes by one
 device step only where a row pulse and a column pulse coincide (rows carry +-V/2 and columns
 -+V/2, so only a coincidence puts the full V across a cell, above its threshold). The expected
