@@ -19,12 +19,26 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, UnsupportedElementError, check_positive
+from models.errors import (
+    ParameterError,
+    ShapeError,
+    UnsupportedElementError,
+    check_positive,
+)
 from models.spice_text import fmt
 from netlists.ir import (
-    ELEMENT_TYPES, BehavioralSources, Capacitors, Circuit, Group, Mosfets, PwlSources, Resistors,
-    SubcktInstances, VoltageSources,
+    ELEMENT_TYPES,
+    BehavioralSources,
+    Capacitors,
+    Circuit,
+    Group,
+    Mosfets,
+    PwlSources,
+    Resistors,
+    SubcktInstances,
+    VoltageSources,
 )
+from netlists.validate import validate
 
 __all__ = ["SpiceDeck", "Op", "BatchSweep", "DcSweep", "AcSweep", "Tran", "Analysis", "WRITERS", "write_spice",
            "fmt"]
@@ -242,7 +256,8 @@ class _Context:
 def write_spice(circuit: Circuit, analysis: Analysis = Op(), *, save: Sequence[str] | None = None,
                 options: Mapping[str, float | str | None] | None = None,
                 initial: Mapping[str, float] | None = None) -> SpiceDeck:
-    """Render ``circuit`` as an ngspice deck.
+    """Render ``circuit`` as an ngspice deck, after :func:`netlists.validate.validate` (a circuit
+    ngspice would fail on, or silently get wrong, is refused here with the element named).
 
     Parameters
     ----------
@@ -262,6 +277,7 @@ def write_spice(circuit: Circuit, analysis: Analysis = Op(), *, save: Sequence[s
         if type(g) not in WRITERS:
             raise UnsupportedElementError(f"the SPICE writer has no rendering for {type(g).__name__} "
                                           f"(group {g.name!r})")
+    validate(circuit)
     ctx = _Context()
     if isinstance(analysis, BatchSweep):
         drives = circuit.sources("drive")
