@@ -19,12 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from models.errors import (
-    ParameterError,
-    ShapeError,
-    UnsupportedElementError,
-    check_positive,
-)
+from models.errors import ParameterError, ShapeError, UnsupportedElementError, check_positive
 from models.spice_text import fmt
 from netlists.ir import (
     ELEMENT_TYPES,
