@@ -80,6 +80,21 @@ def test_sweep_identical_on_one_and_two_dask_workers(tmp_path):
     assert np.abs(fast - back.arrays["I"]).max() < 1e-6 * np.abs(fast).max()
 
 
+def test_a_damaged_record_is_named_and_its_case_runs_again(tmp_path):
+    cases = tiny_cases(3)
+    first = run_sweep(cases, counting_task, tmp_path, workers=1, progress=False)
+    k0, k1 = first.results[0].key, first.results[1].key
+    (tmp_path / f"{k0}.npz").write_bytes((tmp_path / f"{k0}.npz").read_bytes()[:50])     # cut short
+    (tmp_path / f"{k1}.json").write_text("{not json")                                      # damaged by hand
+    _CALLS.clear()
+    with pytest.warns(RuntimeWarning, match="cannot be read") as caught:
+        again = run_sweep(cases, counting_task, tmp_path, workers=1, progress=False)
+    named = " ".join(str(w.message) for w in caught)
+    assert f"{k0}.json" in named and f"{k1}.json" in named
+    assert sorted(_CALLS) == [0, 1] and again.ran == 2 and again.skipped == 1
+    assert all(np.array_equal(a.arrays["I"], b.arrays["I"]) for a, b in zip(first.results, again.results))
+
+
 def test_resume_skips_finished_cases(tmp_path):
     cases = tiny_cases(3)
     _CALLS.clear()

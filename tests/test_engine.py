@@ -56,15 +56,50 @@ def test_shared_engine_matches_subprocess_and_reruns_with_alter(engine, shared_e
     ("bad\nV1 a 0 1\nQ9 garbage line\nR1 a 0 1k\n.op\n.end\n", NgspiceParseError, "model"),
     ("loop\nV1 a 0 1\nV2 a 0 2\nR1 a 0 1\n.op\n.end\n", NgspiceSingularError, "singular"),
     ("missing\nV1 a 0 1\nR1 a 0 1\n.save v(a)\n.op\n.end\n", MissingVectorError, "v\\(nothere\\)"),
+    ("garbage\nV1 a 0 1\nR1 a 0 1k\nthis is garbage\n.op\n.end\n", NgspiceParseError, "parse"),
+    ("save\nV1 a 0 1\nR1 a 0 1k\n.save v(nothere)\n.op\n.end\n", MissingVectorError, "does not have"),
+    ("subckt\nV1 a 0 1\nR1 a 0 1k\nX1 a 0 nosuch\n.op\n.end\n", NgspiceParseError, "subcircuit"),
 ])
 def test_failures_are_typed_with_the_log_tail(kind, deck, error, match, engine, shared_engine):
     eng = engine if kind == "subprocess" else shared_engine
     with pytest.raises(error, match=match) as info:
-        eng.run(deck, need=["v(nothere)"] if error is MissingVectorError else ())
+        eng.run(deck, need=["v(nothere)"] if deck.startswith("missing") else ())
     if error is not MissingVectorError:
         assert info.value.log_tail()
     # the shared engine serves the next deck after a failure
     assert eng.run(DIVIDER)["v(b)"][0] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("kind", ["subprocess", "shared"])
+def test_errors_do_not_quote_included_files(kind, engine, shared_engine, tmp_path):
+    (tmp_path / "private.sp").write_text("secret line 1 from a private model\nR9 a 0 1k\n")
+    deck = f"inc\nV1 a 0 1\n.include {tmp_path / 'private.sp'}\nQ1 a b c nomodel\n.op\n.end\n"
+    eng = engine if kind == "subprocess" else shared_engine
+    with pytest.raises(NgspiceParseError) as info:
+        eng.run(deck)
+    assert "secret" not in str(info.value) and "includes other files" in str(info.value)
+    assert "secret line" in info.value.log       # the log itself is kept whole
+
+
+@pytest.mark.parametrize("deck", ["", "title only\n", "no end\nV1 a 0 1\nR1 a 0 2k\n.op\n"],
+                         ids=["empty", "title only", "no .end"])
+def test_shared_engine_refuses_an_incomplete_deck_instead_of_rerunning_the_last(shared_engine, deck):
+    assert shared_engine.run(DIVIDER)["v(b)"][0] == pytest.approx(0.75)
+    with pytest.raises(NgspiceParseError, match="not a complete circuit"):
+        shared_engine.run(deck)
+
+
+def test_shared_engine_worker_has_a_memory_cap():
+    """A runaway analysis (every node of a 2,000-stage ladder saved over 20,000 steps, ~320 MB)
+    kills the worker at its cap instead of growing without bound."""
+    lines = ["ladder", ".options klu", "V1 n0 0 SIN(0 1 1e6)"]
+    for i in range(2000):
+        lines += [f"R{i} n{i} n{i + 1} 10", f"C{i} n{i + 1} 0 1p"]
+    deck = "\n".join(lines + [".tran 1e-9 20e-6", ".end"]) + "\n"
+    with SharedEngine(timeout=60, max_memory_bytes=300 << 20) as eng:
+        with pytest.raises(NgspiceCrash, match="memory cap"):
+            eng.run(deck)
+        assert eng.run(DIVIDER)["v(b)"][0] == pytest.approx(0.75)      # a fresh worker serves on
 
 
 def test_failing_deck_is_kept_for_inspection(engine):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosim.sim.files import atomic_json, save_figure
 from cosim.calibrate.devices import fit_device_steps
 from cosim.calibrate.montecarlo import Variation, monte_carlo_mvm
 from cosim.calibrate.periphery import fit_periphery, periphery_configs
@@ -63,7 +64,7 @@ def save_json(results: dict, path) -> Path:
     """Write ``results`` as JSON (numpy scalars/arrays converted)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(results), indent=1, allow_nan=True))
+    atomic_json(path, _jsonable(results), indent=1, allow_nan=True)
     return path
 
 
@@ -109,7 +110,7 @@ def plot_fits(results: dict, out_dir) -> list[str]:
             b.set_xlabel("pulse"), b.set_ylabel("G [uS]"), b.legend(fontsize=8)
         fig.tight_layout()
         p = out / f"steps_{name}.png"
-        fig.savefig(p, dpi=110), plt.close(fig)
+        save_figure(fig, p, dpi=110), plt.close(fig)
         paths.append(str(p))
     for name, r in results.get("periphery", {}).items():
         c = r["curves"]
@@ -130,7 +131,7 @@ def plot_fits(results: dict, out_dir) -> list[str]:
         fig.suptitle(f"{name}: {r['opamp_kind']} + {r['adc_kind']}")
         fig.tight_layout()
         p = out / f"periphery_{name}.png"
-        fig.savefig(p, dpi=110), plt.close(fig)
+        save_figure(fig, p, dpi=110), plt.close(fig)
         paths.append(str(p))
     mc = results.get("monte_carlo", [])
     if mc:
@@ -147,7 +148,7 @@ def plot_fits(results: dict, out_dir) -> list[str]:
         ax[0].set_title(f"MVM Monte Carlo {mc[0]['rows']}x{mc[0]['cols']}, r={mc[0]['r_wire']:g} ohm")
         fig.tight_layout()
         p = out / "monte_carlo.png"
-        fig.savefig(p, dpi=110), plt.close(fig)
+        save_figure(fig, p, dpi=110), plt.close(fig)
         paths.append(str(p))
     return paths
 
@@ -247,5 +248,5 @@ def calibrate_blocks(out: Path, settings: BlockFitSettings = BlockFitSettings(),
             return load_json(fits), True
     res = fit_all(out / "blocks", engine=engine or SubprocessEngine(), progress=progress, pulses=settings.pulses,
                   seeds=settings.seeds, holdout_seeds=settings.holdout_seeds, mc_runs=settings.mc_runs)
-    done.write_text(json.dumps(want))
+    atomic_json(done, want)
     return res, False

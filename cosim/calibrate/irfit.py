@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from cosim.sim.files import atomic_json, atomic_write, save_figure
 from cosim.calibrate.aihwkit import to_aihwkit
 from cosim.calibrate.ir_cases import CaseData, case_data, default_cases, spice_case
 from cosim.calibrate.montecarlo import Variation, monte_carlo_mvm
@@ -235,7 +235,7 @@ def _plots(out: Path, table: Sequence[dict], test: Sequence[CaseData], model: IR
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
     paths.append(out / "error_vs_size.png")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharex=True, sharey=True)
@@ -250,7 +250,7 @@ def _plots(out: Path, table: Sequence[dict], test: Sequence[CaseData], model: IR
     axes[0].set_ylabel("(model - ngspice) / full scale")
     fig.tight_layout()
     paths.append(out / "predicted_vs_spice.png")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -265,7 +265,7 @@ def _plots(out: Path, table: Sequence[dict], test: Sequence[CaseData], model: IR
     ax.legend()
     fig.tight_layout()
     paths.append(out / "uncalibrated_vs_calibrated.png")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
     return paths
 
@@ -316,13 +316,13 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 6
                for name in ("ideal", "linear", "uncal", "phys", "cal")}
     text, targets = _summary_text(len(train), table, overall, speed)
     report = _report(cases, sweep, t_sweep, t_fit, model, text, train_table, mc)
-    (out / "report.md").write_text("\n".join(report))
+    atomic_write(out / "report.md", "\n".join(report))
     summary = {"out_dir": str(out), "calibration": str(cal_path), "table": table, "train_table": train_table,
                "speed": speed, "monte_carlo": mc, "overall": overall, "sweep": {
                    "cases": len(cases), "ran": sweep.ran, "skipped": sweep.skipped, "failed": len(sweep.failed),
                    "wall_s": t_sweep, "backend": sweep.backend, "workers": sweep.workers},
                "fit_s": t_fit, "coefficients": model.to_dict(), "targets": targets, "aihwkit": to_aihwkit(cal)}
-    (out / "report.json").write_text(json.dumps(summary, indent=2))
+    atomic_json(out / "report.json", summary, indent=2)
     if plots:
         summary["plots"] = [str(p) for p in _plots(out, table, test, model)]
     summary["text"] = text

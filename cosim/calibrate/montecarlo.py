@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosim.sim.files import atomic_path
 from cosim.read.mvm import Crossbar
 from cosim.write.mapping import MappingSpec, to_conductances
 from models.errors import ParameterError, ShapeError, check_positive
@@ -153,8 +154,10 @@ class FaultMap:
     def save(self, path) -> Path:
         """Write an ``.npz`` a training run can load (:meth:`load`)."""
         path = Path(path)
-        np.savez(path, g_factor=self.g_factor, stuck=self.stuck, v_os=self.v_os, out_offset=self.out_offset)
-        return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+        path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, g_factor=self.g_factor, stuck=self.stuck, v_os=self.v_os, out_offset=self.out_offset)
+        return path
 
     @classmethod
     def load(cls, path) -> "FaultMap":

@@ -17,6 +17,7 @@ import numpy as np
 
 from cosim.calibrate.blocks import BlockFitSettings, calibrate_blocks, report_markdown
 from cosim.calibrate.irfit import run_ir_calibration
+from cosim.sim.files import RunLock, atomic_json, atomic_write
 from models.errors import ParameterError
 
 __all__ = ["CalibrationPlan", "DEFAULT_PLAN", "QUICK_PLAN", "calibrate"]
@@ -94,6 +95,11 @@ def calibrate(out_dir, plan: CalibrationPlan = DEFAULT_PLAN, *, workers: int = 1
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ParameterError(f"workers must be an integer >= 1, got {workers!r}")
     out = Path(out_dir)
+    with RunLock(out, "calibrate"):
+        return _calibrate(out, plan, workers, scheduler, progress)
+
+
+def _calibrate(out: Path, plan: CalibrationPlan, workers: int, scheduler: str | None, progress) -> dict:
     s = run_ir_calibration(out, sizes=plan.sizes, r_wires=plan.r_wires, train_per_point=plan.train_per_point,
                            test_per_point=plan.test_per_point, batch=plan.batch, seed=plan.seed, workers=workers,
                            scheduler=scheduler, monte_carlo_runs=plan.monte_carlo_runs, timing=plan.timing)
@@ -101,13 +107,10 @@ def calibrate(out_dir, plan: CalibrationPlan = DEFAULT_PLAN, *, workers: int = 1
     if plan.blocks is not None:
         res, reused = calibrate_blocks(out, plan.blocks, progress=progress)
         text = report_markdown(res)
-        with open(out / "report.md", "a") as f:
-            f.write("\n" + text + "\n")
+        atomic_write(out / "report.md", (out / "report.md").read_text() + "\n" + text + "\n")
         cal_path = out / "calibration.json"
         d = json.loads(cal_path.read_text())
         d["blocks"] = str(Path("blocks") / "fits.json")
-        tmp = cal_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(d, indent=2))
-        tmp.replace(cal_path)
+        atomic_json(cal_path, d, indent=2)
         s["blocks"], s["blocks_reused"], s["blocks_text"] = res, reused, text
     return s

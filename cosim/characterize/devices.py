@@ -9,7 +9,6 @@ PCM array of device subcircuits with wire resistance
 
 from __future__ import annotations
 
-import csv
 import re
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cosim.sim.engine import SubprocessEngine
+from cosim.sim.files import save_figure, write_csv
 from models.device import DeviceModel
 from models.errors import ParameterError
 from models.pcm import PCM
@@ -143,16 +143,10 @@ def characterize_device(name: str, out_dir: Path, *, seeds: int = 5, pulses: int
 
 
 def _write_csv(path: Path, g_sp: np.ndarray, g_tw: np.ndarray, iv: list) -> Path:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["kind", "index", "x", "spice", "twin"])
-        for k in range(g_sp.shape[0]):
-            for j in range(g_sp.shape[1]):
-                w.writerow(["pulse_G_S", k, j, f"{g_sp[k, j]:.9g}", f"{g_tw[k, j]:.9g}"])
-        for k, (v, a, b) in enumerate(iv):
-            for x, y, z in zip(v, a, b):
-                w.writerow(["iv_A", k, f"{x:.9g}", f"{y:.9g}", f"{z:.9g}"])
-    return path
+    rows = [["pulse_G_S", k, j, f"{g_sp[k, j]:.9g}", f"{g_tw[k, j]:.9g}"]
+            for k in range(g_sp.shape[0]) for j in range(g_sp.shape[1])]
+    rows += [["iv_A", k, f"{x:.9g}", f"{y:.9g}", f"{z:.9g}"] for k, (v, a, b) in enumerate(iv) for x, y, z in zip(v, a, b)]
+    return write_csv(path, ["kind", "index", "x", "spice", "twin"], rows)
 
 
 def _plot(path: Path, model: DeviceModel, name: str, g_sp, g_tw, iv, pulses: int) -> Path:
@@ -174,7 +168,7 @@ def _plot(path: Path, model: DeviceModel, name: str, g_sp, g_tw, iv, pulses: int
     ax2.set(xlabel="V [V]", ylabel="I [uA]", title=f"{name}: I-V (read regime)")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

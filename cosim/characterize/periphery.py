@@ -24,7 +24,6 @@ exactly ``sum_i g_ij * volt_seconds_i`` for an ideal virtual ground.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cosim.sim.engine import SubprocessEngine
+from cosim.sim.files import save_figure, write_csv
 from models.adc import (QuantizerParams, RampAdcParams, inl_dnl, quantize, ramp_convert, transition_levels)
 from models.dac import (DacParams, read_duration, row_waveforms, sample_waveforms, shift_and_add, union_times,
                         volt_second_moments, volt_seconds)
@@ -259,14 +259,12 @@ def _dac_transfer(out: Path, engine, plt) -> dict:
     summary = {"dac_integrator_max_err_v": float(np.max(np.abs(r["v_read_end"] - tw["v_out"])))}
     encs = {e: volt_seconds(np.arange(0, 64), replace(dac, encoding=e)) for e in ("amplitude", "pwm")}
     bs = volt_seconds(np.arange(0, 64), replace(dac, encoding="bitserial"))
-    with (out / "dac_transfer.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["code", "pwm_vs", "amplitude_vs", "bitserial_shift_add_vs", "spice_v_out", "twin_v_out"])
-        sp = dict(zip(codes.tolist(), r["v_read_end"]))
-        tv = dict(zip(codes.tolist(), tw["v_out"]))
-        sa = shift_and_add(bs)
-        for k in range(64):
-            w.writerow([k, encs["pwm"][k], encs["amplitude"][k], sa[k], sp.get(k, ""), tv.get(k, "")])
+    sp = dict(zip(codes.tolist(), r["v_read_end"]))
+    tv = dict(zip(codes.tolist(), tw["v_out"]))
+    sa = shift_and_add(bs)
+    write_csv(out / "dac_transfer.csv", ["code", "pwm_vs", "amplitude_vs", "bitserial_shift_add_vs", "spice_v_out",
+                                         "twin_v_out"],
+              [[k, encs["pwm"][k], encs["amplitude"][k], sa[k], sp.get(k, ""), tv.get(k, "")] for k in range(64)])
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for e, y in encs.items():
         ax[0].plot(np.arange(64), y, label=e)
@@ -275,7 +273,7 @@ def _dac_transfer(out: Path, engine, plt) -> dict:
     ax[1].plot(codes, r["v_read_end"], "o", label="SPICE")
     ax[1].plot(codes, tw["v_out"], "-", label="twin")
     ax[1].set_xlabel("signed PWM code"), ax[1].set_ylabel("integrator output [V]"), ax[1].legend()
-    fig.tight_layout(), fig.savefig(out / "dac_transfer.png", dpi=110), plt.close(fig)
+    fig.tight_layout(), save_figure(fig, out / "dac_transfer.png", dpi=110), plt.close(fig)
     return summary
 
 
@@ -288,17 +286,14 @@ def _integrator_waveform(out: Path, engine, plt, rng) -> dict:
     g4[:, 1] *= 4  # the second column saturates
     r = run_read(codes8, g4, dac8, integ, engine=engine)
     tw = read_twin(codes8, g4, dac8, integ)
-    with (out / "integrator_waveform.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["time_s", "v_out0", "v_out1"])
-        for k in range(len(r["time"])):
-            w.writerow([r["time"][k], r["out"][0, k], r["out"][1, k]])
+    write_csv(out / "integrator_waveform.csv", ["time_s", "v_out0", "v_out1"],
+              [[r["time"][k], r["out"][0, k], r["out"][1, k]] for k in range(len(r["time"]))])
     fig, ax = plt.subplots(figsize=(7, 4))
     for j in range(2):
         ax.plot(r["time"] * 1e9, r["out"][j], label=f"SPICE col {j}")
         ax.axhline(tw["v_out"][j], ls=":", color=f"C{j}", label=f"twin col {j}")
     ax.set_xlabel("time [ns]"), ax.set_ylabel("v(out) [V]"), ax.legend()
-    fig.tight_layout(), fig.savefig(out / "integrator_waveform.png", dpi=110), plt.close(fig)
+    fig.tight_layout(), save_figure(fig, out / "integrator_waveform.png", dpi=110), plt.close(fig)
     # column 0 stays linear; column 1 (4x the conductance) saturates during the read, where
     # the charge-level twin is not expected to follow SPICE
     return {"integrator_v_out_spice": r["v_read_end"].tolist(), "integrator_v_out_twin": tw["v_out"].tolist()}
@@ -313,22 +308,16 @@ def _adc_transfer(out: Path, engine, plt) -> dict:
     lin = inl_dnl(lv, adc)
     lv_t = transition_levels(v, sw["twin"], adc.n_codes)
     lin_t = inl_dnl(lv_t, adc)
-    with (out / "adc_transfer.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["v_in", "code_spice", "code_twin"])
-        w.writerows(zip(v, sw["codes"], sw["twin"]))
-    with (out / "adc_inl_dnl.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["transition_k", "level_v", "inl_lsb"])
-        for k, (a, b) in enumerate(zip(lv, lin["inl"]), start=1):
-            w.writerow([k, a, b])
+    write_csv(out / "adc_transfer.csv", ["v_in", "code_spice", "code_twin"], zip(v, sw["codes"], sw["twin"]))
+    write_csv(out / "adc_inl_dnl.csv", ["transition_k", "level_v", "inl_lsb"],
+              [[k, a, b] for k, (a, b) in enumerate(zip(lv, lin["inl"]), start=1)])
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].step(v, sw["codes"], where="post", label="SPICE")
     ax[0].plot(v, sw["twin"], ":", label="twin")
     ax[0].set_xlabel("v_in [V]"), ax[0].set_ylabel("code"), ax[0].legend()
     ax[1].plot(lin["inl"], label="INL"), ax[1].plot(lin["dnl"], label="DNL")
     ax[1].set_xlabel("transition"), ax[1].set_ylabel("LSB"), ax[1].legend()
-    fig.tight_layout(), fig.savefig(out / "adc_transfer.png", dpi=110), plt.close(fig)
+    fig.tight_layout(), save_figure(fig, out / "adc_transfer.png", dpi=110), plt.close(fig)
     return {"adc": {"inl_max_lsb": lin["inl_max"], "dnl_max_lsb": lin["dnl_max"],
                       "missing_codes": lin["missing_codes"], "offset_lsb": lin["offset_lsb"],
                       "gain_error": lin["gain_error"], "twin_inl_max_lsb": lin_t["inl_max"],
@@ -349,9 +338,6 @@ def _opamps(out: Path, engine, plt, include_two_stage: bool) -> dict:
         rows += [(p.name, f, abs(h), np.degrees(np.angle(h))) for f, h in zip(m["f"], m["h"])]
     ax[0].set_ylabel("gain [dB]"), ax[1].set_ylabel("phase [deg]"), ax[1].set_xlabel("f [Hz]")
     ax[0].legend()
-    fig.tight_layout(), fig.savefig(out / "opamp_open_loop.png", dpi=110), plt.close(fig)
-    with (out / "opamp_open_loop.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["opamp", "f_hz", "gain", "phase_deg"])
-        w.writerows(rows)
+    fig.tight_layout(), save_figure(fig, out / "opamp_open_loop.png", dpi=110), plt.close(fig)
+    write_csv(out / "opamp_open_loop.csv", ["opamp", "f_hz", "gain", "phase_deg"], rows)
     return summary

@@ -7,12 +7,12 @@ reports their agreement and timings; writes ``demo.json``, ``demo.npz`` and ``de
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from cosim.sim.files import atomic_json, atomic_path, save_figure
 from cosim.read.mvm import Crossbar
 from netlists.crossbar import CrossbarSpec
 
@@ -51,8 +51,9 @@ def run_demo(*, size: int = 64, batch: int = 20, r_wire: float = 1.0, out_dir: P
                  "product (V @ G) shows what the wire resistance costs")
     summary = {"spec": {"rows": size, "cols": size, "r_wire_ohm": r_wire, "batch": batch, "seed": seed},
                "table": rows, "ok": ok, "text": "\n".join(lines), "out_dir": str(out_dir)}
-    (out_dir / "demo.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=2))
-    np.savez(out_dir / "demo.npz", G=G, V=V, **{f"I_{b}_{'T' if t else 'F'}": v for (b, t), v in results.items()})
+    atomic_json(out_dir / "demo.json", {k: v for k, v in summary.items() if k != "text"}, indent=2)
+    with atomic_path(out_dir / "demo.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, G=G, V=V, **{f"I_{b}_{'T' if t else 'F'}": v for (b, t), v in results.items()})
     _plot(results, out_dir / "demo.png", size, r_wire)
     return summary
 
@@ -75,5 +76,5 @@ def _plot(results: dict, path: Path, size: int, r_wire: float) -> None:
         ax.set_title(f"{'transposed' if transpose else 'forward'} read, {size}x{size}, {r_wire:g} ohm/segment")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

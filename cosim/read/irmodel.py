@@ -108,6 +108,7 @@ from typing import Any
 
 import numpy as np
 
+from cosim.sim.files import atomic_write
 from models.errors import ParameterError, ShapeError
 from netlists.crossbar import check_conductances, check_inputs
 
@@ -586,7 +587,7 @@ class Calibration:
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write(p, json.dumps(self.to_json(), indent=2) + "\n")
         return p
 
     @classmethod

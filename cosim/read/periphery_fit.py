@@ -92,7 +92,7 @@ class PeripheryFit:
             raise ParameterError("poly must be 4 finite numbers (v0, k1, k2, k3)")
         if not self.sat_lo < self.sat_hi:
             raise ParameterError(f"sat_lo ({self.sat_lo:g} V) must be below sat_hi ({self.sat_hi:g} V)")
-        if not isinstance(self.n_codes, (int, np.integer)) or self.n_codes < 2:
+        if isinstance(self.n_codes, bool) or not isinstance(self.n_codes, (int, np.integer)) or self.n_codes < 2:
             raise ParameterError(f"n_codes must be an integer >= 2, got {self.n_codes!r}")
 
     @property

@@ -11,6 +11,8 @@ import numpy as np
 
 from cosim.sim.engine import SharedEngine, SubprocessEngine, ngspice_version
 from cosim.sim.errors import NGSPICE_MIN_VERSION
+from cosim.sim.files import cache_dir
+from cosim.sim.processes import pdeathsig_prefix
 from models.errors import XbarError
 from netlists.ir import Circuit, NodeTable, Resistors, VoltageSources
 from netlists.spice import SpiceDeck, write_spice
@@ -51,7 +53,18 @@ def run_checks() -> Iterator[tuple[str, bool, str]]:
             yield "PySpice shared library", ok, f"libngspice {eng.version} runs in an isolated worker process"
     except Exception as exc:  # any failure here is the finding, not a crash of doctor
         yield "PySpice shared library", False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    yield from _process_checks()
     import networkx
     import numpy
     import scipy
     yield "python stack", True, f"numpy {numpy.__version__}, scipy {scipy.__version__}, networkx {networkx.__version__}"
+
+
+def _process_checks() -> Iterator[tuple[str, bool, str]]:
+    """Whether ngspice children can be tied to their run, and where temporary decks go."""
+    if pdeathsig_prefix():
+        yield "child processes", True, "ngspice dies with its run (setpriv --pdeathsig)"
+    else:
+        yield "child processes", False, ("no setpriv with --pdeathsig (util-linux): ngspice is still killed on "
+                                         "SIGINT/SIGTERM, but a SIGKILLed run may leave it running")
+    yield "temporary decks", True, f"{cache_dir() / 'tmp'} (pruned of finished and killed runs)"

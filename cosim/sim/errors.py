@@ -31,13 +31,17 @@ class NgspiceError(XbarError, RuntimeError):
     log : str
         The full ngspice output (stdout and stderr interleaved as ngspice wrote them).
     deck_path : Path or None
-        Where the failing deck was kept for inspection.
+        Where the failing deck was kept for inspection (its log beside it, ``.log``).
+    quote : bool
+        Whether the message may quote the log. Not for a deck that includes other files:
+        ngspice echoes their lines into its log, and an error message is no place for them.
     """
 
-    def __init__(self, message: str, *, log: str = "", deck_path: Path | None = None):
+    def __init__(self, message: str, *, log: str = "", deck_path: Path | None = None, quote: bool = True):
         self.log = log
         self.deck_path = deck_path
         self.reason = message
+        self.quote = quote
         super().__init__(message)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -46,6 +50,10 @@ class NgspiceError(XbarError, RuntimeError):
 
     def __str__(self) -> str:
         where = f" (deck kept at {self.deck_path})" if self.deck_path else ""
+        if not self.quote:
+            log = " and its log" if self.deck_path else ""
+            return (f"{self.reason}{where}; the log is not quoted because the deck includes other files "
+                    f"(see the deck{log})")
         tail = self.log_tail()
         return f"{self.reason}{where}" + (f"\n--- ngspice log (tail) ---\n{tail}" if tail else "")
 
@@ -83,7 +91,7 @@ class BatchError(NgspiceError):
 
     def __init__(self, index: int, cause: NgspiceError, results: list):
         super().__init__(f"deck {index} of {len(results)} failed: {cause.reason}",
-                         log=cause.log, deck_path=cause.deck_path)
+                         log=cause.log, deck_path=cause.deck_path, quote=cause.quote)
         self.index = index
         self.cause = cause
         self.results = results

@@ -20,7 +20,7 @@ from cosim.sim.errors import (
     MissingVectorError, NgspiceConvergenceError, NgspiceError, NgspiceParseError, NgspiceSingularError,
 )
 
-__all__ = ["AnalysisResult", "SimResult", "read_raw", "check_log", "check_vectors"]
+__all__ = ["AnalysisResult", "SimResult", "read_raw", "check_log", "check_vectors", "includes_files"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,12 +141,17 @@ def read_raw(path: str | Path) -> list[AnalysisResult]:
 # Reading ngspice's log
 
 
+#: (pattern, error, what it means), tried in order on ngspice's log; the first match decides.
 _FATAL = [
     (re.compile(r"singular matrix", re.I), NgspiceSingularError, "singular matrix"),
+    (re.compile(r"no data saved for|save: no such vector|no such vector", re.I), MissingVectorError,
+     "a .save names a vector the circuit does not have"),
     (re.compile(r"\bignored\b", re.I), NgspiceParseError, "ngspice ignored part of the deck"),
-    (re.compile(r"can't find model|could not find a valid modelname|unknown (sub)?circuit|"
-                r"unknown parameter|undefined (sub)?circuit|no such (vector|device)|"
-                r"circuit not parsed|syntax error", re.I),
+    (re.compile(r"unknown subckt|unknown (sub)?circuit|undefined (sub)?circuit", re.I), NgspiceParseError,
+     "the deck instantiates a subcircuit it does not define"),
+    (re.compile(r"can't find model|could not find a valid modelname|unknown parameter|undefined parameter|"
+                r"cannot compute substitute|no such (device|parameter)|fatal error|circuit not parsed|"
+                r"syntax error|there aren't any circuits loaded", re.I),
      NgspiceParseError, "ngspice could not parse the deck"),
     (re.compile(r"timestep too small|iteration limit|no convergence|"
                 r"gmin stepping failed.*\n.*source stepping failed|aborted", re.I),
@@ -159,12 +164,14 @@ _NOTE = re.compile(r"gmin stepping|warning", re.I)
 _BENIGN = re.compile(r"no compatibility mode|can't find init file|no resource usage", re.I)
 
 
-def check_log(log: str, *, allow_fallback: bool = False, deck_path: Path | None = None) -> list[str]:
+def check_log(log: str, *, allow_fallback: bool = False, deck_path: Path | None = None,
+              quote: bool = True) -> list[str]:
     """Raise the typed error that the first fatal line of ``log`` calls for.
 
     Returns the non-fatal notes (warnings, recovered gmin stepping). A convergence fallback
     (source stepping, ngspice's pseudo-transient operating point) fails unless
     ``allow_fallback``: those "succeed" with exit 0 on circuits whose answer may be wrong.
+    ``quote=False``: the message names what happened but quotes no line of the log.
     """
     lines = [ln for ln in log.splitlines() if not _BENIGN.search(ln)]
     text = "\n".join(lines)
@@ -172,26 +179,33 @@ def check_log(log: str, *, allow_fallback: bool = False, deck_path: Path | None 
         m = pattern.search(text)
         if m:
             line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end()) % (len(text) + 1)]
-            raise exc(f"{what}: {line.strip()!r}", log=log, deck_path=deck_path)
+            reason = f"{what}: {line.strip()[:200]!r}" if quote else what
+            raise exc(reason, log=log, deck_path=deck_path, quote=quote)
     if not allow_fallback:
         m = _FALLBACK.search(text)
         if m:
             raise NgspiceConvergenceError(
                 "the operating point needed a fallback (source stepping or pseudo-transient); "
-                "pass allow_fallback=True to accept it", log=log, deck_path=deck_path)
+                "pass allow_fallback=True to accept it", log=log, deck_path=deck_path, quote=quote)
     return [ln.strip() for ln in lines if _NOTE.search(ln)]
 
 
 def check_vectors(plots: list[AnalysisResult], need: Sequence[str], points: int | None, log: str,
-                   deck_path: Path | None) -> None:
+                  deck_path: Path | None, quote: bool = True) -> None:
+    """Refuse a result without plots, without a vector in ``need``, or with too few points."""
+    kw = dict(log=log, deck_path=deck_path, quote=quote)
     if not plots:
-        raise MissingVectorError("ngspice wrote no results", log=log, deck_path=deck_path)
+        raise MissingVectorError("ngspice wrote no results", **kw)
     vecs = plots[-1].vectors
     missing = [v for v in need if v.lower() not in vecs]
     if missing:
-        raise MissingVectorError(f"vectors missing from the result: {', '.join(missing)}",
-                                 log=log, deck_path=deck_path)
+        raise MissingVectorError(f"vectors missing from the result: {', '.join(missing)}", **kw)
     n = min((len(v) for v in vecs.values()), default=0)
     if n == 0 or (points is not None and n < points):
-        raise MissingVectorError(f"ngspice returned {n} points, expected {points or 'at least 1'}",
-                                 log=log, deck_path=deck_path)
+        raise MissingVectorError(f"ngspice returned {n} points, expected {points or 'at least 1'}", **kw)
+
+
+def includes_files(deck: str) -> bool:
+    """Whether ``deck`` pulls in other files (``.include`` / ``.lib``): ngspice echoes their lines
+    into its log, so errors about such a deck do not quote the log."""
+    return bool(re.search(r"^\s*\.(include|inc|lib)\b", str(deck), re.I | re.M))

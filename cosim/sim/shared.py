@@ -10,8 +10,10 @@ refused.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,8 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
-from cosim.sim.errors import NGSPICE_MIN_VERSION, BatchError, NgspiceCrash, NgspiceError, NgspiceNotFound, NgspiceTimeout
-from cosim.sim.results import AnalysisResult, SimResult, check_log, check_vectors
+from cosim.sim.errors import (
+    NGSPICE_MIN_VERSION, BatchError, NgspiceCrash, NgspiceError, NgspiceNotFound, NgspiceParseError, NgspiceTimeout,
+)
+from cosim.sim.processes import die_with_parent
+from cosim.sim.results import AnalysisResult, SimResult, check_log, check_vectors, includes_files
+from models.errors import ParameterError
 
 __all__ = ["SharedEngine"]
 
@@ -128,8 +134,11 @@ def _shared_worker(conn, library: str) -> None:  # pragma: no cover - runs in th
             conn.send(("error", f"{type(exc).__name__}: {exc}\n" + "\n".join(ng.log)))
 
 
-def _shared_main(fd: int, library: str) -> None:  # pragma: no cover - runs in the child
+def _shared_main(fd: int, library: str, parent_pid: int, max_memory: int) -> None:  # pragma: no cover - child
+    """The worker's entry: its memory cap and parent-death signal first, then the loop."""
     from multiprocessing.connection import Connection
+    resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+    die_with_parent(parent_pid)
     _shared_worker(Connection(fd), library)
 
 
@@ -143,13 +152,19 @@ class SharedEngine:
     starts a new child.
     """
 
-    def __init__(self, *, timeout: float = 600.0, workers: int = 1):
+    def __init__(self, *, timeout: float = 600.0, workers: int = 1, max_memory_bytes: int = 8 << 30):
         self.timeout = float(timeout)
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ParameterError(f"timeout must be > 0 s, got {timeout!r}")
         self.workers = 1  # one library instance per process; run_many is sequential
+        #: Address-space cap of the worker [bytes]: a runaway analysis (say a long transient that
+        #: saves every vector) kills the worker instead of the machine.
+        self.max_memory_bytes = int(max_memory_bytes)
         self._proc = None
         self._conn = None
         self._version = 0
         self._loaded: str | None = None
+        self._quote = True          # errors may quote the log (not for a deck that includes files)
 
     # -- child management ------------------------------------------------------------------
     def _start(self) -> None:
@@ -161,9 +176,10 @@ class SharedEngine:
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from cosim.sim.shared import _shared_main; "
-             "_shared_main(int(sys.argv[1]), sys.argv[2])", str(theirs.fileno()), _library_path()],
+             "_shared_main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))",
+             str(theirs.fileno()), _library_path(), str(os.getpid()), str(self.max_memory_bytes)],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+            stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir(), start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
                 str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))})
         theirs.close()
@@ -183,10 +199,11 @@ class SharedEngine:
         try:
             return self._conn.recv()
         except (EOFError, ConnectionResetError):
-            code = self._proc.poll() if self._proc is not None else None
+            code = self._proc.wait(timeout=5) if self._proc is not None else None
             self.close()
-            raise NgspiceCrash(f"{what}: the ngspice shared-library worker died (exit code {code}); "
-                               "it restarts on the next call", deck_path=deck_path) from None
+            raise NgspiceCrash(f"{what}: the ngspice shared-library worker died (exit code {code}; a worker past "
+                               f"its memory cap of {self.max_memory_bytes} bytes dies too); it restarts on the "
+                               "next call", deck_path=deck_path) from None
 
     def _call(self, op: str, payload: dict, what: str):
         if self._proc is not None and self._proc.poll() is not None:
@@ -203,10 +220,14 @@ class SharedEngine:
         except (BrokenPipeError, OSError):
             self.close()
             raise NgspiceCrash(f"{what}: the ngspice worker is gone") from None
-        status, value = self._recv(what)
+        try:
+            status, value = self._recv(what)
+        except BaseException:
+            self.close()    # an interrupt while ngspice works: stop it with the call
+            raise
         if status == "error":
             self.close()  # the library may be in a bad state: start afresh next time
-            raise NgspiceError(f"{what} failed in the shared library", log=str(value))
+            raise NgspiceError(f"{what} failed in the shared library", log=str(value), quote=self._quote)
         return value
 
     def close(self) -> None:
@@ -239,10 +260,14 @@ class SharedEngine:
 
     # -- running ---------------------------------------------------------------------------
     def load(self, deck: str) -> None:
-        """Parse ``deck`` into the library (replacing the previous circuit)."""
+        """Parse ``deck`` into the library (replacing the previous circuit). A deck without a
+        title, an element or its ``.end`` line is refused before it reaches the library (which
+        would otherwise keep running the previous circuit)."""
+        _check_deck(deck)
+        self._quote = not includes_files(deck)
         log = self._call("load", {"deck": deck, "replace": self._loaded is not None}, "loading the deck")
         try:
-            check_log(log)
+            check_log(log, quote=self._quote)
         except NgspiceError:
             self.close()  # a failed parse can leave the library unusable: start afresh next time
             raise
@@ -263,8 +288,8 @@ class SharedEngine:
         log, raw_plots = self._call("run", {"commands": list(commands), "need": list(need)}, "running")
         plots = [AnalysisResult(name, vecs) for name, vecs in raw_plots]
         try:
-            warnings = check_log(log, allow_fallback=allow_fallback)
-            check_vectors(plots, need, points, log, None)
+            warnings = check_log(log, allow_fallback=allow_fallback, quote=self._quote)
+            check_vectors(plots, need, points, log, None, quote=self._quote)
         except NgspiceError:
             self.close()
             raise
@@ -289,6 +314,15 @@ class SharedEngine:
             except NgspiceError as exc:
                 raise BatchError(i, exc, results) from exc
         return results  # type: ignore[return-value]
+
+
+def _check_deck(deck: str) -> None:
+    lines = [ln.strip() for ln in str(deck).splitlines() if ln.strip() and not ln.lstrip().startswith("*")]
+    body = [ln for ln in lines[1:] if not ln.startswith(".")] if lines else []
+    if not lines or lines[-1].lower() != ".end" or not body:
+        raise NgspiceParseError("the deck is not a complete circuit: it needs a title line, at least one element "
+                                "and a final .end line (the shared library would keep running the previous "
+                                "circuit)")
 
 
 def _saved_vectors(deck: str) -> list[str]:

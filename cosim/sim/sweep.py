@@ -37,17 +37,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 import traceback
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from cosim.sim.files import atomic_json, atomic_path
 from models.errors import ParameterError, XbarError
 
 Task = Callable[[Any, np.random.Generator], Mapping[str, np.ndarray]]
@@ -108,38 +109,35 @@ class SweepSummary:
 # Storage
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _store(out_dir: Path, res: CaseResult) -> None:
     if res.arrays:
-        _atomic_write(out_dir / f"{res.key}.npz", lambda fh: np.savez(fh, **res.arrays), "wb")
+        with atomic_path(out_dir / f"{res.key}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **res.arrays)
     meta = {k: v for k, v in dataclasses.asdict(res).items() if k != "arrays"}
     meta["arrays"] = sorted(res.arrays)
-    _atomic_write(out_dir / f"{res.key}.json", lambda fh: json.dump(meta, fh, indent=1), "w")
+    atomic_json(out_dir / f"{res.key}.json", meta, indent=1)
 
 
 def load_case(out_dir: str | Path, key: str, *, arrays: bool = True) -> CaseResult | None:
-    """A finished case from the results folder (None if it is not there)."""
+    """A finished case from the results folder (None if it is not there). A record that cannot
+    be read (cut short, damaged by hand, its arrays gone) is reported with a warning naming its
+    files and treated as not there, so the sweep runs the case again."""
     out_dir = Path(out_dir)
     meta_path = out_dir / f"{key}.json"
     if not meta_path.exists():
         return None
-    meta = json.loads(meta_path.read_text())
-    names = meta.pop("arrays", [])
-    data: dict = {}
-    if arrays and names:
-        with np.load(out_dir / f"{key}.npz", allow_pickle=False) as z:
-            data = {n: z[n] for n in names}
-    return CaseResult(arrays=data, **meta)
+    try:
+        meta = json.loads(meta_path.read_text())
+        names = meta.pop("arrays", [])
+        data: dict = {}
+        if arrays and names:
+            with np.load(out_dir / f"{key}.npz", allow_pickle=False) as z:
+                data = {n: z[n] for n in names}
+        return CaseResult(arrays=data, **meta)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"sweep record {meta_path} (and {key}.npz) cannot be read ({type(exc).__name__}: "
+                      f"{str(exc)[:120]}): the case runs again", RuntimeWarning, stacklevel=2)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Layer: cosim.train.
 
 from __future__ import annotations
 
+from cosim.sim.files import save_figure
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def plot_run(metrics: dict, net, soft, out_dir: Path) -> None:
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=110)
+    save_figure(fig, out_dir / "curves.png", dpi=110)
     plt.close(fig)
     fig, axes = plt.subplots(1, len(net.layers), figsize=(5 * len(net.layers), 3.6), squeeze=False)
     for k, (layer, a) in enumerate(zip(net.layers, axes[0])):
@@ -49,5 +50,5 @@ def plot_run(metrics: dict, net, soft, out_dir: Path) -> None:
         a.set(xlabel="conductance [uS]", ylabel="devices", title=f"layer {k} after training")
         a.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "conductances.png", dpi=110)
+    save_figure(fig, out_dir / "conductances.png", dpi=110)
     plt.close(fig)
