@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_finite, check_positive, raise_or_warn
+from models.errors import ParameterError, ShapeError, check_finite, check_int, check_positive, raise_or_warn
 from models.spice_text import fmt
 
 #: Stated linearity spec of the default RampAdcParams [LSB] (bow of the ramp: ~0.17 LSB INL).
@@ -65,7 +65,7 @@ __all__ = ["SPEC_INL_LSB", "SPEC_DNL_LSB", "QuantizerParams", "RampAdcParams", "
 
 
 def _check_bits_range(bits, v_lo, v_hi) -> None:
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
         raise ParameterError(f"bits must be an integer in 1..16, got {bits!r}")
     check_finite("v_lo", v_lo)
     check_finite("v_hi", v_hi)
@@ -170,7 +170,7 @@ class RampAdcParams(_CodeRange):
             check_positive(f, getattr(self, f))
         if not (self.r_out > 0):
             raise ParameterError(f"r_out must be > 0 (math.inf for an ideal ramp), got {self.r_out!r}")
-        if not isinstance(self.margin, (int, np.integer)) or self.margin < 0:
+        if check_int("margin", self.margin) < 0:
             raise ParameterError(f"margin must be an integer >= 0, got {self.margin!r}")
         check_finite("comp_offset", self.comp_offset)
         check_finite("gain_error", self.gain_error)

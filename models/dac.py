@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_positive
+from models.errors import ParameterError, ShapeError, check_int, check_positive, real_array
 
 __all__ = ["ENCODINGS", "SIGNED_MODES", "DacParams", "to_codes", "from_codes", "phase_length",
            "read_duration", "bit_windows", "volt_seconds", "volt_second_moments", "row_waveforms", "union_times",
@@ -86,14 +86,12 @@ class DacParams:
             raise ParameterError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         if self.signed not in SIGNED_MODES:
             raise ParameterError(f"signed must be one of {SIGNED_MODES}, got {self.signed!r}")
-        if not isinstance(self.bits, (int, np.integer)) or not 1 <= self.bits <= 16:
+        if check_int("bits", self.bits) > 16 or self.bits < 1:
             raise ParameterError(f"bits must be an integer in 1..16, got {self.bits!r}")
         check_positive("v_read", self.v_read)
         check_positive("t_lsb", self.t_lsb)
-        if not isinstance(self.pulse_slots, (int, np.integer)) or self.pulse_slots < 1:
-            raise ParameterError(f"pulse_slots must be an integer >= 1, got {self.pulse_slots!r}")
-        if not isinstance(self.gap_slots, (int, np.integer)) or self.gap_slots < 0:
-            raise ParameterError(f"gap_slots must be an integer >= 0, got {self.gap_slots!r}")
+        check_int("pulse_slots", self.pulse_slots, minimum=1)
+        check_int("gap_slots", self.gap_slots, minimum=0)
 
     @property
     def max_code(self) -> int:
@@ -117,11 +115,9 @@ def from_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _check_codes(codes: np.ndarray, p: DacParams) -> np.ndarray:
-    c = np.asarray(codes)
-    if not np.issubdtype(c.dtype, np.integer):
-        if not np.all(np.equal(np.mod(c, 1), 0)):
-            raise ParameterError("codes must be integers (use to_codes for floats)")
-        c = c.astype(np.int64)
+    if np.asarray(codes).dtype.kind == "f" and not np.all(np.mod(np.nan_to_num(codes), 1) == 0):
+        raise ParameterError("input codes must be integers (use to_codes for floats)")
+    c = real_array("input codes", codes, integer=True)
     if np.any(np.abs(c) > p.max_code):
         raise ParameterError(f"|code| up to {int(np.abs(c).max())} exceeds 2^{p.bits} - 1 = {p.max_code}")
     if p.signed == "unsigned" and np.any(c < 0):

@@ -22,13 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError, check_positive
+from models.errors import ParameterError, ShapeError, check_positive, real_array
 from netlists.ir import (
     Capacitors, Circuit, CrossbarLayout, NodeTable, Resistors, VoltageSources,
 )
 
 CELL_KINDS = ("1r", "diff")
 MAX_CELLS = 1 << 26  # 8192 x 8192: past this the IR alone needs gigabytes
+#: The largest cell conductance this tool simulates [S] (a 1 ohm cell; memory cells are in the
+#: uS to mS range). Beyond it the fast solver's answer cannot be trusted to its tolerance.
+G_MAX_S = 1.0
+#: The largest wire resistance per segment [ohm].
+R_WIRE_MAX_OHM = 1e6
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,10 @@ class CrossbarSpec:
                                  f"({MAX_CELLS}); tile the layer over several arrays")
         for f in ("r_row", "r_col", "c_row", "c_col"):
             check_positive(f, getattr(self, f), allow_zero=True)
+        for f in ("r_row", "r_col"):
+            if getattr(self, f) > R_WIRE_MAX_OHM:
+                raise ParameterError(f"{f} = {getattr(self, f):g} ohm per segment is beyond {R_WIRE_MAX_OHM:g} ohm: "
+                                     "wire resistances are in ohm per cell segment")
         check_positive("v_read", self.v_read)
 
     @property
@@ -97,26 +106,27 @@ def interleave(g_plus: np.ndarray, g_minus: np.ndarray) -> np.ndarray:
     return out
 
 
-def check_conductances(spec: CrossbarSpec, G: np.ndarray) -> np.ndarray:
-    """Validate a conductance array for ``spec``; returns it as float64."""
-    G = np.asarray(G, dtype=float)
-    if G.shape != spec.g_shape:
+def check_conductances(spec: CrossbarSpec, G: np.ndarray, name: str = "conductance G") -> np.ndarray:
+    """Validate a conductance array for ``spec`` (real, finite, 0 < G <= ``G_MAX_S``); returns
+    it as float64."""
+    if np.shape(G) != spec.g_shape:
         kind = " (differential: G+ and G- interleaved)" if spec.cell == "diff" else ""
-        raise ShapeError(f"conductances have shape {G.shape}, the array needs {spec.g_shape}{kind}")
-    bad = ~np.isfinite(G)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ParameterError(f"conductance G[{i},{j}] is {float(G[i, j])}: every conductance must be finite")
+        raise ShapeError(f"{name} has shape {np.shape(G)}, the array needs {spec.g_shape}{kind}")
+    G = real_array(name, G)
     if (G <= 0).any():
         i, j = np.argwhere(G <= 0)[0]
-        raise ParameterError(f"conductance G[{i},{j}] = {float(G[i, j])!r} S: conductances must be > 0 "
+        raise ParameterError(f"{name}[{i},{j}] = {float(G[i, j])!r} S: conductances must be > 0 "
                              "(use a tiny value such as 1e-12 S for an open cell)")
+    if (G > G_MAX_S).any():
+        i, j = np.argwhere(G > G_MAX_S)[0]
+        raise ParameterError(f"{name}[{i},{j}] = {float(G[i, j]):g} S is beyond {G_MAX_S:g} S (a cell below "
+                             f"{1 / G_MAX_S:g} ohm), outside what this tool simulates: conductances are in siemens")
     return G
 
 
 def check_inputs(spec: CrossbarSpec, V: np.ndarray, transpose: bool) -> np.ndarray:
     """Validate a (batch, n) array of input voltages; a 1-D vector becomes a batch of one."""
-    V = np.asarray(V, dtype=float)
+    V = real_array("input voltages", V)
     if V.ndim == 1:
         V = V[None, :]
     n = spec.cols if transpose else spec.rows
@@ -126,9 +136,6 @@ def check_inputs(spec: CrossbarSpec, V: np.ndarray, transpose: bool) -> np.ndarr
                          f"read of this array needs (batch, {n}) {what} voltages")
     if V.shape[0] == 0:
         raise ShapeError("input voltages: the batch is empty")
-    if not np.isfinite(V).all():
-        b, k = np.argwhere(~np.isfinite(V))[0]
-        raise ParameterError(f"input voltage V[{b},{k}] is {float(V[b, k])}: inputs must be finite")
     vmax = float(np.abs(V).max())
     if vmax > spec.v_read * (1 + 1e-12):
         raise ParameterError(f"input voltage of {vmax:g} V exceeds the read voltage v_read = "

@@ -1,4 +1,4 @@
-"""The read chain around an array as circuit IR: input codes -> DACs -> cells (with wires) ->
+r"""The read chain around an array as circuit IR: input codes -> DACs -> cells (with wires) ->
 integrators -> ADCs -> output codes, its configuration and its timeline.
 
 Layer: netlists. :class:`PeripheryConfig` is the spec of the periphery (JSON in and out);
@@ -184,12 +184,6 @@ class PeripheryConfig:
                 kw[k] = d[k]
         return cls(**kw)
 
-    def to_json(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=2))
-        return p
-
     @classmethod
     def from_json(cls, path: str | Path) -> "PeripheryConfig":
         p = Path(path)
@@ -215,7 +209,10 @@ def _make(cls, d, what: str):
     if not isinstance(d, dict):
         raise ParameterError(f"{what} must be a JSON object, got {type(d).__name__}")
     _known(what, d, {f.name for f in fields(cls)})
-    return cls(**d)
+    try:
+        return cls(**d)
+    except (TypeError, ParameterError) as exc:
+        raise ParameterError(f"{what}: {exc}") from None
 
 
 @dataclass(frozen=True)

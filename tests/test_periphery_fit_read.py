@@ -22,6 +22,7 @@ from cosim.read.periphery_fit import select_periphery_fit
 from cosim.train.layers import periphery_for_tile
 from cosim.read.readchain import ReadChain
 from netlists.readchain import PeripheryConfig
+from cosim.sim.files import atomic_json
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams, volt_seconds
 from models.errors import ParameterError
@@ -223,7 +224,7 @@ def test_cli_mvm_periphery_fast_with_calibration(fitted, tmp_path, rng):
     np.save(tmp_path / "G.npy", G)
     codes = _ramps_and_random(rng, 8, 255, n_random=2)
     np.save(tmp_path / "codes.npy", codes)
-    _cfg().to_json(tmp_path / "p.json")
+    save_config(_cfg(), tmp_path / "p.json")
     args = ["mvm", "-G", "G.npy", "--cell", "diff", "--r-wire", 1, "--v-read", 0.2, "-V", "codes.npy",
             "--periphery", "p.json"]
     res = _xbar(*args, "--backend", "fast", "--calibration", fitted["cal"], "-o", "fit.npz", cwd=tmp_path)
@@ -235,7 +236,7 @@ def test_cli_mvm_periphery_fast_with_calibration(fitted, tmp_path, rng):
     np.testing.assert_array_equal(np.load(tmp_path / "fit.npz")["adc_codes"], want.adc_codes)
     res = _xbar(*args, "--backend", "spice", "--calibration", fitted["cal"], cwd=tmp_path)
     assert res.returncode == 2 and "applies to --backend fast" in res.stderr, res.stderr
-    replace(_cfg(), adc=RampAdcParams(bits=8)).to_json(tmp_path / "ramp.json")
+    save_config(replace(_cfg(), adc=RampAdcParams(bits=8)), tmp_path / "ramp.json")
     res = _xbar(*args[:-1], "ramp.json", "--backend", "fast", "--calibration", fitted["fits"], cwd=tmp_path)
     assert res.returncode == 2 and "no periphery fit" in res.stderr, res.stderr
 
@@ -265,3 +266,8 @@ def test_layer_fast_chain_reads_use_the_fit(fitted, rng):
             load_periphery_fit(fitted["cal"], replace(_cfg(), adc=RampAdcParams(bits=8)))
         with pytest.raises(ParameterError, match="needs periphery"):
             replace(base, periphery=None, periphery_fit=fitted["fit"])
+
+
+def save_config(cfg: PeripheryConfig, path):
+    """The config as the JSON file `xbar mvm --periphery` reads."""
+    return atomic_json(path, cfg.to_dict(), indent=2)

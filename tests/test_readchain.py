@@ -17,6 +17,7 @@ import pytest
 from cosim.read.energy import energy_summary
 from cosim.read.readchain import ReadChain
 from netlists.readchain import PeripheryConfig
+from cosim.sim.files import atomic_json
 from models.adc import QuantizerParams, RampAdcParams
 from models.dac import DacParams
 from models.errors import ParameterError
@@ -52,7 +53,7 @@ def _codes(rng, chain, n, transpose):
                                  replace(CFG, adc=RampAdcParams(bits=6, r_out=float("inf")), full_scale=0.5,
                                          exact_corners=False)])
 def test_config_json_round_trip(tmp_path, cfg):
-    assert PeripheryConfig.from_json(cfg.to_json(tmp_path / "p.json")) == cfg
+    assert PeripheryConfig.from_json(save_config(cfg, tmp_path / "p.json")) == cfg
 
 
 def test_bad_config_names_the_field(tmp_path):
@@ -214,7 +215,7 @@ def test_cli_mvm_with_periphery(tmp_path, rng):
     np.save(tmp_path / "G.npy", G)
     codes = rng.integers(-63, 64, size=(3, 8))
     np.save(tmp_path / "codes.npy", codes)
-    CFG.to_json(tmp_path / "p.json")
+    save_config(CFG, tmp_path / "p.json")
     outs = {}
     for backend in ("spice", "fast"):
         res = _xbar("mvm", "-G", "G.npy", "--cell", "diff", "--r-wire", 1, "-V", "codes.npy", "--periphery", "p.json",
@@ -224,7 +225,7 @@ def test_cli_mvm_with_periphery(tmp_path, rng):
         assert outs[backend]["codes"].shape == (3, 3)
     assert np.abs(outs["spice"]["adc_codes"] - outs["fast"]["adc_codes"]).max() <= 1
     # a config that saturates: exit 2 with the reason, nothing simulated
-    replace(CFG, integrator=IntegratorParams(c_int=0.2e-12), range_check="raise").to_json(tmp_path / "sat.json")
+    save_config(replace(CFG, integrator=IntegratorParams(c_int=0.2e-12), range_check="raise"), tmp_path / "sat.json")
     res = _xbar("mvm", "-G", "G.npy", "--cell", "diff", "-V", "codes.npy", "--periphery", "sat.json",
                 "--backend", "spice", cwd=tmp_path)
     assert res.returncode == 2 and "integrator saturates" in res.stderr
@@ -235,7 +236,7 @@ def test_cli_mvm_with_periphery(tmp_path, rng):
     assert res.returncode == 0 and PeripheryConfig.from_json(tmp_path / "default.json") == PeripheryConfig()
     np.save(tmp_path / "frac.npy", codes / 100)
     res = _xbar("mvm", "-G", "G.npy", "--cell", "diff", "-V", "frac.npy", "--periphery", "p.json", cwd=tmp_path)
-    assert res.returncode == 2 and "integers" in res.stderr
+    assert res.returncode == 2 and "whole numbers" in res.stderr
 
 
 @pytest.mark.slow
@@ -401,3 +402,8 @@ def test_a_column_current_beyond_the_two_stage_op_amps_sink_is_flagged():
         warnings.simplefilter("error", RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*(swing|ADC range)")
         ReadChain(spec, G / 2, cfg)                      # 64 uA: fine
+
+
+def save_config(cfg: PeripheryConfig, path):
+    """The config as the JSON file `xbar mvm --periphery` reads."""
+    return atomic_json(path, cfg.to_dict(), indent=2)

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import networkx as nx
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "netlists", "cosim")

@@ -86,7 +86,10 @@ def test_ideal_update_is_the_float_update(rng):
 
 
 def _small(data: Dataset, n_train: int = 200) -> Dataset:
-    return Dataset("digits-small", data.X_train[:n_train], data.y_train[:n_train], data.X_test, data.y_test)
+    """The first ``n_train`` training samples; the test samples of the classes they hold."""
+    keep = np.isin(data.y_test, data.y_train[:n_train])
+    return Dataset("digits-small", data.X_train[:n_train], data.y_train[:n_train], data.X_test[keep],
+                   data.y_test[keep])
 
 
 def test_software_baseline_and_ideal_analog_agree():

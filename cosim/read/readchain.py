@@ -52,6 +52,7 @@ from typing import Literal
 
 import numpy as np
 
+from cosim.sim.files import atomic_path
 from cosim.read.periphery_fit import PeripheryFit, adc_range_mismatch
 from cosim.read.solver import CrossbarSolver
 from cosim.sim.engine import SubprocessEngine
@@ -108,9 +109,9 @@ class ReadResult:
 
     def to_npz(self, path: str | Path) -> Path:
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(p, codes=self.codes, adc_codes=self.adc_codes, v_out=self.v_out, charge=self.charge,
-                 current=self.current, decoded=self.decoded)
+        with atomic_path(p) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, codes=self.codes, adc_codes=self.adc_codes, v_out=self.v_out, charge=self.charge,
+                     current=self.current, decoded=self.decoded)
         return p
 
 

@@ -268,6 +268,8 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ijr,ijr->r", a, b)
 
 
+#: Largest relative current imbalance a CrossbarSolver answer may have.
+BALANCE_TOL = 1e-7
 #: Cell-vectors per chunk below which CrossbarSolver solves the chunks on the calling thread.
 PARALLEL_MIN_WORK = 1 << 18
 
@@ -378,9 +380,22 @@ class CrossbarSolver:
                 return (self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)).T
             return np.einsum("ij,ijr->rj", G, xR) - (G.sum(0)[:, None] * v_cs).T
         xR, xC = self._coupled(v_rd, v_cs)
-        if self.transpose:
-            return (self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)).T
-        return (self.gc[-1][:, None] * (xC[-1] - v_cs)).T
+        i_rd = self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)       # into each row end (N, batch)
+        i_cs = self.gc[-1][:, None] * (xC[-1] - v_cs)           # into each column end (P, batch)
+        self._check_balance(i_rd, i_cs)
+        return i_rd.T if self.transpose else i_cs.T
+
+    def _check_balance(self, i_rd: np.ndarray, i_cs: np.ndarray) -> None:
+        """Refuse an answer that does not conserve current: every row solve is exact, so what
+        flows in at the row ends flows out at the column ends unless CG stopped short (the
+        imbalance is the sum of the column nodes' residuals)."""
+        imbalance = np.abs(i_rd.sum(axis=0) + i_cs.sum(axis=0))
+        scale = np.abs(i_rd).sum(axis=0) + np.abs(i_cs).sum(axis=0)
+        bad = ~np.isfinite(imbalance) | (imbalance > BALANCE_TOL * np.maximum(scale, 1e-300))
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise SolverError(f"CrossbarSolver: the solution of input vector {k} does not conserve current (imbalance "
+                              f"{imbalance[k]:.3g} A of {scale[k]:.3g} A); it is not returned: use the spice backend")
 
     def _coupled(self, v_rd: np.ndarray, v_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Both wire families resistive.

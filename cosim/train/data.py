@@ -6,23 +6,46 @@ map straight onto read voltages) and integer labels.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from models.errors import ParameterError, ShapeError
+from models.errors import ParameterError, ShapeError, real_array
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays: X (n, features) in [0, 1], y (n,) integer classes."""
+    """Train and test arrays: X (n, features) in [0, 1], y (n,) integer classes 0..K-1, every
+    test class present in the training set (checked here, whatever the source)."""
 
     name: str
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+
+    def __post_init__(self) -> None:
+        for part in ("train", "test"):
+            X = real_array(f"{self.name}: X_{part}", getattr(self, f"X_{part}"))
+            y = real_array(f"{self.name}: y_{part}", getattr(self, f"y_{part}"), integer=True)
+            if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
+                raise ShapeError(f"{self.name}: X_{part} {X.shape} and y_{part} {y.shape} must be (n, features) "
+                                 "and (n,) with n > 0")
+            if X.min() < 0 or X.max() > 1:
+                raise ParameterError(f"{self.name}: X_{part} must be scaled to [0, 1] (found {X.min():g}..{X.max():g})")
+            if y.min() < 0:
+                raise ParameterError(f"{self.name}: y_{part} must hold non-negative class labels")
+            object.__setattr__(self, f"X_{part}", X)
+            object.__setattr__(self, f"y_{part}", y)
+        if self.X_train.shape[1] != self.X_test.shape[1]:
+            raise ShapeError(f"{self.name}: train and test have different feature counts "
+                             f"({self.X_train.shape[1]} and {self.X_test.shape[1]})")
+        extra = sorted(set(np.unique(self.y_test).tolist()) - set(np.unique(self.y_train).tolist()))
+        if extra:
+            raise ParameterError(f"{self.name}: y_test holds classes the training set lacks: {extra[:10]}"
+                                 f"{' ...' if len(extra) > 10 else ''}")
 
     @property
     def n_features(self) -> int:
@@ -51,22 +74,26 @@ def load_npz(path: str | Path) -> Dataset:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"data file {p} does not exist")
-    with np.load(p, allow_pickle=False) as z:
-        missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in z]
+    need = ("X_train", "y_train", "X_test", "y_test")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ParameterError(f"data file {p} cannot be read ({type(exc).__name__}: {str(exc)[:160]}); --data needs "
+                             f"an .npz with {', '.join(need)} of numbers") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ParameterError(f"data file {p} holds one array: --data needs an .npz with {', '.join(need)}")
+    with z:
+        missing = [k for k in need if k not in z]
         if missing:
-            raise ShapeError(f"{p} lacks {', '.join(missing)} (need X_train, y_train, X_test, y_test)")
-        arrays = {k: z[k] for k in ("X_train", "y_train", "X_test", "y_test")}
-    for part in ("train", "test"):
-        X, y = arrays[f"X_{part}"], arrays[f"y_{part}"]
-        if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
-            raise ShapeError(f"{p}: X_{part} {X.shape} and y_{part} {y.shape} must be (n, features) and (n,)")
-        if not np.isfinite(X).all():
-            raise ParameterError(f"{p}: X_{part} contains NaN or infinity")
-        if X.min() < 0 or X.max() > 1:
-            raise ParameterError(f"{p}: X_{part} must be scaled to [0, 1] (found {X.min():g}..{X.max():g})")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise ParameterError(f"{p}: y_{part} must hold non-negative integer class labels")
-    if arrays["X_train"].shape[1] != arrays["X_test"].shape[1]:
-        raise ShapeError(f"{p}: train and test have different feature counts")
-    return Dataset(p.stem, arrays["X_train"].astype(float), arrays["y_train"].astype(int),
-                   arrays["X_test"].astype(float), arrays["y_test"].astype(int))
+            raise ShapeError(f"{p} lacks {', '.join(missing)} (need {', '.join(need)})")
+        arrays = {}
+        for k in need:
+            try:
+                arrays[k] = z[k]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise ParameterError(f"data file {p}: {k} cannot be read ({type(exc).__name__}: "
+                                     f"{str(exc)[:160]}); it must be an array of numbers") from None
+    try:
+        return Dataset(p.stem, **arrays)
+    except (ParameterError, ShapeError) as exc:
+        raise type(exc)(f"data file {p}: {str(exc).removeprefix(p.stem + ': ')}") from None

@@ -23,6 +23,7 @@ import hashlib
 import json
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from cosim.calibrate.bundle import content_digest
 from cosim.calibrate.montecarlo import MonteCarloRuns, check_accuracy_run, monte_carlo_accuracy
+from cosim.sim.files import RunLock, atomic_json, atomic_path, atomic_write
 from cosim.train.data import Dataset
 from cosim.train.layers import READ_BACKENDS, IdealUpdate, LayerConfig, Updater
 from cosim.train.network import MLP
@@ -227,26 +229,31 @@ def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State) -> No
             arrays.update({f"{name}{k}": v for name, v in a.unit_state().items()})
     meta = {"fingerprint": fp, "epoch": st.epoch, "batch": st.batch, "history": st.history,
             "losses": st.losses, "soft_losses": st.soft_losses, "times": st.times, "transfers": st.transfers}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, meta=json.dumps(meta), **arrays)
-    tmp.replace(path)   # atomic: a kill mid-write leaves the previous checkpoint intact
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:   # a kill mid-write leaves the previous one intact
+        np.savez(fh, meta=json.dumps(meta), **arrays)
 
 
 def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        if meta["fingerprint"] != fp:
-            raise ParameterError(f"{path} belongs to a run with another configuration; use a new --out "
-                                 "folder or delete the checkpoint")
-        for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
-            a.set_conductances(z[f"gp{k}"], z[f"gm{k}"])
-            if hasattr(a, "set_unit_state"):
-                a.set_unit_state({name: z[f"{name}{k}"] for name in ("vc", "polarity", "transfers")})
-            s.W_soft = z[f"soft{k}"].copy()
-    return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"], meta["times"],
-                  meta.get("transfers", []))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta["fingerprint"] != fp:
+                raise ParameterError(f"{path} belongs to a run with another configuration; use a new --out "
+                                     "folder or delete the checkpoint")
+            for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
+                a.set_conductances(z[f"gp{k}"], z[f"gm{k}"])
+                if hasattr(a, "set_unit_state"):
+                    a.set_unit_state({name: z[f"{name}{k}"] for name in ("vc", "polarity", "transfers")})
+                s.W_soft = z[f"soft{k}"].copy()
+        return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"],
+                      meta["times"], meta.get("transfers", []))
+    except ParameterError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise ParameterError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:120]}); delete it "
+                             "or start over with --fresh (train(..., resume=False))") from None
 
 
 def _networks(cfg: TrainConfig, data: Dataset, engine) -> tuple[MLP, MLP]:
@@ -275,9 +282,17 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     ``stop_after`` stops after that many mini-batches in this call without writing a
     checkpoint: a test hook for killing a run (it resumes from the last checkpoint, redoing the
     batches since, to the same result).
+
+    The folder is held for this run (:class:`cosim.sim.files.RunLock`): a second run on it fails
+    with a message that names this one.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir, f"train {cfg.forward}/{cfg.backward}/{cfg.update}"):
+        return _train(cfg, data, out_dir, engine, progress, resume, stop_after, monte_carlo)
+
+
+def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: bool, resume: bool,
+           stop_after: int | None, monte_carlo: MonteCarloRuns | None) -> dict:
     net, soft = _networks(cfg, data, engine)
     if monte_carlo is not None:   # checked before the run, not after it
         if not isinstance(monte_carlo, MonteCarloRuns):
@@ -305,7 +320,7 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     if monte_carlo is not None:
         mc = monte_carlo_accuracy(net, data.X_test, data.y_test, monte_carlo.variation, runs=monte_carlo.runs,
                                   seed=monte_carlo.seed, backend=cfg.forward)
-        (out_dir / "monte_carlo.json").write_text(json.dumps(mc, indent=2))
+        atomic_json(out_dir / "monte_carlo.json", mc, indent=2)
         metrics["monte_carlo"] = mc
     return metrics
 
@@ -372,16 +387,16 @@ def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, ou
                "n_test": int(len(data.y_test)), "history": st.history,
                "final": {k: last[k] for k in ("test_accuracy", "software_test_accuracy", "same_predictions")},
                "seconds": st.times, "transfers": st.transfers}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    atomic_json(out_dir / "metrics.json", metrics, indent=2, default=str)
     net_dir = out_dir / "netlists"
     net_dir.mkdir(exist_ok=True)
     for k, layer in enumerate(net.layers):
         for t_i, tile in enumerate(layer.tiles):
             xb = tile.crossbar(layer.cfg)
-            (net_dir / f"layer{k}_tile{t_i}.cir").write_text(xb.deck(np.full((1, xb.spec.rows), layer.cfg.v_read)))
+            atomic_write(net_dir / f"layer{k}_tile{t_i}.cir", xb.deck(np.full((1, xb.spec.rows), layer.cfg.v_read)))
             if hasattr(tile, "lsp_crossbar"):   # the 3T1C array with its reference row and column
                 lx = tile.lsp_crossbar(layer.cfg, layer.lsp, layer.g_shared)
-                (net_dir / f"layer{k}_tile{t_i}_3t1c.cir").write_text(lx.deck(np.full((1, lx.spec.rows), lx.spec.v_read)))
+                atomic_write(net_dir / f"layer{k}_tile{t_i}_3t1c.cir", lx.deck(np.full((1, lx.spec.rows), lx.spec.v_read)))
     plot_run(metrics, net, soft, out_dir)
     metrics["out_dir"] = str(out_dir)
     return metrics
