@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import fields, replace
@@ -30,6 +31,10 @@ from cosim.read.mvm import Crossbar
 from cosim.read.readchain import ReadChain
 from cosim.sim.doctor import run_checks
 from cosim.sim.engine import make_engine
+from cosim.sim.files import atomic_json, atomic_write
+from cosim.sim.inputs import (
+    check_output_path, load_array, nonneg_float_arg, nonneg_int_arg, positive_float_arg, positive_int_arg, save_array,
+)
 from cosim.train.data import load_digits_split, load_npz
 from cosim.train.layers import LayerConfig, READ_BACKENDS, periphery_for_tile
 from cosim.train.loop import TrainConfig, UPDATES, train
@@ -56,44 +61,20 @@ def _given(args, *names: str) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _load_array(path: str, what: str) -> np.ndarray:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} file {p} does not exist")
-    try:
-        if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if p.suffix in (".csv", ".txt"):
-            return np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)
-    except ValueError as exc:
-        raise ValueError(f"{what} file {p} could not be read: {exc}") from None
-    raise ValueError(f"{what} file {p}: expected a .npy, .csv or .txt file")
-
-
-def _save_array(path: str, arr) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.suffix == ".csv":
-        np.savetxt(p, arr, delimiter=",")
-    else:
-        np.save(p, arr)
-    return p
-
-
 def _add_array_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, help="word lines (default: from --conductances)")
-    p.add_argument("--cols", type=int, help="logical columns (default: from --conductances)")
+    p.add_argument("--rows", type=positive_int_arg, help="word lines (default: from --conductances)")
+    p.add_argument("--cols", type=positive_int_arg, help="logical columns (default: from --conductances)")
     p.add_argument("--cell", choices=["1r", "diff"], default="1r",
                    help="1r: one cell per weight; diff: G+ and G- on adjacent columns (G has 2*cols columns)")
-    p.add_argument("--r-wire", type=float, default=None, help="wire resistance per segment, rows and columns [ohm]")
-    p.add_argument("--r-row", type=float, default=None, help="row-wire resistance per segment [ohm]")
-    p.add_argument("--r-col", type=float, default=None, help="column-wire resistance per segment [ohm]")
-    p.add_argument("--c-wire", type=float, default=0.0, help="wire capacitance per segment [F]")
-    p.add_argument("--v-read", type=float, default=0.2, help="full-scale read voltage [V] (default 0.2)")
+    p.add_argument("--r-wire", type=nonneg_float_arg, default=None, help="wire resistance per segment, rows and columns [ohm]")
+    p.add_argument("--r-row", type=nonneg_float_arg, default=None, help="row-wire resistance per segment [ohm]")
+    p.add_argument("--r-col", type=nonneg_float_arg, default=None, help="column-wire resistance per segment [ohm]")
+    p.add_argument("--c-wire", type=nonneg_float_arg, default=0.0, help="wire capacitance per segment [F]")
+    p.add_argument("--v-read", type=positive_float_arg, default=0.2, help="full-scale read voltage [V] (default 0.2)")
     p.add_argument("--conductances", "-G", help="(rows, cols) cell conductances [S], .npy/.csv")
-    p.add_argument("--seed", type=int, default=0, help="seed for random conductances when no file is given")
-    p.add_argument("--g-min", type=float, default=1e-6, help="random conductances: lower bound [S]")
-    p.add_argument("--g-max", type=float, default=25e-6, help="random conductances: upper bound [S]")
+    p.add_argument("--seed", type=nonneg_int_arg, default=0, help="seed for random conductances when no file is given")
+    p.add_argument("--g-min", type=positive_float_arg, default=1e-6, help="random conductances: lower bound [S]")
+    p.add_argument("--g-max", type=positive_float_arg, default=25e-6, help="random conductances: upper bound [S]")
 
 
 def _spec_and_G(args):
@@ -102,7 +83,7 @@ def _spec_and_G(args):
     r_col = args.r_col if args.r_col is not None else (args.r_wire or 0.0)
     factor = 2 if args.cell == "diff" else 1
     if args.conductances:
-        G = np.asarray(_load_array(args.conductances, "conductances"), dtype=float)
+        G = load_array(args.conductances, "conductances")
         if G.ndim != 2:
             raise ValueError(f"conductances must be a 2-D (rows, cols) array, got shape {G.shape}")
         rows = G.shape[0] if args.rows is None else args.rows
@@ -151,14 +132,12 @@ def cmd_netlist(args) -> int:
     xc = build_crossbar(spec, G, transpose=args.transpose)
     validate(xc.circuit)
     if args.voltages:
-        V = check_inputs(spec, _load_array(args.voltages, "voltages"), args.transpose)
+        V = check_inputs(spec, load_array(args.voltages, "voltages"), args.transpose)
         analysis = BatchSweep(xc.drive_values(V))
     else:
         analysis = Op()
     deck = write_spice(xc.circuit, analysis)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(deck)
+    out = atomic_write(check_output_path(args.out, args.conductances, args.voltages), deck)
     n_el = xc.circuit.element_count()
     print(f"wrote {out} ({spec.rows}x{spec.pcols} {spec.cell}, {n_el} elements, "
           f"{len(xc.circuit.nodes)} nodes); run it with: ngspice -b {out}")
@@ -177,8 +156,9 @@ def cmd_mvm(args) -> int:
 
     if args.periphery:
         return cmd_mvm_chain(args)
+    out_path = check_output_path(args.out, args.conductances, args.voltages, args.calibration)
     spec, G = _spec_and_G(args)
-    V = _load_array(args.voltages, "voltages")
+    V = load_array(args.voltages, "voltages")
     if (args.backend == "calibrated") != bool(args.calibration):
         raise ValueError("--backend calibrated needs --calibration FILE (written by `xbar calibrate`), and "
                          "--calibration applies only to it")
@@ -189,7 +169,7 @@ def cmd_mvm(args) -> int:
     I = xb.read(V, transpose=args.transpose, backend=args.backend, workers=args.workers,
                 calibration=None if cal is None else cal.ir_calibration())
     dt = time.perf_counter() - t0
-    out = _save_array(args.out, I)
+    out = save_array(out_path, I)
     what = "row" if args.transpose else "column"
     print(f"wrote {out}: {I.shape[0]} x {I.shape[1]} {what} currents [A] "
           f"({args.backend} backend, {'transposed' if args.transpose else 'forward'} read, {dt:.3f} s)")
@@ -215,11 +195,12 @@ def cmd_mvm_chain(args) -> int:
         g = np.asarray(G)
         cfg = periphery_for_tile(cfg, spec, float(g.max()), float(g.max() - g.min()))
         print(f"integrator capacitor sized for this array: c_int = {cfg.integrator.c_int:.4g} F")
-    codes = np.asarray(_load_array(args.voltages, "input codes"))
+    out_path = check_output_path(Path(args.out).with_suffix(".npz"), args.conductances, args.voltages, args.periphery)
+    codes = load_array(args.voltages, "input codes", integer=True)
     engine = _spice_engine(args) if args.backend == "spice" else None
     chain = ReadChain(spec, G, cfg, engine=engine, fit=fit)  # range checks run here, before any simulation
     res = chain.read(codes, transpose=args.transpose, backend=args.backend, workers=args.workers)
-    out = res.to_npz(Path(args.out).with_suffix(".npz"))
+    out = res.to_npz(out_path)
     print(f"wrote {out}: codes {res.codes.shape}, adc_codes, v_out [V], charge [C], current [A], decoded [A] "
           f"({args.backend} backend{' with the fitted integrator/ADC' if fit is not None else ''}, "
           f"{'transposed' if args.transpose else 'forward'} read, {res.elapsed_s:.3f} s)")
@@ -228,7 +209,8 @@ def cmd_mvm_chain(args) -> int:
 
 def cmd_periphery(args) -> int:
     if args.write_config:
-        print(f"wrote {PeripheryConfig().to_json(args.write_config)} (edit it, then: xbar mvm --periphery FILE)")
+        out = atomic_json(args.write_config, PeripheryConfig().to_dict(), indent=2)
+        print(f"wrote {out} (edit it, then: xbar mvm --periphery FILE)")
         return 0
     summary = characterize_periphery(Path(args.out), seed=args.seed, include_two_stage=not args.no_two_stage)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=2, default=str))
@@ -319,10 +301,9 @@ def cmd_device(args) -> int:
 
 def _export_aihwkit(args, calibration) -> None:
     """Write ``--export-aihwkit FILE`` from a calibration.json."""
-    out = Path(args.export_aihwkit)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output_path(args.export_aihwkit, calibration, what="--export-aihwkit")
     cal = _calibration(calibration).ir_calibration()
-    out.write_text(json.dumps(to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2) + "\n")
+    atomic_json(out, to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2)
     print(f"wrote {out} (aihwkit-style IOParameters dict from {calibration})")
 
 
@@ -387,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("periphery", help="characterise DAC, integrator, ADC and op-amps (SPICE vs twin plots, INL/DNL)")
     p.add_argument("--out", "-o", default="xbar-out/periphery", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int_arg, default=0)
     p.add_argument("--no-two-stage", action="store_true", help="skip the transistor-level op-amp")
     p.add_argument("--write-config", metavar="CONFIG.json", default=None,
                    help="only write the default read-chain config (for mvm --periphery) to this file")
@@ -397,17 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("device", help="pulse response and I-V of a device, SPICE and numpy twin overlaid")
     p.add_argument("name", choices=device_names())
-    p.add_argument("--pulses", type=int, default=40, help="pulses up, then down")
-    p.add_argument("--seeds", type=int, default=5, help="seeds for the spread over cycle-to-cycle noise")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pulses", type=positive_int_arg, default=40, help="pulses up, then down")
+    p.add_argument("--seeds", type=positive_int_arg, default=5, help="seeds for the spread over cycle-to-cycle noise")
+    p.add_argument("--seed", type=nonneg_int_arg, default=0)
     p.add_argument("--out", "-o", default="xbar-out/device", help="output folder")
     p.set_defaults(func=cmd_device)
 
     p = sub.add_parser("demo", help="build a crossbar, read it in ngspice and in the fast solver, compare")
-    p.add_argument("--size", type=int, default=64, help="rows = cols (default 64)")
-    p.add_argument("--batch", type=int, default=20, help="input vectors (default 20)")
-    p.add_argument("--r-wire", type=float, default=1.0, help="wire resistance per segment [ohm]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=positive_int_arg, default=64, help="rows = cols (default 64)")
+    p.add_argument("--batch", type=positive_int_arg, default=20, help="input vectors (default 20)")
+    p.add_argument("--r-wire", type=nonneg_float_arg, default=1.0, help="wire resistance per segment [ohm]")
+    p.add_argument("--seed", type=nonneg_int_arg, default=0)
     p.add_argument("--out", "-o", default="xbar-out/demo", help="output folder")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=cmd_demo)
@@ -429,8 +410,8 @@ def _mvm_parser(sub) -> None:
                         "blocks/fits.json) replaces the twin's")
     p.add_argument("--engine", choices=["subprocess", "shared"], default="subprocess",
                    help="spice backend: ngspice -b processes, or the shared library in a child process")
-    p.add_argument("--workers", type=int, default=None, help="ngspice processes (default: one per core)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="per-deck ngspice time limit [s]")
+    p.add_argument("--workers", type=positive_int_arg, default=None, help="ngspice processes (default: one per core)")
+    p.add_argument("--timeout", type=positive_float_arg, default=3600.0, help="per-deck ngspice time limit [s]")
     p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
     p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
@@ -454,7 +435,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--epochs", type=int, help=f"epochs (default {td('epochs')})")
     p.add_argument("--batch-size", type=int, help=f"mini-batch size (default {td('batch_size')})")
     p.add_argument("--lr", type=float, help=f"learning rate (default {td('lr')})")
-    p.add_argument("--seed", type=int, help=f"seed (default {td('seed')})")
+    p.add_argument("--seed", type=nonneg_int_arg, help=f"seed (default {td('seed')})")
     p.add_argument("--reads", choices=READ_BACKENDS,
                    help=f"backend of the forward and backward reads (default {td('forward')})")
     p.add_argument("--forward", choices=READ_BACKENDS, help="override for forward reads")
@@ -495,7 +476,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
                    help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
                         "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")
-    p.add_argument("--mc-runs", type=int, default=0, metavar="N",
+    p.add_argument("--mc-runs", type=nonneg_int_arg, default=0, metavar="N",
                    help="after training: test accuracy over N sampled hardware instances (Monte Carlo)")
     p.add_argument("--mc-d2d-sigma", type=float, default=0.1,
                    help="Monte Carlo: std of ln G, device-to-device (default 0.1)")
@@ -513,18 +494,18 @@ def _calibrate_parser(sub) -> None:
     p = sub.add_parser("calibrate", help="fit the fast models to ngspice: IR drop over a sweep, device step tables, "
                                          "integrator/ADC transfers, Monte Carlo (resumable, Dask)")
     p.add_argument("--out", "-o", default="xbar-out/calibrate", help="output folder (the sweep resumes from it)")
-    p.add_argument("--workers", type=int, default=1, help="1: serial, in this process; n: a local Dask cluster")
+    p.add_argument("--workers", type=positive_int_arg, default=1, help="1: serial, in this process; n: a local Dask cluster")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help=f"array sizes N (N x N) (default {' '.join(map(str, DEFAULT_PLAN.sizes))})")
     p.add_argument("--r-wire", type=float, nargs="+", default=None,
                    help=f"wire resistances per segment [ohm] (default {' '.join(map(str, DEFAULT_PLAN.r_wires))})")
-    p.add_argument("--cases", type=int, default=None, help="training cases per (size, r_wire) (held out: half)")
-    p.add_argument("--batch", type=int, default=None, help=f"input vectors per case (default {DEFAULT_PLAN.batch})")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--cases", type=positive_int_arg, default=None, help="training cases per (size, r_wire) (held out: half)")
+    p.add_argument("--batch", type=positive_int_arg, default=None, help=f"input vectors per case (default {DEFAULT_PLAN.batch})")
+    p.add_argument("--seed", type=nonneg_int_arg, default=None)
     p.add_argument("--quick", action="store_true",
                    help=f"small sweep ({QUICK_PLAN.sizes[0]}..{QUICK_PLAN.sizes[-1]}) and fewer block-fit runs (seconds)")
-    p.add_argument("--monte-carlo", type=int, default=None, metavar="N",
+    p.add_argument("--monte-carlo", type=nonneg_int_arg, default=None, metavar="N",
                    help="Monte Carlo runs of non-idealities on the calibrated model")
     p.add_argument("--no-timing", action="store_true", help="skip the speed comparison with the exact solve")
     p.add_argument("--blocks", action=argparse.BooleanOptionalAction, default=True,
@@ -539,9 +520,22 @@ def _calibrate_parser(sub) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs (ngspice children are
+    killed, temporary decks removed) before ``xbar`` exits with 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGINT stops a run cleanly even where the launcher left it ignored (a background job of a
+    # script, some test runners): an explicit signal is an explicit request
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except XbarError as exc:
@@ -552,8 +546,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xbar {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"xbar {args.command}: interrupted", file=sys.stderr)
+        print(f"xbar {args.command}: interrupted (SIGINT); ngspice stopped, nothing written was removed",
+              file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"xbar {args.command}: terminated (SIGTERM); ngspice stopped, nothing written was removed",
+              file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":  # pragma: no cover
