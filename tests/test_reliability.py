@@ -266,6 +266,9 @@ def test_disk_full_leaves_the_earlier_output_intact(folder, args):
     assert "File too large" in res.stderr and "Traceback" not in res.stderr
     assert out.read_bytes() == good
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []     # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask           # the output's mode, not the temporary's
 
 
 # ----------------------------------------------------------------------------------------------

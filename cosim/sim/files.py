@@ -57,9 +57,19 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
         yield tmp_path
         with open(tmp_path, "rb+") as fh:     # on disk before the rename makes it the file
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 is for the temporary, not the output
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)                   # read once, at import: os.umask is process-wide
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
