@@ -34,6 +34,7 @@ from cosim.sim.engine import make_engine
 from cosim.sim.files import atomic_json, atomic_write
 from cosim.sim.inputs import (
     check_output_path, load_array, nonneg_float_arg, nonneg_int_arg, positive_float_arg, positive_int_arg, save_array,
+    shape_arg,
 )
 from cosim.train.data import load_digits_split, load_npz
 from cosim.train.layers import LayerConfig, READ_BACKENDS, periphery_for_tile
@@ -300,11 +301,24 @@ def cmd_device(args) -> int:
 
 
 def _export_aihwkit(args, calibration) -> None:
-    """Write ``--export-aihwkit FILE`` from a calibration.json."""
+    """Write ``--export-aihwkit FILE`` (flat IOParameters keywords) and its note ``FILE.md``."""
     out = check_output_path(args.export_aihwkit, calibration, what="--export-aihwkit")
+    r_wire, (rows, cols) = _export_r_wire(args), args.tile
     cal = _calibration(calibration).ir_calibration()
-    atomic_json(out, to_aihwkit(cal, adc_bits=args.adc_bits, dac_bits=args.dac_bits), indent=2)
-    print(f"wrote {out} (aihwkit-style IOParameters dict from {calibration})")
+    exp = to_aihwkit(cal, r_wire=r_wire, rows=rows, cols=cols, adc_bits=args.adc_bits, dac_bits=args.dac_bits)
+    note = out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".note.md")
+    atomic_json(out, exp.params, indent=2)
+    atomic_write(note, exp.note.replace("THIS_FILE.json", out.name))
+    print(f"wrote {out} (aihwkit IOParameters for {rows}x{cols} tiles, {r_wire:g} ohm wires) and {note}")
+    for k, (rmse, mx) in exp.errors.items():
+        print(f"  {k}: rmse {rmse:.2e}, max {mx:.2e} of the largest exact current")
+
+
+def _export_r_wire(args) -> float:
+    """The one wire resistance of an aihwkit export (checked before a calibration runs)."""
+    if args.r_wire and len(args.r_wire) != 1:
+        raise ValueError(f"--export-aihwkit needs one --r-wire (the tiles' wire resistance), got {args.r_wire}")
+    return args.r_wire[0] if args.r_wire else 1.0
 
 
 def _calibration_plan(args):
@@ -329,6 +343,8 @@ def cmd_calibrate(args) -> int:
 
     if args.from_file and not args.export_aihwkit:
         raise ValueError("--from JSON only goes with --export-aihwkit FILE")
+    if args.export_aihwkit:
+        _export_r_wire(args)
     if args.export_aihwkit and args.from_file:
         _export_aihwkit(args, args.from_file)
         return 0
@@ -515,6 +531,8 @@ def _calibrate_parser(sub) -> None:
     p.add_argument("--export-aihwkit", default=None, metavar="FILE", help="also write an aihwkit-style dict")
     p.add_argument("--from", dest="from_file", default=None, metavar="JSON",
                    help="with --export-aihwkit: export an existing calibration.json, run nothing")
+    p.add_argument("--tile", type=shape_arg, default=(256, 256), metavar="ROWSxCOLS",
+                   help="export: the aihwkit tile shape the IR-drop scale is fitted for (default 256x256)")
     p.add_argument("--adc-bits", type=int, default=None, help="export: output ADC bits")
     p.add_argument("--dac-bits", type=int, default=None, help="export: input DAC bits")
     p.set_defaults(func=cmd_calibrate)

@@ -290,12 +290,28 @@ def test_calibration_round_trip_and_backend(small_sweep, tmp_path):
     with pytest.raises(ParameterError, match="version 1 .*re-run `xbar calibrate`"):
         Calibration.load(tmp_path / "old.json")
     assert json.loads(path.read_text())["version"] == 2
-    exp = to_aihwkit(back, adc_bits=8, dac_bits=7)
-    assert exp["forward"]["out_res"] == 1 / 254 and exp["forward"]["inp_res"] == 1 / 126
-    assert exp["forward"]["ir_drop_g_ratio"] == pytest.approx(1 / (1.75 * 25e-6))
     with pytest.raises(ValueError, match="load"):
         xb.read(d.V, backend="calibrated", calibration=str(path))   # files are read at the edge, once
-    json.dumps(exp)
+
+
+def test_aihwkit_export_is_flat_in_aihwkits_units_and_fitted_to_the_circuit():
+    cal = Calibration(IRModel.nominal(), fit={"g_range": [1e-6, 25e-6]})
+    exp = to_aihwkit(cal, r_wire=2.0, rows=32, cols=16, adc_bits=8, dac_bits=7)
+    p = exp.params
+    assert set(p) == {"ir_drop", "ir_drop_g_ratio", "out_bound", "out_res", "inp_res", "inp_bound", "out_noise"}
+    assert all(isinstance(v, float) for v in p.values())           # flat: IOParameters(**p)
+    assert p["out_res"] == 1 / 254 and p["inp_res"] == 1 / 126
+    assert p["ir_drop_g_ratio"] == pytest.approx(1 / (2.0 * 25e-6))  # G_wire / g_max
+    assert p["out_bound"] == 32.0 and p["out_noise"] == 0.0          # no clipping; a fixed error is not noise
+    e = exp.errors
+    fitted, physical = e["aihwkit, ir_drop fitted (exported)"], e["aihwkit, ir_drop = 1 (physical)"]
+    assert fitted[0] < physical[0] < e["no IR-drop model"][0]      # least squares beats the unfitted scale
+    assert p["ir_drop"] > 1.0                                       # it absorbs the driven wire's drop
+    assert "32 inputs (our rows) x 16 outputs" in exp.note and "left out" in exp.note
+    with pytest.raises(ParameterError, match="r_wire"):
+        to_aihwkit(cal, r_wire=0.0)
+    with pytest.raises(ParameterError, match="bits"):
+        to_aihwkit(cal, r_wire=1.0, rows=8, cols=8, adc_bits=1)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (9, 9), (13, 40), (40, 13), (70, 130)])
@@ -353,13 +369,18 @@ def test_cli_calibrate_quick_and_bad_input(tmp_path):
     for name in ("calibration.json", "report.md", "report.json", "error_vs_size.png", "predicted_vs_spice.png",
                  "uncalibrated_vs_calibrated.png"):
         assert (tmp_path / "cal" / name).exists(), name
-    assert json.loads((tmp_path / "aihwkit.json").read_text())["forward"]["ir_drop_g_ratio"] > 0
+    assert json.loads((tmp_path / "aihwkit.json").read_text())["ir_drop_g_ratio"] == pytest.approx(1 / 50e-6)   # the sweep's one --r-wire
+    assert "What aihwkit cannot express" in (tmp_path / "aihwkit.md").read_text()
     again = _xbar("--sizes", 6, 8, "--r-wire", 2.0, "--cases", 2, "--batch", 4, "--no-timing", "--out", "cal",
                   "--no-blocks", cwd=tmp_path)
     assert again.returncode == 0 and "0 cases run, 6 already done" in again.stdout
-    exp = _xbar("--export-aihwkit", "x.json", "--from", "cal/calibration.json", "--adc-bits", 8, cwd=tmp_path)
+    exp = _xbar("--export-aihwkit", "x.json", "--from", "cal/calibration.json", "--adc-bits", 8, "--r-wire", 2,
+                "--tile", "16x8", cwd=tmp_path)
     assert exp.returncode == 0, exp.stderr
-    assert json.loads((tmp_path / "x.json").read_text())["forward"]["out_res"] == 1 / 254
+    x = json.loads((tmp_path / "x.json").read_text())
+    assert x["out_res"] == 1 / 254 and x["out_bound"] == 16.0 and x["ir_drop_g_ratio"] == pytest.approx(1 / 50e-6)
+    two = _xbar("--export-aihwkit", "y.json", "--from", "cal/calibration.json", "--r-wire", 1, 2, cwd=tmp_path)
+    assert two.returncode != 0 and "one --r-wire" in two.stderr
     for bad in (["--r-wire", -1], ["--sizes", 0], ["--workers", 0], ["--cases", 0]):
         res = _xbar(*bad, "--out", "bad", cwd=tmp_path)
         assert res.returncode == 2, (bad, res.stderr)

@@ -37,7 +37,6 @@ from typing import Sequence
 import numpy as np
 
 from cosim.sim.files import atomic_json, atomic_write, save_figure
-from cosim.calibrate.aihwkit import to_aihwkit
 from cosim.calibrate.ir_cases import CaseData, case_data, default_cases, spice_case
 from cosim.calibrate.montecarlo import Variation, monte_carlo_mvm
 from cosim.read.irmodel import Calibration, IRModel, ir_features
@@ -321,7 +320,7 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 6
                "speed": speed, "monte_carlo": mc, "overall": overall, "sweep": {
                    "cases": len(cases), "ran": sweep.ran, "skipped": sweep.skipped, "failed": len(sweep.failed),
                    "wall_s": t_sweep, "backend": sweep.backend, "workers": sweep.workers},
-               "fit_s": t_fit, "coefficients": model.to_dict(), "targets": targets, "aihwkit": to_aihwkit(cal)}
+               "fit_s": t_fit, "coefficients": model.to_dict(), "targets": targets}
     atomic_json(out / "report.json", summary, indent=2)
     if plots:
         summary["plots"] = [str(p) for p in _plots(out, table, test, model)]

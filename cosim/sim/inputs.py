@@ -121,3 +121,12 @@ def positive_float_arg(text: str) -> float:
 def nonneg_float_arg(text: str) -> float:
     """argparse type: a finite number >= 0."""
     return _float_arg(text, allow_zero=True)
+
+
+def shape_arg(text: str) -> tuple[int, int]:
+    """argparse type: ``ROWSxCOLS`` (``256x128``) or one number for a square, each >= 2."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLS (for example 256x128)")
+    dims = [_int_arg(t, 2, ">= 2") for t in parts]
+    return (dims[0], dims[-1])
