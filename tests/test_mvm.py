@@ -143,3 +143,45 @@ def test_mvm_function_wraps_crossbar(rng):
     G = rng.uniform(1e-6, 25e-6, (5, 4))
     V = rng.uniform(0, 0.2, (3, 5))
     assert np.array_equal(mvm(G, V, spec), Crossbar(spec, G).read(V))
+
+
+_NUMPY_LOOPS = """
+import sys, numpy as np
+from cosim.read.mvm import Crossbar
+from cosim.read.kernels import compiled
+from netlists.crossbar import CrossbarSpec
+assert compiled() is None
+rng = np.random.default_rng(3)
+for shape, transpose in (((40, 24), False), ((40, 24), True), ((17, 33), False)):
+    spec = CrossbarSpec(*shape, r_row=2.0, r_col=1.5)
+    G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+    V = rng.uniform(0, 0.2, (7, shape[1] if transpose else shape[0]))
+    np.save(f"{sys.argv[1]}/{shape[0]}x{shape[1]}{'T' if transpose else ''}.npy", Crossbar(spec, G).read(V, transpose=transpose))
+"""
+
+
+def test_compiled_and_numpy_solver_loops_agree(tmp_path):
+    """The numba kernels and the numpy loops they replace give the same currents (to rounding),
+    and both agree with the general sparse LU."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cosim.read.kernels import compiled
+    if compiled() is None:
+        pytest.skip("numba is not importable here: only the numpy loops run")
+    env = {**os.environ, "XBAR_NO_NUMBA": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", _NUMPY_LOOPS, str(tmp_path)], env=env, check=True, timeout=300)
+    rng = np.random.default_rng(3)
+    for shape, transpose in (((40, 24), False), ((40, 24), True), ((17, 33), False)):
+        spec = CrossbarSpec(*shape, r_row=2.0, r_col=1.5)
+        G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+        V = rng.uniform(0, 0.2, (7, shape[1] if transpose else shape[0]))
+        xb = Crossbar(spec, G)
+        fast = xb.read(V, transpose=transpose)
+        loops = np.load(tmp_path / f"{shape[0]}x{shape[1]}{'T' if transpose else ''}.npy")
+        lu = NodalSolver(xb.circuit(transpose).circuit).solve(xb.circuit(transpose).drive_values(V))
+        lu = xb.circuit(transpose).outputs(lu)
+        assert np.abs(fast - loops).max() <= 1e-12 * np.abs(loops).max()
+        assert np.abs(fast - lu).max() <= 1e-9 * np.abs(lu).max()

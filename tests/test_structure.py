@@ -195,11 +195,11 @@ def test_no_deck_text_outside_the_writer():
 
 
 def test_importing_the_library_is_cheap():
-    """Importing every module loads neither PySpice, matplotlib, Dask nor scikit-learn: they load
+    """Importing every module loads neither PySpice, matplotlib, Dask, scikit-learn nor numba: they load
     when a call needs them."""
     import subprocess
     import sys
     code = (f"import sys; import {', '.join(sorted(MODULES))}; heavy = [m for m in ('PySpice', 'matplotlib', "
-            "'dask', 'distributed', 'sklearn') if m in sys.modules]; print(','.join(heavy))")
+            "'dask', 'distributed', 'sklearn', 'numba') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"importing the library loads {out.stdout.strip()}"

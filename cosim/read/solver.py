@@ -30,6 +30,7 @@ from typing import Callable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from cosim.read.kernels import compiled
 from models.errors import ShapeError, UnsupportedElementError, XbarError
 from netlists.ir import (
     ELEMENT_TYPES, BehavioralSources, Capacitors, Circuit, Group, Mosfets, PwlSources, Resistors, SubcktInstances,
@@ -230,12 +231,23 @@ class _Chains:
         m_field = np.moveaxis(m, 0, axis)[..., None]          # (N, P, 1)
         self.inv_m = 1.0 / m_field
         self.inv_sqrt_m = np.sqrt(self.inv_m)
+        self._k = compiled()                                  # numba kernels, or None: numpy loops
+        if self._k is not None:
+            self._w2, self._inv_m2 = np.ascontiguousarray(w), np.ascontiguousarray(1.0 / m)
+            self._isq2 = np.sqrt(self._inv_m2)
+            self._name = "rows" if axis == 1 else "cols"
+
+    def _fast(self, y: np.ndarray) -> bool:
+        return self._k is not None and y.dtype == np.float64 and y.ndim == 3 and y.flags.c_contiguous
 
     def _slab(self, y: np.ndarray, l: int) -> np.ndarray:
         return y[l] if self.axis == 0 else y[:, l]
 
     def lower_sweep(self, y: np.ndarray, tmp: np.ndarray) -> None:
         """y <- L^-1 y, in place."""
+        if self._fast(y):
+            self._k["sweep_" + self._name](y, self._w2, False)
+            return
         sl, w = self._slab, self.w
         prev = sl(y, 0)
         for l in range(1, self.L):
@@ -246,6 +258,9 @@ class _Chains:
 
     def upper_sweep(self, y: np.ndarray, tmp: np.ndarray) -> None:
         """y <- L^-T y, in place."""
+        if self._fast(y):
+            self._k["sweep_" + self._name](y, self._w2, True)
+            return
         sl, w = self._slab, self.w
         nxt = sl(y, self.L - 1)
         for l in range(self.L - 2, -1, -1):
@@ -256,6 +271,9 @@ class _Chains:
 
     def solve(self, y: np.ndarray) -> np.ndarray:
         """y <- T^-1 y, in place; returns y."""
+        if self._fast(y):
+            self._k["chain_solve_" + self._name](y, self._w2, self._inv_m2)
+            return y
         tmp = np.empty_like(self._slab(y, 0))
         self.lower_sweep(y, tmp)
         y *= self.inv_m
@@ -379,9 +397,7 @@ class CrossbarSolver:
             if self.transpose:
                 return (self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)).T
             return np.einsum("ij,ijr->rj", G, xR) - (G.sum(0)[:, None] * v_cs).T
-        xR, xC = self._coupled(v_rd, v_cs)
-        i_rd = self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)       # into each row end (N, batch)
-        i_cs = self.gc[-1][:, None] * (xC[-1] - v_cs)           # into each column end (P, batch)
+        i_rd, i_cs = self._coupled(v_rd, v_cs)                  # into the row ends (N, batch), column ends (P, batch)
         self._check_balance(i_rd, i_cs)
         return i_rd.T if self.transpose else i_cs.T
 
@@ -398,27 +414,86 @@ class CrossbarSolver:
                               f"{imbalance[k]:.3g} A of {scale[k]:.3g} A); it is not returned: use the spice backend")
 
     def _coupled(self, v_rd: np.ndarray, v_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Both wire families resistive.
+        """Both wire families resistive: currents (into the row ends, into the column ends),
+        each (lines, batch).
 
         With T_C = C C^T (C = L M^1/2), the column-node Schur system S x = rhs becomes
         (I - K) u = C^-1 rhs, K = C^-1 D T_R^-1 D C^-T, x = C^-T u: plain CG on a symmetric
         operator whose eigenvalues lie in [1 - rho, 1], at one row-chain solve and one
-        column-chain sweep each way per step (no separate preconditioner or matvec).
+        column-chain sweep each way per step (no separate preconditioner or matvec). The row
+        drive enters through h = T_R^-1 e_0 (a row chain's response to its driver, per state),
+        and the row-end voltages come back through it too (T_R is symmetric).
         """
-        G, N, P = self.G, self.N, self.P
+        D = self.G[:, :, None]
+        TC, h = self._TC, self._h_drive()
         nb = v_rd.shape[1]
-        D = G[:, :, None]
-        TR, TC = self._TR, self._TC
-        tmp_c = np.empty((P, nb))
-        bR = np.zeros((N, P, nb))
-        bR[:, 0] = self.gr[:, 0][:, None] * v_rd
-        f = TR.solve(bR.copy())
-        f *= D
+        f = (D * h[:, :, None]) * (self.gr[:, 0][:, None] * v_rd)[:, None, :]    # D T_R^-1 b_R
         f[-1] += self.gc[-1][:, None] * v_cs
-        TC.lower_sweep(f, tmp_c)                 # f = C^-1 (b_C + D T_R^-1 b_R), C = L M^1/2
+        TC.lower_sweep(f, np.empty((self.P, nb)))  # f = C^-1 (b_C + D T_R^-1 b_R), C = L M^1/2
         f *= TC.inv_sqrt_m
+        apply_dot, step = self._cg_ops(nb)
+        u = f.copy()                                 # K is small: u0 = f is a good start
+        Ap = np.empty_like(f)
+        apply_dot(u, Ap)
+        r = np.subtract(f, Ap, out=Ap)
+        p = r.copy()
+        rr, norm0 = _dot(r, r), np.sqrt(_dot(f, f))
+        norm0[norm0 == 0] = 1.0
+        it, beta = 0, None
+        Ap = f                                       # f is no longer needed: its memory is Ap's
+        while (np.sqrt(rr) / norm0).max() > self.tol:
+            if it >= self.max_iter:
+                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {self.tol:g} "
+                                  f"in {self.max_iter} iterations; use the nodal solver")
+            pAp = apply_dot(p, Ap, r, beta)  # p <- r + beta p first; pAp = 0 for a solved (all-zero) input
+            alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
+            rr_new = step(u, r, p, Ap, alpha)
+            beta = np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
+            rr = rr_new
+            it += 1
+        self.iterations.append(it)
+        u *= TC.inv_sqrt_m                           # x_C = C^-T u, the column-node voltages
+        TC.upper_sweep(u, np.empty((self.P, nb)))
+        x_r0 = np.einsum("ij,ijr->ir", D[:, :, 0] * h, u) + (h[:, 0] * self.gr[:, 0])[:, None] * v_rd
+        return self.gr[:, 0][:, None] * (x_r0 - v_rd), self.gc[-1][:, None] * (u[-1] - v_cs)
 
-        def apply(p: np.ndarray, out: np.ndarray) -> np.ndarray:   # out = (I - K) p
+    def _h_drive(self) -> np.ndarray:
+        """T_R^-1 e_0 per row (N, P): the row chains' response to a unit current at the driver."""
+        if getattr(self, "_h", None) is None:
+            e0 = np.zeros((self.N, self.P, 1))
+            e0[:, 0] = 1.0
+            self._h = self._TR.solve(e0)[:, :, 0]
+        return self._h
+
+    def _cg_ops(self, nb: int):
+        """(apply_dot, step) of the CG loop: ``apply_dot(p, out, r, beta)`` sets p = r + beta p
+        (unless beta is None), then out = (I - K) p, and returns p . out per vector;
+        ``step(u, r, p, Ap, alpha)`` does u += alpha p, r -= alpha Ap and returns |r|^2.
+        Compiled (kernels.py: a few fused passes) where numba is there, numpy otherwise."""
+        TR, TC, D = self._TR, self._TC, self.G[:, :, None]
+        k = TC._k if TR._k is not None else None
+        if k is not None:
+            slab = np.empty((self.P, nb))
+            Dc = np.ascontiguousarray(self.G)
+
+            def apply_dot(p, out, r=None, beta=None):
+                pAp = np.empty(nb)
+                k["apply_k"](p, out, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp,
+                             p if r is None else r, pAp if beta is None else beta, beta is not None)
+                return pAp
+
+            def step(u, r, p, Ap, alpha):
+                rr_new = np.empty(nb)
+                k["cg_step_k"](u, r, p, Ap, alpha, rr_new)
+                return rr_new
+
+            return apply_dot, step
+        tmp_c, tmp = np.empty((self.P, nb)), np.empty((self.N, self.P, nb))
+
+        def apply_dot(p, out, r=None, beta=None):
+            if beta is not None:
+                p *= beta
+                p += r
             np.multiply(p, TC.inv_sqrt_m, out=out)
             TC.upper_sweep(out, tmp_c)
             out *= D
@@ -427,40 +502,16 @@ class CrossbarSolver:
             TC.lower_sweep(out, tmp_c)
             out *= TC.inv_sqrt_m
             np.subtract(p, out, out=out)
-            return out
+            return _dot(p, out)
 
-        u = f.copy()                                 # K is small: u0 = f is a good start
-        Ap = np.empty_like(f)
-        tmp = np.empty_like(f)
-        r = f - apply(u, Ap)
-        p = r.copy()
-        rr = _dot(r, r)
-        norm0 = np.sqrt(_dot(f, f))
-        norm0[norm0 == 0] = 1.0
-        it = 0
-        while (np.sqrt(rr) / norm0).max() > self.tol:
-            if it >= self.max_iter:
-                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {self.tol:g} "
-                                  f"in {self.max_iter} iterations; use the nodal solver")
-            apply(p, Ap)
-            pAp = _dot(p, Ap)              # 0 for a right-hand side already solved (an all-zero input)
-            alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
+        def step(u, r, p, Ap, alpha):
             np.multiply(p, alpha, out=tmp)         # no temporaries: big fresh arrays page-fault
             u += tmp
             np.multiply(Ap, alpha, out=tmp)
             r -= tmp
-            rr_new = _dot(r, r)
-            p *= np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
-            p += r
-            rr = rr_new
-            it += 1
-        self.iterations.append(it)
-        u *= TC.inv_sqrt_m                           # x_C = C^-T u
-        TC.upper_sweep(u, tmp_c)
-        xR = u * D
-        xR += bR
-        TR.solve(xR)
-        return xR, u
+            return _dot(r, r)
+
+        return apply_dot, step
 
 
 def make_solver(circuit: Circuit, **kwargs) -> NodalSolver | CrossbarSolver:

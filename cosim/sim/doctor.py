@@ -5,6 +5,8 @@ Layer: cosim.sim. Each check returns (name, passed, detail); nothing here change
 
 from __future__ import annotations
 
+import os
+
 from typing import Iterator
 
 import numpy as np
@@ -58,6 +60,19 @@ def run_checks() -> Iterator[tuple[str, bool, str]]:
     import numpy
     import scipy
     yield "python stack", True, f"numpy {numpy.__version__}, scipy {scipy.__version__}, networkx {networkx.__version__}"
+    yield _numba_check()
+
+
+def _numba_check() -> tuple[str, bool, str]:
+    """numba compiles the exact fast solver's loops; without it they run as numpy loops."""
+    if os.environ.get("XBAR_NO_NUMBA"):
+        return "compiled solver loops", True, "off (XBAR_NO_NUMBA is set): numpy loops, about 3x slower"
+    try:
+        import numba
+    except ImportError as exc:
+        return "compiled solver loops", False, f"numba cannot be imported ({exc}): the fast solver runs numpy loops, " \
+                                               "about 3x slower; pip install numba"
+    return "compiled solver loops", True, f"numba {numba.__version__}"
 
 
 def _process_checks() -> Iterator[tuple[str, bool, str]]:
