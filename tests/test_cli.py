@@ -121,7 +121,8 @@ def test_device_characterisation(tmp_path):
 
 def test_xbar_train_with_no_options_is_the_library_default():
     """One set of defaults: the command line passes on only what the user gives."""
-    from cosim.cli import _train_config, build_parser
+    from cosim.cli import build_parser
+    from cosim.cli.cmd_train import train_config as _train_config
     from cosim.train.loop import TrainConfig
     assert _train_config(build_parser().parse_args(["train"]), None) == TrainConfig()
     given = _train_config(build_parser().parse_args(["train", "--epochs", "5", "--r-wire", "0", "--adc-bits", "0"]),

@@ -256,7 +256,7 @@ def test_unit_cell_reads_both_arrays_through_the_read_chain(rng, engine):
         e8, e12 = (np.abs(read(lay, "fast") - ref).max() / np.abs(ref).max() for lay in layers[1:])
         assert e12 < 0.01 and e12 < e8 / 4, (e8, e12)
     lay, t = layers[1], layers[1].tiles[0]
-    xn = lay._augment(x[:1]) / np.abs(lay._augment(x[:1])).max()
+    xn = lay.augment(x[:1]) / np.abs(lay.augment(x[:1])).max()
     chains = [(t.read_chain(lay.cfg, engine), xn),
               (t.lsp_read_chain(lay.cfg, lay.lsp, lay.g_shared, engine), np.hstack([xn, [[0.0]]]))]
     for chain, u in chains:

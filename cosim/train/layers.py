@@ -273,14 +273,15 @@ class AnalogLayer:
             t.changed()
 
     # -- reads --------------------------------------------------------------------------------
-    def _augment(self, x: np.ndarray) -> np.ndarray:
+    def augment(self, x: np.ndarray) -> np.ndarray:
+        """``x`` with the bias input (a column of ones) when the layer has a bias row."""
         if self.cfg.bias:
             return np.hstack([x, np.ones((x.shape[0], 1))])
         return x
 
     def forward(self, x: np.ndarray, backend: str = "fast") -> np.ndarray:
         """y = x W for a batch x (batch, n_in) through the chosen read backend."""
-        xa = self._augment(np.asarray(x, float))
+        xa = self.augment(np.asarray(x, float))
         if backend == "software":
             return xa @ self.W_soft
         return self._read(xa, transpose=False, backend=backend)
@@ -296,25 +297,32 @@ class AnalogLayer:
 
     def _read(self, u: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
         """The read frame every layer shares: column scales on transposed drives, per-sample
-        abs-max scaling to the read voltage, the tiles' partial sums (:meth:`_read_tile`), the
+        abs-max scaling to the read voltage, the tiles' partial sums (:meth:`read_tile`), the
         scales back."""
         if backend not in READ_BACKENDS:
             raise ValueError(f"unknown read backend {backend!r}; choose one of {READ_BACKENDS}")
-        cfg = self.cfg
+        V, amax = self.drive(u, transpose)
+        out = np.zeros((u.shape[0], self.n_in if transpose else self.n_out))
+        for t in self.tiles:
+            src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
+            out[:, dst] += self.read_tile(t, V[:, src], transpose, backend)
+        return self.undrive(out, amax, transpose)
+
+    def drive(self, u: np.ndarray, transpose: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Drive voltages (batch, lines) for the layer inputs ``u`` and the per-sample scale."""
         if transpose:   # dx_i = sum_j d_j s_j (G+ - G-)_ij: weight the drives by the column scales
             u = u * self.scale[None, :]
         amax = np.abs(u).max(axis=1, keepdims=True)
         amax[amax == 0] = 1.0
-        V = u / amax * cfg.v_read
-        out = np.zeros((u.shape[0], self.n_in if transpose else self.n_out))
-        for t in self.tiles:
-            src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
-            out[:, dst] += self._read_tile(t, V[:, src], transpose, backend)
-        if not transpose:
-            out *= self.scale[None, :]
-        return out * amax / cfg.v_read
+        return u / amax * self.cfg.v_read, amax
 
-    def _read_tile(self, t: Tile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+    def undrive(self, out: np.ndarray, amax: np.ndarray, transpose: bool) -> np.ndarray:
+        """Summed tile outputs [A] back to the layer's numbers (column scales, sample scales)."""
+        if not transpose:
+            out = out * self.scale[None, :]
+        return out * amax / self.cfg.v_read
+
+    def read_tile(self, t: Tile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
         """One tile's digitised output [A] for drive voltages ``V`` (batch, tile inputs)."""
         cfg = self.cfg
         offset = t.out_offset if (t.out_offset is not None and not transpose) else 0.0
@@ -334,7 +342,7 @@ class AnalogLayer:
     def update(self, x: np.ndarray, d: np.ndarray, lr: float, updater: Updater, rng: np.random.Generator,
                software: bool = False) -> None:
         """W <- W - lr x^T d, through ``updater`` (or on the float weights when ``software``)."""
-        xa = self._augment(np.asarray(x, float))
+        xa = self.augment(np.asarray(x, float))
         d = np.asarray(d, float)
         if software:
             self.W_soft -= lr * xa.T @ d

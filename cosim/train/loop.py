@@ -32,10 +32,11 @@ import numpy as np
 from cosim.calibrate.bundle import content_digest
 from cosim.calibrate.montecarlo import MonteCarloRuns, check_accuracy_run, monte_carlo_accuracy
 from cosim.sim.files import RunLock, atomic_json, atomic_path, atomic_write
+from cosim.train.audit import AuditConfig, Auditor, read_audit_log, summarize_audit
 from cosim.train.data import Dataset
 from cosim.train.layers import READ_BACKENDS, IdealUpdate, LayerConfig, Updater
 from cosim.train.network import MLP
-from cosim.train.plots import plot_run
+from cosim.train.plots import plot_audit, plot_run
 from cosim.train.unitcell import CELLS, CapUpdate, LspIdealUpdate, UnitCellSpec
 from cosim.write.pair_update import PulseUpdate, mapping_for
 from cosim.write.step_table import StepTable
@@ -271,13 +272,18 @@ def _networks(cfg: TrainConfig, data: Dataset, engine) -> tuple[MLP, MLP]:
 
 
 def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progress: bool = True,
-          resume: bool = True, stop_after: int | None = None, monte_carlo: MonteCarloRuns | None = None) -> dict:
+          resume: bool = True, stop_after: int | None = None, monte_carlo: MonteCarloRuns | None = None,
+          audit: AuditConfig | None = None) -> dict:
     """Train; returns the metrics (also written to ``out_dir/metrics.json``).
 
     ``monte_carlo``: after training, the test accuracy over sampled hardware instances of the
     trained arrays, read on the forward backend
     (:func:`cosim.calibrate.montecarlo.monte_carlo_accuracy`), in ``metrics["monte_carlo"]``
     and ``monte_carlo.json`` (evaluation only: not in the fingerprint).
+
+    ``audit``: ngspice re-reads a random tile every few mini-batches and logs how far the fast
+    reads are from it (:mod:`cosim.train.audit`; ``audit.jsonl``, ``audit.png``, and
+    ``metrics["audit"]``). It does not change the training, so it is not in the fingerprint.
 
     ``stop_after`` stops after that many mini-batches in this call without writing a
     checkpoint: a test hook for killing a run (it resumes from the last checkpoint, redoing the
@@ -288,12 +294,13 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     """
     out_dir = Path(out_dir)
     with RunLock(out_dir, f"train {cfg.forward}/{cfg.backward}/{cfg.update}"):
-        return _train(cfg, data, out_dir, engine, progress, resume, stop_after, monte_carlo)
+        return _train(cfg, data, out_dir, engine, progress, resume, stop_after, monte_carlo, audit)
 
 
 def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: bool, resume: bool,
-           stop_after: int | None, monte_carlo: MonteCarloRuns | None) -> dict:
+           stop_after: int | None, monte_carlo: MonteCarloRuns | None, audit: AuditConfig | None) -> dict:
     net, soft = _networks(cfg, data, engine)
+    auditor = Auditor(audit, cfg, out_dir, cfg.seed) if audit is not None else None
     if monte_carlo is not None:   # checked before the run, not after it
         if not isinstance(monte_carlo, MonteCarloRuns):
             raise ParameterError(f"monte_carlo must be a MonteCarloRuns, got {type(monte_carlo).__name__}")
@@ -310,13 +317,19 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
                    desc=f"train {cfg.forward}/{cfg.backward}/{cfg.update}",
                    mininterval=0.1 if sys.stderr.isatty() else 15.0)   # a log, not a flood, in CI
     try:
-        stopped = _run_epochs(cfg, data, net, soft, updater, st, ckpt, fp, n_batches, bar, stop_after)
+        stopped = _run_epochs(cfg, data, net, soft, updater, st, ckpt, fp, n_batches, bar, stop_after, auditor)
     finally:
         if bar is not None:
             bar.close()
     if stopped:
         return {"stopped": True, "epoch": st.epoch, "batch": st.batch}
     metrics = _finish(cfg, data, net, soft, st, out_dir)
+    if auditor is not None and auditor.path.exists():
+        records = read_audit_log(auditor.path)
+        metrics["audit"] = summarize_audit(records)
+        plot_audit(records, out_dir / "audit.png")
+        atomic_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if k != "out_dir"}, indent=2,
+                    default=str)
     if monte_carlo is not None:
         mc = monte_carlo_accuracy(net, data.X_test, data.y_test, monte_carlo.variation, runs=monte_carlo.runs,
                                   seed=monte_carlo.seed, backend=cfg.forward)
@@ -326,7 +339,7 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
 
 
 def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, st: _State, ckpt: Path, fp: str,
-                n_batches: int, bar, stop_after: int | None) -> bool:
+                n_batches: int, bar, stop_after: int | None, auditor: Auditor | None = None) -> bool:
     """The mini-batches from the state ``st`` to the end; True when ``stop_after`` stopped them."""
     unit = cfg.unit_cell == "2pcm3t1c"
     n = len(data.y_train)
@@ -337,7 +350,8 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
             idx = order[st.batch * cfg.batch_size:(st.batch + 1) * cfg.batch_size]
             x, y = data.X_train[idx], data.y_train[idx]
             rng = np.random.default_rng([cfg.seed, st.epoch, st.batch])
-            st.losses.append(net.step(x, y, cfg, updater, rng, False, st.times))
+            due = auditor is not None and auditor.due(st.epoch * n_batches + st.batch)
+            st.losses.append(net.step(x, y, cfg, updater, rng, False, st.times, audit=auditor if due else None))
             st.soft_losses.append(soft.step(x, y, cfg, updater, rng, True, st.times))
             st.batch += 1
             done_here += 1

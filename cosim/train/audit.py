@@ -1,0 +1,246 @@
+"""ngspice in the loop: a training run's fast reads checked against the circuit while it runs.
+
+Layer: cosim.train. Every K mini-batches (``every``), an :class:`Auditor` picks one tile at random
+over the layers, their tiles and both read directions (a forward read of any layer, or the
+transposed read of a layer above the first), and reads it again in ngspice: the whole wired
+array at the conductances the run's reads saw (after the reads, before the update), through
+the same read chain when the run uses one, on that mini-batch's drive voltages. Each audit is
+one JSON line of ``audit.jsonl`` in the run folder:
+
+- ``rms_error_fs`` / ``max_error_fs``: fast minus ngspice over the tile's full scale
+  (inputs x v_read x g_range, the digital full scale of the tile's outputs);
+- ``outputs_differing``: the share of digitised outputs that differ (quantised reads only);
+- forward reads: ``predictions_same``, the share of the mini-batch whose predicted class is the
+  same when the ngspice outputs replace the fast ones (the layers above read on the fast path);
+  transposed reads: ``delta_sign_flips``, the share of the backpropagated errors at the tile's
+  rows whose sign changes;
+- ``bound_fs``: what the fast path claims: the calibration's held-out RMS error for the
+  smallest calibrated array that holds the tile (calibrated reads), 1e-9 (the exact solver), or
+  one LSB (quantised reads). An audit over 2x its bound warns, or stops the run (``strict``).
+
+``every="auto"`` sets K after each audit so that audits cost at most ``budget`` (20 %) of the
+training time: K = audit time / (budget x time per mini-batch). The choices are seeded by
+(seed, mini-batch), so a resumed run audits the same tiles; a re-audited mini-batch replaces its
+line when the log is read (:func:`read_audit_log`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cosim.read.irmodel import Calibration
+from cosim.train.network import MLP, sigmoid, softmax
+from models.errors import ParameterError, XbarError
+
+__all__ = ["AuditConfig", "AuditError", "Auditor", "read_audit_log", "summarize_audit", "AUDIT_LOG"]
+
+AUDIT_LOG = "audit.jsonl"
+#: ``every="auto"``: mini-batches before the second audit (the first sets the pace).
+AUTO_START = 10
+#: Relative error the exact fast solver is held to against ngspice.
+EXACT_BOUND = 1e-9
+
+
+class AuditError(XbarError, RuntimeError):
+    """An audited read is further from ngspice than its bound allows (``strict``)."""
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """``every``: mini-batches between audits, or ``"auto"`` (at most ``budget`` of the training
+    time); ``strict``: stop the run when an audit exceeds twice its bound."""
+
+    every: int | str = "auto"
+    strict: bool = False
+    budget: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.every != "auto" and (not isinstance(self.every, int) or isinstance(self.every, bool)
+                                     or self.every < 1):
+            raise ParameterError(f"audit every must be an integer >= 1 or 'auto', got {self.every!r}")
+        if not 0 < self.budget < 1:
+            raise ParameterError(f"audit budget must be in (0, 1), got {self.budget}")
+
+
+def calibration_bound(cal, rows: int, cols: int, r_wire: float) -> tuple[float | None, str]:
+    """The held-out RMS error (fraction of the largest column current) of the smallest calibrated
+    array that holds rows x cols at the nearest calibrated wire resistance >= r_wire."""
+    if not isinstance(cal, Calibration) or not cal.errors:
+        return None, "no held-out errors in the calibration"
+    rs = sorted({e["r_wire"] for e in cal.errors})
+    r = next((x for x in rs if x >= r_wire - 1e-12), rs[-1])
+    at_r = [e for e in cal.errors if e["r_wire"] == r]
+    fits = [e for e in at_r if e["rows"] >= rows and e["cols"] >= cols]
+    if fits:
+        e = min(fits, key=lambda e: e["rows"] * e["cols"])
+        return float(e["cal_rmse"]), f"calibrated {e['rows']}x{e['cols']} at {r:g} ohm"
+    e = max(at_r, key=lambda e: e["rows"] * e["cols"])
+    return float(e["cal_rmse"]), f"beyond the calibration (largest {e['rows']}x{e['cols']} at {r:g} ohm)"
+
+
+class Auditor:
+    """Called by :meth:`cosim.train.network.MLP.step` between the reads and the update."""
+
+    def __init__(self, cfg: AuditConfig, phases, out_dir: str | Path, seed: int):
+        if "spice" in (phases.forward, phases.backward):
+            raise ParameterError("an audit compares fast reads with ngspice: this run already reads in ngspice "
+                                 f"(forward {phases.forward}, backward {phases.backward})")
+        if "software" in (phases.forward, phases.backward):
+            raise ParameterError("an audit checks the analog reads against ngspice; software reads have none")
+        self.cfg, self.phases, self.seed = cfg, phases, seed
+        self.path = Path(out_dir) / AUDIT_LOG
+        self.every = cfg.every if cfg.every != "auto" else AUTO_START
+        self.step, self.next_step = 0, 0
+        self._step_s = self._audit_s = None
+        self._last = None                      # (time, mini-batch) at the end of the last audit
+
+    def due(self, step: int) -> bool:
+        """Audit mini-batch ``step`` (counted over the run)? The first one is, then every K-th."""
+        self.step = step
+        return step >= self.next_step
+
+    def __call__(self, net: MLP, acts: list, zs: list, deltas: list) -> None:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([self.seed, 0xA0D17, self.step])
+        cands = [(k, i, d) for k, layer in enumerate(net.layers) for i in range(len(layer.tiles))
+                 for d in ((False, True) if k > 0 else (False,))]
+        k, i, transpose = cands[int(rng.integers(len(cands)))]
+        rec = self._audit(net, k, i, transpose, acts, zs, deltas)
+        rec.update(step=self.step, every=self.every, seconds=time.perf_counter() - t0)
+        self._log(rec)
+        self._adapt(rec["seconds"])
+        self._judge(rec)
+
+    # -- one audit ------------------------------------------------------------------------------
+    def _audit(self, net: MLP, k: int, i: int, transpose: bool, acts, zs, deltas) -> dict:
+        layer, t = net.layers[k], net.layers[k].tiles[i]
+        backend = self.phases.backward if transpose else self.phases.forward
+        u = deltas[k] if transpose else layer.augment(acts[k])
+        V, amax = layer.drive(u, transpose)
+        src, dst = (t.cols, t.rows) if transpose else (t.rows, t.cols)
+        fast = layer.read_tile(t, V[:, src], transpose, backend)
+        spice = layer.read_tile(t, V[:, src], transpose, "spice")
+        cfg = layer.cfg
+        fs = V[:, src].shape[1] * cfg.v_read * cfg.mapping.g_range
+        err = fast - spice
+        quantised = cfg.periphery is not None or cfg.adc_bits is not None
+        rec = {"layer": k, "tile": i, "tile_shape": list(t.g_plus.shape),
+               "direction": "backward" if transpose else "forward", "backend": backend,
+               "periphery": cfg.periphery is not None,
+               "rms_error_fs": float(np.sqrt(np.mean(err ** 2)) / fs), "max_error_fs": float(np.abs(err).max() / fs),
+               "outputs_differing": float(np.mean(np.abs(err) > 1e-9 * fs)) if quantised else None}
+        rec["bound_fs"], rec["bound_source"] = self._bound(layer, t, fs, backend, quantised)
+        delta = np.zeros((u.shape[0], layer.n_in if transpose else layer.n_out))
+        delta[:, dst] = err
+        delta = layer.undrive(-delta, amax, transpose)          # ngspice minus fast, in the layer's numbers
+        if transpose:                  # the error backpropagated to the layer below, at the tile's rows
+            h = acts[k]
+            back = (delta[:, :-1] if cfg.bias else delta) * h * (1 - h)
+            rows = np.arange(layer.n_in)[t.rows]
+            rows = rows[rows < h.shape[1]]
+            d_prev = deltas[k - 1][:, rows]
+            rec["delta_sign_flips"] = float(np.mean(np.sign(d_prev) != np.sign(d_prev + back[:, rows])))
+            rec["predictions_same"] = None
+        else:
+            z = zs[k] + delta
+            h = z if k == len(net.layers) - 1 else sigmoid(z)
+            out = h if k == len(net.layers) - 1 else net.forward(h, self.phases.forward, start=k + 1)[-1]
+            pred_fast = softmax(acts[-1]).argmax(axis=1)
+            rec["predictions_same"] = float(np.mean(out.argmax(axis=1) == pred_fast))
+        return rec
+
+    def _bound(self, layer, t, fs: float, backend: str, quantised: bool):
+        cfg = layer.cfg
+        if cfg.periphery is not None:   # unit cells: the PCM pair's LSB, times its gain F
+            lsb = t.read_chain(cfg, layer.engine, cfg.periphery_fit).lsb_current()
+            gain = getattr(getattr(layer, "spec", None), "gain_f", 1.0)
+            return float(lsb * max(1.0, gain) / fs), "one LSB of the read chain's ADC"
+        if backend == "calibrated":
+            rows, cols = t.g_plus.shape
+            frac, source = calibration_bound(cfg.calibration, rows, 2 * cols, cfg.r_wire)
+            if frac is None:
+                return None, source
+            col_sum = float((t.g_plus + t.g_minus).sum(axis=0).max())   # the calibration's full scale, per pair
+            return float(np.sqrt(2) * frac * cfg.v_read * col_sum / fs), source
+        if quantised:
+            return 1.0 / (2 ** int(cfg.adc_bits)), "one LSB of the ADC"
+        return EXACT_BOUND, "the exact solver"
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def _log(self, rec: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:          # a log: appended line by line, synced
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _adapt(self, audit_s: float) -> None:
+        """Set the next audit: K mini-batches on (``auto``: K from the measured times, smoothed)."""
+        now = time.perf_counter()
+        if self.cfg.every == "auto":
+            if self._last is not None and self.step > self._last[1]:
+                per_step = max((now - self._last[0] - audit_s) / (self.step - self._last[1]), 1e-6)
+                self._step_s = per_step if self._step_s is None else 0.5 * (self._step_s + per_step)
+            self._audit_s = audit_s if self._audit_s is None else 0.5 * (self._audit_s + audit_s)
+            if self._step_s is not None:
+                self.every = max(1, math.ceil(self._audit_s / (self.cfg.budget * self._step_s)))
+        self._last = (now, self.step)
+        self.next_step = self.step + self.every
+
+    def _judge(self, rec: dict) -> None:
+        bound = rec["bound_fs"]
+        if bound is None or rec["rms_error_fs"] <= 2 * bound:
+            return
+        msg = (f"audit of layer {rec['layer']} tile {rec['tile']} ({rec['direction']}, mini-batch {rec['step']}): "
+               f"RMS error {rec['rms_error_fs']:.2e} of full scale against ngspice, over twice its bound "
+               f"{bound:.2e} ({rec['bound_source']})")
+        if self.cfg.strict:
+            raise AuditError(msg + "; stopped (--audit-strict). The audit log is in " + str(self.path))
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+
+def read_audit_log(path: str | Path) -> list[dict]:
+    """The audits of a run (``RUN_DIR`` or its ``audit.jsonl``), one per mini-batch (a resumed
+    run's repeat replaces the earlier line); a torn last line (a killed run) is skipped."""
+    p = Path(path)
+    p = p / AUDIT_LOG if p.is_dir() else p
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist: run xbar train with --audit-every")
+    by_step: dict[int, dict] = {}
+    lines = p.read_text().splitlines()
+    for n, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+            by_step[int(rec["step"])] = rec
+        except (ValueError, KeyError, TypeError):
+            if n != len(lines) - 1:
+                raise ParameterError(f"{p}: line {n + 1} is not an audit record") from None
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def summarize_audit(records: list[dict]) -> dict:
+    """Counts, error percentiles, prediction agreement and bound excesses of an audit log."""
+    if not records:
+        return {"audits": 0}
+    rms = np.array([r["rms_error_fs"] for r in records])
+    mx = np.array([r["max_error_fs"] for r in records])
+    fwd = [r for r in records if r["direction"] == "forward"]
+    same = [r["predictions_same"] for r in fwd if r.get("predictions_same") is not None]
+    diff = [r["outputs_differing"] for r in records if r.get("outputs_differing") is not None]
+    over = [r for r in records if r.get("bound_fs") is not None and r["rms_error_fs"] > 2 * r["bound_fs"]]
+    return {"audits": len(records), "forward": len(fwd), "backward": len(records) - len(fwd),
+            "rms_error_fs_median": float(np.median(rms)), "rms_error_fs_max": float(rms.max()),
+            "max_error_fs_max": float(mx.max()),
+            "predictions_same_mean": float(np.mean(same)) if same else None,
+            "predictions_same_min": float(np.min(same)) if same else None,
+            "outputs_differing_mean": float(np.mean(diff)) if diff else None,
+            "over_twice_bound": len(over), "audit_seconds": float(sum(r["seconds"] for r in records)),
+            "every_last": records[-1]["every"]}

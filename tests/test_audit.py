@@ -1,0 +1,112 @@
+"""ngspice auditing a training run: the log, its numbers against the circuit, bounds, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosim.read.irmodel import Calibration, IRModel
+from cosim.train.audit import AUDIT_LOG, AuditConfig, AuditError, calibration_bound, read_audit_log
+from cosim.train.data import Dataset, load_digits_split
+from cosim.train.layers import LayerConfig
+from cosim.train.loop import TrainConfig, train
+from models.errors import ParameterError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _small(n_train: int = 60) -> Dataset:
+    d = load_digits_split()
+    keep = np.isin(d.y_test, d.y_train[:n_train])
+    return Dataset("digits-small", d.X_train[:n_train], d.y_train[:n_train], d.X_test[keep][:40], d.y_test[keep][:40])
+
+
+def _cfg(**layer) -> TrainConfig:
+    return TrainConfig(hidden=(12,), epochs=1, batch_size=10, forward="fast", backward="fast", update="ideal",
+                       layer=LayerConfig(r_wire=2.0, adc_bits=None, max_rows=40, **layer))
+
+
+def test_audits_every_k_mini_batches_match_ngspice(tmp_path):
+    m = train(_cfg(), _small(), tmp_path, progress=False, audit=AuditConfig(every=2))
+    recs = read_audit_log(tmp_path)
+    assert [r["step"] for r in recs] == [0, 2, 4]
+    assert {r["layer"] for r in recs} <= {0, 1} and all(r["tile"] in (0, 1) for r in recs)  # layer 0 has 2 tiles
+    for r in recs:                                   # the exact solver against ngspice, both directions
+        assert r["rms_error_fs"] < 1e-9 and r["bound_source"] == "the exact solver"
+        if r["direction"] == "forward":
+            assert r["predictions_same"] == 1.0
+        else:
+            assert r["layer"] > 0 and r["delta_sign_flips"] == 0.0
+    assert m["audit"]["audits"] == 3 and m["audit"]["over_twice_bound"] == 0
+    assert (tmp_path / "audit.png").stat().st_size > 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["audit"]["audits"] == 3
+    # the audit does not change the training: same weights as a run without it
+    plain = train(_cfg(), _small(), tmp_path / "plain", progress=False)
+    assert plain["final"] == m["final"]
+
+
+def _wrong_calibration() -> Calibration:
+    """A model whose coefficients are far off, and a held-out error it cannot meet."""
+    errors = [{"rows": 64, "cols": 64, "r_wire": 2.0, "cal_rmse": 1e-9}]
+    return Calibration(IRModel((30.0,) * 8), fit={"g_range": [1e-6, 25e-6]}, errors=errors)
+
+
+def test_an_audit_over_its_bound_warns_or_stops_the_run(tmp_path):
+    cfg = _cfg(calibration=_wrong_calibration())
+    cfg = TrainConfig(**{**cfg.__dict__, "forward": "calibrated", "backward": "calibrated"})
+    with pytest.warns(RuntimeWarning, match="over twice its bound .*calibrated 64x64 at 2 ohm"):
+        train(cfg, _small(30), tmp_path / "warn", progress=False, audit=AuditConfig(every=1))
+    assert read_audit_log(tmp_path / "warn")[0]["rms_error_fs"] > 2 * read_audit_log(tmp_path / "warn")[0]["bound_fs"]
+    with pytest.raises(AuditError, match="stopped .*audit.jsonl"):
+        train(cfg, _small(30), tmp_path / "strict", progress=False, audit=AuditConfig(every=1, strict=True))
+
+
+def test_bounds_and_refusals():
+    cal = Calibration(IRModel.nominal(), errors=[
+        {"rows": 64, "cols": 64, "r_wire": 1.0, "cal_rmse": 1e-6}, {"rows": 256, "cols": 256, "r_wire": 1.0,
+                                                                    "cal_rmse": 1e-4},
+        {"rows": 256, "cols": 256, "r_wire": 2.5, "cal_rmse": 1e-3}])
+    assert calibration_bound(cal, 40, 40, 1.0) == (1e-6, "calibrated 64x64 at 1 ohm")
+    assert calibration_bound(cal, 100, 40, 1.0)[0] == 1e-4
+    assert calibration_bound(cal, 100, 40, 2.0)[0] == 1e-3           # the next wire resistance up
+    assert "beyond the calibration" in calibration_bound(cal, 512, 512, 1.0)[1]
+    with pytest.raises(ParameterError, match="already reads in ngspice"):
+        train(TrainConfig(epochs=1), _small(), Path("unused"), progress=False, audit=AuditConfig(every=1))
+    for bad in (0, -1, "sometimes", 2.5):
+        with pytest.raises(ParameterError, match="audit every"):
+            AuditConfig(every=bad)
+
+
+def test_the_log_keeps_one_record_per_mini_batch(tmp_path):
+    base = {"direction": "forward", "rms_error_fs": 0.0, "max_error_fs": 0.0, "seconds": 0.1, "every": 2}
+    lines = [json.dumps({**base, "step": s, "layer": s}) for s in (0, 2, 2)]   # a resumed run re-audits step 2
+    (tmp_path / AUDIT_LOG).write_text("\n".join(lines) + '\n{"step": 4, "dir')  # a kill mid-line
+    recs = read_audit_log(tmp_path)
+    assert [r["step"] for r in recs] == [0, 2] and recs[1]["layer"] == 2
+    (tmp_path / AUDIT_LOG).write_text("garbage\n" + lines[0] + "\n")
+    with pytest.raises(ParameterError, match="line 1 is not an audit record"):
+        read_audit_log(tmp_path)
+
+
+def test_cli_audit(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def xbar(*args):
+        return subprocess.run([sys.executable, "-m", "cosim.cli", *map(str, args)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    res = xbar("train", "--reads", "fast", "--epochs", "1", "--hidden", "8", "--audit-every", "40", "--out", "run")
+    assert res.returncode == 0, res.stderr
+    assert "audit: 4 tiles re-read in ngspice" in res.stdout          # mini-batches 0, 40, 80, 120 of 144
+    summary = xbar("audit", "run", "--json")
+    assert summary.returncode == 0 and '"audits"' in summary.stdout
+    assert xbar("audit", "nowhere").returncode == 2
+    bad = xbar("train", "--reads", "fast", "--audit-strict", "--out", "bad")
+    assert bad.returncode == 2 and "--audit-strict goes with --audit-every" in bad.stderr
+    assert xbar("train", "--audit-every", "0").returncode == 2
