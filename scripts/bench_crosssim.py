@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from cosim.read.irmodel import Calibration
+from cosim.read.kernels import compiled
 from cosim.read.mvm import Crossbar
 from cosim.sim.files import publish
 from netlists.crossbar import CrossbarSpec
@@ -151,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="xbar-out/bench", help="folder for bench_crosssim.md / .json")
     args = ap.parse_args(argv)
     crosssim_or_exit()
+    compiled()                                   # numba compiles (or loads its cache) here, not in a timing
     cal = Calibration.load(args.calibration)
     rows = []
     for N in args.sizes:

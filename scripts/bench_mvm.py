@@ -7,7 +7,8 @@ For each size N (N x N, 1 ohm per segment on rows and columns, cells uniform in 
 - spice single: one vector, one ngspice run (our whole path: IR, validation, deck, run, parse)
 - bare ngspice: ``ngspice -b`` on the same deck with nothing else (process start + parse + solve)
 - spice batched: 100 vectors as .dc sweeps split over the cores (10 at 512, reported per vector)
-- fast: a fresh solver (factorisation included) on 1 and on 100 vectors
+- fast: a fresh solver (factorisation included) on 1 and on 100 vectors; beside it the same
+  solver with its numpy loops (``compiled_loops=False``: the solver before its numba kernels)
 - ideal: V @ G
 Times are wall seconds, the best of ``--repeats`` runs for the short ones; ratios come from the
 same run. Timings are never asserted in tests: this script is where they live.
@@ -26,6 +27,8 @@ import numpy as np
 
 from cosim.sim.engine import SubprocessEngine, default_workers
 from cosim.read.mvm import Crossbar
+from cosim.read.kernels import compiled
+from cosim.read.solver import CrossbarSolver
 from cosim.sim.files import publish
 from netlists.crossbar import CrossbarSpec
 
@@ -39,6 +42,11 @@ def best(fn, repeats: int) -> tuple[float, object]:
     return t_best, out
 
 
+def _numpy_loops(spec: CrossbarSpec, G: np.ndarray, V: np.ndarray) -> np.ndarray:
+    xc = Crossbar(spec, G).circuit()
+    return xc.outputs(CrossbarSolver(xc.circuit, compiled_loops=False).solve(xc.drive_values(V)))
+
+
 def bench_size(N: int, *, spice: bool, repeats: int, batch: int, r: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     spec = CrossbarSpec(rows=N, cols=N, r_row=r, r_col=r)
@@ -50,6 +58,9 @@ def bench_size(N: int, *, spice: bool, repeats: int, batch: int, r: float, seed:
     row["fast_1"] = t
     t, I_fast = best(lambda: Crossbar(spec, G).read(V, backend="fast"), reps)
     row["fast_batch"] = t
+    t, I_np = best(lambda: _numpy_loops(spec, G, V), reps)
+    row["fast_batch_numpy"] = t
+    row["compiled_vs_numpy_rel_diff"] = float(np.abs(I_fast - I_np).max() / np.abs(I_np).max())
     t, _ = best(lambda: Crossbar(spec, G).read(V, backend="ideal"), reps)
     row["ideal_batch"] = t
     if spice:
@@ -75,7 +86,8 @@ def bench_size(N: int, *, spice: bool, repeats: int, batch: int, r: float, seed:
 
 def table(rows: list[dict], batch: int) -> str:
     head = (f"| N | spice 1 vec [s] | bare ngspice -b [s] | ours/bare | spice batched [ms/vec] | "
-            f"batch gain | fast 1 vec [s] | fast {batch} vec [s] | fast [ms/vec] | spice/fast per vec | "
+            f"batch gain | fast 1 vec [s] | fast {batch} vec [s] | numpy loops {batch} vec [s] | compiled gain | "
+            f"fast [ms/vec] | spice/fast per vec | "
             f"ideal {batch} vec [ms] | fast vs spice error |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -84,7 +96,8 @@ def table(rows: list[dict], batch: int) -> str:
         lines.append("| " + " | ".join([
             str(r["size"]), cell("spice_1", "{:.3f}"), cell("bare_ngspice_1", "{:.3f}"), cell("ours_over_bare", "{:.2f}x"),
             f"{1e3 * r['spice_batch'] / batch:.1f}" if sp else "-", cell("batch_gain", "{:.1f}x"),
-            f"{r['fast_1']:.4f}", f"{r['fast_batch']:.3f}", f"{1e3 * r['fast_batch'] / batch:.2f}",
+            f"{r['fast_1']:.4f}", f"{r['fast_batch']:.3f}", f"{r['fast_batch_numpy']:.3f}",
+            f"{r['fast_batch_numpy'] / r['fast_batch']:.1f}x", f"{1e3 * r['fast_batch'] / batch:.2f}",
             cell("fast_gain_per_vector", "{:.0f}x"), f"{1e3 * r['ideal_batch']:.2f}",
             cell("fast_vs_spice_max_rel_error", "{:.1e}")]) + " |")
     return "\n".join(lines)
@@ -100,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="xbar-out/bench_mvm")
     args = ap.parse_args(argv)
+    compiled()                                   # numba compiles (or loads its cache) here, not in a timing
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -215,7 +215,7 @@ class _Chains:
     position on an (K, nrhs) slab); scalings by M are single whole-array operations.
     """
 
-    def __init__(self, diag: np.ndarray, off: np.ndarray, axis: int):
+    def __init__(self, diag: np.ndarray, off: np.ndarray, axis: int, kernels: dict | None = None):
         self.axis = axis
         d = np.moveaxis(diag, axis, 0)
         e = np.moveaxis(off, axis, 0)
@@ -231,7 +231,7 @@ class _Chains:
         m_field = np.moveaxis(m, 0, axis)[..., None]          # (N, P, 1)
         self.inv_m = 1.0 / m_field
         self.inv_sqrt_m = np.sqrt(self.inv_m)
-        self._k = compiled()                                  # numba kernels, or None: numpy loops
+        self._k = kernels                                     # numba kernels, or None: numpy loops
         if self._k is not None:
             self._w2, self._inv_m2 = np.ascontiguousarray(w), np.ascontiguousarray(1.0 / m)
             self._isq2 = np.sqrt(self._inv_m2)
@@ -305,10 +305,13 @@ class CrossbarSolver:
         Threads over chunks of the batch (numpy releases the GIL in the chain sweeps).
     chunk_bytes : int
         Memory per working array; the batch is split to fit it.
+    compiled_loops : bool
+        Run the chain sweeps and CG passes as the compiled kernels of :mod:`cosim.read.kernels`
+        (where numba is there); False keeps the numpy loops (same results, slower).
     """
 
     def __init__(self, circuit: Circuit, *, tol: float = 1e-10, max_iter: int = 1000,
-                 workers: int | None = None, chunk_bytes: int = 128 << 20):
+                 workers: int | None = None, chunk_bytes: int = 128 << 20, compiled_loops: bool = True):
         lay = circuit.layout
         if lay is None:
             raise SolverError("CrossbarSolver needs a circuit built by build_crossbar (no layout)")
@@ -333,17 +336,18 @@ class CrossbarSolver:
         self.transpose = drive[0].name == "cs"
         self.iterations: list[int] = []
         G = self.G
+        kernels = compiled() if compiled_loops else None
         # every field is laid out (N, P, batch); row chains run along axis 1, columns along 0
         if self.gr is not None:
             gr = self.gr  # segment (i, j) reaches cell (i, j) from the driver side
             dR = G + gr
             dR[:, :-1] += gr[:, 1:]
-            self._TR = _Chains(dR, -gr[:, 1:], axis=1)
+            self._TR = _Chains(dR, -gr[:, 1:], axis=1, kernels=kernels)
         if self.gc is not None:
             gc = self.gc  # segment (i, j) leaves cell (i, j) toward the sense end
             dC = G + gc
             dC[1:] += gc[:-1]
-            self._TC = _Chains(dC, -gc[:-1], axis=0)
+            self._TC = _Chains(dC, -gc[:-1], axis=0, kernels=kernels)
 
     # -- the three cases ----------------------------------------------------------------------
     def solve(self, drive_values: np.ndarray) -> np.ndarray:
