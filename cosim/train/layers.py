@@ -183,15 +183,18 @@ def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float, *, 
     transposed, a row of ``cols`` pairs at ``g_range`` (differential arrays, the pair's two
     columns driven with opposite signs) or of ``cols`` cells at ``g_max`` (single-ended). Of it,
     ``pc.full_scale`` of the part above ``g_offset`` plus all of ``n g_offset`` (a conductance
-    every cell of a single-ended array sits at, e.g. the 3T1C array's g_shared: with inputs of
-    one sign its charge is systematic, not a rare worst case) must use 90 % of the smaller of
-    the ADC's and the op-amp's half ranges.
+    every cell of the array sits at, e.g. the 3T1C array's g_shared: with inputs of one sign its
+    charge is systematic, not a rare worst case; in a differential array it loads the forward
+    read's columns) must use 90 % of the smaller of the ADC's and the op-amp's half ranges.
     """
     dac = replace(pc.dac, v_read=spec.v_read)
-    g_back = spec.cols * (g_range if spec.cell == "diff" else g_max)
-    offset = 0.0 if spec.cell == "diff" else min(max(g_offset, 0.0), g_max)
-    lines = [(spec.rows, spec.rows * g_max), (spec.cols, g_back)]
-    q_max = full_scale_volt_seconds(dac) * max(n * offset + pc.full_scale * (g - n * offset) for n, g in lines)
+    diff = spec.cell == "diff"
+    g_back = spec.cols * (g_range if diff else g_max)
+    offset = min(max(g_offset, 0.0), g_max)
+    # (cells on the line, worst-case line conductance, systematic offset per cell); a differential
+    # array's transposed read drives each pair's columns with opposite signs: no offset there
+    lines = [(spec.rows, spec.rows * g_max, offset), (spec.cols, g_back, 0.0 if diff else offset)]
+    q_max = full_scale_volt_seconds(dac) * max(n * o + pc.full_scale * (g - n * o) for n, g, o in lines)
     v0 = start_voltage(pc.integrator)
     lo, hi = swing(pc.integrator)
     half = min(v0 - pc.adc.v_lo, pc.adc.v_hi - v0, v0 - lo, hi - v0)

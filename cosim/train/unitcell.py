@@ -12,22 +12,25 @@ Layer: cosim.train. One weight is::
 - LSP: one 3T1C cell per weight whose state is its capacitor voltage V_C (``UnitCellTile.vc``);
   its read conductance ``g = Cap3T1C.to_conductance(V_C)`` (chord conductance of the read FET
   at the cell's ``v_read``).
-- ``g_shared``: ONE reference per array (per tile): 3T1C reference cells held at ``vc_shared``
-  (default: the middle of the V_C range), so ``g_shared = to_conductance(vc_shared)`` and a
-  freshly reset cell contributes exactly zero.
+- ``g_shared``: the reference conductance: 3T1C reference cells held at ``vc_shared`` (default:
+  the middle of the V_C range), so ``g_shared = to_conductance(vc_shared)`` and a freshly reset
+  cell contributes exactly zero.
 - ``p`` = +-1: the polarity of the LSP, inverted at every transfer (all tiles of a layer
   together), so that the 3T1C up/down asymmetry, which comes from the transistor-level cell
   (:mod:`models.cap3t1c`), acts on weight increases in one transfer period and on decreases in
   the next, and cancels to first order.
 - ``scale = w_max / (F g_range_pcm)`` [weight/S]: a full PCM pair (F g_range) maps to ``w_max``.
 
-Reads. The LSP is a resistive crossbar of (rows + 1) x (cols + 1) cells: the weight cells
-g_ij, one reference column (cells at g_shared, one per row) and one reference row (cells at
-g_shared, one per column). A forward read drives the weight rows (the reference row at 0 V)
-and senses every column: I_lsp_j = I_j - I_refcol. A transposed read drives the weight columns
-(the reference column at 0 V) and senses every row: I_lsp_i = I_i - I_refrow. Both arrays are
-read on the same backend (ideal, fast or spice: a spice read simulates both arrays, wires
-included), each through its own ideal ADC, and combined digitally::
+Reads. The LSP is a differential crossbar like the PCM pair's: each weight's 3T1C cell g_ij
+and a reference cell at g_shared on the adjacent column (``cell="diff"``), so a forward read
+senses I_lsp_j = I_j - I_ref_j from two columns that see the same row voltages, and a
+transposed read drives each pair's columns with opposite signs. (A single reference column for
+the whole array, as one might share g_shared, is ruined by IR drop: every cell's g_shared
+current reaches the sense nodes attenuated by its position along the rows, and the reference
+column at one end cannot cancel it. At 256 rows and 1 ohm per segment the residual of an
+all-reference array was 2.5 times the PCM pair's signal.) Both arrays are read on the same
+backend (ideal, fast or spice: a spice read simulates both arrays, wires included), each
+through its own ideal ADC, and combined digitally::
 
     I = F q(I_msp) + p (v_read / v_lsp) q(I_lsp)
 
@@ -40,9 +43,9 @@ used here (the read FET's v^2 term is not in the array read).
 With ``LayerConfig.periphery`` the ``fast`` and ``spice`` reads go through the read chain
 instead of the ideal ADCs: each array behind its own DACs, integrators and ADCs
 (:class:`cosim.read.readchain.ReadChain`; the PCM pair's capacitors sized for the PCM range, the
-3T1C array's for the 3T1C range at its own read voltage), the reference line subtracted and
-the two parts combined digitally from the decoded charges; with ``LayerConfig.periphery_fit``
-too, the fast chain reads use the fitted integrator/ADC transfer.
+3T1C array's for the 3T1C range and its g_shared offset at its own read voltage), each pair's
+reference subtracted and the two parts combined digitally from the decoded charges; with
+``LayerConfig.periphery_fit`` too, the fast chain reads use the fitted integrator/ADC transfer.
 
 Updates (:class:`CapUpdate`). Stochastic pulse coincidence (:func:`cosim.write.pulses.pulse_trains`):
 each coincidence of a sub-phase of weight polarity ``s`` gives its cell an ``up`` pulse if
@@ -85,7 +88,7 @@ from models.errors import ParameterError, ShapeError
 from models.pulse import PulseShape
 from models.registry import get_device
 from netlists.benches import pulse_bench
-from netlists.crossbar import CrossbarSpec
+from netlists.crossbar import CrossbarSpec, interleave
 
 CELLS = ("pair", "2pcm3t1c")
 
@@ -145,18 +148,17 @@ class UnitCellTile(Tile):
     _lsp_chain: object = field(default=None, repr=False)
 
     def lsp_crossbar(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None) -> Crossbar:
-        """The 3T1C array with its reference row and column (see the module docstring)."""
+        """The 3T1C array: each cell beside its reference cell at g_shared (a differential array,
+        see the module docstring); its reads give p-free g - g_shared directly."""
         if self._lsp is None:
             R, C = self.vc.shape
-            G = np.full((R + 1, C + 1), g_shared)
-            G[:R, :C] = np.maximum(lsp.to_conductance(self.vc), 1e-12)
-            spec = CrossbarSpec(rows=R + 1, cols=C + 1, cell="1r", r_row=cfg.r_wire, r_col=cfg.r_wire,
-                                v_read=lsp.v_read)
-            self._lsp = Crossbar(spec, G, engine=engine)
+            g = np.maximum(lsp.to_conductance(self.vc), 1e-12)
+            spec = CrossbarSpec(rows=R, cols=C, cell="diff", r_row=cfg.r_wire, r_col=cfg.r_wire, v_read=lsp.v_read)
+            self._lsp = Crossbar(spec, interleave(g, np.full((R, C), g_shared)), engine=engine)
         return self._lsp
 
     def lsp_read_chain(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None, fit=None):
-        """The 3T1C array (reference row and column included) behind ``cfg.periphery``: its own
+        """The 3T1C array (reference cells included) behind ``cfg.periphery``: its own
         integrators and ADCs at the 3T1C read voltage, the capacitor sized for its conductance
         range (:func:`cosim.train.layers.periphery_for_tile`); cached until the LSP changes."""
         if self._lsp_chain is None:
@@ -252,32 +254,30 @@ class UnitCellLayer(AnalogLayer):
     # -- reads --------------------------------------------------------------------------------
     def read_tile(self, t: UnitCellTile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
         """F q(I_msp) + p (v_read / v_lsp) q(I_lsp): both arrays of the tile on ``backend``
-        (through the read chain: each line quantised by its own ADC and the reference line's
-        decoded current subtracted digitally, F I_msp + p (v_read / v_lsp) (I_j - I_ref))."""
+        (through the read chain: each line quantised by its own ADC and each pair's reference
+        line's decoded current subtracted digitally)."""
         cfg, F = self.cfg, self.spec.gain_f
         v_lsp = self.lsp.v_read
         k = v_lsp / cfg.v_read
         n_src = V.shape[1]
         if cfg.periphery is not None and backend in ("fast", "spice"):
-            # each array through its own DACs, integrators and ADCs; the difference to the
-            # reference line and the combination are digital
+            # each array through its own DACs, integrators and ADCs; the differences to the
+            # reference lines and the combination are digital
             x = V / cfg.v_read
             I_msp = t.read_chain(cfg, self.engine, cfg.periphery_fit).read_values(
                 x, transpose=transpose, backend=backend).decoded
-            x_lsp = np.hstack([x, np.zeros((len(x), 1))])          # reference line at 0 V
-            I = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, cfg.periphery_fit).read_values(
-                x_lsp, transpose=transpose, backend=backend).decoded
-            return F * I_msp + t.polarity * (I[:, :-1] - I[:, -1:]) / k
+            I_lsp = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, cfg.periphery_fit).read_values(
+                x, transpose=transpose, backend=backend).decoded
+            return F * I_msp + t.polarity * I_lsp / k
         cal = cfg.ir_model
         if backend == "calibrated" and cal is None:
             raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the IR-drop model of "
                                  "`xbar calibrate`: cosim.calibrate.bundle.load_calibration)")
         I_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cal)
         I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
-        V_lsp = np.hstack([V * k, np.zeros((len(V), 1))])     # reference line at 0 V
-        I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V_lsp, transpose=transpose,
+        I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V * k, transpose=transpose,
                                                                           backend=backend, calibration=cal)
-        I_lsp = quantize(I[:, :-1] - I[:, -1:], cfg.adc_bits, cfg.out_bound * n_src * v_lsp * self.g_lsp_range)
+        I_lsp = quantize(I, cfg.adc_bits, cfg.out_bound * n_src * v_lsp * self.g_lsp_range)
         return F * I_msp + t.polarity * I_lsp / k
 
     # -- update and transfer --------------------------------------------------------------------
