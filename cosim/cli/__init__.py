@@ -7,7 +7,7 @@ the same run. Errors that xbar-cosim raises on purpose (bad input, an ngspice fa
 one clear line (plus ngspice's log tail where there is one) and exit with status 2; nothing
 already written is removed. :mod:`cosim.cli.main` holds the parser and the entry point; the
 subcommands live in ``cmd_arrays`` (doctor, netlist, mvm, periphery, device, demo),
-``cmd_train`` (train, data, audit) and ``cmd_calibrate``.
+``cmd_train`` (train, data, audit), ``cmd_calibrate`` and ``cmd_deploy`` (deploy, infer).
 """
 
 from cosim.cli.main import EXIT_USAGE, Terminated, build_parser, main

@@ -9,7 +9,7 @@ import argparse
 import signal
 import sys
 
-from cosim.cli import cmd_arrays, cmd_calibrate, cmd_train
+from cosim.cli import cmd_arrays, cmd_calibrate, cmd_deploy, cmd_train
 from models.errors import XbarError
 
 __all__ = ["EXIT_USAGE", "Terminated", "build_parser", "main"]
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_arrays.add_parsers(sub)
     cmd_train.add_parsers(sub)
     cmd_calibrate.add_parser(sub)
+    cmd_deploy.add_parsers(sub)
     return parser
 
 

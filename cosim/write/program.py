@@ -77,13 +77,15 @@ def program_counts(device: DeviceModel, states: np.ndarray, counts: np.ndarray, 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of write-verify: final states, conductances [S], rounds and pulses used."""
+    """Outcome of write-verify: final states, conductances [S], rounds and pulses used (in all,
+    and per cell: SET and RESET-side pulses counted alike; a RESET pulse is not counted)."""
 
     states: np.ndarray
     conductance: np.ndarray
     rounds: int
     pulses: int
     converged: np.ndarray
+    cell_pulses: np.ndarray | None = None
 
 
 def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, *, tol: float,
@@ -109,6 +111,7 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
     check_positive("tol", tol)
     pulses = 0
     rounds = 0
+    cell_pulses = np.zeros(s.shape, int)
     resettable = hasattr(device, "reset")
     for rounds in range(1, max_rounds + 1):
         g = device.conductance(s)
@@ -133,5 +136,6 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
             break                                # nothing can move any further
         s = program_counts(device, s, n, backend=backend, shape=shape, r_wire=r_wire, engine=engine)
         pulses += int(np.abs(n).sum())
+        cell_pulses += np.abs(n)
     g = device.conductance(s)
-    return VerifyResult(s, g, rounds, pulses, np.abs(g - target) <= tol)
+    return VerifyResult(s, g, rounds, pulses, np.abs(g - target) <= tol, cell_pulses)
