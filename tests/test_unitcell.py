@@ -137,8 +137,8 @@ def test_transfer_preserves_the_weight_resets_and_flips(rng, refresh):
 @pytest.mark.parametrize("vc_shared", [0.7, 1.1])
 def test_polarity_inversion_cancels_the_3t1c_asymmetry(vc_shared):
     """A weight-symmetric update stream (+dW, -dW, ...) leaves a net drift on the 3T1C cell (its
-    up and down steps differ, and it leaks); inverting the polarity at each transfer makes the
-    next period's drift opposite, so the sum transferred into the PCM nearly cancels."""
+    up and down steps differ); inverting the polarity at each transfer makes the next period's
+    drift opposite, so the sum transferred into the PCM nearly cancels."""
     net = {}
     for invert in (True, False):
         cfg = LayerConfig(mapping=PCM_MAPPING, adc_bits=None, bias=False)
@@ -152,9 +152,10 @@ def test_polarity_inversion_cancels_the_3t1c_asymmetry(vc_shared):
             layer.transfer()
         net[invert] = layer.weights().mean()       # the weights started at 0: this is the drift
         assert (layer.tiles[0].polarity == 1) and layer.transfers == 2
-    # the drift's sign is the cell's: up steps larger than down at low V_C, smaller at high V_C
-    assert np.sign(net[False]) == (1 if vc_shared < 0.9 else -1)
-    assert abs(net[True]) < 0.2 * abs(net[False])     # measured 0.014 and 0.13
+    # without inversion a drift is left (the pumps' up/down asymmetry, and the leak of a cell
+    # beside its reference cell when the two sit at different V_C); inversion cancels most of it
+    assert abs(net[False]) > 0.01
+    assert abs(net[True]) < 0.2 * abs(net[False])
 
 
 def test_spice_reads_of_both_arrays_agree_with_fast_reads(rng, engine):

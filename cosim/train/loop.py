@@ -246,7 +246,8 @@ def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
             for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
                 a.set_conductances(z[f"gp{k}"], z[f"gm{k}"])
                 if hasattr(a, "set_unit_state"):
-                    a.set_unit_state({name: z[f"{name}{k}"] for name in ("vc", "polarity", "transfers")})
+                    a.set_unit_state({name: z[f"{name}{k}"] for name in ("vc", "vc_ref", "polarity", "transfers")
+                                      if f"{name}{k}" in z.files})
                 s.W_soft = z[f"soft{k}"].copy()
         return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"],
                       meta["times"], meta.get("transfers", []))

@@ -4,7 +4,7 @@ Nature 558:60, 2018).
 
 Layer: cosim.train. One weight is::
 
-    W = scale * ( F (G+ - G-)  +  p (g - g_shared) )
+    W = scale * ( F (G+ - G-)  +  p (g - g_ref) )
                   \\__ MSP __/      \\__ LSP ___/
 
 - MSP: the PCM pair of :class:`~cosim.train.layers.Tile` (``g_plus``, ``g_minus``), on the same
@@ -12,9 +12,11 @@ Layer: cosim.train. One weight is::
 - LSP: one 3T1C cell per weight whose state is its capacitor voltage V_C (``UnitCellTile.vc``);
   its read conductance ``g = Cap3T1C.to_conductance(V_C)`` (chord conductance of the read FET
   at the cell's ``v_read``).
-- ``g_shared``: the reference conductance: 3T1C reference cells held at ``vc_shared`` (default:
-  the middle of the V_C range), so ``g_shared = to_conductance(vc_shared)`` and a freshly reset
-  cell contributes exactly zero.
+- ``g_shared``: the reference conductance: 3T1C reference cells set to ``vc_shared`` (default:
+  the middle of the V_C range) at every reset, so ``g_shared = to_conductance(vc_shared)`` and a
+  freshly reset cell contributes exactly zero. The reference cells are 3T1C cells of the same
+  array (``UnitCellTile.vc_ref``): they leak with it during update slots, so the RC decay
+  common to a cell and its reference cancels in g - g_ref.
 - ``p`` = +-1: the polarity of the LSP, inverted at every transfer (all tiles of a layer
   together), so that the 3T1C up/down asymmetry, which comes from the transistor-level cell
   (:mod:`models.cap3t1c`), acts on weight increases in one transfer period and on decreases in
@@ -60,7 +62,7 @@ beyond it). :class:`LspIdealUpdate` is the float control
 of the LSP (the exact dW, written onto the capacitors).
 
 Transfer (:meth:`UnitCellLayer.transfer`, every ``transfer_every`` mini-batches): for every
-weight, take the LSP dg = p (g - g_shared) (from the cell state: an ideal read, no ADC) and
+weight, take the LSP dg = p (g - g_ref) (from the cell states: an ideal read, no ADC) and
 add dg / F to the pair, SET-only: raise G+ if
 dg > 0, else raise G-. A pair whose raised device would pass ``refresh_at`` of the range is
 refreshed: both devices RESET, the new difference programmed onto one of them. Programming is
@@ -140,21 +142,24 @@ class UnitCellSpec:
 
 @dataclass
 class UnitCellTile(Tile):
-    """A tile with a PCM pair (``g_plus``, ``g_minus``) and a 3T1C array (``vc`` [V])."""
+    """A tile with a PCM pair (``g_plus``, ``g_minus``) and a 3T1C array (``vc`` [V]) with a
+    reference cell beside each cell (``vc_ref`` [V])."""
 
     vc: np.ndarray | None = None
+    vc_ref: np.ndarray | None = None
     polarity: int = 1
     _lsp: Crossbar | None = field(default=None, repr=False)
     _lsp_chain: object = field(default=None, repr=False)
 
     def lsp_crossbar(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None) -> Crossbar:
-        """The 3T1C array: each cell beside its reference cell at g_shared (a differential array,
-        see the module docstring); its reads give p-free g - g_shared directly."""
+        """The 3T1C array: each cell beside its reference cell (a differential array, see the
+        module docstring); its reads give g - g_ref directly."""
         if self._lsp is None:
             R, C = self.vc.shape
             g = np.maximum(lsp.to_conductance(self.vc), 1e-12)
+            ref = np.full((R, C), g_shared) if self.vc_ref is None else np.maximum(lsp.to_conductance(self.vc_ref), 1e-12)
             spec = CrossbarSpec(rows=R, cols=C, cell="diff", r_row=cfg.r_wire, r_col=cfg.r_wire, v_read=lsp.v_read)
-            self._lsp = Crossbar(spec, interleave(g, np.full((R, C), g_shared)), engine=engine)
+            self._lsp = Crossbar(spec, interleave(g, ref), engine=engine)
         return self._lsp
 
     def lsp_read_chain(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None, fit=None):
@@ -205,16 +210,16 @@ class UnitCellLayer(AnalogLayer):
             raise ParameterError(f"vc_shared = {self.vc_shared} V lies outside the 3T1C range [{lo}, {hi}] V")
         self.g_shared = float(self.lsp.to_conductance(self.vc_shared))
         self.g_lsp_range = float(np.ptp(self.lsp.to_conductance(np.array(self.lsp.state_range))))
-        self.scale = self.scale / self.spec.gain_f       # W = scale (F (G+ - G-) + p (g - g_shared))
-        self.tiles = [UnitCellTile(t.rows, t.cols, t.g_plus, t.g_minus,
-                                   vc=np.full(t.g_plus.shape, self.vc_shared)) for t in self.tiles]
+        self.scale = self.scale / self.spec.gain_f       # W = scale (F (G+ - G-) + p (g - g_ref))
+        self.tiles = [UnitCellTile(t.rows, t.cols, t.g_plus, t.g_minus, vc=np.full(t.g_plus.shape, self.vc_shared),
+                                   vc_ref=np.full(t.g_plus.shape, self.vc_shared)) for t in self.tiles]
         self.transfers = 0
         self.transfer_log: list[dict] = []
 
     # -- state --------------------------------------------------------------------------------
     def lsp_conductance(self, t: UnitCellTile) -> np.ndarray:
-        """p (g - g_shared) of a tile [S]."""
-        return t.polarity * (self.lsp.to_conductance(t.vc) - self.g_shared)
+        """p (g - g_ref) of a tile [S]."""
+        return t.polarity * (self.lsp.to_conductance(t.vc) - self.lsp.to_conductance(t.vc_ref))
 
     def weights(self) -> np.ndarray:
         return self.msp_weights() + self.lsp_weights()
@@ -232,21 +237,25 @@ class UnitCellLayer(AnalogLayer):
         return W
 
     def unit_state(self) -> dict[str, np.ndarray]:
-        """Capacitor voltages (n_in, n_out) [V], per-tile polarities and the transfer count."""
-        vc = np.zeros((self.n_in, self.n_out))
+        """Capacitor voltages (n_in, n_out) [V] of the cells and of their reference cells, per-tile
+        polarities and the transfer count."""
+        vc, ref = np.zeros((self.n_in, self.n_out)), np.zeros((self.n_in, self.n_out))
         for t in self.tiles:
-            vc[t.rows, t.cols] = t.vc
-        return {"vc": vc, "polarity": np.array([t.polarity for t in self.tiles], int),
+            vc[t.rows, t.cols], ref[t.rows, t.cols] = t.vc, t.vc_ref
+        return {"vc": vc, "vc_ref": ref, "polarity": np.array([t.polarity for t in self.tiles], int),
                 "transfers": np.array(self.transfers)}
 
     def set_unit_state(self, state) -> None:
         vc, pol = np.asarray(state["vc"], float), np.asarray(state["polarity"]).ravel()
-        if vc.shape != (self.n_in, self.n_out) or not np.isfinite(vc).all():
-            raise ShapeError(f"unit-cell state: vc must be finite, shaped {(self.n_in, self.n_out)}, got {vc.shape}")
+        ref = np.asarray(state.get("vc_ref", np.full(vc.shape, self.vc_shared)), float)
+        for name, a in (("vc", vc), ("vc_ref", ref)):
+            if a.shape != (self.n_in, self.n_out) or not np.isfinite(a).all():
+                raise ShapeError(f"unit-cell state: {name} must be finite, shaped {(self.n_in, self.n_out)}, "
+                                 f"got {a.shape}")
         if pol.shape != (len(self.tiles),) or not np.isin(pol, (-1, 1)).all():
             raise ParameterError(f"unit-cell state: polarity must hold one +-1 per tile ({len(self.tiles)}), got {pol}")
         for t, p in zip(self.tiles, pol):
-            t.vc = vc[t.rows, t.cols].copy()
+            t.vc, t.vc_ref = vc[t.rows, t.cols].copy(), ref[t.rows, t.cols].copy()
             t.polarity = int(p)
             t.lsp_changed()
         self.transfers = int(state["transfers"])
@@ -321,6 +330,7 @@ class UnitCellLayer(AnalogLayer):
             residual = F * (D - (t.g_plus - t.g_minus))
             g = np.clip(self.g_shared + t.polarity * residual, g_lo, g_hi)
             t.vc = np.asarray(self.lsp.from_conductance(g), float)
+            t.vc_ref = np.full(t.vc.shape, self.vc_shared)          # the reference cells are reset too
             t.changed()
         self.transfers += 1
         stats["max_abs_dw"] = float(np.abs(self.weights() - W0).max())
@@ -397,6 +407,10 @@ class CapUpdate:
             s = self._spice(s, signed)
         lo, hi = dev.state_range
         tile.vc = np.clip(s, lo, hi).reshape(tile.vc.shape)
+        # the reference cells get no pulses but leak over the same slots as the array
+        slots = sum(int(np.abs(c).max()) for c in signed if c.any())
+        if tile.vc_ref is not None and slots:
+            tile.vc_ref = np.clip(dev.leak(tile.vc_ref, slots * self.shape.period), lo, hi)
 
     def _spice(self, s: np.ndarray, signed: np.ndarray) -> np.ndarray:
         """One transient: cell i gets, sub-phase after sub-phase, its count of up or dn pulses."""
