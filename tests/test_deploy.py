@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.train.data import Dataset, load_digits_split
+from cosim.train.data import load_digits_split
 from cosim.train.deploy import DeployConfig, deploy, infer, load_deployed, load_weights, parse_times
 from cosim.train.loop import TrainConfig, train
 from models.errors import ParameterError, ShapeError
