@@ -1,0 +1,104 @@
+"""Benchmark: training throughput at MNIST scale, per phase, measured in one run.
+
+    xbar data mnist                                   # once: the cached MNIST .npz
+    python scripts/bench_mnist.py                     # about 5 minutes
+    python scripts/bench_mnist.py --batches 200 --calibration cal/calibration.json
+
+The network of the 2018 experiment's class, 784-250-10, tiled over 256 x 256 arrays with 1 ohm
+per wire segment, batch 10, lr 0.1, trained for ``--batches`` mini-batches (the first
+``batches x 10`` MNIST training images, one epoch; 500 test images for the evaluation) in each
+variant: the PCM pair and the 2 PCM + 3T1C unit cell with exact fast reads, the pair with
+``--audit-every auto`` (ngspice re-reads a random tile; its share of the time), and, with
+``--calibration``, both cells with calibrated reads. Prints per-phase seconds, mini-batches
+per second, the projected time of a 60,000-image epoch, and the process's peak memory; writes
+Markdown and JSON to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from cosim.calibrate.bundle import load_calibration
+from cosim.read.kernels import compiled
+from cosim.sim.files import publish
+from cosim.train.audit import AuditConfig
+from cosim.train.data import Dataset
+from cosim.train.datasets import dataset_path, load_data
+from cosim.train.layers import LayerConfig
+from cosim.train.loop import TrainConfig, train
+
+
+def variants(cal) -> list[tuple[str, dict, bool]]:
+    base = [("pair, fast reads", {"unit_cell": "pair"}, False),
+            ("2PCM+3T1C, fast reads", {"unit_cell": "2pcm3t1c"}, False),
+            ("pair, fast reads, audit auto", {"unit_cell": "pair"}, True)]
+    if cal is not None:
+        base += [("pair, calibrated reads", {"unit_cell": "pair", "forward": "calibrated", "backward": "calibrated"},
+                  False),
+                 ("2PCM+3T1C, calibrated reads", {"unit_cell": "2pcm3t1c", "forward": "calibrated",
+                                                  "backward": "calibrated"}, False)]
+    return base
+
+
+def run(name: str, kw: dict, audit: bool, data: Dataset, cal, out: Path, seed: int) -> dict:
+    layer = LayerConfig(r_wire=1.0, max_rows=256, max_cols=256, calibration=cal)
+    cfg = replace(TrainConfig(hidden=(250,), epochs=1, lr=0.1, forward="fast", backward="fast", update="fast",
+                              device="pcm", seed=seed, layer=layer), **kw)
+    t0 = time.perf_counter()
+    m = train(cfg, data, out, progress=False, resume=False, audit=AuditConfig() if audit else None)
+    wall = time.perf_counter() - t0
+    n = -(-len(data.y_train) // cfg.batch_size)
+    phases = {f"{k}_s": v for k, v in m["seconds"].items()}
+    train_s = sum(v for k, v in m["seconds"].items() if k != "eval")
+    row = {"variant": name, "batches": n, "wall_s": wall, **phases, "batches_per_s": n / train_s,
+           "epoch_60k_min": 6000 * train_s / n / 60, "test_accuracy": m["final"]["test_accuracy"]}
+    if audit:
+        row["audit_s"] = m["audit"]["audit_seconds"]
+        row["audit_share"] = m["audit"]["audit_seconds"] / wall
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| variant | mini-batches | forward [s] | backward [s] | update [s] | transfer [s] | audit [s] | "
+            "mini-batches / s | 60k epoch [min] | wall [s] |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        audit = f"{r['audit_s']:.1f} ({100 * r['audit_share']:.0f} %)" if "audit_s" in r else "-"
+        lines.append(f"| {r['variant']} | {r['batches']} | {r['forward_s']:.1f} | {r['backward_s']:.1f} | "
+                     f"{r['update_s']:.1f} | {r.get('transfer_s', 0.0):.1f} | {audit} | {r['batches_per_s']:.2f} | "
+                     f"{r['epoch_60k_min']:.0f} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, default=100, help="mini-batches per variant (default 100)")
+    ap.add_argument("--calibration", default=None, help="calibration.json: adds the calibrated-read variants")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="xbar-out/bench_mnist")
+    args = ap.parse_args(argv)
+    if not dataset_path("mnist").exists():
+        sys.exit("bench_mnist: the MNIST cache is missing: run `xbar data mnist` first")
+    full = load_data("mnist")
+    n = args.batches * 10
+    data = Dataset("mnist-bench", full.X_train[:n], full.y_train[:n], full.X_test[:500], full.y_test[:500])
+    cal = load_calibration(args.calibration).ir if args.calibration else None
+    compiled()                                   # numba compiles (or loads its cache) here, not in a timing
+    out = Path(args.out)
+    rows = []
+    for k, (name, kw, audit) in enumerate(variants(cal)):
+        rows.append(run(name, kw, audit, data, cal, out / f"run{k}", args.seed))
+        print(table(rows).splitlines()[-1], file=sys.stderr, flush=True)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    text = table(rows) + f"\n\npeak memory of this process over all variants: {peak_gb:.2f} GB"
+    publish(out, "bench_mnist", text, {"rows": rows, "peak_rss_gb": peak_gb})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
