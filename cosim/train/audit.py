@@ -18,8 +18,9 @@ one JSON line of ``audit.jsonl`` in the run folder:
   smallest calibrated array that holds the tile (calibrated reads), 1e-9 (the exact solver), or
   one LSB (quantised reads). An audit over 2x its bound warns, or stops the run (``strict``).
 
-``every="auto"`` sets K after each audit so that audits cost at most ``budget`` (20 %) of the
-training time: K = audit time / (budget x time per mini-batch). The choices are seeded by
+``every="auto"``: the first audit after AUTO_START mini-batches, on the largest tile, then one
+whenever the time spent on audits, the next one counted at the cost of the costliest so far,
+stays within ``budget`` (20 %) of the training time so far (``every`` in the log: the mini-batches since the previous audit). The choices are seeded by
 (seed, mini-batch), so a resumed run audits the same tiles; a re-audited mini-batch replaces its
 line when the log is read (:func:`read_audit_log`).
 """
@@ -27,7 +28,6 @@ line when the log is read (:func:`read_audit_log`).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
@@ -43,7 +43,7 @@ from models.errors import ParameterError, XbarError
 __all__ = ["AuditConfig", "AuditError", "Auditor", "read_audit_log", "summarize_audit", "AUDIT_LOG"]
 
 AUDIT_LOG = "audit.jsonl"
-#: ``every="auto"``: mini-batches before the second audit (the first sets the pace).
+#: ``every="auto"``: mini-batches before the first audit (the training's pace is measured first).
 AUTO_START = 10
 #: Relative error the exact fast solver is held to against ngspice.
 EXACT_BOUND = 1e-9
@@ -55,8 +55,9 @@ class AuditError(XbarError, RuntimeError):
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """``every``: mini-batches between audits, or ``"auto"`` (at most ``budget`` of the training
-    time); ``strict``: stop the run when an audit exceeds twice its bound."""
+    """``every``: mini-batches between audits, or ``"auto"`` (audits take at most ``budget`` of
+    the training time, past the first); ``strict``: stop the run when an audit exceeds twice its
+    bound."""
 
     every: int | str = "auto"
     strict: bool = False
@@ -98,14 +99,25 @@ class Auditor:
         self.cfg, self.phases, self.seed = cfg, phases, seed
         self.path = Path(out_dir) / AUDIT_LOG
         self.every = cfg.every if cfg.every != "auto" else AUTO_START
-        self.step, self.next_step = 0, 0
-        self._step_s = self._audit_s = None
-        self._last = None                      # (time, mini-batch) at the end of the last audit
+        self.step, self.next_step = 0, (0 if cfg.every != "auto" else AUTO_START)
+        self._t0: float | None = None          # the first mini-batch this auditor saw
+        self._audit_total = 0.0
+        self._last_audit_s: float | None = None      # auto: the costliest audit so far [s]
+        self._last_step: int | None = None
 
     def due(self, step: int) -> bool:
-        """Audit mini-batch ``step`` (counted over the run)? The first one is, then every K-th."""
+        """Audit mini-batch ``step`` (counted over the run)? Every K-th from the first; ``auto``:
+        the first after AUTO_START mini-batches (on the largest tile, to measure the worst
+        case), then whenever the time spent on audits, this one counted at the cost of the
+        costliest so far, stays within ``budget`` of the training time."""
         self.step = step
-        return step >= self.next_step
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = now
+        if self.cfg.every != "auto" or self._last_audit_s is None:
+            return step >= self.next_step
+        train_s = now - self._t0 - self._audit_total
+        return self._audit_total + self._last_audit_s <= self.cfg.budget * train_s
 
     def __call__(self, net: MLP, acts: list, zs: list, deltas: list) -> None:
         t0 = time.perf_counter()
@@ -113,10 +125,17 @@ class Auditor:
         cands = [(k, i, d) for k, layer in enumerate(net.layers) for i in range(len(layer.tiles))
                  for d in ((False, True) if k > 0 else (False,))]
         k, i, transpose = cands[int(rng.integers(len(cands)))]
+        if self.cfg.every == "auto" and self._last_audit_s is None:    # the first: the worst case
+            k, i, transpose = max(cands, key=lambda c: net.layers[c[0]].tiles[c[1]].g_plus.size)
         rec = self._audit(net, k, i, transpose, acts, zs, deltas)
-        rec.update(step=self.step, every=self.every, seconds=time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        if self._last_step is not None:
+            self.every = self.step - self._last_step       # mini-batches since the last audit
+        rec.update(step=self.step, every=self.every, seconds=seconds)
         self._log(rec)
-        self._adapt(rec["seconds"])
+        self._audit_total += seconds
+        self._last_audit_s, self._last_step = max(seconds, self._last_audit_s or 0.0), self.step
+        self.next_step = self.step + (self.every if self.cfg.every != "auto" else 1)
         self._judge(rec)
 
     # -- one audit ------------------------------------------------------------------------------
@@ -181,19 +200,6 @@ class Auditor:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-
-    def _adapt(self, audit_s: float) -> None:
-        """Set the next audit: K mini-batches on (``auto``: K from the measured times, smoothed)."""
-        now = time.perf_counter()
-        if self.cfg.every == "auto":
-            if self._last is not None and self.step > self._last[1]:
-                per_step = max((now - self._last[0] - audit_s) / (self.step - self._last[1]), 1e-6)
-                self._step_s = per_step if self._step_s is None else 0.5 * (self._step_s + per_step)
-            self._audit_s = audit_s if self._audit_s is None else 0.5 * (self._audit_s + audit_s)
-            if self._step_s is not None:
-                self.every = max(1, math.ceil(self._audit_s / (self.cfg.budget * self._step_s)))
-        self._last = (now, self.step)
-        self.next_step = self.step + self.every
 
     def _judge(self, rec: dict) -> None:
         bound = rec["bound_fs"]

@@ -270,6 +270,11 @@ def infer(run_dir: str | Path, data: Dataset, times: list[float], *, runs: int =
     dep = load_deployed(run_dir)
     if runs < 1:
         raise ParameterError(f"runs must be >= 1, got {runs}")
+    with RunLock(run_dir, "infer"):
+        return _infer(dep, run_dir, data, times, runs, backend, seed, layer_kw, progress)
+
+
+def _infer(dep: Deployed, run_dir, data: Dataset, times, runs: int, backend: str, seed: int, layer_kw, progress) -> dict:
     t0 = time.perf_counter()
     rows = []
     for t in times:
