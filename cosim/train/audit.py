@@ -20,9 +20,10 @@ one JSON line of ``audit.jsonl`` in the run folder:
 
 ``every="auto"``: the first audit after AUTO_START mini-batches, on the largest tile, then one
 whenever the time spent on audits, the next one counted at the cost of the costliest so far,
-stays within ``budget`` (20 %) of the training time so far (``every`` in the log: the mini-batches since the previous audit). The choices are seeded by
-(seed, mini-batch), so a resumed run audits the same tiles; a re-audited mini-batch replaces its
-line when the log is read (:func:`read_audit_log`).
+stays within ``budget`` (20 %) of the training time so far (``every`` in the log: the mini-batches since the previous audit). The tile is drawn from (seed,
+mini-batch), and a fixed K audits the multiples of K, so a resumed run audits the same
+mini-batches and tiles (``auto`` follows the measured times); a re-audited mini-batch replaces
+its line when the log is read (:func:`read_audit_log`).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Auditor:
         self._last_step: int | None = None
 
     def due(self, step: int) -> bool:
-        """Audit mini-batch ``step`` (counted over the run)? Every K-th from the first; ``auto``:
+        """Audit mini-batch ``step`` (counted over the run)? Multiples of K; ``auto``:
         the first after AUTO_START mini-batches (on the largest tile, to measure the worst
         case), then whenever the time spent on audits, this one counted at the cost of the
         costliest so far, stays within ``budget`` of the training time."""
@@ -114,7 +115,9 @@ class Auditor:
         now = time.perf_counter()
         if self._t0 is None:
             self._t0 = now
-        if self.cfg.every != "auto" or self._last_audit_s is None:
+        if self.cfg.every != "auto":
+            return step % self.cfg.every == 0      # multiples of K: a resumed run audits the same mini-batches
+        if self._last_audit_s is None:
             return step >= self.next_step
         train_s = now - self._t0 - self._audit_total
         return self._audit_total + self._last_audit_s <= self.cfg.budget * train_s
@@ -129,13 +132,12 @@ class Auditor:
             k, i, transpose = max(cands, key=lambda c: net.layers[c[0]].tiles[c[1]].g_plus.size)
         rec = self._audit(net, k, i, transpose, acts, zs, deltas)
         seconds = time.perf_counter() - t0
-        if self._last_step is not None:
+        if self._last_step is not None and self.cfg.every == "auto":
             self.every = self.step - self._last_step       # mini-batches since the last audit
         rec.update(step=self.step, every=self.every, seconds=seconds)
         self._log(rec)
         self._audit_total += seconds
         self._last_audit_s, self._last_step = max(seconds, self._last_audit_s or 0.0), self.step
-        self.next_step = self.step + (self.every if self.cfg.every != "auto" else 1)
         self._judge(rec)
 
     # -- one audit ------------------------------------------------------------------------------
