@@ -67,7 +67,7 @@ def test_an_audit_over_its_bound_warns_or_stops_the_run(tmp_path):
         train(cfg, _small(30), tmp_path / "strict", progress=False, audit=AuditConfig(every=1, strict=True))
 
 
-def test_bounds_and_refusals():
+def test_bounds_and_refusals(tmp_path):
     cal = Calibration(IRModel.nominal(), errors=[
         {"rows": 64, "cols": 64, "r_wire": 1.0, "cal_rmse": 1e-6}, {"rows": 256, "cols": 256, "r_wire": 1.0,
                                                                     "cal_rmse": 1e-4},
@@ -77,7 +77,8 @@ def test_bounds_and_refusals():
     assert calibration_bound(cal, 100, 40, 2.0)[0] == 1e-3           # the next wire resistance up
     assert "beyond the calibration" in calibration_bound(cal, 512, 512, 1.0)[1]
     with pytest.raises(ParameterError, match="already reads in ngspice"):
-        train(TrainConfig(epochs=1), _small(), Path("unused"), progress=False, audit=AuditConfig(every=1))
+        train(TrainConfig(epochs=1), _small(), tmp_path / "run", progress=False, audit=AuditConfig(every=1))
+    assert not (tmp_path / "run").exists()                          # refused before the run took a folder
     for bad in (0, -1, "sometimes", 2.5):
         with pytest.raises(ParameterError, match="audit every"):
             AuditConfig(every=bad)

@@ -294,14 +294,14 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     with a message that names this one.
     """
     out_dir = Path(out_dir)
+    auditor = Auditor(audit, cfg, out_dir, cfg.seed) if audit is not None else None   # refused before any folder
     with RunLock(out_dir, f"train {cfg.forward}/{cfg.backward}/{cfg.update}"):
-        return _train(cfg, data, out_dir, engine, progress, resume, stop_after, monte_carlo, audit)
+        return _train(cfg, data, out_dir, engine, progress, resume, stop_after, monte_carlo, auditor)
 
 
 def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: bool, resume: bool,
-           stop_after: int | None, monte_carlo: MonteCarloRuns | None, audit: AuditConfig | None) -> dict:
+           stop_after: int | None, monte_carlo: MonteCarloRuns | None, auditor: Auditor | None) -> dict:
     net, soft = _networks(cfg, data, engine)
-    auditor = Auditor(audit, cfg, out_dir, cfg.seed) if audit is not None else None
     if monte_carlo is not None:   # checked before the run, not after it
         if not isinstance(monte_carlo, MonteCarloRuns):
             raise ParameterError(f"monte_carlo must be a MonteCarloRuns, got {type(monte_carlo).__name__}")
