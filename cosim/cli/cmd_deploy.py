@@ -1,4 +1,5 @@
-"""``xbar deploy`` and ``xbar infer``: trained weights programmed onto arrays, then read over time.
+"""``xbar deploy``, ``xbar infer`` and ``xbar export``: trained weights programmed onto arrays, read
+over time, and handed over as ngspice decks.
 
 Layer: cosim.cli.
 """
@@ -8,10 +9,13 @@ from __future__ import annotations
 import sys
 
 from cosim.sim.inputs import positive_float_arg, positive_int_arg, nonneg_float_arg, nonneg_int_arg
+from cosim.train import chip_driver
+from cosim.train.chip import export_chip
 from cosim.train.datasets import load_data
 from cosim.train.deploy import DeployConfig, deploy, infer, load_weights, parse_times
 from cosim.train.layers import READ_BACKENDS
 from models.registry import device_names
+from netlists.readchain import PeripheryConfig
 
 __all__ = ["add_parsers"]
 
@@ -32,7 +36,8 @@ def cmd_deploy(args) -> int:
               f"devices off target, weight error {100 * layer['weight_error_rel_rms']:.2f} % RMS")
     print(f"test accuracy right after programming {100 * s['accuracy_programmed']:.2f} % (software "
           f"{100 * s['accuracy_software']:.2f} %); programming took {s['seconds']:.2f} s")
-    print(f"results in {args.out} (deployed.npz, deploy.json, pulses.csv); next: xbar infer {args.out}")
+    print(f"results in {args.out} (deployed.npz, deploy.json, pulses.csv, program.csv); next: xbar infer "
+          f"{args.out}, xbar export {args.out} --out chip/")
     return 0
 
 
@@ -48,6 +53,22 @@ def cmd_infer(args) -> int:
         print(f"| {row['t_s']:.3g} | {100 * u['mean']:.2f} +- {100 * u['std']:.2f} % | "
               f"{100 * c['mean']:.2f} +- {100 * c['std']:.2f} % |")
     print(f"results in {args.run_dir} (infer.json, infer.png; {r['seconds']:.1f} s)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    data = load_data(args.data, progress=_say)
+    pc = PeripheryConfig.from_json(args.periphery) if args.periphery else None
+    s = export_chip(args.run_dir, args.out, data, periphery=pc, images=args.images, chunk=args.chunk, progress=_say)
+    print(f"{s['decks']} decks and run_network.py in {args.out} ({s['images']} test images, fast backend through the "
+          f"read chain {100 * s['accuracy_fast']:.2f} %; {s['seconds']:.1f} s)")
+    if args.run is None:
+        print(f"next: cd {args.out} && python3 run_network.py --jobs 2")
+        return 0
+    r = chip_driver.run_network(args.out, images=args.run or None, jobs=args.jobs, say=_say)
+    print(f"{r['images']} images in ngspice: predictions equal the fast backend's on {100 * r['agreement']:.2f} %; "
+          f"accuracy {100 * r['accuracy_ngspice']:.2f} % (fast {100 * r['accuracy_fast']:.2f} %); "
+          f"{r['seconds']:.0f} s; results.csv, results.json")
     return 0
 
 
@@ -79,3 +100,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=nonneg_int_arg, default=0)
     p.add_argument("--data", help="test set (default: the digits)")
     p.set_defaults(func=cmd_infer)
+    p = sub.add_parser("export", help="a deployed network as standalone ngspice decks with a driver that runs it")
+    p.add_argument("run_dir", help="the folder of xbar deploy")
+    p.add_argument("--out", "-o", default="xbar-out/chip", help="the chip folder (default xbar-out/chip)")
+    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
+                   help="read-chain config (xbar periphery --write-config; default: the default chain)")
+    p.add_argument("--images", type=positive_int_arg, default=None, help="export the first N test images (default all)")
+    p.add_argument("--chunk", type=positive_int_arg, default=20, help="images per deck run (default 20)")
+    p.add_argument("--run", type=nonneg_int_arg, nargs="?", const=0, default=None, metavar="N",
+                   help="then run the network in ngspice (on the first N images; alone: all of them)")
+    p.add_argument("--jobs", type=nonneg_int_arg, default=0, help="ngspice processes at once (default: one per core)")
+    p.add_argument("--data", help="test set (default: the digits)")
+    p.set_defaults(func=cmd_export)

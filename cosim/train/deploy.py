@@ -35,9 +35,10 @@ from cosim.write.program import write_verify
 from models.errors import ParameterError, ShapeError
 from models.registry import get_device
 
-__all__ = ["DeployConfig", "load_weights", "deploy", "load_deployed", "infer", "parse_times", "DEPLOYED"]
+__all__ = ["DeployConfig", "load_weights", "deploy", "load_deployed", "infer", "parse_times", "DEPLOYED", "PROGRAM_CSV"]
 
 DEPLOYED = "deployed.npz"
+PROGRAM_CSV = "program.csv"
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365.25 * 86400.0}
 
 
@@ -106,7 +107,8 @@ def _layer_cfg(cfg: DeployConfig, W: np.ndarray) -> LayerConfig:
 
 def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *, data: Dataset | None = None,
            progress=None) -> dict:
-    """Program every layer; writes ``deployed.npz``, ``deploy.json`` and ``pulses.csv`` (per
+    """Program every layer; writes ``deployed.npz``, ``deploy.json``, ``program.csv`` (the
+    write-verify program, round by round: :func:`_program_csv`) and ``pulses.csv`` (per
     device: layer, row, column, side, target and reached conductance, pulses, converged)."""
     out = Path(out_dir)
     device = get_device(cfg.device)
@@ -116,12 +118,15 @@ def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *,
         for k, W in enumerate(weights):
             lc = _layer_cfg(cfg, W)
             gp_t, gm_t, scale = to_conductances(W, lc.mapping)
+            # g_min + w_max / scale can land one rounding step past g_max: hold it in the device range
+            g_lo, g_hi = np.sort(device.to_conductance(np.array(device.state_range, float)))
+            gp_t, gm_t = np.clip(gp_t, g_lo, g_hi), np.clip(gm_t, g_lo, g_hi)
             res = {}
             for side, target in (("plus", gp_t), ("minus", gm_t)):
                 s0 = device.reset(np.zeros(target.shape)) if hasattr(device, "reset") else \
                     device.from_conductance(np.full(target.shape, lc.mapping.g_min))
                 res[side] = write_verify(device, s0, target, tol=cfg.tol, max_rounds=cfg.max_rounds,
-                                         backend=cfg.program, r_wire=cfg.r_wire)
+                                         backend=cfg.program, r_wire=cfg.r_wire, record=True)
                 arrays[f"state_{side}{k}"] = res[side].states
                 arrays[f"target_{side}{k}"] = target
                 rows.append((k, side, target, res[side]))
@@ -137,6 +142,7 @@ def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *,
         with atomic_path(out / DEPLOYED) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, config=json.dumps(asdict(cfg)), **arrays)
         _pulses_csv(out / "pulses.csv", rows)
+        _program_csv(out / PROGRAM_CSV, rows)
         atomic_json(out / "deploy.json", summary, indent=2)
     return summary
 
@@ -161,6 +167,23 @@ def _pulses_csv(path: Path, rows) -> None:
         for i, j, t, g, n, c in zip(ii.ravel(), jj.ravel(), target.ravel(), r.conductance.ravel(),
                                     r.cell_pulses.ravel(), r.converged.ravel()):
             lines.append(f"{k},{i},{j},{side},{t:.6e},{g:.6e},{int(n)},{int(c)}")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _program_csv(path: Path, rows) -> None:
+    """The write-verify program, one row per device and round in which it was written: the
+    verify read the pulses were chosen on, a RESET first or not, then the pulses and their
+    polarity (+1 SET direction, -1 the opposite); a last row per device with its final read."""
+    lines = ["layer,row,col,side,round,verify_read_S,reset,pulses,polarity"]
+    for k, side, target, r in rows:
+        for rnd, (g, reset, n) in enumerate(r.program, 1):
+            for i, j in zip(*np.nonzero(reset | (n != 0))):
+                lines.append(f"{k},{i},{j},{side},{rnd},{g[i, j]:.6e},{int(reset[i, j])},{abs(int(n[i, j]))},"
+                             f"{int(np.sign(n[i, j]))}")
+        final = len(r.program) + 1
+        for (i, j), g in np.ndenumerate(r.conductance):
+            lines.append(f"{k},{i},{j},{side},{final},{g:.6e},0,0,0")
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

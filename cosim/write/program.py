@@ -86,11 +86,14 @@ class VerifyResult:
     pulses: int
     converged: np.ndarray
     cell_pulses: np.ndarray | None = None
+    program: tuple = ()
+    """With ``record=True``: per round ``(verify read [S], RESET first (bool), signed pulse
+    counts)``, each of the array's shape (the read is the one the pulses were chosen on)."""
 
 
 def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, *, tol: float,
                  max_rounds: int = 20, backend: str = "fast", shape: PulseShape | None = None,
-                 r_wire: float = 0.0, engine: Engine | None = None) -> VerifyResult:
+                 r_wire: float = 0.0, engine: Engine | None = None, record: bool = False) -> VerifyResult:
     """Program ``target_g`` [S] by rounds of read, pulse, read again.
 
     Each round reads every cell, estimates how many SET pulses would bring each cell still
@@ -99,7 +102,8 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
     of overshoot), applies them with :func:`program_counts`, and stops when every cell is
     within ``tol`` or cannot move any further. A cell above its target by more than ``tol`` is
     RESET first on SET-only devices (those with a ``reset``) and programmed up again; bipolar
-    devices take pulses of the opposite polarity instead.
+    devices take pulses of the opposite polarity instead. ``record``: keep each round's verify
+    read, RESETs and pulse counts (:attr:`VerifyResult.program`).
     """
     shape = shape or PulseShape()
     s = np.asarray(states, float).copy()
@@ -113,15 +117,20 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
     rounds = 0
     cell_pulses = np.zeros(s.shape, int)
     resettable = hasattr(device, "reset")
+    log = []
     for rounds in range(1, max_rounds + 1):
         g = device.conductance(s)
+        g_read = g
         over = g > target + tol
+        reset = over & resettable
         if over.any() and resettable:            # SET-only: start those cells again from RESET
             s = np.where(over, device.reset(s), s)
             g = device.conductance(s)
             over[:] = False
         below = g < target - tol
         if not (below.any() or over.any()):
+            if record and reset.any():
+                log.append((g_read, reset, np.zeros(s.shape, int)))
             break
         flat = s.ravel()
         up = device.conductance(device.step(flat, device.v_write, shape).reshape(s.shape)) - g
@@ -132,10 +141,12 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
             n_dn = np.floor((g - target) / np.where(dn > 0, dn, np.inf) + 0.5)
         n = np.where(below & (up > 0), np.maximum(n_up, 1), n)
         n = np.where(over & (dn > 0), -np.maximum(n_dn, 1), n).astype(int)
+        if record and (n.any() or reset.any()):
+            log.append((g_read, reset, n))
         if not n.any():
             break                                # nothing can move any further
         s = program_counts(device, s, n, backend=backend, shape=shape, r_wire=r_wire, engine=engine)
         pulses += int(np.abs(n).sum())
         cell_pulses += np.abs(n)
     g = device.conductance(s)
-    return VerifyResult(s, g, rounds, pulses, np.abs(g - target) <= tol, cell_pulses)
+    return VerifyResult(s, g, rounds, pulses, np.abs(g - target) <= tol, cell_pulses, tuple(log))
