@@ -220,6 +220,12 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     assert m["config"]["layer"]["calibration"] == content_digest(IRModel.nominal().to_dict())
     with pytest.raises(ParameterError, match="loaded Calibration"):
         LayerConfig(calibration=str(path))          # files are read at the edge, once
+    # a calibration fitted on lighter arrays than the run's: refused before the first mini-batch
+    light = Calibration(replace(IRModel.physical(), rho_max=1e-4)).save(tmp_path / "light.json")
+    heavy = replace(cfg, calibration=Calibration.load(light))
+    with pytest.raises(ParameterError, match="beyond the calibration.*--reads fast"):
+        train(TrainConfig(epochs=1, forward="calibrated", backward="calibrated", layer=heavy), data,
+              tmp_path / "run2", progress=False)
 
 
 def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):

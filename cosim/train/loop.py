@@ -23,6 +23,7 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -299,6 +300,27 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
         return _train(cfg, data, out_dir, engine, progress, resume, stop_after, monte_carlo, auditor)
 
 
+def _check_calibration_covers(net: MLP, cfg: TrainConfig, data: Dataset) -> None:
+    """Calibrated reads: one forward and one transposed read of every layer at the present
+    conductances, refused when an array's line loading lies beyond the calibration's range (the
+    model's fitted terms would be extrapolated from the first mini-batch on). Later states that
+    leave the range warn, as every calibrated read does."""
+    if "calibrated" not in (cfg.forward, cfg.backward):
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="cheap IR model used at a line loading", category=RuntimeWarning)
+        try:
+            if cfg.forward == "calibrated":
+                net.forward(data.X_train[:1], "calibrated")
+            if cfg.backward == "calibrated":
+                for layer in net.layers:
+                    layer.backward(np.ones((1, layer.n_out)), "calibrated")
+        except RuntimeWarning as exc:
+            raise ParameterError(f"{exc}. This run's arrays lie beyond the calibration: calibrate on their size and "
+                                 "wires (xbar calibrate --sizes ... --r-wire ...) or read them exactly (--reads fast)") \
+                from None
+
+
 def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: bool, resume: bool,
            stop_after: int | None, monte_carlo: MonteCarloRuns | None, auditor: Auditor | None) -> dict:
     net, soft = _networks(cfg, data, engine)
@@ -310,6 +332,7 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
     fp = cfg.fingerprint(data)
     ckpt = out_dir / "checkpoint.npz"
     st = (_load_checkpoint(ckpt, fp, net, soft) if resume else None) or _State()
+    _check_calibration_covers(net, cfg, data)
     n_batches = -(-len(data.y_train) // cfg.batch_size)
     bar = None
     if progress:
