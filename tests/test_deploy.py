@@ -86,5 +86,10 @@ def test_cli_deploy_and_infer(trained, tmp_path):
     res = xbar("infer", "dep", "--times", "1s,1y", "--runs", "3")
     assert res.returncode == 0, res.stderr
     assert "| 1 |" in res.stdout and "with drift compensation" in res.stdout
+    assert xbar("periphery", "--write-config", "chain.json").returncode == 0
+    res = xbar("infer", "dep", "--times", "1s,1y", "--runs", "2", "--periphery", "chain.json")
+    assert res.returncode == 0, res.stderr
+    assert "through the read chain" in res.stdout
+    assert json.loads((tmp_path / "dep" / "infer.json").read_text())["periphery"]["dac"]["bits"] == 8
     assert xbar("infer", "dep", "--times", "yesterday").returncode == 2
     assert xbar("deploy", "nowhere").returncode == 2

@@ -43,9 +43,12 @@ def cmd_deploy(args) -> int:
 
 def cmd_infer(args) -> int:
     data = load_data(args.data, progress=_say)
+    layer_kw = {"periphery": PeripheryConfig.from_json(args.periphery)} if args.periphery else None
     r = infer(args.run_dir, data, parse_times(args.times), runs=args.runs, backend=args.backend, seed=args.seed,
-              progress=_say)
-    print(f"{r['device']}, {r['runs']} Monte Carlo runs, {r['backend']} reads; software {100 * r['software_accuracy']:.2f} %")
+              layer_kw=layer_kw, progress=_say)
+    chain = " through the read chain" if args.periphery else ""
+    print(f"{r['device']}, {r['runs']} Monte Carlo runs, {r['backend']} reads{chain}; software "
+          f"{100 * r['software_accuracy']:.2f} %")
     print("| time after programming [s] | accuracy | with drift compensation |")
     print("|---|---|---|")
     for row in r["times"]:
@@ -97,6 +100,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--runs", type=positive_int_arg, default=20, help="Monte Carlo runs per time (default 20)")
     p.add_argument("--backend", choices=[b for b in READ_BACKENDS if b not in ("software", "calibrated")],
                    default="fast", help="read backend (default fast)")
+    p.add_argument("--periphery", default=None, metavar="CONFIG.json",
+                   help="read through this read chain (DACs, integrators, ADCs; xbar periphery --write-config): "
+                        "fast is its numpy twin, spice the chain in ngspice")
     p.add_argument("--seed", type=nonneg_int_arg, default=0)
     p.add_argument("--data", help="test set (default: the digits)")
     p.set_defaults(func=cmd_infer)

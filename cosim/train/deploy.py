@@ -311,7 +311,9 @@ def _infer(dep: Deployed, run_dir, data: Dataset, times, runs: int, backend: str
         if progress:
             progress(f"t = {t:g} s: {100 * row['uncompensated']['mean']:.2f} % "
                      f"({100 * row['compensated']['mean']:.2f} % compensated)")
+    chain = (layer_kw or {}).get("periphery")
     result = {"backend": backend, "runs": runs, "device": dep.cfg.device, "times": rows,
+              "periphery": None if chain is None else chain.to_dict(),
               "software_accuracy": _accuracy_software(dep.weights, data), "seconds": time.perf_counter() - t0}
     atomic_json(Path(run_dir) / "infer.json", result, indent=2)
     _plot(result, Path(run_dir) / "infer.png")
