@@ -250,6 +250,12 @@ class Cap3T1C(DeviceModel):
         p = self.params
         s = np.asarray(state, float)
         a = np.asarray(amplitude, float)
+        if a.shape == s.shape and s.ndim:   # pump currents of the pulsed cells only: updates are sparse
+            on = (a >= self.v_threshold) | (a <= -self.v_threshold)
+            if not on.all():
+                out = self.leak(s, shape.period)       # an idle cell only leaks (the same numbers)
+                out[on] = self.step(s[on], a[on], shape)
+                return out
         iu, idn = self.pump_currents(s)
         up = (a >= self.v_threshold) * iu * (shape.width + 2 * shape.rise * p.rho_up)
         dn = (a <= -self.v_threshold) * idn * (shape.width + 2 * shape.rise * p.rho_dn)
