@@ -228,6 +228,22 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
               tmp_path / "run2", progress=False)
 
 
+def test_calibrated_reads_through_the_read_chain(rng):
+    """With a read chain, calibrated reads are the chain's twin with the array's transfer from the
+    IR-drop model: the same codes as the exact transfer but for an LSB, for both cells."""
+    from cosim.read.irmodel import Calibration, IRModel
+    from cosim.train.unitcell import UnitCellLayer, UnitCellSpec
+    cfg = _chain_cfg(r_wire=2.5, calibration=Calibration(IRModel.physical()))
+    x, d = rng.uniform(0, 1, (6, 40)), rng.uniform(-1, 1, (6, 9))
+    for layer in (AnalogLayer(rng.uniform(-2, 2, (40, 9)), cfg),
+                  UnitCellLayer(rng.uniform(-2, 2, (40, 9)), cfg, UnitCellSpec())):
+        exact, cheap = layer.forward(x, "fast"), layer.forward(x, "calibrated")
+        assert np.abs(exact - cheap).max() <= 0.02 * np.abs(exact).max()      # 10-bit ADCs: a code or two
+        assert not np.array_equal(layer.forward(x, "ideal"), cheap)
+        back = np.abs(layer.backward(d, "fast") - layer.backward(d, "calibrated")).max()
+        assert back <= 0.02 * np.abs(layer.backward(d, "fast")).max()
+
+
 def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):
     """A re-calibration (same path, new coefficients) invalidates a checkpoint; a copy of the
     same calibration elsewhere does not."""

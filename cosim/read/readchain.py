@@ -185,14 +185,26 @@ class ReadChain:
     def n_in(self, transpose: bool) -> int:
         return self.spec.cols if transpose else self.spec.rows
 
-    def transfer(self, transpose: bool = False, polarity: int = 1) -> np.ndarray:
+    def transfer(self, transpose: bool = False, polarity: int = 1, ir_model=None) -> np.ndarray:
         """Exact (n_drive, n_sense) conductance from each driven line end to each virtual ground
-        [S], wires included (the fast solver with unit drives).
+        [S], wires included (the fast solver with unit drives). With ``ir_model`` (a calibrated
+        :class:`cosim.read.irmodel.IRModel`): its effective conductances instead, the cheap
+        per-state model of the same wired array (forward rows -> physical columns; transposed
+        its transpose).
 
         1T1R arrays: each cell in series with its transistor's on-resistance, measured once in
         ngspice at the potential its source sits at (forward reads: the row's, ``polarity * v_read``;
         transposed reads: the row's virtual ground, 0 V). A small-signal linearisation: the
         drain-source voltage stays below ``v_read R_on / (R_on + 1/G)``."""
+        if ir_model is not None:
+            if self.access is not None:
+                raise ParameterError("the calibrated IR model describes arrays of plain cells, not 1T1R: read "
+                                     "1T1R chains with the exact solver")
+            key = ("model", ir_model, transpose)
+            if key not in self._geff:
+                W = ir_model.physical_weights(self.G, self.spec.r_row, self.spec.r_col)
+                self._geff[key] = W.T.copy() if transpose else W
+            return self._geff[key]
         key = (transpose, polarity if (self.access is not None and not transpose) else 1)
         if key not in self._geff:
             G = self.G
@@ -277,13 +289,14 @@ class ReadChain:
 
     # -- reads --------------------------------------------------------------------------------------
     def read(self, codes, *, transpose: bool = False, backend: Backend = "spice",
-             energy: bool = False, workers: int | None = None) -> ReadResult:
+             energy: bool = False, workers: int | None = None, ir_model=None) -> ReadResult:
         """Read a batch of signed integer input codes, (batch, rows) forward or (batch, cols)
         transposed (|code| <= 2^bits - 1).
 
         ``backend="spice"``: every read of the batch is a window of one transient (reset between
         windows); ``workers`` (default: the engine's) splits the batch into parallel decks.
-        ``backend="fast"``: the numpy twin (with ``fit``: the fitted integrator and ADC).
+        ``backend="fast"``: the numpy twin (with ``fit``: the fitted integrator and ADC; with
+        ``ir_model``: the array's transfer from the calibrated IR-drop model, not the exact solve).
         ``energy`` (spice only) also integrates the power of the DAC and supply sources into
         ``result.energy`` (see :func:`energy_summary`).
         Returns a :class:`ReadResult` (codes and the analog values behind them).
@@ -292,11 +305,13 @@ class ReadChain:
             raise ParameterError(f"backend must be 'spice' or 'fast', got {backend!r}")
         if energy and backend != "spice":
             raise ParameterError("energy comes from the ngspice transient: use backend='spice'")
+        if ir_model is not None and backend != "fast":
+            raise ParameterError("ir_model replaces the exact transfer of the fast twin: use backend='fast'")
         c = self.check_codes(codes, transpose)
         windows = self._windows(self.drive_codes(c, transpose))  # (batch, n_win, n_drive)
         t0 = time.perf_counter()
         if backend == "fast":
-            raw = self._fast(windows, transpose)
+            raw = self._fast(windows, transpose, ir_model)
         else:
             raw = self._spice(windows, transpose, energy, workers)
         return self._finish(raw, transpose, backend, time.perf_counter() - t0, idle=~windows.any(axis=-1))
@@ -314,19 +329,19 @@ class ReadChain:
         return s[:, None, :] * bits
 
     # fast -------------------------------------------------------------------------------------
-    def _fast(self, windows: np.ndarray, transpose: bool) -> dict:
+    def _fast(self, windows: np.ndarray, transpose: bool, ir_model=None) -> dict:
         cfg, tm = self.config, self.timing
         dac = window_dac(cfg.dac)
         gt = self.g_total(transpose)
         vs = volt_seconds(windows, dac)  # (batch, n_win, n_drive)
         mom = volt_second_moments(windows, dac, tm.t_adc, t_start=tm.t_pulses)
-        if self.access is not None and not transpose:  # the on-resistance depends on the row's sign
+        if self.access is not None and not transpose and ir_model is None:  # on-resistance: the row's sign
             gp, gn = self.transfer(transpose, 1), self.transfer(transpose, -1)
             q = np.where(vs > 0, vs, 0) @ gp + np.where(vs < 0, vs, 0) @ gn
             mom = np.where(vs > 0, mom, 0) @ gp + np.where(vs < 0, mom, 0) @ gn
             ge = None
         else:
-            ge = self.transfer(transpose)
+            ge = self.transfer(transpose, ir_model=ir_model)
             q = vs @ ge
             mom = mom @ ge
         integ, m = cfg.integrator, cfg.integrator.macro

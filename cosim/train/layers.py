@@ -44,6 +44,16 @@ from netlists.crossbar import CrossbarSpec, interleave
 from netlists.readchain import PeripheryConfig, full_scale_volt_seconds
 
 READ_BACKENDS = ("software", "ideal", "fast", "spice", "calibrated")
+#: The backends that read through ``LayerConfig.periphery`` when a layer has one.
+CHAIN_BACKENDS = ("fast", "spice", "calibrated")
+
+
+def chain_read(backend: str, cfg: "LayerConfig") -> dict:
+    """The keywords of a read-chain read on ``backend``: ``calibrated`` is the chain's fast twin
+    with the array's transfer from the calibrated IR-drop model."""
+    if backend == "calibrated":
+        return {"backend": "fast", "ir_model": cfg.ir_model}
+    return {"backend": backend}
 
 
 @dataclass(frozen=True)
@@ -329,14 +339,14 @@ class AnalogLayer:
         """One tile's digitised output [A] for drive voltages ``V`` (batch, tile inputs)."""
         cfg = self.cfg
         offset = t.out_offset if (t.out_offset is not None and not transpose) else 0.0
-        if cfg.periphery is not None and backend in ("fast", "spice"):
-            # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
-            chain = t.read_chain(cfg, self.engine, cfg.periphery_fit)
-            res = chain.read_values(V / cfg.v_read, transpose=transpose, backend=backend)
-            return res.decoded + offset
         if backend == "calibrated" and cfg.calibration is None:
             raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the IR-drop model of "
                                  "`xbar calibrate`: cosim.calibrate.bundle.load_calibration)")
+        if cfg.periphery is not None and backend in CHAIN_BACKENDS:
+            # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
+            chain = t.read_chain(cfg, self.engine, cfg.periphery_fit)
+            res = chain.read_values(V / cfg.v_read, transpose=transpose, **chain_read(backend, cfg))
+            return res.decoded + offset
         I = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cfg.ir_model)
         full_scale = cfg.out_bound * V.shape[1] * cfg.v_read * cfg.mapping.g_range
         return quantize(I + offset, cfg.adc_bits, full_scale)

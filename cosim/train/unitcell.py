@@ -81,7 +81,7 @@ import numpy as np
 
 from cosim.read.mvm import Crossbar
 from cosim.sim.engine import SubprocessEngine
-from cosim.train.layers import AnalogLayer, LayerConfig, Tile, quantize, sized_read_chain
+from cosim.train.layers import CHAIN_BACKENDS, AnalogLayer, LayerConfig, Tile, chain_read, quantize, sized_read_chain
 from cosim.write.mapping import MappingSpec
 from cosim.write.program import write_verify
 from cosim.write.pulses import pulse_trains
@@ -269,19 +269,19 @@ class UnitCellLayer(AnalogLayer):
         v_lsp = self.lsp.v_read
         k = v_lsp / cfg.v_read
         n_src = V.shape[1]
-        if cfg.periphery is not None and backend in ("fast", "spice"):
-            # each array through its own DACs, integrators and ADCs; the differences to the
-            # reference lines and the combination are digital
-            x = V / cfg.v_read
-            I_msp = t.read_chain(cfg, self.engine, cfg.periphery_fit).read_values(
-                x, transpose=transpose, backend=backend).decoded
-            I_lsp = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, cfg.periphery_fit).read_values(
-                x, transpose=transpose, backend=backend).decoded
-            return F * I_msp + t.polarity * I_lsp / k
         cal = cfg.ir_model
         if backend == "calibrated" and cal is None:
             raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the IR-drop model of "
                                  "`xbar calibrate`: cosim.calibrate.bundle.load_calibration)")
+        if cfg.periphery is not None and backend in CHAIN_BACKENDS:
+            # each array through its own DACs, integrators and ADCs; the differences to the
+            # reference lines and the combination are digital
+            x, kw = V / cfg.v_read, chain_read(backend, cfg)
+            I_msp = t.read_chain(cfg, self.engine, cfg.periphery_fit).read_values(
+                x, transpose=transpose, **kw).decoded
+            I_lsp = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, cfg.periphery_fit).read_values(
+                x, transpose=transpose, **kw).decoded
+            return F * I_msp + t.polarity * I_lsp / k
         I_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cal)
         I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
         I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V * k, transpose=transpose,
