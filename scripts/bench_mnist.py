@@ -9,7 +9,8 @@ per wire segment, batch 10, lr 0.1, trained for ``--batches`` mini-batches (the 
 ``batches x 10`` MNIST training images, one epoch; 500 test images for the evaluation) in each
 variant: the PCM pair and the 2 PCM + 3T1C unit cell with exact fast reads, the pair with
 ``--audit-every auto`` (ngspice re-reads a random tile; its share of the time), and, with
-``--calibration``, both cells with calibrated reads. Prints per-phase seconds, mini-batches
+``--calibration``, both cells with calibrated reads and the unit cell with calibrated reads
+through the default read chain with its integrator + ADC fitted to ngspice. Prints per-phase seconds, mini-batches
 per second, the projected time of a 60,000-image epoch, and the process's peak memory; writes
 Markdown and JSON to ``--out``.
 """
@@ -31,9 +32,10 @@ from cosim.train.data import Dataset
 from cosim.train.datasets import dataset_path, load_data
 from cosim.train.layers import LayerConfig
 from cosim.train.loop import TrainConfig, train
+from netlists.readchain import PeripheryConfig
 
 
-def variants(cal) -> list[tuple[str, dict, bool]]:
+def variants(cal, chain=None) -> list[tuple[str, dict, bool]]:
     base = [("pair, fast reads", {"unit_cell": "pair"}, False),
             ("2PCM+3T1C, fast reads", {"unit_cell": "2pcm3t1c"}, False),
             ("pair, fast reads, audit auto", {"unit_cell": "pair"}, True)]
@@ -42,11 +44,17 @@ def variants(cal) -> list[tuple[str, dict, bool]]:
                   False),
                  ("2PCM+3T1C, calibrated reads", {"unit_cell": "2pcm3t1c", "forward": "calibrated",
                                                   "backward": "calibrated"}, False)]
+    if chain is not None:
+        pc, fit = chain
+        base += [("2PCM+3T1C, calibrated reads, fitted chain",
+                  {"unit_cell": "2pcm3t1c", "forward": "calibrated", "backward": "calibrated",
+                   "layer": {"periphery": pc, "periphery_fit": fit}}, False)]
     return base
 
 
 def run(name: str, kw: dict, audit: bool, data: Dataset, cal, out: Path, seed: int) -> dict:
-    layer = LayerConfig(r_wire=1.0, max_rows=256, max_cols=256, calibration=cal)
+    kw = dict(kw)
+    layer = replace(LayerConfig(r_wire=1.0, max_rows=256, max_cols=256, calibration=cal), **kw.pop("layer", {}))
     cfg = replace(TrainConfig(hidden=(250,), epochs=1, lr=0.1, forward="fast", backward="fast", update="fast",
                               device="pcm", seed=seed, layer=layer), **kw)
     t0 = time.perf_counter()
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, default=100, help="mini-batches per variant (default 100)")
     ap.add_argument("--calibration", default=None, help="calibration.json: adds the calibrated-read variants")
+    ap.add_argument("--only", nargs="+", type=int, help="run only these variants (0-based, in table order)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="xbar-out/bench_mnist")
     args = ap.parse_args(argv)
@@ -87,11 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     full = load_data("mnist")
     n = args.batches * 10
     data = Dataset("mnist-bench", full.X_train[:n], full.y_train[:n], full.X_test[:500], full.y_test[:500])
-    cal = load_calibration(args.calibration).ir if args.calibration else None
+    cset = load_calibration(args.calibration) if args.calibration else None
+    cal = cset.ir if cset else None
+    chain = None
+    if cset is not None and cset.blocks is not None:   # the default chain with its fitted integrator + ADC
+        pc = PeripheryConfig()
+        chain = (pc, cset.periphery_fit(pc))
     compiled()                                   # numba compiles (or loads its cache) here, not in a timing
     out = Path(args.out)
     rows = []
-    for k, (name, kw, audit) in enumerate(variants(cal)):
+    for k, (name, kw, audit) in enumerate(variants(cal, chain)):
+        if args.only and k not in args.only:
+            continue
         rows.append(run(name, kw, audit, data, cal, out / f"run{k}", args.seed))
         print(table(rows).splitlines()[-1], file=sys.stderr, flush=True)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
