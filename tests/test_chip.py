@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cosim.sim.files import RunLock
 from cosim.train import chip_driver
 from cosim.train.chip import export_chip
 from cosim.train.data import load_digits_split
@@ -53,7 +54,7 @@ def test_exported_network_runs_in_plain_ngspice_and_agrees_with_the_fast_backend
     tree = ast.parse((chip / "run_network.py").read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "argparse", "hashlib", "json", "os", "shutil", "subprocess", "sys",
+    assert imported <= {"__future__", "argparse", "fcntl", "hashlib", "json", "os", "shutil", "subprocess", "sys",
                         "tempfile", "time", "concurrent", "pathlib", "numpy"}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run([sys.executable, "run_network.py", "--jobs", "2"], cwd=chip, env=env,
@@ -106,6 +107,9 @@ def test_export_refuses_what_it_cannot_write(deployed, tmp_path):
     res = subprocess.run([sys.executable, "run_network.py", "--ngspice", "no-such-ngspice"], cwd=chip,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "not found" in res.stderr
+    with RunLock(chip, "xbar export"):       # the driver and the toolkit share the folder's run lock
+        with pytest.raises(chip_driver.DriverError, match="in use"):
+            chip_driver.run_network(chip)
 
 
 def test_an_in_situ_trained_pair_run_exports_and_a_software_run_is_sent_to_deploy(tmp_path):

@@ -25,6 +25,7 @@ it stopped. Results: ``results.csv`` (per image: label, ngspice and fast predict
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ import numpy as np
 
 __all__ = ["BEGIN", "END", "dac_block", "drive_codes", "read_raw", "run_network", "main"]
 
+LOCK = ".xbar.lock"
 BEGIN = "* BEGIN DAC (written per read by run_network.py)"
 END = "* END DAC"
 
@@ -241,11 +243,22 @@ def run_network(folder: Path, *, images: int | None = None, jobs: int = 0, ngspi
     work = folder / "work"
     work.mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    try:
-        h = _layers(folder, net, h, n, work, jobs, ngspice, say, t0)
-    except BaseException:
-        stop_all()
-        raise
+    with open(folder / LOCK, "a") as lock:   # the toolkit's run lock: one run (or export) on the folder
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DriverError(f"{folder} is in use by another run (or an export): wait for it") from None
+        try:
+            h = _layers(folder, net, h, n, work, jobs, ngspice, say, t0)
+        except BaseException:
+            stop_all()
+            raise
+        return _results(folder, h, labels, fast_pred, fast_logits, t0)
+
+
+def _results(folder: Path, h: np.ndarray, labels, fast_pred, fast_logits, t0: float) -> dict:
+    """results.csv and results.json of a finished run; the summary."""
+    n = len(labels)
     pred = h.argmax(axis=1)
     rows = ["image,label,prediction_ngspice,prediction_fast," + ",".join(f"logit{j}" for j in range(h.shape[1]))]
     rows += [f"{i},{labels[i]},{pred[i]},{fast_pred[i]}," + ",".join(f"{v:.6g}" for v in h[i]) for i in range(n)]
