@@ -93,3 +93,32 @@ def test_cli_deploy_and_infer(trained, tmp_path):
     assert json.loads((tmp_path / "dep" / "infer.json").read_text())["periphery"]["dac"]["bits"] == 8
     assert xbar("infer", "dep", "--times", "yesterday").returncode == 2
     assert xbar("deploy", "nowhere").returncode == 2
+    res = xbar("deploy", run, "--program", "table", "--out", "t")
+    assert res.returncode == 2 and "--device-table" in res.stderr
+
+
+def test_programming_through_a_step_table(tmp_path):
+    """--program table: the device moves as its step table says (mean step and spread per
+    conductance); the deployed states are the device's own, so infer reads them with drift."""
+    from cosim.write.step_table import StepTable
+    from models.registry import get_device
+    pcm = get_device("pcm")
+    lo, hi = np.sort(pcm.to_conductance(np.array(pcm.state_range, float)))
+    edges = np.linspace(lo, hi, 9)
+    g = 0.5 * (edges[1:] + edges[:-1])
+    step = 0.4e-6 * (hi - g) / (hi - lo) + 0.02e-6        # saturating, like a SET
+    table = StepTable("pcm", lo, hi, tuple(edges), {"up": {"g": g.tolist(), "mean": step.tolist(),
+                                                         "std": (0.3 * step).tolist(), "count": [50] * 8}})
+    rng = np.random.default_rng(1)
+    W = [rng.normal(0, 0.5, (17, 6)), rng.normal(0, 0.5, (7, 3))]
+    s = deploy(W, DeployConfig(program="table", max_rows=16, max_cols=8), tmp_path / "t", table=table)
+    assert all(layer["not_converged"] <= 2 and layer["weight_error_rel_rms"] < 0.1 for layer in s["layers"])
+    dep = load_deployed(tmp_path / "t")
+    gp = pcm.to_conductance(dep.states[0][0])
+    reached = np.array([float(r.split(",")[5]) for r in (tmp_path / "t" / "pulses.csv").read_text().splitlines()[1:]
+                        if r.startswith("0,") and ",plus," in r]).reshape(gp.shape)
+    assert np.allclose(gp, reached, rtol=1e-5)                                    # states of the device itself
+    with pytest.raises(ParameterError, match="needs the device's step table"):
+        deploy(W, DeployConfig(program="table"), tmp_path / "u")
+    with pytest.raises(ParameterError, match="fitted to 'pcm', not 'rram'"):
+        deploy(W, DeployConfig(program="table", device="rram"), tmp_path / "v", table=table)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sys
 
+from cosim.cli.common import calibration_arg
 from cosim.sim.inputs import positive_float_arg, positive_int_arg, nonneg_float_arg, nonneg_int_arg
 from cosim.train import chip_driver
 from cosim.train.chip import export_chip
 from cosim.train.datasets import load_data
 from cosim.train.deploy import DeployConfig, deploy, infer, load_weights, parse_times
 from cosim.train.layers import READ_BACKENDS
+from models.pulse import PulseShape
 from models.registry import device_names
 from netlists.readchain import PeripheryConfig
 
@@ -26,10 +28,18 @@ def _say(message: str) -> None:
 
 def cmd_deploy(args) -> int:
     cfg = DeployConfig(device=args.device, tol=args.tol, max_rounds=args.max_rounds, program=args.program,
-                       w_max=args.w_max, max_rows=args.max_rows, max_cols=args.max_cols, r_wire=args.r_wire)
+                       w_max=args.w_max, max_rows=args.max_rows, max_cols=args.max_cols, r_wire=args.r_wire,
+                       seed=args.seed)
+    table = None
+    if args.device_table:
+        if args.program != "table":
+            raise ValueError("--device-table goes with --program table")
+        table = calibration_arg(args.device_table).step_table(args.device, PulseShape())
+    elif args.program == "table":
+        raise ValueError("--program table needs --device-table (the calibration.json of xbar calibrate)")
     weights = load_weights(args.weights)
     data = load_data(args.data, progress=_say)
-    s = deploy(weights, cfg, args.out, data=data, progress=_say)
+    s = deploy(weights, cfg, args.out, data=data, table=table, progress=_say)
     for layer in s["layers"]:
         print(f"layer {layer['layer']} {layer['shape'][0]}x{layer['shape'][1]}: {layer['pulses']} pulses (at most "
               f"{layer['pulses_per_device_max']} per device, {layer['rounds']} rounds), {layer['not_converged']} "
@@ -84,8 +94,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", choices=device_names(), default=d.device, help=f"device (default {d.device})")
     p.add_argument("--tol", type=positive_float_arg, default=d.tol, help=f"write-verify tolerance [S] (default {d.tol:g})")
     p.add_argument("--max-rounds", type=positive_int_arg, default=d.max_rounds, help="write-verify rounds")
-    p.add_argument("--program", choices=["fast", "spice"], default=d.program,
-                   help="program on the device twin (fast) or with pulse trains in ngspice")
+    p.add_argument("--program", choices=["fast", "table", "spice"], default=d.program,
+                   help="program on the device twin (fast), its step table fitted to SPICE (table, with "
+                        "--device-table), or with pulse trains in ngspice")
+    p.add_argument("--device-table", metavar="FILE", help="calibration.json (or fits.json) of xbar calibrate: "
+                   "the device's step table for --program table")
+    p.add_argument("--seed", type=nonneg_int_arg, default=d.seed, help="seed of the step table's spread")
     p.add_argument("--w-max", type=positive_float_arg, default=None,
                    help="weight of a full pair (default: each layer's largest |weight|)")
     p.add_argument("--max-rows", type=positive_int_arg, default=d.max_rows)

@@ -31,7 +31,8 @@ from cosim.train.layers import AnalogLayer, LayerConfig
 from cosim.train.network import sigmoid
 from cosim.write.mapping import tile_slices, to_conductances
 from cosim.write.pair_update import mapping_for
-from cosim.write.program import write_verify
+from cosim.write.program import TableDevice, write_verify
+from cosim.write.step_table import StepTable
 from models.errors import ParameterError, ShapeError
 from models.registry import get_device
 
@@ -47,9 +48,10 @@ class DeployConfig:
     """How weights become programmed arrays.
 
     device: registry name (its conductance range is the mapping's); tol: write-verify
-    tolerance [S]; max_rounds: write-verify rounds; program: ``"fast"`` (the device twin) or
-    ``"spice"`` (pulse trains in ngspice); w_max: weight of a full pair (None: the largest
-    |weight| of each layer); max_rows, max_cols, r_wire: the arrays the layers are tiled on.
+    tolerance [S]; max_rounds: write-verify rounds; program: ``"fast"`` (the device twin),
+    ``"table"`` (the device's step table fitted to SPICE, with its spread) or ``"spice"`` (pulse
+    trains in ngspice); w_max: weight of a full pair (None: the largest |weight| of each layer);
+    max_rows, max_cols, r_wire: the arrays the layers are tiled on; seed: the step table's spread.
     """
 
     device: str = "pcm"
@@ -60,11 +62,13 @@ class DeployConfig:
     max_rows: int = 64
     max_cols: int = 64
     r_wire: float = 1.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         get_device(self.device)
-        if self.program not in ("fast", "spice"):
-            raise ParameterError(f"program must be 'fast' (device twin) or 'spice', got {self.program!r}")
+        if self.program not in ("fast", "table", "spice"):
+            raise ParameterError(f"program must be 'fast' (device twin), 'table' (its step table fitted to SPICE) "
+                                 f"or 'spice', got {self.program!r}")
         if not (self.tol > 0 and math.isfinite(self.tol)) or self.max_rounds < 1:
             raise ParameterError(f"need tol > 0 and max_rounds >= 1, got {self.tol} and {self.max_rounds}")
         if self.max_rows < 2 or self.max_cols < 1 or self.r_wire < 0:
@@ -106,12 +110,19 @@ def _layer_cfg(cfg: DeployConfig, W: np.ndarray) -> LayerConfig:
 
 
 def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *, data: Dataset | None = None,
-           progress=None) -> dict:
+           table: StepTable | None = None, progress=None) -> dict:
     """Program every layer; writes ``deployed.npz``, ``deploy.json``, ``program.csv`` (the
     write-verify program, round by round: :func:`_program_csv`) and ``pulses.csv`` (per
-    device: layer, row, column, side, target and reached conductance, pulses, converged)."""
+    device: layer, row, column, side, target and reached conductance, pulses, converged).
+    ``cfg.program == "table"``: pulses move the devices as ``table`` (the device's step table
+    fitted to SPICE, with its spread; seeded by ``cfg.seed``) says."""
     out = Path(out_dir)
     device = get_device(cfg.device)
+    if (cfg.program == "table") != (table is not None):
+        raise ParameterError("program='table' needs the device's step table (table=, xbar deploy --device-table "
+                             "FILE), and a step table needs program='table'")
+    programmed = device if table is None else TableDevice(device, table, np.random.default_rng(cfg.seed))
+    backend = "fast" if cfg.program == "table" else cfg.program
     with RunLock(out, "deploy"):
         t0 = time.perf_counter()
         arrays, layers, rows = {}, [], []
@@ -119,15 +130,17 @@ def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *,
             lc = _layer_cfg(cfg, W)
             gp_t, gm_t, scale = to_conductances(W, lc.mapping)
             # g_min + w_max / scale can land one rounding step past g_max: hold it in the device range
-            g_lo, g_hi = np.sort(device.to_conductance(np.array(device.state_range, float)))
+            g_lo, g_hi = np.sort(programmed.to_conductance(np.array(programmed.state_range, float)))
             gp_t, gm_t = np.clip(gp_t, g_lo, g_hi), np.clip(gm_t, g_lo, g_hi)
             res = {}
             for side, target in (("plus", gp_t), ("minus", gm_t)):
-                s0 = device.reset(np.zeros(target.shape)) if hasattr(device, "reset") else \
-                    device.from_conductance(np.full(target.shape, lc.mapping.g_min))
-                res[side] = write_verify(device, s0, target, tol=cfg.tol, max_rounds=cfg.max_rounds,
-                                         backend=cfg.program, r_wire=cfg.r_wire, record=True)
-                arrays[f"state_{side}{k}"] = res[side].states
+                s0 = programmed.reset(np.zeros(target.shape)) if hasattr(programmed, "reset") else \
+                    programmed.from_conductance(np.full(target.shape, lc.mapping.g_min))
+                res[side] = write_verify(programmed, s0, target, tol=cfg.tol, max_rounds=cfg.max_rounds,
+                                         backend=backend, r_wire=cfg.r_wire, record=True)
+                # the device states that give the programmed conductances (a table's state is its conductance)
+                arrays[f"state_{side}{k}"] = device.from_conductance(res[side].conductance) if table is not None \
+                    else res[side].states
                 arrays[f"target_{side}{k}"] = target
                 rows.append((k, side, target, res[side]))
             arrays[f"scale{k}"], arrays[f"W{k}"] = scale, W
@@ -176,7 +189,7 @@ def _program_csv(path: Path, rows) -> None:
     verify read the pulses were chosen on, a RESET first or not, then the pulses and their
     polarity (+1 SET direction, -1 the opposite); a last row per device with its final read."""
     lines = ["layer,row,col,side,round,verify_read_S,reset,pulses,polarity"]
-    for k, side, target, r in rows:
+    for k, side, _target, r in rows:
         for rnd, (g, reset, n) in enumerate(r.program, 1):
             for i, j in zip(*np.nonzero(reset | (n != 0))):
                 lines.append(f"{k},{i},{j},{side},{rnd},{g[i, j]:.6e},{int(reset[i, j])},{abs(int(n[i, j]))},"

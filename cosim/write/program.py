@@ -14,12 +14,13 @@ import numpy as np
 
 from cosim.sim.engine import Engine
 from cosim.write.pair_update import write_transient
+from cosim.write.step_table import StepTable
 from models.device import DeviceModel
 from models.errors import ParameterError, check_positive
 from models.pulse import PulseShape
 from netlists.crossbar import CrossbarSpec
 
-__all__ = ["count_schedule", "program_counts", "VerifyResult", "write_verify"]
+__all__ = ["count_schedule", "program_counts", "TableDevice", "VerifyResult", "write_verify"]
 
 
 def count_schedule(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +44,53 @@ def count_schedule(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not rows:
         return np.zeros((0, R), bool), np.zeros((0, C), bool)
     return np.array(rows), np.array(cols)
+
+
+class TableDevice:
+    """A device as its step table fitted to SPICE sees it, for :func:`write_verify` on the twin:
+    the state is the conductance [S]; ``n`` pulses move it by the table's mean step at each
+    conductance plus its spread (one draw per device for each call, the device contract); the
+    one-pulse estimates of write-verify use the mean. A SET-only device (no ``down`` curve) is
+    RESET to the table's g_min, as the device itself is."""
+
+    def __init__(self, device: DeviceModel, table: StepTable, rng: np.random.Generator | None = None,
+                 shape: PulseShape | None = None):
+        if not isinstance(table, StepTable):
+            raise ParameterError(f"table must be a loaded StepTable, got {type(table).__name__}")
+        if table.device != device.name:
+            raise ParameterError(f"the step table was fitted to {table.device!r}, not {device.name!r}")
+        if not table.matches_pulse(shape or PulseShape()):
+            raise ParameterError(f"the {table.device} step table was fitted with the write pulse (width, rise, "
+                                 f"period) = {table.pulse} s, not the one programming uses")
+        self.device, self.table, self.rng = device, table, rng
+        self.name, self.v_write = device.name, device.v_write
+        self.state_range = (table.g_min, table.g_max)
+        if "down" not in table.directions:
+            self.reset = lambda state: np.full_like(np.asarray(state, float), table.g_min)
+
+    def to_conductance(self, state) -> np.ndarray:
+        return np.asarray(state, float)
+
+    conductance = to_conductance
+
+    def from_conductance(self, g) -> np.ndarray:
+        return np.clip(np.asarray(g, float), self.table.g_min, self.table.g_max)
+
+    def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:
+        """The mean conductance after one pulse of sign ``amplitude`` (unchanged without a curve)."""
+        s = np.asarray(state, float)
+        a = np.broadcast_to(np.asarray(amplitude, float), s.shape)
+        out = self.table.apply(s, (a > 0).astype(int), "up")
+        if "down" in self.table.directions:
+            out = np.where(a < 0, self.table.apply(s, (a < 0).astype(int), "down"), out)
+        return out
+
+    def apply_counts(self, state, counts, shape: PulseShape, variation=None, noise=None, *,
+                     polarity: int = +1) -> np.ndarray:
+        if polarity < 0 and "down" not in self.table.directions:
+            raise ParameterError(f"{self.name} has no down step table: it is RESET, not pulsed down")
+        return self.table.apply(np.asarray(state, float), np.asarray(counts, int), "up" if polarity > 0 else "down",
+                                self.rng)
 
 
 def program_counts(device: DeviceModel, states: np.ndarray, counts: np.ndarray, *, backend: str = "fast",
