@@ -288,6 +288,16 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 #: Largest relative current imbalance a CrossbarSolver answer may have.
 BALANCE_TOL = 1e-7
+
+
+def _unbalanced(i_rd: np.ndarray, i_cs: np.ndarray) -> np.ndarray:
+    """Per vector: the currents into the row ends and the column ends do not cancel to
+    BALANCE_TOL of their magnitude (or are not finite)."""
+    imbalance = np.abs(i_rd.sum(axis=0) + i_cs.sum(axis=0))
+    scale = np.abs(i_rd).sum(axis=0) + np.abs(i_cs).sum(axis=0)
+    return ~np.isfinite(imbalance) | (imbalance > BALANCE_TOL * np.maximum(scale, 1e-300))
+
+
 #: Cell-vectors per chunk below which CrossbarSolver solves the chunks on the calling thread.
 PARALLEL_MIN_WORK = 1 << 18
 
@@ -402,6 +412,11 @@ class CrossbarSolver:
                 return (self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)).T
             return np.einsum("ij,ijr->rj", G, xR) - (G.sum(0)[:, None] * v_cs).T
         i_rd, i_cs = self._coupled(v_rd, v_cs)                  # into the row ends (N, batch), column ends (P, batch)
+        bad = _unbalanced(i_rd, i_cs)
+        if bad.any() and np.isfinite(i_rd).all() and np.isfinite(i_cs).all():
+            # CG met its residual but the currents do not balance to BALANCE_TOL yet (an ill-
+            # conditioned drive, e.g. one column of a wide array): those vectors once more, tighter
+            i_rd[:, bad], i_cs[:, bad] = self._coupled(v_rd[:, bad], v_cs[:, bad], tol=self.tol * 1e-3)
         self._check_balance(i_rd, i_cs)
         return i_rd.T if self.transpose else i_cs.T
 
@@ -409,17 +424,18 @@ class CrossbarSolver:
         """Refuse an answer that does not conserve current: every row solve is exact, so what
         flows in at the row ends flows out at the column ends unless CG stopped short (the
         imbalance is the sum of the column nodes' residuals)."""
-        imbalance = np.abs(i_rd.sum(axis=0) + i_cs.sum(axis=0))
-        scale = np.abs(i_rd).sum(axis=0) + np.abs(i_cs).sum(axis=0)
-        bad = ~np.isfinite(imbalance) | (imbalance > BALANCE_TOL * np.maximum(scale, 1e-300))
+        bad = _unbalanced(i_rd, i_cs)
         if bad.any():
+            imbalance = np.abs(i_rd.sum(axis=0) + i_cs.sum(axis=0))
+            scale = np.abs(i_rd).sum(axis=0) + np.abs(i_cs).sum(axis=0)
             k = int(np.argmax(bad))
             raise SolverError(f"CrossbarSolver: the solution of input vector {k} does not conserve current (imbalance "
                               f"{imbalance[k]:.3g} A of {scale[k]:.3g} A); it is not returned: use the spice backend")
 
-    def _coupled(self, v_rd: np.ndarray, v_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _coupled(self, v_rd: np.ndarray, v_cs: np.ndarray,
+                 tol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Both wire families resistive: currents (into the row ends, into the column ends),
-        each (lines, batch).
+        each (lines, batch); ``tol`` the CG residual (default the solver's).
 
         With T_C = C C^T (C = L M^1/2), the column-node Schur system S x = rhs becomes
         (I - K) u = C^-1 rhs, K = C^-1 D T_R^-1 D C^-T, x = C^-T u: plain CG on a symmetric
@@ -445,9 +461,10 @@ class CrossbarSolver:
         norm0[norm0 == 0] = 1.0
         it, beta = 0, None
         Ap = f                                       # f is no longer needed: its memory is Ap's
-        while (np.sqrt(rr) / norm0).max() > self.tol:
+        tol = self.tol if tol is None else tol
+        while (np.sqrt(rr) / norm0).max() > tol:
             if it >= self.max_iter:
-                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {self.tol:g} "
+                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {tol:g} "
                                   f"in {self.max_iter} iterations; use the nodal solver")
             pAp = apply_dot(p, Ap, r, beta)  # p <- r + beta p first; pAp = 0 for a solved (all-zero) input
             alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
