@@ -325,7 +325,8 @@ def big_read(tmp_path):
 def _spice_read(folder: Path, cache: Path) -> tuple[subprocess.Popen, list[int]]:
     proc = start("mvm", "-G", "G.npy", "-V", "V.npy", "--backend", "spice", "--r-wire", "1", "-o", "I.npy",
                  cwd=folder, cache=cache)
-    children = wait_for(lambda: ngspice_children(proc.pid), 120, "ngspice to start")
+    # the deck runs, not the `ngspice --version` probe before them: wait for their folder too
+    children = wait_for(lambda: scratch_folders(cache) and ngspice_children(proc.pid), 120, "ngspice to start")
     return proc, children
 
 
