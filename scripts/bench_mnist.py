@@ -4,7 +4,7 @@
     python scripts/bench_mnist.py                     # about 5 minutes
     python scripts/bench_mnist.py --batches 200 --calibration cal/calibration.json
 
-The network of the 2018 experiment's class, 784-250-10, tiled over 256 x 256 arrays with 1 ohm
+The network of the 2018 experiment's class, 784-250-10, tiled over 256 x 256 physical arrays (256 rows, 128 weight columns) with 1 ohm
 per wire segment, batch 10, lr 0.1, trained for ``--batches`` mini-batches (the first
 ``batches x 10`` MNIST training images, one epoch; 500 test images for the evaluation) in each
 variant: the PCM pair and the 2 PCM + 3T1C unit cell with exact fast reads, the pair with
@@ -54,7 +54,7 @@ def variants(cal, chain=None) -> list[tuple[str, dict, bool]]:
 
 def run(name: str, kw: dict, audit: bool, data: Dataset, cal, out: Path, seed: int) -> dict:
     kw = dict(kw)
-    layer = replace(LayerConfig(r_wire=1.0, max_rows=256, max_cols=256, calibration=cal), **kw.pop("layer", {}))
+    layer = replace(LayerConfig(r_wire=1.0, max_rows=256, max_cols=128, calibration=cal), **kw.pop("layer", {}))
     cfg = replace(TrainConfig(hidden=(250,), epochs=1, lr=0.1, forward="fast", backward="fast", update="fast",
                               device="pcm", seed=seed, layer=layer), **kw)
     t0 = time.perf_counter()

@@ -226,6 +226,11 @@ def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     with pytest.raises(ParameterError, match="beyond the calibration.*--reads fast"):
         train(TrainConfig(epochs=1, forward="calibrated", backward="calibrated", layer=heavy), data,
               tmp_path / "run2", progress=False)
+    # arrays larger than every array the calibration was checked on: refused, naming the largest
+    small = Calibration(IRModel.physical(), errors=({"rows": 16, "cols": 16, "r_wire": 1.0, "cal_rmse": 1e-6},))
+    with pytest.raises(ParameterError, match=r"lies beyond the calibration \(largest 16x16 at 1 ohm\)"):
+        train(TrainConfig(epochs=1, forward="calibrated", backward="calibrated",
+                          layer=replace(cfg, calibration=small)), data, tmp_path / "run3", progress=False)
 
 
 def test_calibrated_reads_through_the_read_chain(rng):

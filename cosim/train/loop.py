@@ -33,7 +33,7 @@ import numpy as np
 from cosim.calibrate.bundle import content_digest
 from cosim.calibrate.montecarlo import MonteCarloRuns, check_accuracy_run, monte_carlo_accuracy
 from cosim.sim.files import RunLock, atomic_json, atomic_path, atomic_write
-from cosim.train.audit import AuditConfig, Auditor, read_audit_log, summarize_audit
+from cosim.train.audit import AuditConfig, Auditor, calibration_bound, read_audit_log, summarize_audit
 from cosim.train.data import Dataset
 from cosim.train.layers import READ_BACKENDS, IdealUpdate, LayerConfig, Updater
 from cosim.train.network import MLP
@@ -301,12 +301,24 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
 
 
 def _check_calibration_covers(net: MLP, cfg: TrainConfig, data: Dataset) -> None:
-    """Calibrated reads: one forward and one transposed read of every layer at the present
-    conductances, refused when an array's line loading lies beyond the calibration's range (the
-    model's fitted terms would be extrapolated from the first mini-batch on). Later states that
-    leave the range warn, as every calibrated read does."""
+    """Calibrated reads are refused before the first mini-batch on an array larger than every
+    array of the calibration, or (one forward and one transposed read of every layer at the
+    present conductances) whose line loading lies beyond the calibration's range: the model's
+    fitted terms would be extrapolated. Later states that leave the range warn, as every
+    calibrated read does."""
     if "calibrated" not in (cfg.forward, cfg.backward):
         return
+    lay = cfg.layer
+    for layer in net.layers:      # array shapes: the fit is an empirical one, held out on the sizes it saw
+        for t in layer.tiles:
+            rows, cols = t.g_plus.shape
+            _, source = calibration_bound(lay.calibration, rows, 2 * cols, lay.r_wire)
+            if source.startswith("beyond"):
+                raise ParameterError(
+                    f"a {rows} x {2 * cols} array (physical cells: a pair takes two columns) lies {source}: "
+                    "the IR model would be used where it was never checked. Tile on arrays the calibration "
+                    "covers (--max-rows / --max-cols, which counts weight columns), calibrate on this size "
+                    "(xbar calibrate --sizes ...), or read exactly (--reads fast)")
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="cheap IR model used at a line loading", category=RuntimeWarning)
         try:
