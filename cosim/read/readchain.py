@@ -200,11 +200,10 @@ class ReadChain:
             if self.access is not None:
                 raise ParameterError("the calibrated IR model describes arrays of plain cells, not 1T1R: read "
                                      "1T1R chains with the exact solver")
-            key = ("model", ir_model, transpose)
+            key = ("model", ir_model)      # one matrix per state serves both directions
             if key not in self._geff:
-                W = ir_model.physical_weights(self.G, self.spec.r_row, self.spec.r_col)
-                self._geff[key] = W.T.copy() if transpose else W
-            return self._geff[key]
+                self._geff[key] = ir_model.physical_weights(self.G, self.spec.r_row, self.spec.r_col)
+            return self._geff[key].T if transpose else self._geff[key]
         key = (transpose, polarity if (self.access is not None and not transpose) else 1)
         if key not in self._geff:
             G = self.G
