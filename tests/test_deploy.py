@@ -56,6 +56,9 @@ def test_weights_from_an_npz_and_bad_input(tmp_path):
              b1=np.zeros(10))
     W = load_weights(tmp_path / "w.npz")
     assert [w.shape for w in W] == [(65, 16), (17, 10)]
+    capped = deploy(W, DeployConfig(max_rows=32, max_cols=8, max_pulses=5), tmp_path / "capped")
+    assert all(layer["pulses_per_device_max"] <= 5 for layer in capped["layers"])
+    assert sum(layer["not_converged"] for layer in capped["layers"]) > 0      # reported, not hidden
     dep = deploy(W, DeployConfig(max_rows=32, max_cols=8), tmp_path / "d")
     assert dep["tiles"] == [6, 2] and len(load_deployed(tmp_path / "d").states) == 2
     np.savez(tmp_path / "bad.npz", W0=np.ones((4, 3)), W1=np.ones((5, 2)))

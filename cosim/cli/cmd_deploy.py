@@ -27,7 +27,8 @@ def _say(message: str) -> None:
 
 
 def cmd_deploy(args) -> int:
-    cfg = DeployConfig(device=args.device, tol=args.tol, max_rounds=args.max_rounds, program=args.program,
+    cfg = DeployConfig(device=args.device, tol=args.tol, max_rounds=args.max_rounds, max_pulses=args.max_pulses,
+                       program=args.program,
                        w_max=args.w_max, max_rows=args.max_rows, max_cols=args.max_cols, r_wire=args.r_wire,
                        seed=args.seed)
     table = None
@@ -94,6 +95,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", choices=device_names(), default=d.device, help=f"device (default {d.device})")
     p.add_argument("--tol", type=positive_float_arg, default=d.tol, help=f"write-verify tolerance [S] (default {d.tol:g})")
     p.add_argument("--max-rounds", type=positive_int_arg, default=d.max_rounds, help="write-verify rounds")
+    p.add_argument("--max-pulses", type=positive_int_arg, default=None,
+                   help="most pulses a device may take (default: no cap; a device that runs out is reported off "
+                        "target)")
     p.add_argument("--program", choices=["fast", "table", "spice"], default=d.program,
                    help="program on the device twin (fast), its step table fitted to SPICE (table, with "
                         "--device-table), or with pulse trains in ngspice")

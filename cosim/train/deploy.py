@@ -48,7 +48,8 @@ class DeployConfig:
     """How weights become programmed arrays.
 
     device: registry name (its conductance range is the mapping's); tol: write-verify
-    tolerance [S]; max_rounds: write-verify rounds; program: ``"fast"`` (the device twin),
+    tolerance [S]; max_rounds: write-verify rounds; max_pulses: most pulses a device may take
+    (None: no cap); program: ``"fast"`` (the device twin),
     ``"table"`` (the device's step table fitted to SPICE, with its spread) or ``"spice"`` (pulse
     trains in ngspice); w_max: weight of a full pair (None: the largest |weight| of each layer);
     max_rows, max_cols, r_wire: the arrays the layers are tiled on; seed: the step table's spread.
@@ -57,6 +58,7 @@ class DeployConfig:
     device: str = "pcm"
     tol: float = 0.3e-6
     max_rounds: int = 20
+    max_pulses: int | None = None
     program: str = "fast"
     w_max: float | None = None
     max_rows: int = 64
@@ -71,6 +73,8 @@ class DeployConfig:
                                  f"or 'spice', got {self.program!r}")
         if not (self.tol > 0 and math.isfinite(self.tol)) or self.max_rounds < 1:
             raise ParameterError(f"need tol > 0 and max_rounds >= 1, got {self.tol} and {self.max_rounds}")
+        if self.max_pulses is not None and (isinstance(self.max_pulses, bool) or self.max_pulses < 1):
+            raise ParameterError(f"max_pulses must be an integer >= 1 or None, got {self.max_pulses!r}")
         if self.max_rows < 2 or self.max_cols < 1 or self.r_wire < 0:
             raise ParameterError("max_rows >= 2, max_cols >= 1 and r_wire >= 0 are needed")
 
@@ -137,7 +141,8 @@ def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *,
                 s0 = programmed.reset(np.zeros(target.shape)) if hasattr(programmed, "reset") else \
                     programmed.from_conductance(np.full(target.shape, lc.mapping.g_min))
                 res[side] = write_verify(programmed, s0, target, tol=cfg.tol, max_rounds=cfg.max_rounds,
-                                         backend=backend, r_wire=cfg.r_wire, record=True)
+                                         backend=backend, r_wire=cfg.r_wire, record=True,
+                                         max_pulses=cfg.max_pulses)
                 # the device states that give the programmed conductances (a table's state is its conductance)
                 arrays[f"state_{side}{k}"] = device.from_conductance(res[side].conductance) if table is not None \
                     else res[side].states

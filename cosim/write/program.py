@@ -141,7 +141,8 @@ class VerifyResult:
 
 def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, *, tol: float,
                  max_rounds: int = 20, backend: str = "fast", shape: PulseShape | None = None,
-                 r_wire: float = 0.0, engine: Engine | None = None, record: bool = False) -> VerifyResult:
+                 r_wire: float = 0.0, engine: Engine | None = None, record: bool = False,
+                 max_pulses: int | None = None) -> VerifyResult:
     """Program ``target_g`` [S] by rounds of read, pulse, read again.
 
     Each round reads every cell, estimates how many SET pulses would bring each cell still
@@ -151,7 +152,8 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
     within ``tol`` or cannot move any further. A cell above its target by more than ``tol`` is
     RESET first on SET-only devices (those with a ``reset``) and programmed up again; bipolar
     devices take pulses of the opposite polarity instead. ``record``: keep each round's verify
-    read, RESETs and pulse counts (:attr:`VerifyResult.program`).
+    read, RESETs and pulse counts (:attr:`VerifyResult.program`). ``max_pulses``: no device gets
+    more pulses than this in all (it stays where it is, unconverged).
     """
     shape = shape or PulseShape()
     s = np.asarray(states, float).copy()
@@ -161,6 +163,8 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
         raise ParameterError(f"targets must have the array's shape {s.shape} and lie in the device range "
                              f"[{lo:g}, {hi:g}] S")
     check_positive("tol", tol)
+    if max_pulses is not None and (isinstance(max_pulses, bool) or int(max_pulses) != max_pulses or max_pulses < 1):
+        raise ParameterError(f"max_pulses must be an integer >= 1 or None, got {max_pulses!r}")
     pulses = 0
     rounds = 0
     cell_pulses = np.zeros(s.shape, int)
@@ -170,6 +174,8 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
         g = device.conductance(s)
         g_read = g
         over = g > target + tol
+        if max_pulses is not None:               # a device without pulses left is not RESET either
+            over &= cell_pulses < max_pulses
         reset = over & resettable
         if over.any() and resettable:            # SET-only: start those cells again from RESET
             s = np.where(over, device.reset(s), s)
@@ -189,6 +195,9 @@ def write_verify(device: DeviceModel, states: np.ndarray, target_g: np.ndarray, 
             n_dn = np.floor((g - target) / np.where(dn > 0, dn, np.inf) + 0.5)
         n = np.where(below & (up > 0), np.maximum(n_up, 1), n)
         n = np.where(over & (dn > 0), -np.maximum(n_dn, 1), n).astype(int)
+        if max_pulses is not None:               # each device's budget of pulses
+            left = np.maximum(max_pulses - cell_pulses, 0)
+            n = np.sign(n) * np.minimum(np.abs(n), left)
         if record and (n.any() or reset.any()):
             log.append((g_read, reset, n))
         if not n.any():
