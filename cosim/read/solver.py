@@ -290,12 +290,12 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 BALANCE_TOL = 1e-7
 
 
-def _unbalanced(i_rd: np.ndarray, i_cs: np.ndarray) -> np.ndarray:
-    """Per vector: the currents into the row ends and the column ends do not cancel to
-    BALANCE_TOL of their magnitude (or are not finite)."""
+def _balance(i_rd: np.ndarray, i_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per vector: whether the currents into the row ends and the column ends fail to cancel to
+    BALANCE_TOL of their magnitude (or are not finite), the imbalance [A] and the magnitude [A]."""
     imbalance = np.abs(i_rd.sum(axis=0) + i_cs.sum(axis=0))
     scale = np.abs(i_rd).sum(axis=0) + np.abs(i_cs).sum(axis=0)
-    return ~np.isfinite(imbalance) | (imbalance > BALANCE_TOL * np.maximum(scale, 1e-300))
+    return ~np.isfinite(imbalance) | (imbalance > BALANCE_TOL * np.maximum(scale, 1e-300)), imbalance, scale
 
 
 #: Cell-vectors per chunk below which CrossbarSolver solves the chunks on the calling thread.
@@ -412,7 +412,7 @@ class CrossbarSolver:
                 return (self.gr[:, 0][:, None] * (xR[:, 0] - v_rd)).T
             return np.einsum("ij,ijr->rj", G, xR) - (G.sum(0)[:, None] * v_cs).T
         i_rd, i_cs = self._coupled(v_rd, v_cs)                  # into the row ends (N, batch), column ends (P, batch)
-        bad = _unbalanced(i_rd, i_cs)
+        bad = _balance(i_rd, i_cs)[0]
         if bad.any() and np.isfinite(i_rd).all() and np.isfinite(i_cs).all():
             # CG met its residual but the currents do not balance to BALANCE_TOL yet (an ill-
             # conditioned drive, e.g. one column of a wide array): those vectors once more, tighter
@@ -424,10 +424,8 @@ class CrossbarSolver:
         """Refuse an answer that does not conserve current: every row solve is exact, so what
         flows in at the row ends flows out at the column ends unless CG stopped short (the
         imbalance is the sum of the column nodes' residuals)."""
-        bad = _unbalanced(i_rd, i_cs)
+        bad, imbalance, scale = _balance(i_rd, i_cs)
         if bad.any():
-            imbalance = np.abs(i_rd.sum(axis=0) + i_cs.sum(axis=0))
-            scale = np.abs(i_rd).sum(axis=0) + np.abs(i_cs).sum(axis=0)
             k = int(np.argmax(bad))
             raise SolverError(f"CrossbarSolver: the solution of input vector {k} does not conserve current (imbalance "
                               f"{imbalance[k]:.3g} A of {scale[k]:.3g} A); it is not returned: use the spice backend")

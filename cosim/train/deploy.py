@@ -127,6 +127,7 @@ def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *,
                              "FILE), and a step table needs program='table'")
     programmed = device if table is None else TableDevice(device, table, np.random.default_rng(cfg.seed))
     backend = "fast" if cfg.program == "table" else cfg.program
+    g_lo, g_hi = np.sort(programmed.to_conductance(np.array(programmed.state_range, float)))
     with RunLock(out, "deploy"):
         t0 = time.perf_counter()
         arrays, layers, rows = {}, [], []
@@ -134,7 +135,6 @@ def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *,
             lc = _layer_cfg(cfg, W)
             gp_t, gm_t, scale = to_conductances(W, lc.mapping)
             # g_min + w_max / scale can land one rounding step past g_max: hold it in the device range
-            g_lo, g_hi = np.sort(programmed.to_conductance(np.array(programmed.state_range, float)))
             gp_t, gm_t = np.clip(gp_t, g_lo, g_hi), np.clip(gm_t, g_lo, g_hi)
             res = {}
             for side, target in (("plus", gp_t), ("minus", gm_t)):

@@ -359,13 +359,7 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
             bar.close()
     if stopped:
         return {"stopped": True, "epoch": st.epoch, "batch": st.batch}
-    metrics = _finish(cfg, data, net, soft, st, out_dir)
-    if auditor is not None and auditor.path.exists():
-        records = read_audit_log(auditor.path)
-        metrics["audit"] = summarize_audit(records)
-        plot_audit(records, out_dir / "audit.png")
-        atomic_json(out_dir / "metrics.json", {k: v for k, v in metrics.items() if k != "out_dir"}, indent=2,
-                    default=str)
+    metrics = _finish(cfg, data, net, soft, st, out_dir, auditor)
     if monte_carlo is not None:
         mc = monte_carlo_accuracy(net, data.X_test, data.y_test, monte_carlo.variation, runs=monte_carlo.runs,
                                   seed=monte_carlo.seed, backend=cfg.forward)
@@ -431,12 +425,17 @@ def _end_epoch(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State,
     st.batch = 0
 
 
-def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, out_dir: Path) -> dict:
+def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, out_dir: Path,
+            auditor: Auditor | None = None) -> dict:
     last = st.history[-1]
     metrics = {"config": cfg.record(), "data": data.name, "n_train": int(len(data.y_train)),
                "n_test": int(len(data.y_test)), "history": st.history,
                "final": {k: last[k] for k in ("test_accuracy", "software_test_accuracy", "same_predictions")},
                "seconds": st.times, "transfers": st.transfers}
+    if auditor is not None and auditor.path.exists():
+        records = read_audit_log(auditor.path)
+        metrics["audit"] = summarize_audit(records)
+        plot_audit(records, out_dir / "audit.png")
     atomic_json(out_dir / "metrics.json", metrics, indent=2, default=str)
     net_dir = out_dir / "netlists"
     net_dir.mkdir(exist_ok=True)
