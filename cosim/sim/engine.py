@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -44,6 +44,9 @@ from cosim.sim.shared import SharedEngine
 from models.errors import ParameterError
 
 __all__ = ["Engine", "ngspice_version", "default_workers", "SubprocessEngine", "SharedEngine", "make_engine"]
+
+#: How often [s] the main thread wakes while worker threads run decks, so that signals are handled.
+SIGNAL_POLL_S = 0.1
 
 # ----------------------------------------------------------------------------------------------
 # The interface
@@ -285,9 +288,14 @@ class SubprocessEngine:
         more starts; the threads are joined before the interrupt goes on."""
         pool = ThreadPoolExecutor(max_workers=min(self.workers, n))
         try:
-            futures = [pool.submit(one, i) for i in range(n)]
-            for f in futures:
-                f.result()
+            pending = {pool.submit(one, i) for i in range(n)}
+            while pending:
+                # a timed wait: a SIGINT / SIGTERM the kernel hands to a worker thread only runs its
+                # handler when the main thread next runs Python, which an untimed wait would delay
+                # until the deck in flight finished
+                done, pending = wait(pending, timeout=SIGNAL_POLL_S, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    f.result()
         except BaseException:
             self.kill_all()
             pool.shutdown(wait=True, cancel_futures=True)

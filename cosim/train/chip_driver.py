@@ -209,6 +209,16 @@ def _tile_reads(folder: Path, net: dict, k: int, codes: np.ndarray, work: Path, 
     return jobs
 
 
+def _result(future):
+    """A future's result, waiting in short steps: a signal the kernel hands to a worker thread is
+    handled only when the main thread runs Python again."""
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except TimeoutError:
+            continue
+
+
 def _layers(folder: Path, net: dict, h: np.ndarray, n: int, work: Path, jobs: int, ngspice: str, say,
             t0: float) -> np.ndarray:
     """Every layer in turn: its reads in ngspice, then the digital side; the last layer's logits."""
@@ -219,7 +229,7 @@ def _layers(folder: Path, net: dict, h: np.ndarray, n: int, work: Path, jobs: in
             z = np.zeros((n, layer["n_out"]))
             futures = _tile_reads(folder, net, k, codes, work, pool, ngspice)
             for j, f in enumerate(futures, 1):
-                tile, lo, out = f.result()
+                tile, lo, out = _result(f)
                 hi = min(lo + out.shape[0], n)
                 z[lo:hi, tile["outputs"][0]:tile["outputs"][1]] += out[:hi - lo]
                 say(f"layer {k}: {j}/{len(futures)} reads done ({time.perf_counter() - t0:.0f} s)")
