@@ -32,7 +32,9 @@ from netlists.readchain import PeripheryConfig
 # name: (reads, update, device, r_wire [ohm], epochs[, options]); options: cell ("pair" or
 # "2pcm3t1c"), periphery (True: reads through the default read chain with 8-bit DACs and ADCs),
 # calibration (True: LayerConfig.calibration; with periphery, the chain's fitted transfer),
-# device_table (True: the device's step table from the calibration's block fits).
+# device_table (True: the device's step table from the calibration's block fits), autorange (the
+# chain sized for the whole worst case, full_scale 1, each tile picking its gain from that many
+# binary capacitor steps: LayerConfig.chain_autorange).
 ROWS = {
     "ideal-reads-ideal-device": ("ideal", "ideal", None, 0.0, 10),
     "spice-reads-ideal-device": ("spice", "ideal", None, 0.0, 10),
@@ -44,6 +46,9 @@ ROWS = {
     "chain-reads-1ohm-ideal-device": ("fast", "ideal", None, 1.0, 10, {"periphery": True}),
     "chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True}),
     "chain-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10, {"cell": "2pcm3t1c", "periphery": True}),
+    "autorange-chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True, "autorange": 8}),
+    "autorange-chain-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10,
+                                            {"cell": "2pcm3t1c", "periphery": True, "autorange": 8}),
     "calibrated-reads-1ohm-pcm-pair": ("calibrated", "fast", "pcm", 1.0, 10, {"calibration": True}),
     "fitted-chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True, "calibration": True}),
     "fast-reads-1ohm-pcm-step-table": ("fast", "fast", "pcm", 1.0, 10, {"device_table": True}),
@@ -51,10 +56,11 @@ ROWS = {
 }
 
 
-def chain_config() -> PeripheryConfig:
+def chain_config(autorange: int = 0) -> PeripheryConfig:
     """The read chain of the table: 8-bit PWM DACs, macro op-amp integrators sized per tile so
-    that 30 % of the worst-case charge fills the ADC, ideal 8-bit ADCs."""
-    return PeripheryConfig(full_scale=0.3)
+    that 30 % of the worst-case charge fills the ADC (autoranging: all of it, the gain steps
+    find the range), ideal 8-bit ADCs."""
+    return PeripheryConfig(full_scale=1.0 if autorange else 0.3)
 
 
 def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
@@ -66,10 +72,12 @@ def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
             raise SystemExit(f"row {name} needs the fits of `xbar calibrate`: {calibration} does not exist "
                              "(run `xbar calibrate`, or pass --calibration)")
         cal = load_calibration(calibration)
-    periphery = chain_config() if opt.get("periphery") else None
+    autorange = opt.get("autorange", 0)
+    periphery = chain_config(autorange) if opt.get("periphery") else None
     fitted = bool(opt.get("calibration"))
     layer = LayerConfig(r_wire=r, periphery=periphery, calibration=cal.ir if fitted else None,
-                        periphery_fit=cal.periphery_fit(periphery) if fitted and periphery else None)
+                        periphery_fit=cal.periphery_fit(periphery) if fitted and periphery else None,
+                        chain_autorange=autorange)
     cfg = TrainConfig(epochs=epochs, forward=reads, backward=reads, update=update, device=device or "pcm",
                       layer=layer, seed=seed, unit_cell=opt.get("cell", "pair"),
                       device_table=cal.step_table(device, PulseShape()) if opt.get("device_table") else None)
@@ -78,7 +86,7 @@ def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
     f = m["final"]
     kind = opt.get("cell", "pair") if device else "ideal"
     reads_txt = reads + (" + fitted chain" if opt.get("periphery") and opt.get("calibration") else
-                         " + chain" if opt.get("periphery") else "")
+                         " + autoranging chain" if autorange else " + chain" if opt.get("periphery") else "")
     update_txt = update + (" (step table)" if opt.get("device_table") else "")
     return {"run": name, "reads": reads_txt, "update": update_txt,
             "device": device or "ideal", "cell": kind, "r_wire": r,

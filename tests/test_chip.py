@@ -123,3 +123,24 @@ def test_an_in_situ_trained_pair_run_exports_and_a_software_run_is_sent_to_deplo
           progress=False)
     with pytest.raises(ParameterError, match="xbar deploy"):
         export_chip(tmp_path / "soft", tmp_path / "chip2", data)
+
+
+def test_an_autoranging_run_exports_with_its_trained_gains(tmp_path):
+    """The chip folder of a run whose read chains ranged themselves: each deck's capacitor is the
+    worst-case one over 2^k with the run's k, and ngspice agrees with the fast backend at it."""
+    from cosim.train.layers import LayerConfig
+    data = load_digits_split()
+    layer = LayerConfig(adc_bits=None, periphery=PeripheryConfig(), chain_autorange=8)
+    train(TrainConfig(epochs=1, hidden=(8,), forward="fast", backward="fast", layer=layer), data,
+          tmp_path / "ranged", progress=False)
+    k = int(np.load(tmp_path / "ranged" / "checkpoint.npz")["gains0"][0, 0])
+    assert k > 0
+    export_chip(tmp_path / "ranged", tmp_path / "chip", data, images=2, chunk=2)
+    net = json.loads((tmp_path / "chip" / "network.json").read_text())
+    worst = export_chip(tmp_path / "ranged", tmp_path / "chip0", data, images=2, chunk=2,
+                        periphery=PeripheryConfig())      # another chain: sized for the worst case
+    net0 = json.loads((tmp_path / "chip0" / "network.json").read_text())
+    c, c0 = (n["layers"][0]["tiles"][0]["c_int_F"] for n in (net, net0))
+    assert c == pytest.approx(c0 / 2 ** k) and worst["decks"] == 2
+    r = chip_driver.run_network(tmp_path / "chip", jobs=2, say=lambda m: None)
+    assert r["images"] == 2 and r["agreement"] == 1.0

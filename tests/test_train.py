@@ -199,6 +199,62 @@ def test_training_with_the_periphery_chain_learns(tmp_path):
     assert m["config"]["layer"]["periphery"]["adc"]["bits"] == 10
 
 
+def test_autoranging_read_chain(rng, engine):
+    """The capacitor bank: a first read ranges up from the worst-case size until its largest code
+    is at about half the range, clipping lowers the gain and reads again, unused bits raise it;
+    the ranged read is the same analog value with finer LSBs, in the twin and in ngspice."""
+    from cosim.train.layers import RANGE_CREEP, ranged_read
+
+    cfg = _chain_cfg(bits=8, full_scale=1.0, r_wire=1.0, max_rows=40, max_cols=8, chain_autorange=10)
+    layer = AnalogLayer(rng.uniform(-0.3, 0.3, (39, 8)), cfg, engine=engine)
+    t, x = layer.tiles[0], rng.uniform(0, 0.2, (4, 40))         # small inputs: the worst case is far away
+    chain = t.read_chain(cfg, engine)
+    worst = chain.read_values(x, backend="fast")
+    assert chain.code_use(worst)[0] < 0.05                      # a few codes of the worst-case size
+    gains: dict = {}
+    res = ranged_read(chain, gains, "k", x, False, 10, backend="fast")
+    k = gains["k"]
+    peak, clipped = chain.code_use(res)
+    assert k >= 3 and clipped == 0 and RANGE_CREEP <= peak <= 1
+    assert chain.with_gain(k).config.integrator.c_int == pytest.approx(chain.config.integrator.c_int / 2 ** k)
+    assert chain.with_gain(k)._geff is chain._geff                # one transfer serves every gain
+    # the same currents, to the finer LSB
+    assert np.abs(res.decoded - worst.decoded).max() <= chain.lsb_current()
+    assert np.abs(res.decoded - worst.decoded).max() > 0
+    assert np.abs(res.decoded - chain.read_values(x, backend="fast").decoded).max() <= chain.lsb_current()
+    # 5x larger inputs clip at step k: one step down, read again, nothing clipped
+    big = np.clip(5 * x, 0, 1)
+    res = ranged_read(chain, gains, "k", big, False, 10, backend="fast")
+    assert gains["k"] < k and chain.code_use(res)[1] == 0
+    # a read at a quarter of the range raises the gain for the next one; adapt=False keeps it
+    held = gains["k"]
+    ranged_read(chain, gains, "k", big / 8, False, 10, backend="fast", adapt=False)
+    assert gains["k"] == held
+    ranged_read(chain, gains, "k", big / 8, False, 10, backend="fast")
+    assert gains["k"] == held + 1
+    # ngspice at the ranged gain gives the twin's codes within one
+    s = ranged_read(chain, gains, "k", x[:1], False, 10, backend="spice", adapt=False)
+    f = ranged_read(chain, gains, "k", x[:1], False, 10, backend="fast", adapt=False)
+    assert np.abs(s.codes - f.codes).max() <= 1
+    with pytest.raises(ParameterError, match="chain_autorange"):
+        LayerConfig(chain_autorange=4)                           # without periphery
+
+
+def test_autoranging_training_resumes_to_the_same_result(tmp_path):
+    data = _small(load_digits_split())
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5,
+                      layer=_chain_cfg(bits=8, full_scale=1.0, r_wire=1.0, chain_autorange=8))
+    full = train(cfg, data, tmp_path / "full", progress=False)
+    part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)
+    resumed = train(cfg, data, tmp_path / "cut", progress=False)
+    assert part["stopped"] and resumed["history"] == full["history"]
+    ck = np.load(tmp_path / "full" / "checkpoint.npz")
+    assert ck["gains0"].shape == (1, 4) and ck["gains0"][0, 0] > 0     # the first layer: forward reads only
+    assert ck["gains1"][0, 0] > 0 and ck["gains1"][0, 1] > 0            # the second: both directions ranged up
+    worst = train(replace(cfg, layer=replace(cfg.layer, chain_autorange=0)), data, tmp_path / "worst", progress=False)
+    assert full["final"]["test_accuracy"] > worst["final"]["test_accuracy"]
+
+
 def test_calibrated_reads_in_a_layer_and_the_cli(tmp_path, rng):
     """The cheap IR-drop model as a read backend of the training loop: close to the exact solve,
     cheaper, and refused with a clear error when no calibration is given."""

@@ -29,7 +29,7 @@ TRAIN_FIELDS = ("hidden", "epochs", "batch_size", "lr", "seed", "update", "devic
                 "checkpoint_every", "unit_cell", "transfer_every", "gain_f")
 
 
-LAYER_FIELDS = ("r_wire", "v_read", "out_bound", "max_rows", "max_cols")
+LAYER_FIELDS = ("r_wire", "v_read", "out_bound", "max_rows", "max_cols", "chain_autorange")
 
 
 
@@ -108,6 +108,9 @@ def audit_text(s: dict) -> str:
             f"{s['audit_seconds']:.1f} s, every {s['every_last']} mini-batches at the end)\n"
             f"  fast - ngspice, fraction of full scale: RMS median {s['rms_error_fs_median']:.2e}, RMS worst "
             f"{s['rms_error_fs_max']:.2e}, largest {s['max_error_fs_max']:.2e}\n"
+            + ("" if s.get("analog_rms_error_fs_median") is None else
+               f"  before the converters: RMS median {s['analog_rms_error_fs_median']:.2e}, "
+               f"RMS worst {s['analog_rms_error_fs_max']:.2e}\n") +
             f"  digitised outputs that differ: {diff}; predictions unchanged with ngspice outputs: {same}\n"
             f"  audits over twice their bound: {s['over_twice_bound']}")
 
@@ -199,6 +202,11 @@ def train_parser(sub) -> None:
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
                    help="fast and spice reads through DACs, integrators and ADCs (a read-chain config, see "
                         "xbar periphery --write-config); --adc-bits and --out-bound then do not apply")
+    p.add_argument("--chain-autorange", type=nonneg_int_arg, default=None, metavar="STEPS",
+                   help="with --periphery: each tile and read direction picks its integrator gain from a bank of "
+                        "STEPS binary capacitor steps below the worst-case size, from its own codes (lower on "
+                        "clipping, higher when the top two bits go unused); 0: the worst-case size only "
+                        "(default 0; 8 suits 256-row MNIST tiles)")
     p.add_argument("--mc-runs", type=nonneg_int_arg, default=0, metavar="N",
                    help="after training: test accuracy over N sampled hardware instances (Monte Carlo)")
     p.add_argument("--mc-d2d-sigma", type=float, default=0.1,

@@ -45,8 +45,9 @@ charge within half an LSB of 0 whatever the op-amp offset, and windows without a
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -278,6 +279,42 @@ class ReadChain:
                               "models it; lower v_read or the line conductance, or raise i_bias / w_sink",
                               cfg.range_check)
         return out
+
+    def with_gain(self, k: int) -> "ReadChain":
+        """This chain with its integrator capacitor divided by ``2**k`` (``k`` >= 0): one step of
+        a binary capacitor bank, the gain an autoranging read picks
+        (:func:`cosim.train.layers.ranged_read`). It shares this chain's array transfer (the
+        capacitor does not change it) and runs no range check: a ranged read sees clipping in
+        its codes (:meth:`code_use`). The reset time follows the smaller capacitor."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ParameterError(f"the gain step must be an integer >= 0, got {k!r}")
+        if k == 0:
+            return self
+        new = copy.copy(self)           # shares the transfer and on-resistance caches
+        integ = self.config.integrator
+        new.config = replace(self.config, integrator=replace(integ, c_int=integ.c_int / 2 ** int(k)))
+        new.timing = chain_timing(new.config)
+        return new
+
+    def code_limits(self) -> tuple[int, int]:
+        """The lowest and highest code the converters give (a fitted chain: the codes it reached
+        in SPICE)."""
+        lo, hi = 0, self.config.adc.n_codes - 1
+        if self.fit is not None:
+            lo = lo if self.fit.code_lo < 0 else self.fit.code_lo
+            hi = hi if self.fit.code_hi < 0 else self.fit.code_hi
+        return lo, hi
+
+    def code_use(self, result: ReadResult) -> tuple[float, float]:
+        """How much of its converters a read used: the largest ``|code - mid code|`` as a fraction
+        of the smaller half range, and the fraction of raw codes at an end of the range
+        (clipped: the charge may have been larger). Only codes, as the chip's digital side
+        would see them."""
+        lo, hi = self.code_limits()
+        mid = self.mid_code()
+        half = max(1, min(mid - lo, hi - mid))
+        c = np.asarray(result.adc_codes)
+        return float(np.abs(c - mid).max() / half), float(np.mean((c <= lo) | (c >= hi)))
 
     def mid_code(self) -> int:
         """The code of the integrator's start voltage (0 V unless the op-amp has an offset; the

@@ -66,7 +66,7 @@ def _marked(deck: str) -> str:
 
 def _tile_record(layer: AnalogLayer, t, codes: np.ndarray, chunk: int, name: str) -> tuple[dict, str]:
     """One tile's entry of network.json and its deck (the first ``chunk`` images)."""
-    chain: ReadChain = t.read_chain(layer.cfg)
+    chain: ReadChain = t.read_chain(layer.cfg).with_gain(t.gains.get(("main", False), 0))   # a trained gain step
     pc = chain.config
     first = np.zeros((chunk, codes.shape[1]), np.int64)
     m = min(chunk, codes.shape[0])
@@ -110,14 +110,20 @@ def _network(run: Path, periphery: PeripheryConfig | None) -> tuple[list[AnalogL
                              "scale per layer")
     pc = periphery if periphery is not None else (
         PeripheryConfig.from_dict(lay["periphery"]) if lay["periphery"] else PeripheryConfig())
+    # an autoranging run's chains keep the gain steps they trained with (its own chain only)
+    ranged = periphery is None and lay["periphery"] and lay.get("chain_autorange", 0)
     lc = LayerConfig(mapping=MappingSpec(**lay["mapping"]), r_wire=lay["r_wire"], v_read=lay["v_read"],
-                     max_rows=lay["max_rows"], max_cols=lay["max_cols"], bias=lay["bias"], periphery=pc)
+                     max_rows=lay["max_rows"], max_cols=lay["max_cols"], bias=lay["bias"], periphery=pc,
+                     chain_autorange=lay["chain_autorange"] if ranged else 0)
     layers = []
     with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
         for k in range(len([f for f in z.files if f.startswith("gp")])):
             gp, gm = z[f"gp{k}"], z[f"gm{k}"]
             layer = AnalogLayer(np.zeros((gp.shape[0] - lay["bias"], gp.shape[1])), lc)
             layer.set_conductances(gp, gm)
+            if ranged and f"gains{k}" in z.files:
+                layer.set_range_state(z[f"gains{k}"])
+                layer.adapt_gains = False
             layers.append(layer)
     return layers, cfg["device"], pc
 

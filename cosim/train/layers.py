@@ -44,6 +44,15 @@ from netlists.crossbar import CrossbarSpec, interleave
 from netlists.readchain import PeripheryConfig, full_scale_volt_seconds
 
 READ_BACKENDS = ("software", "ideal", "fast", "spice", "calibrated")
+#: Largest capacitor bank of the autoranging read chain (binary steps: 2^16 : 1).
+MAX_AUTORANGE = 16
+#: Autoranging: a tile's first read puts its largest code at this fraction of the half range
+#: (one bit left for growth) ...
+RANGE_TARGET = 0.5
+#: ... and a later read whose largest code stays below this fraction raises the gain one step.
+RANGE_CREEP = 0.25
+#: The gain keys of a tile, in checkpoint order: (array, transposed).
+GAIN_KEYS = (("main", False), ("main", True), ("lsp", False), ("lsp", True))
 #: The backends that read through ``LayerConfig.periphery`` when a layer has one.
 CHAIN_BACKENDS = ("fast", "spice", "calibrated")
 
@@ -87,6 +96,11 @@ class LayerConfig:
         (:meth:`cosim.calibrate.bundle.CalibrationSet.periphery_fit`), replacing the integrator
         and ADC twins in the ``fast`` chain reads, carried over to each tile's capacitor and
         column loads; ``spice`` reads simulate the circuit as before.
+    chain_autorange : int
+        With ``periphery``: 0 sizes each tile's integrator capacitor once, for the worst case
+        (:func:`periphery_for_tile`); ``n`` > 0 lets every tile and read direction pick its gain
+        from a bank of ``n`` binary capacitor steps below that, from the codes of its own reads
+        (:func:`ranged_read`).
     """
 
     mapping: MappingSpec = field(default_factory=lambda: MappingSpec(w_max=4.0))
@@ -100,6 +114,7 @@ class LayerConfig:
     periphery: PeripheryConfig | None = None
     calibration: Calibration | IRModel | None = None
     periphery_fit: PeripheryFit | None = None
+    chain_autorange: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.r_wire, bool) or not (np.isfinite(self.r_wire) and self.r_wire >= 0):
@@ -124,6 +139,12 @@ class LayerConfig:
                 raise ParameterError(f"periphery_fit must be a PeripheryFit, got {type(self.periphery_fit).__name__}")
             if self.periphery is None:
                 raise ParameterError("periphery_fit replaces the integrator and ADC of a read chain: it needs periphery")
+        a = self.chain_autorange
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not 0 <= a <= MAX_AUTORANGE:
+            raise ParameterError(f"chain_autorange must be an integer in 0..{MAX_AUTORANGE} (binary capacitor steps), "
+                                 f"got {a!r}")
+        if a and self.periphery is None:
+            raise ParameterError("chain_autorange sets the gain of a read chain: it needs periphery")
 
     @property
     def ir_model(self) -> IRModel | None:
@@ -150,6 +171,7 @@ class Tile:
     _xbar: Crossbar | None = None
     _chain: object = None
     out_offset: np.ndarray | None = None    # forward-read offset per weight column [A] (Monte Carlo)
+    gains: dict = field(default_factory=dict)   # autoranging: capacitor step per (array, transposed)
 
     def spec(self, cfg: LayerConfig) -> CrossbarSpec:
         return CrossbarSpec(rows=self.g_plus.shape[0], cols=self.g_plus.shape[1], cell="diff",
@@ -184,6 +206,45 @@ def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, g_rang
         warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
         return ReadChain(spec, G, sized, engine=engine, fit=fit)
+
+
+def ranged_read(chain: ReadChain, gains: dict, key, x: np.ndarray, transpose: bool, steps: int, *,
+                adapt: bool = True, **read_kw):
+    """A read of ``chain`` (sized for the worst case) at the gain its tile and direction hold in
+    ``gains[key]``: the capacitor divided by ``2**k`` (:meth:`ReadChain.with_gain`), ``k`` in
+    0..``steps``. Autoranging from the codes alone, as a chip's digital side can do it:
+
+    - the first read of a key starts at ``k = 0`` and raises ``k`` until its largest code sits at
+      about ``RANGE_TARGET`` of the half range, reading again after each step;
+    - a read with clipped codes lowers ``k`` one step and reads again (never back up within the
+      read), so no result is clipped unless ``k = 0`` clips (the worst-case sizing);
+    - a read whose largest code stays below ``RANGE_CREEP`` of the half range raises ``k`` one
+      step for the next read.
+
+    ``adapt=False`` reads at the held gain and changes nothing (the audit's reads).
+    Returns the :class:`ReadResult`; ``gains[key]`` holds the new step.
+    """
+    k = gains.get(key)
+    ranging = k is None
+    k = 0 if ranging else int(k)
+    if not adapt:
+        return chain.with_gain(k).read_values(x, transpose=transpose, **read_kw)
+    ceiling = steps
+    for _ in range(2 * steps + 2):          # each pass lowers the ceiling or moves k towards it
+        res = chain.with_gain(k).read_values(x, transpose=transpose, **read_kw)
+        peak, clipped = chain.code_use(res)
+        if clipped > 0 and k > 0:
+            ceiling = k = k - 1
+            continue
+        up = int(np.floor(np.log2(RANGE_TARGET / max(peak, 1e-9)))) if ranging else 0
+        if up > 0 and k < ceiling:
+            k = min(ceiling, k + up)
+            continue
+        break
+    if not ranging and clipped == 0 and peak < RANGE_CREEP and k < steps:
+        k += 1
+    gains[key] = k
+    return res
 
 
 def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float, *, g_offset: float = 0.0):
@@ -265,6 +326,7 @@ class AnalogLayer:
         self.tiles = [Tile(r, c, gp[r, c].copy(), gm[r, c].copy())
                       for r, c in tile_slices(self.n_in, self.n_out, cfg.max_rows, cfg.max_cols)]
         self.W_soft = W.copy()      # used only by the "software" backend
+        self.adapt_gains = True     # autoranging chains: reads move the gains (False: held, e.g. an export)
 
     # -- state --------------------------------------------------------------------------------
     def weights(self) -> np.ndarray:
@@ -284,6 +346,19 @@ class AnalogLayer:
         for t in self.tiles:
             t.g_plus, t.g_minus = gp[t.rows, t.cols].copy(), gm[t.rows, t.cols].copy()
             t.changed()
+
+    def range_state(self) -> np.ndarray:
+        """Autoranging gain steps (n_tiles, 4) in :data:`GAIN_KEYS` order, -1 where unset."""
+        return np.array([[t.gains.get(key, -1) for key in GAIN_KEYS] for t in self.tiles], dtype=np.int64)
+
+    def set_range_state(self, state) -> None:
+        a = np.asarray(state)
+        if a.shape != (len(self.tiles), len(GAIN_KEYS)) or not np.issubdtype(a.dtype, np.integer) \
+                or a.min(initial=0) < -1 or a.max(initial=0) > MAX_AUTORANGE:
+            raise ShapeError(f"autoranging state must be integers in -1..{MAX_AUTORANGE} shaped "
+                             f"{(len(self.tiles), len(GAIN_KEYS))}, got {a.dtype} {a.shape}")
+        for t, row in zip(self.tiles, a):
+            t.gains = {key: int(k) for key, k in zip(GAIN_KEYS, row) if k >= 0}
 
     # -- reads --------------------------------------------------------------------------------
     def augment(self, x: np.ndarray) -> np.ndarray:
@@ -335,9 +410,14 @@ class AnalogLayer:
             out = out * self.scale[None, :]
         return out * amax / self.cfg.v_read
 
-    def read_tile(self, t: Tile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
-        """One tile's digitised output [A] for drive voltages ``V`` (batch, tile inputs)."""
+    def read_tile(self, t: Tile, V: np.ndarray, transpose: bool, backend: str, *, adapt: bool | None = None,
+                  analog: list | None = None) -> np.ndarray:
+        """One tile's digitised output [A] for drive voltages ``V`` (batch, tile inputs).
+        ``adapt=False``: an autoranging chain reads at its held gain and keeps it (audits); None:
+        ``self.adapt_gains``. ``analog`` (a list): the same output before its converters is
+        appended to it (the audit's analog error)."""
         cfg = self.cfg
+        adapt = self.adapt_gains if adapt is None else adapt
         offset = t.out_offset if (t.out_offset is not None and not transpose) else 0.0
         if backend == "calibrated" and cfg.calibration is None:
             raise ParameterError("the calibrated read backend needs LayerConfig.calibration (the IR-drop model of "
@@ -345,9 +425,14 @@ class AnalogLayer:
         if cfg.periphery is not None and backend in CHAIN_BACKENDS:
             # DAC codes -> array -> integrators -> ADCs -> digital difference [A]
             chain = t.read_chain(cfg, self.engine, cfg.periphery_fit)
-            res = chain.read_values(V / cfg.v_read, transpose=transpose, **chain_read(backend, cfg))
+            res = ranged_read(chain, t.gains, ("main", transpose), V / cfg.v_read, transpose, cfg.chain_autorange,
+                              adapt=adapt, **chain_read(backend, cfg))
+            if analog is not None:
+                analog.append(res.current + offset)
             return res.decoded + offset
         I = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cfg.ir_model)
+        if analog is not None:
+            analog.append(I + offset)
         full_scale = cfg.out_bound * V.shape[1] * cfg.v_read * cfg.mapping.g_range
         return quantize(I + offset, cfg.adc_bits, full_scale)
 

@@ -188,6 +188,8 @@ class TrainConfig:
         out["layer"]["calibration"] = None if lay.ir_model is None else content_digest(lay.ir_model.to_dict())
         out["layer"]["periphery_fit"] = None if lay.periphery_fit is None else content_digest(lay.periphery_fit.to_dict())
         out["device_table"] = None if self.device_table is None else content_digest(self.device_table.to_dict())
+        if not lay.chain_autorange:        # recorded when used: checkpoints of earlier runs stay theirs
+            del out["layer"]["chain_autorange"]
         return out
 
     def fingerprint(self, data: Dataset) -> str:
@@ -229,6 +231,7 @@ def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State) -> No
         arrays[f"gp{k}"], arrays[f"gm{k}"], arrays[f"soft{k}"] = gp, gm, s.W_soft
         if hasattr(a, "unit_state"):   # 2pcm3t1c: capacitors, polarities, transfer count
             arrays.update({f"{name}{k}": v for name, v in a.unit_state().items()})
+        arrays[f"gains{k}"] = a.range_state()       # autoranging read chains: each tile's gain steps
     meta = {"fingerprint": fp, "epoch": st.epoch, "batch": st.batch, "history": st.history,
             "losses": st.losses, "soft_losses": st.soft_losses, "times": st.times, "transfers": st.transfers}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:   # a kill mid-write leaves the previous one intact
@@ -249,6 +252,8 @@ def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
                 if hasattr(a, "set_unit_state"):
                     a.set_unit_state({name: z[f"{name}{k}"] for name in ("vc", "vc_ref", "polarity", "transfers")
                                       if f"{name}{k}" in z.files})
+                if f"gains{k}" in z.files:
+                    a.set_range_state(z[f"gains{k}"])
                 s.W_soft = z[f"soft{k}"].copy()
         return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"],
                       meta["times"], meta.get("transfers", []))
@@ -319,6 +324,8 @@ def _check_calibration_covers(net: MLP, cfg: TrainConfig, data: Dataset) -> None
                     "the IR model would be used where it was never checked. Tile on arrays the calibration "
                     "covers (--max-rows / --max-cols, which counts weight columns), calibrate on this size "
                     "(xbar calibrate --sizes ...), or read exactly (--reads fast)")
+    for layer in net.layers:            # probe reads: an autoranging chain's gains stay unset
+        layer.adapt_gains = False
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="cheap IR model used at a line loading", category=RuntimeWarning)
         try:
@@ -331,6 +338,9 @@ def _check_calibration_covers(net: MLP, cfg: TrainConfig, data: Dataset) -> None
             raise ParameterError(f"{exc}. This run's arrays lie beyond the calibration: calibrate on their size and "
                                  "wires (xbar calibrate --sizes ... --r-wire ...) or read them exactly (--reads fast)") \
                 from None
+        finally:
+            for layer in net.layers:
+                layer.adapt_gains = True
 
 
 def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: bool, resume: bool,

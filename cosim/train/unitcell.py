@@ -81,7 +81,9 @@ import numpy as np
 
 from cosim.read.mvm import Crossbar
 from cosim.sim.engine import SubprocessEngine
-from cosim.train.layers import CHAIN_BACKENDS, AnalogLayer, LayerConfig, Tile, chain_read, quantize, sized_read_chain
+from cosim.train.layers import (
+    CHAIN_BACKENDS, AnalogLayer, LayerConfig, Tile, chain_read, quantize, ranged_read, sized_read_chain,
+)
 from cosim.write.mapping import MappingSpec
 from cosim.write.program import write_verify
 from cosim.write.pulses import pulse_trains
@@ -261,11 +263,13 @@ class UnitCellLayer(AnalogLayer):
         self.transfers = int(state["transfers"])
 
     # -- reads --------------------------------------------------------------------------------
-    def read_tile(self, t: UnitCellTile, V: np.ndarray, transpose: bool, backend: str) -> np.ndarray:
+    def read_tile(self, t: UnitCellTile, V: np.ndarray, transpose: bool, backend: str, *,
+                  adapt: bool | None = None, analog: list | None = None) -> np.ndarray:
         """F q(I_msp) + p (v_read / v_lsp) q(I_lsp): both arrays of the tile on ``backend``
         (through the read chain: each line quantised by its own ADC and each pair's reference
         line's decoded current subtracted digitally)."""
         cfg, F = self.cfg, self.spec.gain_f
+        adapt = self.adapt_gains if adapt is None else adapt
         v_lsp = self.lsp.v_read
         k = v_lsp / cfg.v_read
         n_src = V.shape[1]
@@ -276,17 +280,21 @@ class UnitCellLayer(AnalogLayer):
         if cfg.periphery is not None and backend in CHAIN_BACKENDS:
             # each array through its own DACs, integrators and ADCs; the differences to the
             # reference lines and the combination are digital
-            x, kw = V / cfg.v_read, chain_read(backend, cfg)
-            I_msp = t.read_chain(cfg, self.engine, cfg.periphery_fit).read_values(
-                x, transpose=transpose, **kw).decoded
-            I_lsp = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, cfg.periphery_fit).read_values(
-                x, transpose=transpose, **kw).decoded
-            return F * I_msp + t.polarity * I_lsp / k
-        I_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cal)
-        I_msp = quantize(I_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
-        I = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V * k, transpose=transpose,
-                                                                          backend=backend, calibration=cal)
-        I_lsp = quantize(I, cfg.adc_bits, cfg.out_bound * n_src * v_lsp * self.g_lsp_range)
+            x, kw, n = V / cfg.v_read, chain_read(backend, cfg), cfg.chain_autorange
+            msp = t.read_chain(cfg, self.engine, cfg.periphery_fit)
+            lsp = t.lsp_read_chain(cfg, self.lsp, self.g_shared, self.engine, cfg.periphery_fit)
+            r_msp = ranged_read(msp, t.gains, ("main", transpose), x, transpose, n, adapt=adapt, **kw)
+            r_lsp = ranged_read(lsp, t.gains, ("lsp", transpose), x, transpose, n, adapt=adapt, **kw)
+            if analog is not None:
+                analog.append(F * r_msp.current + t.polarity * r_lsp.current / k)
+            return F * r_msp.decoded + t.polarity * r_lsp.decoded / k
+        A_msp = t.crossbar(cfg, self.engine).read(V, transpose=transpose, backend=backend, calibration=cal)
+        I_msp = quantize(A_msp, cfg.adc_bits, cfg.out_bound * n_src * cfg.v_read * cfg.mapping.g_range)
+        A_lsp = t.lsp_crossbar(cfg, self.lsp, self.g_shared, self.engine).read(V * k, transpose=transpose,
+                                                                              backend=backend, calibration=cal)
+        I_lsp = quantize(A_lsp, cfg.adc_bits, cfg.out_bound * n_src * v_lsp * self.g_lsp_range)
+        if analog is not None:
+            analog.append(F * A_msp + t.polarity * A_lsp / k)
         return F * I_msp + t.polarity * I_lsp / k
 
     # -- update and transfer --------------------------------------------------------------------
