@@ -67,6 +67,22 @@ def test_an_audit_over_its_bound_warns_or_stops_the_run(tmp_path):
         train(cfg, _small(30), tmp_path / "strict", progress=False, audit=AuditConfig(every=1, strict=True))
 
 
+def test_quantised_calibrated_reads_are_judged_before_the_quantiser(tmp_path):
+    """The calibration bounds analog currents: an audit of reads through the 9-bit quantiser
+    records both errors and holds the analog one to the bound (a code flip next to a threshold
+    is a whole LSB whatever the analog error)."""
+    from cosim.train.audit import judged_error
+    cal = Calibration(IRModel.nominal(), fit={"g_range": [1e-6, 25e-6]},
+                      errors=[{"rows": 64, "cols": 64, "r_wire": 2.0, "cal_rmse": 1e-3}])
+    layer = LayerConfig(r_wire=2.0, adc_bits=9, max_rows=40, calibration=cal)
+    cfg = TrainConfig(hidden=(12,), epochs=1, forward="calibrated", backward="calibrated", layer=layer)
+    train(cfg, _small(30), tmp_path, progress=False, audit=AuditConfig(every=1))
+    recs = read_audit_log(tmp_path)
+    assert all(r["judged"] == "analog" and judged_error(r) == r["analog_rms_error_fs"] for r in recs)
+    assert all(0 < r["analog_rms_error_fs"] < 2 * r["bound_fs"] for r in recs)
+    assert len(recs) == 3 and all(r["outputs_differing"] is not None for r in recs)
+
+
 def test_bounds_and_refusals(tmp_path):
     cal = Calibration(IRModel.nominal(), errors=[
         {"rows": 64, "cols": 64, "r_wire": 1.0, "cal_rmse": 1e-6}, {"rows": 256, "cols": 256, "r_wire": 1.0,
