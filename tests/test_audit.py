@@ -83,6 +83,31 @@ def test_quantised_calibrated_reads_are_judged_before_the_quantiser(tmp_path):
     assert len(recs) == 3 and all(r["outputs_differing"] is not None for r in recs)
 
 
+def test_an_audit_that_fails_in_ngspice_is_logged_and_the_run_goes_on(tmp_path):
+    from cosim.sim.engine import SubprocessEngine
+    slow = SubprocessEngine(timeout=1e-3)          # every ngspice run times out
+    with pytest.warns(RuntimeWarning, match="failed in ngspice.*training goes on"):
+        m = train(_cfg(), _small(30), tmp_path / "go", engine=slow, progress=False, audit=AuditConfig(every=1))
+    recs = read_audit_log(tmp_path / "go")
+    assert len(recs) == 3 and all("error" in r for r in recs) and m["audit"]["failed"] == 3
+    assert m["final"]["test_accuracy"] > 0 and (tmp_path / "go" / "metrics.json").exists()
+    with pytest.raises(AuditError, match="failed in ngspice.*stopped"):
+        train(_cfg(), _small(30), tmp_path / "strict", engine=slow, progress=False,
+              audit=AuditConfig(every=1, strict=True))
+
+
+def test_a_chain_audit_rereads_the_first_samples(tmp_path):
+    from netlists.readchain import PeripheryConfig
+    from models.dac import DacParams
+    cfg = TrainConfig(hidden=(6,), epochs=1, forward="fast", backward="fast",
+                      layer=LayerConfig(r_wire=1.0, adc_bits=None, periphery=PeripheryConfig(dac=DacParams(bits=4)),
+                                        chain_autorange=6))
+    train(cfg, _small(20), tmp_path, progress=False, audit=AuditConfig(every=1, chain_samples=2))
+    recs = read_audit_log(tmp_path)
+    assert [r["samples"] for r in recs] == [2, 2]
+    assert all(r["judged"] == "digitised" and r["rms_error_fs"] <= 2 * r["bound_fs"] for r in recs)
+
+
 def test_bounds_and_refusals(tmp_path):
     cal = Calibration(IRModel.nominal(), errors=[
         {"rows": 64, "cols": 64, "r_wire": 1.0, "cal_rmse": 1e-6}, {"rows": 256, "cols": 256, "r_wire": 1.0,

@@ -76,7 +76,8 @@ def cmd_train(args) -> int:
     if args.mc_runs:
         mc = MonteCarloRuns(Variation(d2d_sigma=args.mc_d2d_sigma, stuck_frac=args.mc_stuck_frac,
                                       opamp_offset_sigma_v=args.mc_opamp_offset_v), runs=args.mc_runs, seed=cfg.seed)
-    audit = AuditConfig(every=args.audit_every, strict=args.audit_strict) if args.audit_every else None
+    audit = AuditConfig(every=args.audit_every, strict=args.audit_strict,
+                        chain_samples=args.audit_chain_samples) if args.audit_every else None
     if args.audit_strict and audit is None:
         raise ValueError("--audit-strict goes with --audit-every K (or auto)")
     m = train(cfg, data, out, resume=not args.fresh, monte_carlo=mc, audit=audit)
@@ -99,8 +100,9 @@ def cmd_train(args) -> int:
 
 def audit_text(s: dict) -> str:
     """The summary of an audit log, in a few lines."""
+    failed = f"\n  audits that failed in ngspice: {s['failed']}" if s.get("failed") else ""
     if not s.get("audits"):
-        return "audit: no audits logged"
+        return "audit: no audits logged" + failed
     same = "-" if s["predictions_same_mean"] is None else (
         f"{100 * s['predictions_same_mean']:.2f} % (worst mini-batch {100 * s['predictions_same_min']:.1f} %)")
     diff = "-" if s["outputs_differing_mean"] is None else f"{100 * s['outputs_differing_mean']:.2f} %"
@@ -112,7 +114,7 @@ def audit_text(s: dict) -> str:
                f"  before the converters: RMS median {s['analog_rms_error_fs_median']:.2e}, "
                f"RMS worst {s['analog_rms_error_fs_max']:.2e}\n") +
             f"  digitised outputs that differ: {diff}; predictions unchanged with ngspice outputs: {same}\n"
-            f"  audits over twice their bound: {s['over_twice_bound']}")
+            f"  audits over twice their bound: {s['over_twice_bound']}" + failed)
 
 
 def cmd_audit(args) -> int:
@@ -218,7 +220,11 @@ def train_parser(sub) -> None:
     p.add_argument("--audit-every", type=_every_arg, default=None, metavar="K|auto",
                    help="every K mini-batches re-read one random tile in ngspice and log its error against the "
                         "fast read (audit.jsonl, audit.png; auto: at most 20 %% of the training time)")
-    p.add_argument("--audit-strict", action="store_true", help="stop when an audit exceeds twice its bound")
+    p.add_argument("--audit-strict", action="store_true",
+                   help="stop when an audit exceeds twice its bound or fails in ngspice (default: warn, go on)")
+    p.add_argument("--audit-chain-samples", type=nonneg_int_arg, default=1, metavar="N",
+                   help="with --periphery: samples of the mini-batch an audit re-reads through the chain's ngspice "
+                        "transient (minutes per sample at 256 rows; 0: all; default 1)")
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
     p.set_defaults(func=cmd_train)

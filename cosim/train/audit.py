@@ -63,11 +63,15 @@ class AuditError(XbarError, RuntimeError):
 class AuditConfig:
     """``every``: mini-batches between audits, or ``"auto"`` (audits take at most ``budget`` of
     the training time, past the first); ``strict``: stop the run when an audit exceeds twice its
-    bound."""
+    bound (or when ngspice fails on an audit; otherwise that warns and the run goes on);
+    ``chain_samples``: the samples of the mini-batch an audit through a read chain re-reads (0:
+    all). A chain's ngspice transient resolves every DAC edge of every line: a 256-row tile
+    takes minutes per sample, against seconds for a whole mini-batch of a plain array read."""
 
     every: int | str = "auto"
     strict: bool = False
     budget: float = 0.2
+    chain_samples: int = 1
 
     def __post_init__(self) -> None:
         if self.every != "auto" and (not isinstance(self.every, int) or isinstance(self.every, bool)
@@ -75,6 +79,8 @@ class AuditConfig:
             raise ParameterError(f"audit every must be an integer >= 1 or 'auto', got {self.every!r}")
         if not 0 < self.budget < 1:
             raise ParameterError(f"audit budget must be in (0, 1), got {self.budget}")
+        if isinstance(self.chain_samples, bool) or not isinstance(self.chain_samples, int) or self.chain_samples < 0:
+            raise ParameterError(f"audit chain_samples must be an integer >= 0, got {self.chain_samples!r}")
 
 
 def calibration_bound(cal, rows: int, cols: int, r_wire: float) -> tuple[float | None, str]:
@@ -135,7 +141,12 @@ class Auditor:
         k, i, transpose = cands[int(rng.integers(len(cands)))]
         if self.cfg.every == "auto" and self._last_audit_s is None:    # the first: the worst case
             k, i, transpose = max(cands, key=lambda c: net.layers[c[0]].tiles[c[1]].g_plus.size)
-        rec = self._audit(net, k, i, transpose, acts, zs, deltas)
+        try:
+            rec = self._audit(net, k, i, transpose, acts, zs, deltas)
+        except XbarError as exc:         # ngspice failed on the audit: logged, and the run goes on
+            rec = {"layer": k, "tile": i, "tile_shape": list(net.layers[k].tiles[i].g_plus.shape),
+                   "direction": "backward" if transpose else "forward",
+                   "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         seconds = time.perf_counter() - t0
         if self._last_step is not None and self.cfg.every == "auto":
             self.every = self.step - self._last_step       # mini-batches since the last audit
@@ -148,6 +159,11 @@ class Auditor:
     # -- one audit ------------------------------------------------------------------------------
     def _audit(self, net: MLP, k: int, i: int, transpose: bool, acts, zs, deltas) -> dict:
         layer, t = net.layers[k], net.layers[k].tiles[i]
+        batch = acts[0].shape[0]
+        n = self.cfg.chain_samples if layer.cfg.periphery is not None and self.cfg.chain_samples else batch
+        n = min(n, batch)
+        if n < batch:                     # the first n samples of the mini-batch, all through the same path
+            acts, zs, deltas = ([a[:n] for a in arrays] for arrays in (acts, zs, deltas))
         backend = self.phases.backward if transpose else self.phases.forward
         u = deltas[k] if transpose else layer.augment(acts[k])
         V, amax = layer.drive(u, transpose)
@@ -161,7 +177,7 @@ class Auditor:
         err = fast - spice
         quantised = cfg.periphery is not None or cfg.adc_bits is not None
         rec = {"layer": k, "tile": i, "tile_shape": list(t.g_plus.shape),
-               "direction": "backward" if transpose else "forward", "backend": backend,
+               "direction": "backward" if transpose else "forward", "backend": backend, "samples": n,
                "periphery": cfg.periphery is not None,
                "rms_error_fs": float(np.sqrt(np.mean(err ** 2)) / fs), "max_error_fs": float(np.abs(err).max() / fs),
                "outputs_differing": float(np.mean(np.abs(err) > 1e-9 * fs)) if quantised else None,
@@ -223,6 +239,13 @@ class Auditor:
             os.fsync(fh.fileno())
 
     def _judge(self, rec: dict) -> None:
+        if "error" in rec:
+            msg = (f"audit of layer {rec['layer']} tile {rec['tile']} ({rec['direction']}, mini-batch {rec['step']}) "
+                   f"failed in ngspice: {rec['error']}")
+            if self.cfg.strict:
+                raise AuditError(msg + "; stopped (--audit-strict). The audit log is in " + str(self.path))
+            warnings.warn(msg + "; training goes on", RuntimeWarning, stacklevel=2)
+            return
         bound, err = rec["bound_fs"], judged_error(rec)
         if bound is None or err <= 2 * bound:
             return
@@ -262,8 +285,10 @@ def read_audit_log(path: str | Path) -> list[dict]:
 
 def summarize_audit(records: list[dict]) -> dict:
     """Counts, error percentiles, prediction agreement and bound excesses of an audit log."""
+    failed = [r for r in records if "error" in r]
+    records = [r for r in records if "error" not in r]
     if not records:
-        return {"audits": 0}
+        return {"audits": 0, "failed": len(failed)}
     rms = np.array([r["rms_error_fs"] for r in records])
     mx = np.array([r["max_error_fs"] for r in records])
     fwd = [r for r in records if r["direction"] == "forward"]
@@ -279,5 +304,5 @@ def summarize_audit(records: list[dict]) -> dict:
             "predictions_same_mean": float(np.mean(same)) if same else None,
             "predictions_same_min": float(np.min(same)) if same else None,
             "outputs_differing_mean": float(np.mean(diff)) if diff else None,
-            "over_twice_bound": len(over), "audit_seconds": float(sum(r["seconds"] for r in records)),
-            "every_last": records[-1]["every"]}
+            "over_twice_bound": len(over), "audit_seconds": float(sum(r["seconds"] for r in records + failed)),
+            "every_last": records[-1]["every"], "failed": len(failed)}

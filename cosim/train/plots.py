@@ -56,7 +56,9 @@ def plot_run(metrics: dict, net, soft, out_dir: Path) -> None:
 
 def plot_audit(records: list[dict], path: Path) -> None:
     """``audit.png``: each audit's RMS and largest error against ngspice (fractions of full
-    scale) over the run, forward and transposed reads apart, with the bounds they are held to."""
+    scale) over the run, forward and transposed reads apart, with the bounds they are held to
+    (audits that failed in ngspice are left out)."""
+    records = [r for r in records if "error" not in r]
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -69,11 +71,16 @@ def plot_audit(records: list[dict], path: Path) -> None:
             ax.semilogy(steps, [max(r["rms_error_fs"], 1e-16) for r in rs], marker, ls="", label=f"{direction}: RMS")
             ax.semilogy(steps, [max(r["max_error_fs"], 1e-16) for r in rs], marker, ls="", mfc="none",
                         label=f"{direction}: largest")
+            an = [r for r in rs if "analog_rms_error_fs" in r]
+            if an:
+                ax.semilogy([r["step"] for r in an], [max(r["analog_rms_error_fs"], 1e-16) for r in an], "x",
+                            label=f"{direction}: RMS before the converters")
     bounded = [r for r in records if r.get("bound_fs")]
     if bounded:
         ax.semilogy([r["step"] for r in bounded], [2 * r["bound_fs"] for r in bounded], "k_", label="2 x bound")
     ax.set(xlabel="mini-batch", ylabel="fast - ngspice [fraction of full scale]", title="audit: fast reads vs ngspice")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if records:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
