@@ -10,7 +10,8 @@ per wire segment, batch 10, lr 0.1, trained for ``--batches`` mini-batches (the 
 variant: the PCM pair and the 2 PCM + 3T1C unit cell with exact fast reads, the pair with
 ``--audit-every auto`` (ngspice re-reads a random tile; its share of the time), and, with
 ``--calibration``, both cells with calibrated reads and the unit cell with calibrated reads
-through the default read chain with its integrator + ADC fitted to ngspice. Prints per-phase seconds, mini-batches
+through the default read chain with its integrator + ADC fitted to ngspice (worst-case capacitors,
+and autoranging: ``--chain-autorange 8``). Prints per-phase seconds, mini-batches
 per second, the projected time of a 60,000-image epoch, and the process's peak memory; writes
 Markdown and JSON to ``--out``.
 """
@@ -48,7 +49,10 @@ def variants(cal, chain=None) -> list[tuple[str, dict, bool]]:
         pc, fit = chain
         base += [("2PCM+3T1C, calibrated reads, fitted chain",
                   {"unit_cell": "2pcm3t1c", "forward": "calibrated", "backward": "calibrated",
-                   "layer": {"periphery": pc, "periphery_fit": fit}}, False)]
+                   "layer": {"periphery": pc, "periphery_fit": fit}}, False),
+                 ("2PCM+3T1C, calibrated reads, fitted chain, autoranging",
+                  {"unit_cell": "2pcm3t1c", "forward": "calibrated", "backward": "calibrated",
+                   "layer": {"periphery": pc, "periphery_fit": fit, "chain_autorange": 8}}, False)]
     return base
 
 
