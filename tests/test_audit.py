@@ -102,10 +102,16 @@ def test_a_chain_audit_rereads_the_first_samples(tmp_path):
     cfg = TrainConfig(hidden=(6,), epochs=1, forward="fast", backward="fast",
                       layer=LayerConfig(r_wire=1.0, adc_bits=None, periphery=PeripheryConfig(dac=DacParams(bits=4)),
                                         chain_autorange=6))
-    train(cfg, _small(20), tmp_path, progress=False, audit=AuditConfig(every=1, chain_samples=2))
-    recs = read_audit_log(tmp_path)
-    assert [r["samples"] for r in recs] == [2, 2]
+    train(cfg, _small(20), tmp_path / "t", progress=False, audit=AuditConfig(every=1, chain_samples=2))
+    recs = read_audit_log(tmp_path / "t")
+    assert [(r["samples"], r["scope"]) for r in recs] == [(2, "transient")] * 2     # small tiles: the transient
     assert all(r["judged"] == "digitised" and r["rms_error_fs"] <= 2 * r["bound_fs"] for r in recs)
+    # the array in one ngspice DC deck behind the twin's converters: the whole mini-batch, the
+    # exact solver's charges to rounding, so the codes agree
+    train(cfg, _small(20), tmp_path / "a", progress=False, audit=AuditConfig(every=1, chain_scope="array"))
+    recs = read_audit_log(tmp_path / "a")
+    assert [(r["samples"], r["scope"]) for r in recs] == [(10, "array")] * 2
+    assert all(r["rms_error_fs"] == 0 and r["analog_rms_error_fs"] < 1e-9 for r in recs)
 
 
 def test_bounds_and_refusals(tmp_path):

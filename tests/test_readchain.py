@@ -407,3 +407,22 @@ def test_a_column_current_beyond_the_two_stage_op_amps_sink_is_flagged():
 def save_config(cfg: PeripheryConfig, path):
     """The config as the JSON file `xbar mvm --periphery` reads."""
     return atomic_json(path, cfg.to_dict(), indent=2)
+
+
+@pytest.mark.parametrize("cell", ["diff", "1r"])
+def test_spice_array_backend_is_the_twin_with_ngspice_charges(cell):
+    """The audit's cheap ngspice reference of a chain: the wired array in one DC deck, its
+    charges those of the exact transfer to rounding, so every code equals the twin's, both ways."""
+    from netlists.access import AccessParams
+    rng = np.random.default_rng(3)
+    spec = CrossbarSpec(rows=20, cols=5, cell=cell, r_row=2.0, r_col=2.0)
+    cfg = PeripheryConfig(dac=DacParams(bits=6), integrator=IntegratorParams(c_int=8e-12))
+    chain = ReadChain(spec, rng.uniform(1e-6, 25e-6, spec.g_shape), cfg)
+    for transpose in (False, True):
+        codes = rng.integers(-63, 64, (3, chain.n_in(transpose)))
+        fast = chain.read(codes, transpose=transpose, backend="fast")
+        arr = chain.read(codes, transpose=transpose, backend="spice-array")
+        assert np.array_equal(fast.codes, arr.codes)
+        assert np.abs(fast.charge - arr.charge).max() < 1e-9 * np.abs(fast.charge).max()
+    with pytest.raises(ParameterError, match="spice-array"):
+        ReadChain(spec, chain.G, cfg, access=AccessParams()).read(codes, backend="spice-array")

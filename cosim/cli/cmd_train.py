@@ -76,8 +76,8 @@ def cmd_train(args) -> int:
     if args.mc_runs:
         mc = MonteCarloRuns(Variation(d2d_sigma=args.mc_d2d_sigma, stuck_frac=args.mc_stuck_frac,
                                       opamp_offset_sigma_v=args.mc_opamp_offset_v), runs=args.mc_runs, seed=cfg.seed)
-    audit = AuditConfig(every=args.audit_every, strict=args.audit_strict,
-                        chain_samples=args.audit_chain_samples) if args.audit_every else None
+    audit = AuditConfig(every=args.audit_every, strict=args.audit_strict, chain_samples=args.audit_chain_samples,
+                        chain_scope=args.audit_chain_scope) if args.audit_every else None
     if args.audit_strict and audit is None:
         raise ValueError("--audit-strict goes with --audit-every K (or auto)")
     m = train(cfg, data, out, resume=not args.fresh, monte_carlo=mc, audit=audit)
@@ -222,9 +222,12 @@ def train_parser(sub) -> None:
                         "fast read (audit.jsonl, audit.png; auto: at most 20 %% of the training time)")
     p.add_argument("--audit-strict", action="store_true",
                    help="stop when an audit exceeds twice its bound or fails in ngspice (default: warn, go on)")
+    p.add_argument("--audit-chain-scope", choices=["auto", "transient", "array"], default="auto",
+                   help="with --periphery: what an audit simulates in ngspice: the whole chain's transient, or the "
+                        "wired array's DC read behind the fast path's converters (auto: the transient up to 128 x 128 "
+                        "physical cells, the array above; a 256-row chain transient takes minutes per sample)")
     p.add_argument("--audit-chain-samples", type=nonneg_int_arg, default=1, metavar="N",
-                   help="with --periphery: samples of the mini-batch an audit re-reads through the chain's ngspice "
-                        "transient (minutes per sample at 256 rows; 0: all; default 1)")
+                   help="samples of the mini-batch a transient chain audit re-reads (0: all; default 1)")
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
     p.set_defaults(func=cmd_train)

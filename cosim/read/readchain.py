@@ -54,6 +54,7 @@ from typing import Literal
 import numpy as np
 
 from cosim.sim.files import atomic_path
+from cosim.read.mvm import Crossbar
 from cosim.read.periphery_fit import PeripheryFit, adc_range_mismatch
 from cosim.read.solver import CrossbarSolver
 from cosim.sim.engine import SubprocessEngine
@@ -73,7 +74,10 @@ from netlists.spice import Tran, write_spice
 
 __all__ = ["ReadResult", "ReadChain"]
 
-Backend = Literal["spice", "fast"]
+Backend = Literal["spice", "fast", "spice-array"]
+#: Read backends of a chain: the whole chain in one ngspice transient, its numpy twin, or the
+#: twin with the array's charges from an ngspice DC read of the wired array.
+CHAIN_READ_BACKENDS = ("spice", "fast", "spice-array")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,21 +337,32 @@ class ReadChain:
         windows); ``workers`` (default: the engine's) splits the batch into parallel decks.
         ``backend="fast"``: the numpy twin (with ``fit``: the fitted integrator and ADC; with
         ``ir_model``: the array's transfer from the calibrated IR-drop model, not the exact solve).
+        ``backend="spice-array"``: the twin with the array's charges from ngspice: the wired
+        array is linear and static, so the charge a window's DAC pulses deliver is the DC
+        current at their volt-seconds over a time, read in one ``.dc`` deck (seconds at 256 x
+        256, where the full transient resolves every DAC edge: minutes per window). DACs,
+        integrators and ADCs are the twin's (or ``fit``'s). Plain cells only.
         ``energy`` (spice only) also integrates the power of the DAC and supply sources into
         ``result.energy`` (see :func:`energy_summary`).
         Returns a :class:`ReadResult` (codes and the analog values behind them).
         """
-        if backend not in ("spice", "fast"):
-            raise ParameterError(f"backend must be 'spice' or 'fast', got {backend!r}")
+        if backend not in CHAIN_READ_BACKENDS:
+            raise ParameterError(f"backend must be one of {', '.join(CHAIN_READ_BACKENDS)}, got {backend!r}")
         if energy and backend != "spice":
             raise ParameterError("energy comes from the ngspice transient: use backend='spice'")
         if ir_model is not None and backend != "fast":
             raise ParameterError("ir_model replaces the exact transfer of the fast twin: use backend='fast'")
+        if backend == "spice-array" and self.access is not None:
+            raise ParameterError("backend 'spice-array' reads plain cells; a 1T1R array's transistors are not "
+                                 "linear: read it with backend='spice'")
         c = self.check_codes(codes, transpose)
         windows = self._windows(self.drive_codes(c, transpose))  # (batch, n_win, n_drive)
         t0 = time.perf_counter()
         if backend == "fast":
             raw = self._fast(windows, transpose, ir_model)
+        elif backend == "spice-array":
+            raw = self._fast(windows, transpose, array=self._spice_array(transpose, workers))
+            raw["points"] = 1
         else:
             raw = self._spice(windows, transpose, energy, workers)
         return self._finish(raw, transpose, backend, time.perf_counter() - t0, idle=~windows.any(axis=-1))
@@ -365,13 +380,36 @@ class ReadChain:
         return s[:, None, :] * bits
 
     # fast -------------------------------------------------------------------------------------
-    def _fast(self, windows: np.ndarray, transpose: bool, ir_model=None) -> dict:
+    def _spice_array(self, transpose: bool, workers: int | None):
+        """``x -> x @ transfer`` for volt-second fields x (..., n_drive), from ONE ngspice ``.dc``
+        deck of the wired array (every physical line its own source and sensor), both fields
+        the twin needs (charges and moments) as sweep points side by side."""
+        plain = Crossbar(replace(self.spec, cols=self.spec.pcols, cell="1r"), self.G, engine=self.engine)
+
+        def apply(*fields: np.ndarray) -> list[np.ndarray]:
+            nd = fields[0].shape[-1]
+            flat = np.concatenate([f.reshape(-1, nd) for f in fields])
+            scale = np.abs(flat).max(axis=1, keepdims=True)
+            scale[scale == 0] = 1.0
+            I = plain.read(flat / scale * self.spec.v_read, transpose=transpose, backend="spice", workers=workers)
+            out = I * scale / self.spec.v_read
+            parts, k = [], 0
+            for f in fields:
+                n = int(np.prod(f.shape[:-1]))
+                parts.append(out[k:k + n].reshape(*f.shape[:-1], -1))
+                k += n
+            return parts
+        return apply
+
+    def _fast(self, windows: np.ndarray, transpose: bool, ir_model=None, array=None) -> dict:
         cfg, tm = self.config, self.timing
         dac = window_dac(cfg.dac)
         gt = self.g_total(transpose)
         vs = volt_seconds(windows, dac)  # (batch, n_win, n_drive)
         mom = volt_second_moments(windows, dac, tm.t_adc, t_start=tm.t_pulses)
-        if self.access is not None and not transpose and ir_model is None:  # on-resistance: the row's sign
+        if array is not None:             # the array's charges from ngspice (spice-array)
+            q, mom = array(vs, mom)
+        elif self.access is not None and not transpose and ir_model is None:  # on-resistance: the row's sign
             gp, gn = self.transfer(transpose, 1), self.transfer(transpose, -1)
             q = np.where(vs > 0, vs, 0) @ gp + np.where(vs < 0, vs, 0) @ gn
             mom = np.where(vs > 0, mom, 0) @ gp + np.where(vs < 0, mom, 0) @ gn

@@ -10,6 +10,9 @@ one JSON line of ``audit.jsonl`` in the run folder:
 - ``rms_error_fs`` / ``max_error_fs``: fast minus ngspice over the tile's full scale
   (inputs x v_read x g_range, the digital full scale of the tile's outputs);
 - ``outputs_differing``: the share of digitised outputs that differ (quantised reads only);
+- ``scope``: ``array`` (ngspice re-read the wired array; in a read-chain run the DACs,
+  integrators and ADCs are then the fast path's own models) or ``transient`` (the whole chain
+  in ngspice, on the first ``samples`` samples);
 - ``analog_rms_error_fs``: the same RMS error before the converters (the ideal quantiser's
   input, or the read chain's charge); ``judged``: which error is held to the bound (``analog``
   for calibrated reads through the ideal quantiser: the calibration bounds analog currents, and
@@ -51,6 +54,9 @@ __all__ = ["AuditConfig", "AuditError", "Auditor", "read_audit_log", "summarize_
 AUDIT_LOG = "audit.jsonl"
 #: ``every="auto"``: mini-batches before the first audit (the training's pace is measured first).
 AUTO_START = 10
+#: ``chain_scope="auto"``: tiles up to this many physical cells are audited through the whole
+#: chain's transient, larger ones as an ngspice DC read of the array.
+CHAIN_TRANSIENT_CELLS = 128 * 128
 #: Relative error the exact fast solver is held to against ngspice.
 EXACT_BOUND = 1e-9
 
@@ -64,14 +70,20 @@ class AuditConfig:
     """``every``: mini-batches between audits, or ``"auto"`` (audits take at most ``budget`` of
     the training time, past the first); ``strict``: stop the run when an audit exceeds twice its
     bound (or when ngspice fails on an audit; otherwise that warns and the run goes on);
-    ``chain_samples``: the samples of the mini-batch an audit through a read chain re-reads (0:
-    all). A chain's ngspice transient resolves every DAC edge of every line: a 256-row tile
-    takes minutes per sample, against seconds for a whole mini-batch of a plain array read."""
+    ``chain_scope``: what an audit of a read-chain run simulates in ngspice: ``"transient"`` the
+    whole chain (DACs, wired array, integrators, ADCs) in one transient, on the first
+    ``chain_samples`` samples of the mini-batch (0: all); ``"array"`` the wired array in one DC
+    deck on the whole mini-batch, the converters from the fast path's own models (a read chain's
+    array is linear and static: its charges are DC currents times volt-seconds); ``"auto"``
+    the transient for tiles of at most CHAIN_TRANSIENT_CELLS physical cells, the array above.
+    A chain's transient resolves every DAC edge of every line: a 256-row tile takes minutes
+    per sample, its DC read seconds for a whole mini-batch."""
 
     every: int | str = "auto"
     strict: bool = False
     budget: float = 0.2
     chain_samples: int = 1
+    chain_scope: str = "auto"
 
     def __post_init__(self) -> None:
         if self.every != "auto" and (not isinstance(self.every, int) or isinstance(self.every, bool)
@@ -81,6 +93,8 @@ class AuditConfig:
             raise ParameterError(f"audit budget must be in (0, 1), got {self.budget}")
         if isinstance(self.chain_samples, bool) or not isinstance(self.chain_samples, int) or self.chain_samples < 0:
             raise ParameterError(f"audit chain_samples must be an integer >= 0, got {self.chain_samples!r}")
+        if self.chain_scope not in ("auto", "transient", "array"):
+            raise ParameterError(f"audit chain_scope must be 'auto', 'transient' or 'array', got {self.chain_scope!r}")
 
 
 def calibration_bound(cal, rows: int, cols: int, r_wire: float) -> tuple[float | None, str]:
@@ -160,7 +174,8 @@ class Auditor:
     def _audit(self, net: MLP, k: int, i: int, transpose: bool, acts, zs, deltas) -> dict:
         layer, t = net.layers[k], net.layers[k].tiles[i]
         batch = acts[0].shape[0]
-        n = self.cfg.chain_samples if layer.cfg.periphery is not None and self.cfg.chain_samples else batch
+        scope = self._scope(layer, t)
+        n = self.cfg.chain_samples if scope == "transient" and self.cfg.chain_samples else batch
         n = min(n, batch)
         if n < batch:                     # the first n samples of the mini-batch, all through the same path
             acts, zs, deltas = ([a[:n] for a in arrays] for arrays in (acts, zs, deltas))
@@ -171,13 +186,14 @@ class Auditor:
         # both reads at the gain the tile holds (an autoranging chain); nothing of the run changes
         fa, sa = [], []
         fast = layer.read_tile(t, V[:, src], transpose, backend, adapt=False, analog=fa)
-        spice = layer.read_tile(t, V[:, src], transpose, "spice", adapt=False, analog=sa)
+        ref = "spice-array" if layer.cfg.periphery is not None and scope == "array" else "spice"
+        spice = layer.read_tile(t, V[:, src], transpose, ref, adapt=False, analog=sa)
         cfg = layer.cfg
         fs = V[:, src].shape[1] * cfg.v_read * cfg.mapping.g_range
         err = fast - spice
         quantised = cfg.periphery is not None or cfg.adc_bits is not None
         rec = {"layer": k, "tile": i, "tile_shape": list(t.g_plus.shape),
-               "direction": "backward" if transpose else "forward", "backend": backend, "samples": n,
+               "direction": "backward" if transpose else "forward", "backend": backend, "samples": n, "scope": scope,
                "periphery": cfg.periphery is not None,
                "rms_error_fs": float(np.sqrt(np.mean(err ** 2)) / fs), "max_error_fs": float(np.abs(err).max() / fs),
                "outputs_differing": float(np.mean(np.abs(err) > 1e-9 * fs)) if quantised else None,
@@ -208,6 +224,15 @@ class Auditor:
             pred_fast = softmax(acts[-1]).argmax(axis=1)
             rec["predictions_same"] = float(np.mean(out.argmax(axis=1) == pred_fast))
         return rec
+
+    def _scope(self, layer, t) -> str:
+        """What ngspice re-reads: ``"array"`` (the wired array; a plain run's whole read, or a
+        chain run's array behind the fast path's converters) or ``"transient"`` (the whole chain)."""
+        if layer.cfg.periphery is None:
+            return "array"
+        if self.cfg.chain_scope != "auto":
+            return self.cfg.chain_scope
+        return "transient" if 2 * t.g_plus.size <= CHAIN_TRANSIENT_CELLS else "array"
 
     def _bound(self, layer, t, fs: float, backend: str, quantised: bool, transpose: bool = False):
         cfg = layer.cfg

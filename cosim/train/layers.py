@@ -53,8 +53,9 @@ RANGE_TARGET = 0.5
 RANGE_CREEP = 0.25
 #: The gain keys of a tile, in checkpoint order: (array, transposed).
 GAIN_KEYS = (("main", False), ("main", True), ("lsp", False), ("lsp", True))
-#: The backends that read through ``LayerConfig.periphery`` when a layer has one.
-CHAIN_BACKENDS = ("fast", "spice", "calibrated")
+#: The backends that read through ``LayerConfig.periphery`` when a layer has one (``spice-array``:
+#: the audit's ngspice DC read of the array behind the twin's converters).
+CHAIN_BACKENDS = ("fast", "spice", "calibrated", "spice-array")
 
 
 def chain_read(backend: str, cfg: "LayerConfig") -> dict:
