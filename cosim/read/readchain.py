@@ -300,6 +300,20 @@ class ReadChain:
         new.timing = chain_timing(new.config)
         return new
 
+    def max_gain(self, transpose: bool) -> int:
+        """The largest gain step that still pays: the capacitor must stay above the op-amp's lag
+        term ``G tau`` of the heaviest sensed line (``C_eff = C (1 + 1/a0) + G tau``, ``tau`` the
+        fit's :meth:`~cosim.read.periphery_fit.PeripheryFit.lag_time`, else ``1 / (2 pi GBW)``).
+        Past it the gain hardly grows while the virtual ground gives way, and the twin and the
+        fitted transfer drift from ngspice (measured: a bias of a third of a code at
+        ``G tau / C`` = 3.5, 64-row 3T1C-like lines)."""
+        integ = self.config.integrator
+        tau = self.fit.lag_time(integ) if self.fit is not None else 1 / (2 * np.pi * integ.macro.gbw)
+        load = float(self.g_total(transpose).max()) * tau
+        if load <= 0:
+            return 64
+        return max(0, int(np.floor(np.log2(integ.c_int / load))))
+
     def code_limits(self) -> tuple[int, int]:
         """The lowest and highest code the converters give (a fitted chain: the codes it reached
         in SPICE)."""

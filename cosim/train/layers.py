@@ -222,7 +222,9 @@ def ranged_read(chain: ReadChain, gains: dict, key, x: np.ndarray, transpose: bo
     - a read whose largest code stays below ``RANGE_CREEP`` of the half range raises ``k`` one
       step for the next read.
 
-    ``adapt=False`` reads at the held gain and changes nothing (the audit's reads).
+    The bank stops where the capacitor would fall below the op-amp's lag term of the heaviest
+    line (:meth:`ReadChain.max_gain`). ``adapt=False`` reads at the held gain and changes
+    nothing (the audit's reads).
     Returns the :class:`ReadResult`; ``gains[key]`` holds the new step.
     """
     k = gains.get(key)
@@ -230,6 +232,7 @@ def ranged_read(chain: ReadChain, gains: dict, key, x: np.ndarray, transpose: bo
     k = 0 if ranging else int(k)
     if not adapt:
         return chain.with_gain(k).read_values(x, transpose=transpose, **read_kw)
+    steps = min(steps, chain.max_gain(transpose))        # no step below the op-amp's lag term
     ceiling = steps
     for _ in range(2 * steps + 2):          # each pass lowers the ceiling or moves k towards it
         res = chain.with_gain(k).read_values(x, transpose=transpose, **read_kw)
