@@ -446,3 +446,25 @@ def test_calibrate_blocks_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "block fits: reusing" in again.stderr and "## Device step tables" in again.stdout
     assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["blocks"] == cal["blocks"]
+
+
+def test_non_square_sizes_are_calibrated_and_cover_their_tiles(tmp_path):
+    """``--sizes 8 8x16``: the sweep runs ngspice on the 8 x 16 arrays too, their held-out errors
+    are reported by shape, and the audit's bound takes a calibrated shape that holds a tile."""
+    from cosim.calibrate.ir_cases import array_shape
+    from cosim.read.irmodel import Calibration
+    from cosim.train.audit import calibration_bound
+    assert [array_shape(s) for s in (8, (8, 16), "8x16")] == [(8, 8), (8, 16), (8, 16)]
+    with pytest.raises(ParameterError, match="ROWSxCOLS"):
+        array_shape("8x")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-m", "cosim.cli", "calibrate", "--sizes", "8", "8x16", "--r-wire", "1",
+                          "--cases", "2", "--no-blocks", "--no-timing", "--out", str(tmp_path / "cal")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-1000:]
+    cal = Calibration.load(tmp_path / "cal" / "calibration.json")
+    assert cal.fit["sizes"] == [8, [8, 16]]
+    assert {(e["rows"], e["cols"]) for e in cal.errors} == {(8, 8), (8, 16)}
+    assert calibration_bound(cal, 8, 12, 1.0)[1] == "calibrated 8x16 at 1 ohm"
+    assert calibration_bound(cal, 16, 16, 1.0)[1].startswith("beyond")
+    assert "| 8x16 |" in (tmp_path / "cal" / "report.md").read_text()

@@ -20,7 +20,8 @@ from cosim.sim.sweep import CaseResult
 from models.errors import ParameterError
 from netlists.crossbar import CrossbarSpec
 
-__all__ = ["G_DISTS", "V_DISTS", "ArrayCase", "draw_case", "spice_case", "default_cases", "CaseData", "case_data"]
+__all__ = ["G_DISTS", "V_DISTS", "ArrayCase", "array_shape", "draw_case", "spice_case", "default_cases", "CaseData",
+           "case_data"]
 
 G_DISTS = ("uniform", "loguniform", "bimodal")
 V_DISTS = ("uniform", "sparse", "binary")
@@ -116,14 +117,31 @@ def spice_case(case: ArrayCase, rng: np.random.Generator) -> dict[str, np.ndarra
     return {"G": G, "V": V, "I": I}
 
 
-def default_cases(sizes: Sequence[int] = (16, 32, 64, 128, 256), r_wires: Sequence[float] = (0.5, 1.0, 2.5),
+def array_shape(size) -> tuple[int, int]:
+    """A sweep size as (rows, cols): N is N x N, (rows, cols) or "ROWSxCOLS" as it is."""
+    if isinstance(size, str):
+        parts = size.lower().split("x")
+        try:
+            size = int(parts[0]) if len(parts) == 1 else tuple(int(p) for p in parts)
+        except ValueError:
+            raise ParameterError(f"an array size is N or ROWSxCOLS (e.g. 256x512), got {size!r}") from None
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        rows, cols = size
+    else:
+        rows = cols = size
+    for v in (rows, cols):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ParameterError(f"array sizes must be positive integers (N or ROWSxCOLS), got {size!r}")
+    return int(rows), int(cols)
+
+
+def default_cases(sizes: Sequence = (16, 32, 64, 128, 256), r_wires: Sequence[float] = (0.5, 1.0, 2.5),
                   *, train_per_point: int = 4, test_per_point: int = 2, batch: int = 16,
                   g_min: float = 1e-6, g_max: float = 25e-6, v_read: float = 0.2) -> list[ArrayCase]:
     """The default sweep: for every (size, r_wire), ``train_per_point`` training cases cycling
-    through the conductance and input distributions, and ``test_per_point`` held-out ones."""
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-            raise ParameterError(f"sizes must be positive integers, got {s!r}")
+    through the conductance and input distributions, and ``test_per_point`` held-out ones.
+    A size is N (N x N) or (rows, cols) (:func:`array_shape`)."""
+    shapes = [array_shape(s) for s in sizes]
     for r in r_wires:
         if not (np.isfinite(r) and r > 0):
             raise ParameterError(f"r_wire values must be > 0 ohm, got {r!r}")
@@ -131,12 +149,12 @@ def default_cases(sizes: Sequence[int] = (16, 32, 64, 128, 256), r_wires: Sequen
         raise ParameterError("need at least one training and one test case per (size, r_wire)")
     combos = [(g, v) for g in G_DISTS for v in V_DISTS]
     cases = []
-    for n in sizes:
+    for n, m in shapes:
         for r in r_wires:
             for split, count, shift in (("train", train_per_point, 0), ("test", test_per_point, 4)):
                 for k in range(count):
                     g, v = combos[(k + shift) % len(combos)]
-                    cases.append(ArrayCase(int(n), int(n), float(r), g_min, g_max, g, v, batch, v_read, split, k))
+                    cases.append(ArrayCase(n, m, float(r), g_min, g_max, g, v, batch, v_read, split, k))
     return cases
 
 

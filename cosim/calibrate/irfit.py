@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from cosim.sim.files import atomic_json, atomic_write, save_figure
-from cosim.calibrate.ir_cases import CaseData, case_data, default_cases, spice_case
+from cosim.calibrate.ir_cases import CaseData, array_shape, case_data, default_cases, spice_case
 from cosim.calibrate.montecarlo import Variation, monte_carlo_mvm
 from cosim.read.irmodel import Calibration, IRModel, ir_features
 from cosim.read.solver import CrossbarSolver
@@ -222,12 +222,14 @@ def _plots(out: Path, table: Sequence[dict], test: Sequence[CaseData], model: IR
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, rw in enumerate(sorted({t["r_wire"] for t in table})):
         ts = [t for t in table if t["r_wire"] == rw]
-        n = [t["rows"] for t in ts]
+        ts = sorted(ts, key=lambda t: t["rows"] * t["cols"])
+        n = [np.sqrt(t["rows"] * t["cols"]) for t in ts]        # non-square arrays at their geometric mean
         for name, style in (("ideal", ":"), ("uncal", "--"), ("cal", "-")):
             ax.plot(n, [t[f"{name}_rmse"] for t in ts], style, color=f"C{k}", marker="o", ms=3,
                     label=f"{name}, {rw:g} ohm")
-    sizes = sorted({t["rows"] for t in table})
-    ax.set(xscale="log", yscale="log", xlabel="array size N (N x N)", ylabel="RMS error / full scale",
+    sizes = sorted({t["rows"] for t in table if t["rows"] == t["cols"]})
+    ax.set(xscale="log", yscale="log", xlabel="array size N (N x N; rows x cols at sqrt(rows cols))",
+           ylabel="RMS error / full scale",
            title="held-out error vs ngspice (ideal: no IR model)")
     ax.set_xticks(sizes, [str(n) for n in sizes])
     ax.minorticks_off()
@@ -269,7 +271,7 @@ def _plots(out: Path, table: Sequence[dict], test: Sequence[CaseData], model: IR
     return paths
 
 
-def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 64, 128, 256),
+def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence = (16, 32, 64, 128, 256),
                        r_wires: Sequence[float] = (0.5, 1.0, 2.5), train_per_point: int = 4,
                        test_per_point: int = 2, batch: int = 16, seed: int = 0, workers: int = 1,
                        scheduler: str | None = None, monte_carlo_runs: int = 0, timing: bool = True,
@@ -299,13 +301,16 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence[int] = (16, 32, 6
     rows = [case_errors(d, model) for d in test]
     table = error_table(rows)
     train_table = error_table([case_errors(d, model) for d in train])
-    speed = time_vs_exact(model, [n for n in sizes if n >= 32] or list(sizes), seed=seed) if timing else []
+    shapes = [array_shape(s) for s in sizes]
+    square = [n for n, m in shapes if n == m]
+    speed = time_vs_exact(model, [n for n in square if n >= 32] or square, seed=seed) if timing and square else []
     mc = None
     if monte_carlo_runs:
-        mc = monte_carlo_mvm(min(64, max(sizes)), float(np.median(r_wires)), MONTE_CARLO_VARIATION,
+        mc = monte_carlo_mvm(min(64, max(min(n, m) for n, m in shapes)), float(np.median(r_wires)),
+                             MONTE_CARLO_VARIATION,
                              runs=monte_carlo_runs, seed=seed, backend="calibrated", ir_model=model,
                              spice_runs=min(3, monte_carlo_runs))
-    fit_info = {"sizes": [int(s) for s in sizes], "r_wire": [float(r) for r in r_wires],
+    fit_info = {"sizes": [n if n == m else [n, m] for n, m in shapes], "r_wire": [float(r) for r in r_wires],
                 "g_range": [cases[0].g_min, cases[0].g_max], "v_read": cases[0].v_read, "batch": batch,
                 "train_cases": len(train), "test_cases": len(test), "failed_cases": len(sweep.failed),
                 "seed": seed, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cosim.calibrate.blocks import BlockFitSettings, calibrate_blocks, report_markdown
+from cosim.calibrate.ir_cases import array_shape
 from cosim.calibrate.irfit import run_ir_calibration
 from cosim.sim.files import RunLock, atomic_json, atomic_write
 from models.errors import ParameterError
@@ -29,8 +30,8 @@ class CalibrationPlan:
 
     Attributes
     ----------
-    sizes : tuple of int
-        Array sizes N of the IR-drop sweep (N x N).
+    sizes : tuple
+        Array sizes of the IR-drop sweep: N (N x N) or (rows, cols).
     r_wires : tuple of float
         Wire resistances per segment of the sweep [ohm].
     train_per_point, test_per_point : int
@@ -58,11 +59,9 @@ class CalibrationPlan:
     blocks: BlockFitSettings | None = field(default_factory=BlockFitSettings)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sizes", tuple(self.sizes))
+        shapes = [array_shape(s) for s in self.sizes]       # validates
+        object.__setattr__(self, "sizes", tuple(n if n == m else (n, m) for n, m in shapes))
         object.__setattr__(self, "r_wires", tuple(float(r) for r in self.r_wires))
-        for s in self.sizes:
-            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-                raise ParameterError(f"sizes must be positive integers, got {s!r}")
         for r in self.r_wires:
             if not (np.isfinite(r) and r > 0):
                 raise ParameterError(f"r_wire values must be > 0 ohm, got {r!r}")

@@ -91,8 +91,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", "-o", default="xbar-out/calibrate", help="output folder (the sweep resumes from it)")
     p.add_argument("--workers", type=positive_int_arg, default=1, help="1: serial, in this process; n: a local Dask cluster")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
-    p.add_argument("--sizes", type=int, nargs="+", default=None,
-                   help=f"array sizes N (N x N) (default {' '.join(map(str, DEFAULT_PLAN.sizes))})")
+    p.add_argument("--sizes", type=shape_arg, nargs="+", default=None,
+                   help=f"array sizes: N (N x N) or ROWSxCOLS, e.g. 256x512 for 256-row pair tiles of 256 weight "
+                        f"columns (default {' '.join(map(str, DEFAULT_PLAN.sizes))})")
     p.add_argument("--r-wire", type=float, nargs="+", default=None,
                    help=f"wire resistances per segment [ohm] (default {' '.join(map(str, DEFAULT_PLAN.r_wires))})")
     p.add_argument("--cases", type=positive_int_arg, default=None, help="training cases per (size, r_wire) (held out: half)")

@@ -301,12 +301,10 @@ class ReadChain:
         return new
 
     def max_gain(self, transpose: bool) -> int:
-        """The largest gain step that still pays: the capacitor must stay above the op-amp's lag
-        term ``G tau`` of the heaviest sensed line (``C_eff = C (1 + 1/a0) + G tau``, ``tau`` the
-        fit's :meth:`~cosim.read.periphery_fit.PeripheryFit.lag_time`, else ``1 / (2 pi GBW)``).
-        Past it the gain hardly grows while the virtual ground gives way, and the twin and the
-        fitted transfer drift from ngspice (measured: a bias of a third of a code at
-        ``G tau / C`` = 3.5, 64-row 3T1C-like lines)."""
+        """The largest gain step that pays: the capacitor stays above the op-amp's lag term ``G
+        tau`` of the heaviest sensed line (``C_eff = C (1 + 1/a0) + G tau``; ``tau`` the fit's
+        lag time, else ``1 / (2 pi GBW)``). Past it the gain hardly grows and the twin drifts
+        from ngspice (a third of a code of bias at ``G tau / C`` = 3.5, measured)."""
         integ = self.config.integrator
         tau = self.fit.lag_time(integ) if self.fit is not None else 1 / (2 * np.pi * integ.macro.gbw)
         load = float(self.g_total(transpose).max()) * tau
@@ -395,9 +393,8 @@ class ReadChain:
 
     # fast -------------------------------------------------------------------------------------
     def _spice_array(self, transpose: bool, workers: int | None):
-        """``x -> x @ transfer`` for volt-second fields x (..., n_drive), from ONE ngspice ``.dc``
-        deck of the wired array (every physical line its own source and sensor), both fields
-        the twin needs (charges and moments) as sweep points side by side."""
+        """``x -> x @ transfer`` for volt-second fields (..., n_drive): ONE ngspice ``.dc`` deck of
+        the wired array (each physical line its own source and sensor), all fields side by side."""
         plain = Crossbar(replace(self.spec, cols=self.spec.pcols, cell="1r"), self.G, engine=self.engine)
 
         def apply(*fields: np.ndarray) -> list[np.ndarray]:

@@ -322,8 +322,8 @@ def _check_calibration_covers(net: MLP, cfg: TrainConfig, data: Dataset) -> None
                 raise ParameterError(
                     f"a {rows} x {2 * cols} array (physical cells: a pair takes two columns) lies {source}: "
                     "the IR model would be used where it was never checked. Tile on arrays the calibration "
-                    "covers (--max-rows / --max-cols, which counts weight columns), calibrate on this size "
-                    "(xbar calibrate --sizes ...), or read exactly (--reads fast)")
+                    "covers (--max-rows / --max-cols, which counts weight columns), calibrate on this shape too "
+                    f"(xbar calibrate --sizes 16 32 64 128 256 {rows}x{2 * cols}), or read exactly (--reads fast)")
     for layer in net.layers:            # probe reads: an autoranging chain's gains stay unset
         layer.adapt_gains = False
     with warnings.catch_warnings():
