@@ -85,14 +85,14 @@ def test_quantised_calibrated_reads_are_judged_before_the_quantiser(tmp_path):
 
 def test_an_audit_that_fails_in_ngspice_is_logged_and_the_run_goes_on(tmp_path):
     from cosim.sim.engine import SubprocessEngine
-    slow = SubprocessEngine(timeout=1e-3)          # every ngspice run times out
+    capped = SubprocessEngine(max_raw_bytes=1)      # every ngspice run is stopped at its first raw-file byte
     with pytest.warns(RuntimeWarning, match="failed in ngspice.*training goes on"):
-        m = train(_cfg(), _small(30), tmp_path / "go", engine=slow, progress=False, audit=AuditConfig(every=1))
+        m = train(_cfg(), _small(30), tmp_path / "go", engine=capped, progress=False, audit=AuditConfig(every=1))
     recs = read_audit_log(tmp_path / "go")
     assert len(recs) == 3 and all("error" in r for r in recs) and m["audit"]["failed"] == 3
     assert m["final"]["test_accuracy"] > 0 and (tmp_path / "go" / "metrics.json").exists()
     with pytest.raises(AuditError, match="failed in ngspice.*stopped"):
-        train(_cfg(), _small(30), tmp_path / "strict", engine=slow, progress=False,
+        train(_cfg(), _small(30), tmp_path / "strict", engine=capped, progress=False,
               audit=AuditConfig(every=1, strict=True))
 
 
