@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from cosim.read.irmodel import Calibration
+from cosim.train.layers import gains_restored
 from cosim.train.network import MLP, sigmoid, softmax
 from models.errors import ParameterError, XbarError
 
@@ -216,11 +217,8 @@ class Auditor:
         else:
             z = zs[k] + delta
             h = z if k == len(net.layers) - 1 else sigmoid(z)
-            gains = [[dict(tt.gains) for tt in lay.tiles] for lay in net.layers]
-            out = h if k == len(net.layers) - 1 else net.forward(h, self.phases.forward, start=k + 1)[-1]
-            for lay, held in zip(net.layers, gains):         # the audit's reads leave the gains as they were
-                for tt, g in zip(lay.tiles, held):
-                    tt.gains = g
+            with gains_restored(net.layers):
+                out = h if k == len(net.layers) - 1 else net.forward(h, self.phases.forward, start=k + 1)[-1]
             pred_fast = softmax(acts[-1]).argmax(axis=1)
             rec["predictions_same"] = float(np.mean(out.argmax(axis=1) == pred_fast))
         return rec

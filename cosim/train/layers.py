@@ -28,6 +28,7 @@ the ``fast`` chain reads use the integrator + ADC transfer fitted to ngspice.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -249,6 +250,19 @@ def ranged_read(chain: ReadChain, gains: dict, key, x: np.ndarray, transpose: bo
         k += 1
     gains[key] = k
     return res
+
+
+@contextmanager
+def gains_restored(layers):
+    """Reads inside leave the autoranging gains of ``layers`` as they were before (probe reads,
+    an audit's reads of the layers above the audited one)."""
+    saved = [[dict(t.gains) for t in layer.tiles] for layer in layers]
+    try:
+        yield
+    finally:
+        for layer, held in zip(layers, saved):
+            for t, g in zip(layer.tiles, held):
+                t.gains = g
 
 
 def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float, *, g_offset: float = 0.0):

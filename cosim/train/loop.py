@@ -35,7 +35,7 @@ from cosim.calibrate.montecarlo import MonteCarloRuns, check_accuracy_run, monte
 from cosim.sim.files import RunLock, atomic_json, atomic_path, atomic_write
 from cosim.train.audit import AuditConfig, Auditor, calibration_bound, read_audit_log, summarize_audit
 from cosim.train.data import Dataset
-from cosim.train.layers import READ_BACKENDS, IdealUpdate, LayerConfig, Updater
+from cosim.train.layers import READ_BACKENDS, IdealUpdate, LayerConfig, Updater, gains_restored
 from cosim.train.network import MLP
 from cosim.train.plots import plot_audit, plot_run
 from cosim.train.unitcell import CELLS, CapUpdate, LspIdealUpdate, UnitCellSpec
@@ -324,9 +324,7 @@ def _check_calibration_covers(net: MLP, cfg: TrainConfig, data: Dataset) -> None
                     "the IR model would be used where it was never checked. Tile on arrays the calibration "
                     "covers (--max-rows / --max-cols, which counts weight columns), calibrate on this shape too "
                     f"(xbar calibrate --sizes 16 32 64 128 256 {rows}x{2 * cols}), or read exactly (--reads fast)")
-    for layer in net.layers:            # probe reads: an autoranging chain's gains stay unset
-        layer.adapt_gains = False
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), gains_restored(net.layers):    # probe reads: the gains stay unset
         warnings.filterwarnings("error", message="cheap IR model used at a line loading", category=RuntimeWarning)
         try:
             if cfg.forward == "calibrated":
@@ -338,9 +336,6 @@ def _check_calibration_covers(net: MLP, cfg: TrainConfig, data: Dataset) -> None
             raise ParameterError(f"{exc}. This run's arrays lie beyond the calibration: calibrate on their size and "
                                  "wires (xbar calibrate --sizes ... --r-wire ...) or read them exactly (--reads fast)") \
                 from None
-        finally:
-            for layer in net.layers:
-                layer.adapt_gains = True
 
 
 def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: bool, resume: bool,
