@@ -24,6 +24,7 @@ current flows out of the array into the virtual ground).
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Mapping
 
@@ -298,6 +299,46 @@ def _balance(i_rd: np.ndarray, i_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ~np.isfinite(imbalance) | (imbalance > BALANCE_TOL * np.maximum(scale, 1e-300)), imbalance, scale
 
 
+class _FieldPool:
+    """Work fields kept from one solve to the next. A fresh field of 256 x 256 cells x 50
+    vectors is 26 MB that the kernel must fault in (with transparent huge pages, zeroed and
+    often compacted first) on its first touch: measured, the four fresh fields of a 256 x 256
+    solve cost 20-200 ms of its 150. Fields go back here after a solve and the next solve of
+    the same shape takes them; at most ``limit`` bytes are kept (the fields of the newest
+    shapes), so a long run's memory stays flat."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            free = self._free.get(shape)
+            if free:
+                return free.pop()
+        return np.empty(shape)
+
+    def give(self, *fields: np.ndarray) -> None:
+        with self._lock:
+            for f in fields:
+                shape = f.shape
+                self._free.setdefault(shape, []).append(f)
+                self._free[shape] = self._free.pop(shape)         # newest shape last
+                total = sum(a.nbytes for lst in self._free.values() for a in lst)
+                while total > self.limit and self._free:
+                    oldest = next(iter(self._free))
+                    lst = self._free[oldest]
+                    total -= lst.pop().nbytes
+                    if not lst:
+                        del self._free[oldest]
+
+
+#: The compiled CG's work fields between solves (at most 512 MB: the four fields of a 512 x 512
+#: solve of 60 vectors, or of two threads' halves of 100 vectors at 256 x 256).
+_FIELDS = _FieldPool(512 << 20)
+
+
 #: Cell-vectors per chunk below which CrossbarSolver solves the chunks on the calling thread.
 PARALLEL_MIN_WORK = 1 << 18
 
@@ -442,6 +483,9 @@ class CrossbarSolver:
         drive enters through h = T_R^-1 e_0 (a row chain's response to its driver, per state),
         and the row-end voltages come back through it too (T_R is symmetric).
         """
+        tol = self.tol if tol is None else tol
+        if self._TC._k is not None and self._TR._k is not None:
+            return self._coupled_compiled(v_rd, v_cs, tol)
         D = self.G[:, :, None]
         TC, h = self._TC, self._h_drive()
         nb = v_rd.shape[1]
@@ -459,7 +503,6 @@ class CrossbarSolver:
         norm0[norm0 == 0] = 1.0
         it, beta = 0, None
         Ap = f                                       # f is no longer needed: its memory is Ap's
-        tol = self.tol if tol is None else tol
         while (np.sqrt(rr) / norm0).max() > tol:
             if it >= self.max_iter:
                 raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {tol:g} "
@@ -476,6 +519,56 @@ class CrossbarSolver:
         x_r0 = np.einsum("ij,ijr->ir", D[:, :, 0] * h, u) + (h[:, 0] * self.gr[:, 0])[:, None] * v_rd
         return self.gr[:, 0][:, None] * (x_r0 - v_rd), self.gc[-1][:, None] * (u[-1] - v_cs)
 
+    def _coupled_compiled(self, v_rd: np.ndarray, v_cs: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_coupled` as the compiled kernels run it: the same CG, with the passes fused
+        (kernels.py): the right-hand side in one pass, the solution update deferred into the
+        next operator pass, and the column-node voltages never stored (the currents need their
+        coupling to the row ends and the last row only). About a third fewer passes over the
+        field than the numpy loops."""
+        k, TC, TR = self._TC._k, self._TC, self._TR
+        h = self._h_drive()
+        N, P, nb = self.N, self.P, v_rd.shape[1]
+        g0, gcl = self.gr[:, 0], np.ascontiguousarray(self.gc[-1])
+        v_rd, v_cs = np.ascontiguousarray(v_rd), np.ascontiguousarray(v_cs)
+        dh = np.ascontiguousarray(self.G * h)
+        slab = np.empty((P, nb))
+        u, Ap, r, p = (_FIELDS.take((N, P, nb)) for _ in range(4))
+        try:
+            return self._cg_compiled(k, h, dh, g0, gcl, v_rd, v_cs, tol, slab, u, Ap, r, p)
+        finally:
+            _FIELDS.give(u, Ap, r, p)
+
+    def _cg_compiled(self, k, h, dh, g0, gcl, v_rd, v_cs, tol, slab, u, Ap, r, p):
+        TC, TR = self._TC, self._TR
+        N, P, nb = self.N, self.P, v_rd.shape[1]
+        k["cg_setup_k"](u, v_rd, v_cs, dh * g0[:, None], gcl, TC._w2, TC._isq2, slab)   # u0 = f
+        Dc = np.ascontiguousarray(self.G)
+        zeros = np.zeros(nb)
+        pAp = np.empty(nb)
+        k["apply_k"](u, Ap, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp, u, zeros, False, u, zeros)
+        rr, ff = np.empty(nb), np.empty(nb)
+        k["cg_init_k"](u, Ap, r, p, rr, ff)          # r = f - A f, p = r
+        norm0 = np.sqrt(ff)
+        norm0[norm0 == 0] = 1.0
+        it, alpha, beta = 0, zeros, zeros
+        while (np.sqrt(rr) / norm0).max() > tol:
+            if it >= self.max_iter:
+                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {tol:g} "
+                                  f"in {self.max_iter} iterations; use the nodal solver")
+            # u += alpha p (the last step's), p <- r + beta p, Ap = A p; pAp = 0 for an all-zero input
+            k["apply_k"](p, Ap, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp, r, beta, it > 0, u, alpha)
+            alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
+            rr_new = np.empty(nb)
+            k["cg_residual_k"](r, Ap, alpha, rr_new)
+            beta = np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
+            rr = rr_new
+            it += 1
+        self.iterations.append(it)
+        x_r, x_last = np.empty((N, nb)), np.empty((P, nb))
+        k["cg_finish_k"](u, p, alpha, TC._isq2, TC._w2, dh, x_r, x_last, slab)    # x_C = C^-T (u + alpha p)
+        x_r0 = x_r + (h[:, 0] * g0)[:, None] * v_rd
+        return g0[:, None] * (x_r0 - v_rd), gcl[:, None] * (x_last - v_cs)
+
     def _h_drive(self) -> np.ndarray:
         """T_R^-1 e_0 per row (N, P): the row chains' response to a unit current at the driver."""
         if getattr(self, "_h", None) is None:
@@ -485,28 +578,10 @@ class CrossbarSolver:
         return self._h
 
     def _cg_ops(self, nb: int):
-        """(apply_dot, step) of the CG loop: ``apply_dot(p, out, r, beta)`` sets p = r + beta p
-        (unless beta is None), then out = (I - K) p, and returns p . out per vector;
-        ``step(u, r, p, Ap, alpha)`` does u += alpha p, r -= alpha Ap and returns |r|^2.
-        Compiled (kernels.py: a few fused passes) where numba is there, numpy otherwise."""
+        """(apply_dot, step) of the numpy CG loop: ``apply_dot(p, out, r, beta)`` sets p = r +
+        beta p (unless beta is None), then out = (I - K) p, and returns p . out per vector;
+        ``step(u, r, p, Ap, alpha)`` does u += alpha p, r -= alpha Ap and returns |r|^2."""
         TR, TC, D = self._TR, self._TC, self.G[:, :, None]
-        k = TC._k if TR._k is not None else None
-        if k is not None:
-            slab = np.empty((self.P, nb))
-            Dc = np.ascontiguousarray(self.G)
-
-            def apply_dot(p, out, r=None, beta=None):
-                pAp = np.empty(nb)
-                k["apply_k"](p, out, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp,
-                             p if r is None else r, pAp if beta is None else beta, beta is not None)
-                return pAp
-
-            def step(u, r, p, Ap, alpha):
-                rr_new = np.empty(nb)
-                k["cg_step_k"](u, r, p, Ap, alpha, rr_new)
-                return rr_new
-
-            return apply_dot, step
         tmp_c, tmp = np.empty((self.P, nb)), np.empty((self.N, self.P, nb))
 
         def apply_dot(p, out, r=None, beta=None):
