@@ -187,6 +187,25 @@ def test_compiled_and_numpy_solver_loops_agree(tmp_path):
         assert np.abs(fast - lu).max() <= 1e-9 * np.abs(lu).max()
 
 
+def test_solver_work_fields_carry_nothing_between_solves():
+    """The compiled CG keeps its work fields from one solve to the next (a fresh field's page
+    faults cost more than the solve): a solve after another one of the same shape, on other
+    conductances and inputs, gives the currents it gives first, and the pool keeps to its limit."""
+    from cosim.read.solver import _FieldPool
+    rng = np.random.default_rng(5)
+    spec = CrossbarSpec(48, 40, r_row=2.0, r_col=1.0)
+    G1, G2 = rng.uniform(1e-6, 25e-6, (2, *spec.g_shape))
+    V1, V2 = rng.uniform(0, 0.2, (2, 9, 48))
+    first = Crossbar(spec, G2).read(V2)
+    Crossbar(spec, G1).read(V1)
+    assert np.array_equal(Crossbar(spec, G2).read(V2), first)
+    pool = _FieldPool(3 * 8 * 10)
+    fields = [pool.take((10,)) for _ in range(4)] + [pool.take((5,))]
+    pool.give(*fields)
+    kept = [a for lst in pool._free.values() for a in lst]
+    assert sum(a.nbytes for a in kept) <= 3 * 8 * 10 and any(a.shape == (5,) for a in kept)   # newest shape kept
+
+
 def test_solver_refines_vectors_whose_currents_do_not_balance():
     """CG can meet its residual while the currents into the row and column ends do not yet
     cancel (seen on one-column drives of a 256 x 500 array): those vectors are solved again,

@@ -525,7 +525,7 @@ class CrossbarSolver:
         next operator pass, and the column-node voltages never stored (the currents need their
         coupling to the row ends and the last row only). About a third fewer passes over the
         field than the numpy loops."""
-        k, TC, TR = self._TC._k, self._TC, self._TR
+        k = self._TC._k
         h = self._h_drive()
         N, P, nb = self.N, self.P, v_rd.shape[1]
         g0, gcl = self.gr[:, 0], np.ascontiguousarray(self.gc[-1])
@@ -539,6 +539,8 @@ class CrossbarSolver:
             _FIELDS.give(u, Ap, r, p)
 
     def _cg_compiled(self, k, h, dh, g0, gcl, v_rd, v_cs, tol, slab, u, Ap, r, p):
+        """The CG loop of :meth:`_coupled_compiled` on its four work fields (their contents on
+        entry do not matter: every kernel writes a field before it reads it)."""
         TC, TR = self._TC, self._TR
         N, P, nb = self.N, self.P, v_rd.shape[1]
         k["cg_setup_k"](u, v_rd, v_cs, dh * g0[:, None], gcl, TC._w2, TC._isq2, slab)   # u0 = f
