@@ -246,6 +246,31 @@ class Cap3T1C(DeviceModel):
         """V_C after ``t`` [s] without pulses: RC decay (FET off currents neglected)."""
         return np.asarray(state, float) * np.exp(-np.asarray(t, float) / (self.params.r_leak * self.c_eff))
 
+    def apply_counts(self, state, counts, shape: PulseShape, variation=None, noise=None, *,
+                     polarity: int = +1) -> np.ndarray:
+        """State after ``counts`` full-selected pulses per cell, slot after slot as
+        :meth:`DeviceModel.apply_counts` (a cell with fewer pulses than the most leaks through the
+        remaining slots), at the cost of the pulsed cells only: a cell's idle slots are one
+        leak over their sum (RC decay composes). The same numbers, to rounding."""
+        if variation is not None or noise is not None:
+            return super().apply_counts(state, counts, shape, variation, noise, polarity=polarity)
+        s = np.atleast_1d(np.asarray(state, float)).copy()
+        c = np.broadcast_to(np.asarray(counts, int), s.shape).ravel()
+        n = int(c.max(initial=0))
+        if n == 0:
+            return s
+        flat = s.ravel()
+        idx = np.flatnonzero(c > 0)
+        idx = idx[np.argsort(-c[idx], kind="stable")]     # most pulses first: slot k pulses a prefix
+        sub, cs = flat[idx], c[idx]
+        live = idx.size - np.searchsorted(cs[::-1], np.arange(n), side="right")   # cells with > k pulses
+        amp = polarity * self.v_write
+        for k in range(n):
+            m = int(live[k])
+            sub[:m] = self.step(sub[:m], np.full(m, amp), shape)
+        flat[idx] = sub
+        return self.leak(flat, (n - c) * shape.period).reshape(s.shape)
+
     def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:
         p = self.params
         s = np.asarray(state, float)

@@ -154,7 +154,8 @@ def test_train_config_checks_the_table_and_the_unit_cell_options(files, tmp_path
                     (dict(tab, update="fast", device="rram"), "fitted to device 'pcm', the run updates 'rram'"),
                     (dict(tab, update="fast", device_table=str(files["fits"])), "must be a loaded StepTable"),
                     (dict(transfer_every=7), "transfer_every applies to unit_cell='2pcm3t1c' only"),
-                    (dict(gain_f=2.0), "gain_f applies to unit_cell='2pcm3t1c' only")):
+                    (dict(gain_f=2.0), "gain_f applies to unit_cell='2pcm3t1c' only"),
+                    (dict(lsp_pulse_width=50e-9), "lsp_pulse_width applies to unit_cell='2pcm3t1c' only")):
         with pytest.raises(ParameterError, match=msg):
             TrainConfig(**kw)
     with pytest.raises(ParameterError, match="no step table of device 'rram'"):
@@ -175,6 +176,7 @@ def test_train_cli_device_table_and_unit_cell_options(files, tmp_path, rng, caps
     base = ["train", "--data", str(p), "--epochs", "1", "--hidden", "4", "--reads", "fast"]
     for extra, msg in ((["--transfer-every", "7"], "transfer_every applies to unit_cell='2pcm3t1c'"),
                        (["--gain-f", "2"], "gain_f applies to unit_cell='2pcm3t1c'"),
+                       (["--lsp-pulse-width", "5e-8"], "lsp_pulse_width applies to unit_cell='2pcm3t1c'"),
                        (["--device-table", str(files["fits"])], "needs update='fast'")):
         assert main([*base, *extra, "--out", str(tmp_path / "bad")]) == 2
         assert msg in capsys.readouterr().err

@@ -169,19 +169,60 @@ def test_spice_reads_of_both_arrays_agree_with_fast_reads(rng, engine):
     assert not np.allclose(layer.forward(x, "fast"), layer.forward(x, "ideal"), rtol=1e-4)
 
 
-def test_spice_update_of_the_3t1c_cells_matches_the_twin(rng, engine):
-    """Transistor-level transient of the cells under their coincidence pulses vs the fitted twin."""
+@pytest.mark.parametrize("width", [50e-9, 5e-9])
+def test_spice_update_of_the_3t1c_cells_matches_the_twin(rng, engine, width):
+    """Transistor-level transient of the cells under their coincidence pulses vs the fitted twin,
+    at the write pulse of before (50 ns, 47 steps over the range) and at the unit cell's
+    default update pulse (5 ns, edges 0.5 ns: the edge charge is a larger share of it)."""
+    from cosim.train.loop import lsp_pulse
     x, d = rng.uniform(0, 1, (2, 6)), rng.uniform(-0.2, 0.2, (2, 4))
     out = {}
     for backend in ("spice", "fast"):
         layer = _layer(np.random.default_rng(1), 6, 4)
-        up = CapUpdate(CAP, backend=backend, engine=engine)
+        up = CapUpdate(CAP, backend=backend, engine=engine, shape=lsp_pulse(width))
         layer.update(x, d, 0.5, up, np.random.default_rng(5))
         out[backend] = layer.unit_state()["vc"]
     step = float(CAP.step(np.array([0.9]), 1.0, up.shape)[0] - 0.9)
     moved = np.abs(out["fast"] - 0.9)
     assert moved.max() > 3 * step                                   # several pulses on some cells
-    assert np.abs(out["spice"] - out["fast"]).max() < 0.15 * step  # measured ~0.07 step
+    assert np.abs(out["spice"] - out["fast"]).max() < 0.15 * step  # measured 0.06 (50 ns) and 0.11 (5 ns) step
+
+
+def test_3t1c_pulse_counts_step_only_the_pulsed_cells_to_the_same_numbers(rng):
+    """Cap3T1C.apply_counts (pulsed cells stepped, idle slots one leak) gives the states of
+    stepping every cell slot after slot (DeviceModel.apply_counts), both polarities."""
+    from cosim.train.loop import lsp_pulse
+    from models.device import DeviceModel
+    s = rng.uniform(*CAP.state_range, (40, 30))
+    counts = (rng.random(s.shape) < 0.2) * rng.integers(0, 11, s.shape)
+    for pol in (1, -1):
+        for shape in (lsp_pulse(5e-9), lsp_pulse(50e-9)):
+            ref = DeviceModel.apply_counts(CAP, s, counts, shape, polarity=pol)
+            out = CAP.apply_counts(s, counts, shape, polarity=pol)
+            assert out.shape == s.shape and np.abs(out - ref).max() < 1e-14
+    assert np.array_equal(CAP.apply_counts(s, np.zeros(s.shape, int), lsp_pulse(5e-9)), s)
+
+
+def test_unit_cell_update_pulse_sets_the_3t1c_step_and_the_fingerprint():
+    """``lsp_pulse_width`` sets the 3T1C update pulse: 5 ns (the default) gives about 470 steps
+    over the cell's conductance range, 50 ns (the write pulse of before: ``PulseShape()``) 47; a
+    unit-cell run at 50 ns keeps the fingerprint it had before the option, so it resumes."""
+    from cosim.train.loop import LEGACY_LSP_PULSE_WIDTH, lsp_pulse, make_updater
+    from models.pulse import PulseShape
+    assert lsp_pulse(LEGACY_LSP_PULSE_WIDTH) == PulseShape()
+    lo, hi = CAP.to_conductance(np.array(CAP.state_range))
+    steps = {w: abs(hi - lo) / make_updater(TrainConfig(unit_cell="2pcm3t1c", update="fast",
+                                                         lsp_pulse_width=w)).step_conductance()
+             for w in (5e-9, 50e-9)}
+    assert 400 < steps[5e-9] < 550 and 40 < steps[50e-9] < 55
+    data = load_digits_split()
+    rec = {w: TrainConfig(unit_cell="2pcm3t1c", lsp_pulse_width=w).record() for w in (5e-9, 50e-9)}
+    assert rec[5e-9]["lsp_pulse_width"] == 5e-9 and "lsp_pulse_width" not in rec[50e-9]
+    assert "lsp_pulse_width" not in TrainConfig().record()                       # a pair run: not its business
+    fps = {w: TrainConfig(unit_cell="2pcm3t1c", lsp_pulse_width=w).fingerprint(data) for w in (5e-9, 50e-9)}
+    assert fps[5e-9] != fps[50e-9]
+    with pytest.raises(ParameterError, match="lsp_pulse_width must be > 0"):
+        TrainConfig(unit_cell="2pcm3t1c", lsp_pulse_width=0.0)
 
 
 def _small(n: int = 200) -> Dataset:

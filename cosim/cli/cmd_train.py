@@ -26,7 +26,7 @@ __all__ = ["add_parsers", "train_config"]
 
 
 TRAIN_FIELDS = ("hidden", "epochs", "batch_size", "lr", "seed", "update", "device", "bl", "update_method",
-                "checkpoint_every", "unit_cell", "transfer_every", "gain_f")
+                "checkpoint_every", "unit_cell", "transfer_every", "gain_f", "lsp_pulse_width")
 
 
 LAYER_FIELDS = ("r_wire", "v_read", "out_bound", "max_rows", "max_cols", "chain_autorange")
@@ -197,6 +197,9 @@ def train_parser(sub) -> None:
     p.add_argument("--transfer-every", type=int,
                    help=f"2pcm3t1c: mini-batches between transfers into the PCM pair (default {td('transfer_every')})")
     p.add_argument("--gain-f", type=float, help=f"2pcm3t1c: gain F of the PCM pair (default {td('gain_f')})")
+    p.add_argument("--lsp-pulse-width", type=float, metavar="SECONDS",
+                   help=f"2pcm3t1c: width of the 3T1C update pulses (default {td('lsp_pulse_width'):g} s: about 470 "
+                        "steps over the cell's range; 50e-9 resumes a unit-cell run from before this option)")
     p.add_argument("--device-table", default=None, metavar="FILE",
                    help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "
                         "pulse trains instead of its numpy twin; FILE is the blocks/fits.json or the "

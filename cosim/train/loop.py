@@ -86,6 +86,13 @@ class TrainConfig:
         (counted over the whole run).
     gain_f : float
         2pcm3t1c only (likewise): gain F of the PCM pair.
+    lsp_pulse_width : float
+        2pcm3t1c only (likewise): width of the 3T1C update pulses [s] (edges a tenth of it, slot
+        twice it: :func:`lsp_pulse`). The step of one pulse is the pump current times it over
+        the capacitor: 5 ns gives the cell about 470 steps over its conductance range, the
+        ~400 of the cell the 2018 experiment used (Li et al., VLSI 2018); 50 ns (the PCM write
+        pulse, the default before) gives 47, and those coarse steps cost the unit cell most of
+        its gap to software on MNIST (docs/training.md).
     device_table : StepTable, optional
         ``device``'s step table fitted to SPICE (``xbar calibrate``; loaded with
         :func:`cosim.calibrate.bundle.load_calibration`): the ``fast`` pair updates move the
@@ -109,6 +116,7 @@ class TrainConfig:
     unit_cell: str = "pair"
     transfer_every: int = 20
     gain_f: float = 3.0
+    lsp_pulse_width: float = 5e-9
     device_table: StepTable | None = None
 
     def __post_init__(self) -> None:
@@ -137,6 +145,8 @@ class TrainConfig:
             raise ParameterError(f"hidden sizes must be integers >= 1, got {self.hidden}")
         if not (self.lr > 0 and np.isfinite(self.lr)):
             raise ParameterError(f"lr must be > 0, got {self.lr}")
+        if not (self.lsp_pulse_width > 0 and np.isfinite(self.lsp_pulse_width)):
+            raise ParameterError(f"lsp_pulse_width must be > 0 [s], got {self.lsp_pulse_width}")
 
     def _check_unit_cell(self) -> None:
         if self.unit_cell == "2pcm3t1c":
@@ -147,7 +157,7 @@ class TrainConfig:
             if tuple(get_device(self.device).ports) != ("p", "n"):
                 raise ParameterError(f"the unit cell's pair needs a two-terminal device, got {self.device!r}")
             return
-        for name in ("transfer_every", "gain_f"):
+        for name in ("transfer_every", "gain_f", "lsp_pulse_width"):
             default = type(self).__dataclass_fields__[name].default
             if getattr(self, name) != default:
                 raise ParameterError(f"{name} applies to unit_cell='2pcm3t1c' only; with a pair it would be "
@@ -190,6 +200,8 @@ class TrainConfig:
         out["device_table"] = None if self.device_table is None else content_digest(self.device_table.to_dict())
         if not lay.chain_autorange:        # recorded when used: checkpoints of earlier runs stay theirs
             del out["layer"]["chain_autorange"]
+        if self.unit_cell != "2pcm3t1c" or self.lsp_pulse_width == LEGACY_LSP_PULSE_WIDTH:
+            del out["lsp_pulse_width"]     # a unit-cell run of before resumes with --lsp-pulse-width 50e-9
         return out
 
     def fingerprint(self, data: Dataset) -> str:
@@ -199,6 +211,17 @@ class TrainConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: The 3T1C update pulse width of unit-cell runs before ``lsp_pulse_width`` (the PCM write pulse).
+LEGACY_LSP_PULSE_WIDTH = 50e-9
+
+
+def lsp_pulse(width: float) -> PulseShape:
+    """The 3T1C update pulse of a given width [s]: edges a tenth of it, a slot twice it and a
+    transient step a fifth of it (at 50 ns: the default ``PulseShape``, the write pulse the
+    unit cell used before)."""
+    return PulseShape(width=width, rise=width / 10, period=2 * width, tstep=width / 5)
+
+
 def make_updater(cfg: TrainConfig, engine=None) -> Updater:
     """The update rule: the float control, or pulse coincidence on the device (twin, step table
     or ngspice); for the unit cell, on its 3T1C cells."""
@@ -206,7 +229,7 @@ def make_updater(cfg: TrainConfig, engine=None) -> Updater:
         cap = get_device("cap3t1c")
         if cfg.update == "ideal":
             return LspIdealUpdate(cap)
-        return CapUpdate(cap, bl=cfg.bl, backend=cfg.update, engine=engine)
+        return CapUpdate(cap, bl=cfg.bl, backend=cfg.update, engine=engine, shape=lsp_pulse(cfg.lsp_pulse_width))
     if cfg.update == "ideal":
         return IdealUpdate()
     return PulseUpdate(get_device(cfg.device), bl=cfg.bl, backend=cfg.update, r_wire=cfg.layer.r_wire,
