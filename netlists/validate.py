@@ -67,8 +67,12 @@ def _dc_edges(g: Group) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def validate(circuit: Circuit) -> None:
-    """Raise the first problem found in ``circuit`` (see the module docstring)."""
+def validate(circuit: Circuit, *, connectivity: bool = True) -> None:
+    """Raise the first problem found in ``circuit`` (see the module docstring).
+
+    ``connectivity=False`` skips the DC-path search (the element checks still run): for a
+    caller that has checked another circuit of the same topology, which the values of its
+    elements cannot change (the search is most of the cost of validating a large array)."""
     n_nodes = len(circuit.nodes)
     seen: dict[str, str] = {}
     for g in circuit.groups:
@@ -117,6 +121,8 @@ def validate(circuit: Circuit) -> None:
             k = int(np.argmax(~np.isfinite(g.ic)))
             raise InvalidValueError(f"{g.element_name(k)}: initial voltage {float(g.ic[k])!r} is not finite")
 
+    if not connectivity:
+        return
     # Connectivity at DC (capacitors are open, so they add no edge).
     a_parts, b_parts = [], []
     used = np.zeros(n_nodes, dtype=bool)

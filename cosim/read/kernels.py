@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 __all__ = ["compiled", "chain_solve_rows", "chain_solve_cols", "sweep_rows", "sweep_cols", "apply_k",
-           "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k"]
+           "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k"]
 
 
 def chain_solve_rows(y, w, inv_m):  # pragma: no cover - compiled
@@ -152,6 +152,20 @@ def apply_k(p, out, wC, isqC, D, wR, imR, tmp, pAp, res, beta, new_direction, u,
                 pAp[r] += p[l, j, r] * x
 
 
+def chain_factor_k(d, e, w, m):  # pragma: no cover - compiled
+    """T = L M L^T of K tridiagonal chains at once: ``d`` (L, K) diagonals, ``e`` (L - 1, K)
+    off-diagonals; writes ``w`` (L, K), the subdiagonal of L (``w[0]`` = 0), and ``m`` (L, K)."""
+    n, K = d.shape
+    for k in range(K):
+        m[0, k] = d[0, k]
+        w[0, k] = 0.0
+    for l in range(1, n):
+        for k in range(K):
+            wl = e[l - 1, k] / m[l - 1, k]
+            w[l, k] = wl
+            m[l, k] = d[l, k] - wl * e[l - 1, k]
+
+
 def cg_setup_k(u, v_rd, v_cs, dhg, gcl, wC, isqC, tmp):  # pragma: no cover - compiled
     """u <- M_C^-1/2 L_C^-1 b, b = D T_R^-1 b_R + b_C: the CG system's right-hand side (and
     its first iterate) in one top-down pass. ``dhg[i, j]`` = G_ij h_ij g_i0 (the row drive as
@@ -238,13 +252,14 @@ def compiled() -> dict | None:
             return None
         jit = numba.njit(cache=True, nogil=True, fastmath=False)
         _COMPILED = {f.__name__: jit(f) for f in (chain_solve_rows, chain_solve_cols, sweep_rows, sweep_cols,
-                                                  apply_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k)}
+                                                  apply_k, chain_factor_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k)}
         y, w, v = np.zeros((2, 2, 1)), np.zeros((2, 2)), np.zeros(1)   # compile (or load the cache) once
         _COMPILED["chain_solve_rows"](y, w, w)
         _COMPILED["chain_solve_cols"](y, w, w)
         _COMPILED["sweep_rows"](y, w, False)
         _COMPILED["sweep_cols"](y, w, False)
         _COMPILED["apply_k"](y, y.copy(), w, w, w, w, w, np.zeros((2, 1)), v.copy(), y.copy(), v, False, y.copy(), v)
+        _COMPILED["chain_factor_k"](w + 1.0, w[:1], w.copy(), w.copy())
         s2 = np.zeros((2, 1))
         _COMPILED["cg_setup_k"](y, s2, s2, w, np.zeros(2), w, w, s2.copy())
         _COMPILED["cg_init_k"](y, y.copy(), y.copy(), y.copy(), v.copy(), v.copy())

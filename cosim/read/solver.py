@@ -224,10 +224,13 @@ class _Chains:
         self.L = L
         m = np.empty_like(d)
         w = np.zeros_like(d)
-        m[0] = d[0]
-        for l in range(1, L):
-            w[l] = e[l - 1] / m[l - 1]
-            m[l] = d[l] - w[l] * e[l - 1]
+        if kernels is not None:
+            kernels["chain_factor_k"](np.ascontiguousarray(d), np.ascontiguousarray(e), w, m)
+        else:
+            m[0] = d[0]
+            for l in range(1, L):
+                w[l] = e[l - 1] / m[l - 1]
+                m[l] = d[l] - w[l] * e[l - 1]
         self.w = w[:, :, None]                                # L[l, l-1]
         m_field = np.moveaxis(m, 0, axis)[..., None]          # (N, P, 1)
         self.inv_m = 1.0 / m_field
