@@ -141,6 +141,23 @@ def test_validation_finds_a_floating_node():
                Capacitors("c", (1,), a=[1], b=[2], capacitance=1e-12)])
     with pytest.raises(FloatingNodeError, match="n1"):
         validate(c)
+    validate(c, connectivity=False)          # a caller that checked this topology before skips the search
+
+
+def test_crossbar_reads_check_values_on_every_state_and_topology_once():
+    """Crossbar.circuit runs the DC-path search once per (spec, direction); every new state
+    still gets the element checks."""
+    from cosim.read import mvm
+    from cosim.read.mvm import Crossbar
+    from models.errors import XbarError
+    spec = CrossbarSpec(rows=3, cols=4, r_row=1.0, r_col=1.0)
+    mvm._CONNECTED.discard((spec, False))
+    Crossbar(spec, np.full(spec.g_shape, 1e-5)).circuit()
+    assert (spec, False) in mvm._CONNECTED
+    xb = Crossbar(spec, np.full(spec.g_shape, 1e-5))
+    xb.G[0, 0] = -1e-6                          # past Crossbar's own check: the build still refuses it
+    with pytest.raises(XbarError, match="must be > 0"):
+        xb.circuit()
 
 
 def test_validation_names_bad_values_and_duplicates():
