@@ -305,8 +305,8 @@ def _balance(i_rd: np.ndarray, i_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray
 class _FieldPool:
     """Work fields kept from one solve to the next. A fresh field of 256 x 256 cells x 50
     vectors is 26 MB that the kernel must fault in (with transparent huge pages, zeroed and
-    often compacted first) on its first touch: measured, the four fresh fields of a 256 x 256
-    solve cost 20-200 ms of its 150. Fields go back here after a solve and the next solve of
+    often compacted first) on its first touch: measured on one thread at 256 x 256 and 100
+    vectors, fresh fields added 20-200 ms to a solve that takes 125 ms with kept ones. Fields go back here after a solve and the next solve of
     the same shape takes them; at most ``limit`` bytes are kept (the fields of the newest
     shapes), so a long run's memory stays flat."""
 
@@ -337,8 +337,8 @@ class _FieldPool:
                         del self._free[oldest]
 
 
-#: The compiled CG's work fields between solves (at most 512 MB: the four fields of a 512 x 512
-#: solve of 60 vectors, or of two threads' halves of 100 vectors at 256 x 256).
+#: The compiled CG's work fields between solves, at most 512 MB (room for the four fields of a
+#: 512 x 512 solve of 60 vectors, or for both threads' fields of 100 vectors at 256 x 256).
 _FIELDS = _FieldPool(512 << 20)
 
 
