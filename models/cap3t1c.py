@@ -264,10 +264,21 @@ class Cap3T1C(DeviceModel):
         idx = idx[np.argsort(-c[idx], kind="stable")]     # most pulses first: slot k pulses a prefix
         sub, cs = flat[idx], c[idx]
         live = idx.size - np.searchsorted(cs[::-1], np.arange(n), side="right")   # cells with > k pulses
-        amp = polarity * self.v_write
+        p = self.params
+        if abs(polarity * self.v_write) < self.v_threshold:
+            raise ParameterError(f"a full pulse ({polarity * self.v_write:g} of v_write) is below the threshold")
+        up = polarity > 0                  # :meth:`step` for one polarity: V_C += +-I(V_C) t_eff / C, then leak
+        coef = p.i_up if up else p.i_dn
+        t_eff = shape.width + 2 * shape.rise * (p.rho_up if up else p.rho_dn)
+        decay = float(np.exp(-shape.period / (p.r_leak * self.c_eff)))
         for k in range(n):
-            m = int(live[k])
-            sub[:m] = self.step(sub[:m], np.full(m, amp), shape)
+            x = sub[:int(live[k])]
+            i = np.polyval(coef, x) * t_eff
+            if up:
+                x += i / self.c_eff
+            else:
+                x -= i / self.c_eff
+            x *= decay
         flat[idx] = sub
         return self.leak(flat, (n - c) * shape.period).reshape(s.shape)
 
