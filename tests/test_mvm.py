@@ -191,7 +191,7 @@ def test_solver_work_fields_carry_nothing_between_solves():
     """The compiled CG keeps its work fields from one solve to the next (a fresh field's page
     faults cost more than the solve): a solve after another one of the same shape, on other
     conductances and inputs, gives the currents it gives first, and the pool keeps to its limit."""
-    from cosim.read.solver import _FieldPool
+    from cosim.read.kernels import FieldPool
     rng = np.random.default_rng(5)
     spec = CrossbarSpec(48, 40, r_row=2.0, r_col=1.0)
     G1, G2 = rng.uniform(1e-6, 25e-6, (2, *spec.g_shape))
@@ -199,7 +199,7 @@ def test_solver_work_fields_carry_nothing_between_solves():
     first = Crossbar(spec, G2).read(V2)
     Crossbar(spec, G1).read(V1)
     assert np.array_equal(Crossbar(spec, G2).read(V2), first)
-    pool = _FieldPool(3 * 8 * 10)
+    pool = FieldPool(3 * 8 * 10)
     fields = [pool.take((10,)) for _ in range(4)] + [pool.take((5,))]
     pool.give(*fields)
     kept = [a for lst in pool._free.values() for a in lst]

@@ -151,6 +151,19 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_audit)
 
 
+def _unit_cell_options(p) -> None:
+    td = lambda name: default_of(TrainConfig, name)   # noqa: E731
+    p.add_argument("--unit-cell", choices=CELLS,
+                   help="pair: a differential pair of --device (default); 2pcm3t1c: IBM 2018 unit cell, PCM pair "
+                        "(gain F) + 3T1C cell; --update then acts on the 3T1C cells")
+    p.add_argument("--transfer-every", type=int,
+                   help=f"2pcm3t1c: mini-batches between transfers into the PCM pair (default {td('transfer_every')})")
+    p.add_argument("--gain-f", type=float, help=f"2pcm3t1c: gain F of the PCM pair (default {td('gain_f')})")
+    p.add_argument("--lsp-pulse-width", type=float, metavar="SECONDS",
+                   help=f"2pcm3t1c: width of the 3T1C update pulses (default {td('lsp_pulse_width'):g} s: about 470 "
+                        "steps over the cell's range; 50e-9 resumes a unit-cell run from before this option)")
+
+
 def train_parser(sub) -> None:
 
     td = lambda name: default_of(TrainConfig, name)   # noqa: E731
@@ -191,15 +204,7 @@ def train_parser(sub) -> None:
     p.add_argument("--max-rows", type=int, help=f"largest array: rows (default {ld('max_rows')}; larger layers are tiled)")
     p.add_argument("--max-cols", type=int, help=f"largest array: weight columns (default {ld('max_cols')})")
     p.add_argument("--checkpoint-every", type=int, help=f"mini-batches between checkpoints (default {td('checkpoint_every')})")
-    p.add_argument("--unit-cell", choices=CELLS,
-                   help="pair: a differential pair of --device (default); 2pcm3t1c: IBM 2018 unit cell, PCM pair "
-                        "(gain F) + 3T1C cell; --update then acts on the 3T1C cells")
-    p.add_argument("--transfer-every", type=int,
-                   help=f"2pcm3t1c: mini-batches between transfers into the PCM pair (default {td('transfer_every')})")
-    p.add_argument("--gain-f", type=float, help=f"2pcm3t1c: gain F of the PCM pair (default {td('gain_f')})")
-    p.add_argument("--lsp-pulse-width", type=float, metavar="SECONDS",
-                   help=f"2pcm3t1c: width of the 3T1C update pulses (default {td('lsp_pulse_width'):g} s: about 470 "
-                        "steps over the cell's range; 50e-9 resumes a unit-cell run from before this option)")
+    _unit_cell_options(p)
     p.add_argument("--device-table", default=None, metavar="FILE",
                    help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "
                         "pulse trains instead of its numpy twin; FILE is the blocks/fits.json or the "

@@ -24,14 +24,13 @@ current flows out of the array into the virtual ground).
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
-from cosim.read.kernels import compiled
+from cosim.read.kernels import FIELDS, compiled
 from models.errors import ShapeError, UnsupportedElementError, XbarError
 from netlists.ir import (
     ELEMENT_TYPES, BehavioralSources, Capacitors, Circuit, Group, Mosfets, PwlSources, Resistors, SubcktInstances,
@@ -302,46 +301,6 @@ def _balance(i_rd: np.ndarray, i_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ~np.isfinite(imbalance) | (imbalance > BALANCE_TOL * np.maximum(scale, 1e-300)), imbalance, scale
 
 
-class _FieldPool:
-    """Work fields kept from one solve to the next. A fresh field of 256 x 256 cells x 50
-    vectors is 26 MB that the kernel must fault in (with transparent huge pages, zeroed and
-    often compacted first) on its first touch: measured on one thread at 256 x 256 and 100
-    vectors, fresh fields added 20-200 ms to a solve that takes 125 ms with kept ones. Fields go back here after a solve and the next solve of
-    the same shape takes them; at most ``limit`` bytes are kept (the fields of the newest
-    shapes), so a long run's memory stays flat."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, shape: tuple[int, ...]) -> np.ndarray:
-        with self._lock:
-            free = self._free.get(shape)
-            if free:
-                return free.pop()
-        return np.empty(shape)
-
-    def give(self, *fields: np.ndarray) -> None:
-        with self._lock:
-            for f in fields:
-                shape = f.shape
-                self._free.setdefault(shape, []).append(f)
-                self._free[shape] = self._free.pop(shape)         # newest shape last
-                total = sum(a.nbytes for lst in self._free.values() for a in lst)
-                while total > self.limit and self._free:
-                    oldest = next(iter(self._free))
-                    lst = self._free[oldest]
-                    total -= lst.pop().nbytes
-                    if not lst:
-                        del self._free[oldest]
-
-
-#: The compiled CG's work fields between solves, at most 512 MB (room for the four fields of a
-#: 512 x 512 solve of 60 vectors, or for both threads' fields of 100 vectors at 256 x 256).
-_FIELDS = _FieldPool(512 << 20)
-
-
 #: Cell-vectors per chunk below which CrossbarSolver solves the chunks on the calling thread.
 PARALLEL_MIN_WORK = 1 << 18
 
@@ -535,11 +494,11 @@ class CrossbarSolver:
         v_rd, v_cs = np.ascontiguousarray(v_rd), np.ascontiguousarray(v_cs)
         dh = np.ascontiguousarray(self.G * h)
         slab = np.empty((P, nb))
-        u, Ap, r, p = (_FIELDS.take((N, P, nb)) for _ in range(4))
+        u, Ap, r, p = (FIELDS.take((N, P, nb)) for _ in range(4))
         try:
             return self._cg_compiled(k, h, dh, g0, gcl, v_rd, v_cs, tol, slab, u, Ap, r, p)
         finally:
-            _FIELDS.give(u, Ap, r, p)
+            FIELDS.give(u, Ap, r, p)
 
     def _cg_compiled(self, k, h, dh, g0, gcl, v_rd, v_cs, tol, slab, u, Ap, r, p):
         """The CG loop of :meth:`_coupled_compiled` on its four work fields (their contents on
