@@ -41,6 +41,7 @@ shares with C at t = 0 and kicks V_C by some 10 mV.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -129,6 +130,41 @@ PRESET = replace(Cap3T1CParams(),
                  rho_dn=0.06934411399841306, 
                  g_read=(-1.3780793371122705e-05, 3.1988122630550496e-05, 1.8125782894050536e-06, -8.22761349203376e-06), 
                  h_read=(-0.000158340802669406, 0.00046001432898205944, -0.00043139277726126816, 0.00011414676227682908))
+
+
+def _pulse_cells(s, counts, coef, gain, decay, n):  # pragma: no cover - compiled
+    """In place: cell i gets counts[i] pulses (V_C += gain polyval(coef, V_C), then a slot's
+    decay), then decays through the n - counts[i] slots it sits idle."""
+    for i in range(s.size):
+        x = s[i]
+        k = counts[i]
+        for _ in range(k):
+            y = 0.0
+            for a in coef:
+                y = y * x + a
+            x = (x + gain * y) * decay
+        if k < n:
+            x *= decay ** (n - k)
+        s[i] = x
+
+
+_KERNEL: list = []
+
+
+def _pulse_kernel():
+    """:func:`_pulse_cells` compiled by numba (cached on disk), or None where numba is missing or
+    ``XBAR_NO_NUMBA`` is set (then the numpy loop of :meth:`Cap3T1C.apply_counts` runs)."""
+    if not _KERNEL:
+        fn = None
+        if not os.environ.get("XBAR_NO_NUMBA"):
+            try:
+                import numba
+                fn = numba.njit(cache=True, nogil=True)(_pulse_cells)
+                fn(np.zeros(1), np.zeros(1, np.int64), np.zeros(1), 0.0, 1.0, 0)
+            except ImportError:
+                fn = None
+        _KERNEL.append(fn)
+    return _KERNEL[0]
 
 
 class Cap3T1C(DeviceModel):
@@ -250,8 +286,9 @@ class Cap3T1C(DeviceModel):
                      polarity: int = +1) -> np.ndarray:
         """State after ``counts`` full-selected pulses per cell, slot after slot as
         :meth:`DeviceModel.apply_counts` (a cell with fewer pulses than the most leaks through the
-        remaining slots), at the cost of the pulsed cells only: a cell's idle slots are one
-        leak over their sum (RC decay composes). The same numbers, to rounding."""
+        remaining slots), at the cost of the pulses only: one compiled pass over the cells where
+        numba is there, else a numpy loop over slots on the cells still pulsing; a cell's idle
+        slots are one decay (RC decay composes). The same numbers, to rounding."""
         if variation is not None or noise is not None:
             return super().apply_counts(state, counts, shape, variation, noise, polarity=polarity)
         s = np.atleast_1d(np.asarray(state, float)).copy()
@@ -260,10 +297,6 @@ class Cap3T1C(DeviceModel):
         if n == 0:
             return s
         flat = s.ravel()
-        idx = np.flatnonzero(c > 0)
-        idx = idx[np.argsort(-c[idx], kind="stable")]     # most pulses first: slot k pulses a prefix
-        sub, cs = flat[idx], c[idx]
-        live = idx.size - np.searchsorted(cs[::-1], np.arange(n), side="right")   # cells with > k pulses
         p = self.params
         if abs(polarity * self.v_write) < self.v_threshold:
             raise ParameterError(f"a full pulse ({polarity * self.v_write:g} of v_write) is below the threshold")
@@ -271,6 +304,15 @@ class Cap3T1C(DeviceModel):
         coef = p.i_up if up else p.i_dn
         t_eff = shape.width + 2 * shape.rise * (p.rho_up if up else p.rho_dn)
         decay = float(np.exp(-shape.period / (p.r_leak * self.c_eff)))
+        kernel = _pulse_kernel()
+        if kernel is not None:             # one compiled pass over the cells: each its own pulses, then its leak
+            kernel(flat, np.ascontiguousarray(c, np.int64), np.asarray(coef, float),
+                   (1.0 if up else -1.0) * t_eff / self.c_eff, decay, n)
+            return s
+        idx = np.flatnonzero(c > 0)
+        idx = idx[np.argsort(-c[idx], kind="stable")]     # most pulses first: slot k pulses a prefix
+        sub, cs = flat[idx], c[idx]
+        live = idx.size - np.searchsorted(cs[::-1], np.arange(n), side="right")   # cells with > k pulses
         for k in range(n):
             x = sub[:int(live[k])]
             i = np.polyval(coef, x) * t_eff
