@@ -41,6 +41,7 @@ shares with C at t = 0 and kicks V_C by some 10 mV.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 
@@ -148,23 +149,19 @@ def _pulse_cells(s, counts, coef, gain, decay, n):  # pragma: no cover - compile
         s[i] = x
 
 
-_KERNEL: list = []
-
-
+@functools.cache
 def _pulse_kernel():
     """:func:`_pulse_cells` compiled by numba (cached on disk), or None where numba is missing or
     ``XBAR_NO_NUMBA`` is set (then the numpy loop of :meth:`Cap3T1C.apply_counts` runs)."""
-    if not _KERNEL:
-        fn = None
-        if not os.environ.get("XBAR_NO_NUMBA"):
-            try:
-                import numba
-                fn = numba.njit(cache=True, nogil=True)(_pulse_cells)
-                fn(np.zeros(1), np.zeros(1, np.int64), np.zeros(1), 0.0, 1.0, 0)
-            except ImportError:
-                fn = None
-        _KERNEL.append(fn)
-    return _KERNEL[0]
+    if os.environ.get("XBAR_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    fn = numba.njit(cache=True, nogil=True)(_pulse_cells)
+    fn(np.zeros(1), np.zeros(1, np.int64), np.zeros(1), 0.0, 1.0, 0)
+    return fn
 
 
 class Cap3T1C(DeviceModel):
@@ -303,11 +300,11 @@ class Cap3T1C(DeviceModel):
         up = polarity > 0                  # :meth:`step` for one polarity: V_C += +-I(V_C) t_eff / C, then leak
         coef = p.i_up if up else p.i_dn
         t_eff = shape.width + 2 * shape.rise * (p.rho_up if up else p.rho_dn)
+        gain = (1.0 if up else -1.0) * t_eff / self.c_eff
         decay = float(np.exp(-shape.period / (p.r_leak * self.c_eff)))
         kernel = _pulse_kernel()
         if kernel is not None:             # one compiled pass over the cells: each its own pulses, then its leak
-            kernel(flat, np.ascontiguousarray(c, np.int64), np.asarray(coef, float),
-                   (1.0 if up else -1.0) * t_eff / self.c_eff, decay, n)
+            kernel(flat, np.ascontiguousarray(c, np.int64), np.asarray(coef, float), gain, decay, n)
             return s
         idx = np.flatnonzero(c > 0)
         idx = idx[np.argsort(-c[idx], kind="stable")]     # most pulses first: slot k pulses a prefix
@@ -315,11 +312,7 @@ class Cap3T1C(DeviceModel):
         live = idx.size - np.searchsorted(cs[::-1], np.arange(n), side="right")   # cells with > k pulses
         for k in range(n):
             x = sub[:int(live[k])]
-            i = np.polyval(coef, x) * t_eff
-            if up:
-                x += i / self.c_eff
-            else:
-                x -= i / self.c_eff
+            x += gain * np.polyval(coef, x)
             x *= decay
         flat[idx] = sub
         return self.leak(flat, (n - c) * shape.period).reshape(s.shape)

@@ -465,10 +465,7 @@ class CrossbarSolver:
         norm0[norm0 == 0] = 1.0
         it, beta = 0, None
         Ap = f                                       # f is no longer needed: its memory is Ap's
-        while (np.sqrt(rr) / norm0).max() > tol:
-            if it >= self.max_iter:
-                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {tol:g} "
-                                  f"in {self.max_iter} iterations; use the nodal solver")
+        while self._cg_continues(rr, norm0, tol, it):
             pAp = apply_dot(p, Ap, r, beta)  # p <- r + beta p first; pAp = 0 for a solved (all-zero) input
             alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
             rr_new = step(u, r, p, Ap, alpha)
@@ -486,52 +483,50 @@ class CrossbarSolver:
         (kernels.py): the right-hand side in one pass, the solution update deferred into the
         next operator pass, and the column-node voltages never stored (the currents need their
         coupling to the row ends and the last row only). About a third fewer passes over the
-        field than the numpy loops."""
-        k = self._TC._k
+        field than the numpy loops. The four work fields come from the pool (their contents on
+        entry do not matter: every kernel writes a field before it reads it)."""
+        k, TC, TR = self._TC._k, self._TC, self._TR
         h = self._h_drive()
         N, P, nb = self.N, self.P, v_rd.shape[1]
         g0, gcl = self.gr[:, 0], np.ascontiguousarray(self.gc[-1])
         v_rd, v_cs = np.ascontiguousarray(v_rd), np.ascontiguousarray(v_cs)
-        dh = np.ascontiguousarray(self.G * h)
-        slab = np.empty((P, nb))
+        dh, Dc = np.ascontiguousarray(self.G * h), np.ascontiguousarray(self.G)
+        slab, zeros, pAp = np.empty((P, nb)), np.zeros(nb), np.empty(nb)
+        rr, ff = np.empty(nb), np.empty(nb)
         u, Ap, r, p = (FIELDS.take((N, P, nb)) for _ in range(4))
         try:
-            return self._cg_compiled(k, h, dh, g0, gcl, v_rd, v_cs, tol, slab, u, Ap, r, p)
+            k["cg_setup_k"](u, v_rd, v_cs, dh * g0[:, None], gcl, TC._w2, TC._isq2, slab)   # u0 = f
+            k["apply_k"](u, Ap, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp, u, zeros, False, u, zeros)
+            k["cg_init_k"](u, Ap, r, p, rr, ff)          # r = f - A f, p = r
+            norm0 = np.sqrt(ff)
+            norm0[norm0 == 0] = 1.0
+            it, alpha, beta = 0, zeros, zeros
+            while self._cg_continues(rr, norm0, tol, it):
+                # u += alpha p (the last step's), p <- r + beta p, Ap = A p; pAp = 0 for an all-zero input
+                k["apply_k"](p, Ap, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp, r, beta, it > 0, u, alpha)
+                alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
+                rr_new = np.empty(nb)
+                k["cg_residual_k"](r, Ap, alpha, rr_new)
+                beta = np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
+                rr = rr_new
+                it += 1
+            self.iterations.append(it)
+            x_r, x_last = np.empty((N, nb)), np.empty((P, nb))
+            k["cg_finish_k"](u, p, alpha, TC._isq2, TC._w2, dh, x_r, x_last, slab)   # x_C = C^-T (u + alpha p)
         finally:
             FIELDS.give(u, Ap, r, p)
-
-    def _cg_compiled(self, k, h, dh, g0, gcl, v_rd, v_cs, tol, slab, u, Ap, r, p):
-        """The CG loop of :meth:`_coupled_compiled` on its four work fields (their contents on
-        entry do not matter: every kernel writes a field before it reads it)."""
-        TC, TR = self._TC, self._TR
-        N, P, nb = self.N, self.P, v_rd.shape[1]
-        k["cg_setup_k"](u, v_rd, v_cs, dh * g0[:, None], gcl, TC._w2, TC._isq2, slab)   # u0 = f
-        Dc = np.ascontiguousarray(self.G)
-        zeros = np.zeros(nb)
-        pAp = np.empty(nb)
-        k["apply_k"](u, Ap, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp, u, zeros, False, u, zeros)
-        rr, ff = np.empty(nb), np.empty(nb)
-        k["cg_init_k"](u, Ap, r, p, rr, ff)          # r = f - A f, p = r
-        norm0 = np.sqrt(ff)
-        norm0[norm0 == 0] = 1.0
-        it, alpha, beta = 0, zeros, zeros
-        while (np.sqrt(rr) / norm0).max() > tol:
-            if it >= self.max_iter:
-                raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {tol:g} "
-                                  f"in {self.max_iter} iterations; use the nodal solver")
-            # u += alpha p (the last step's), p <- r + beta p, Ap = A p; pAp = 0 for an all-zero input
-            k["apply_k"](p, Ap, TC._w2, TC._isq2, Dc, TR._w2, TR._inv_m2, slab, pAp, r, beta, it > 0, u, alpha)
-            alpha = np.divide(rr, pAp, out=np.zeros_like(rr), where=pAp > 0)
-            rr_new = np.empty(nb)
-            k["cg_residual_k"](r, Ap, alpha, rr_new)
-            beta = np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
-            rr = rr_new
-            it += 1
-        self.iterations.append(it)
-        x_r, x_last = np.empty((N, nb)), np.empty((P, nb))
-        k["cg_finish_k"](u, p, alpha, TC._isq2, TC._w2, dh, x_r, x_last, slab)    # x_C = C^-T (u + alpha p)
         x_r0 = x_r + (h[:, 0] * g0)[:, None] * v_rd
         return g0[:, None] * (x_r0 - v_rd), gcl[:, None] * (x_last - v_cs)
+
+    def _cg_continues(self, rr: np.ndarray, norm0: np.ndarray, tol: float, it: int) -> bool:
+        """Another CG step? While a vector's relative residual is above ``tol``; past
+        ``max_iter`` steps, a SolverError."""
+        if (np.sqrt(rr) / norm0).max() <= tol:
+            return False
+        if it >= self.max_iter:
+            raise SolverError(f"CrossbarSolver: CG did not reach a relative residual of {tol:g} "
+                              f"in {self.max_iter} iterations; use the nodal solver")
+        return True
 
     def _h_drive(self) -> np.ndarray:
         """T_R^-1 e_0 per row (N, P): the row chains' response to a unit current at the driver."""
