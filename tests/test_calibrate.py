@@ -449,8 +449,9 @@ def test_calibrate_blocks_end_to_end(tmp_path):
 
 
 def test_non_square_sizes_are_calibrated_and_cover_their_tiles(tmp_path):
-    """``--sizes 8 8x16``: the sweep runs ngspice on the 8 x 16 arrays too, their held-out errors
-    are reported by shape, and the audit's bound takes a calibrated shape that holds a tile."""
+    """``--sizes 8 8x16 --spice-cells 64``: the 8 x 16 arrays (128 cells) are read by the exact
+    solver after one ngspice check case, their held-out errors are reported by shape, and the
+    audit's bound takes a calibrated shape that holds a tile."""
     from cosim.calibrate.ir_cases import array_shape
     from cosim.read.irmodel import Calibration
     from cosim.train.audit import calibration_bound
@@ -459,7 +460,7 @@ def test_non_square_sizes_are_calibrated_and_cover_their_tiles(tmp_path):
         array_shape("8x")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     res = subprocess.run([sys.executable, "-m", "cosim.cli", "calibrate", "--sizes", "8", "8x16", "--r-wire", "1",
-                          "--cases", "2", "--no-blocks", "--no-timing", "--out", str(tmp_path / "cal")],
+                          "--cases", "2", "--spice-cells", "64", "--no-blocks", "--no-timing", "--out", str(tmp_path / "cal")],
                          env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-1000:]
     cal = Calibration.load(tmp_path / "cal" / "calibration.json")
@@ -467,4 +468,32 @@ def test_non_square_sizes_are_calibrated_and_cover_their_tiles(tmp_path):
     assert {(e["rows"], e["cols"]) for e in cal.errors} == {(8, 8), (8, 16)}
     assert calibration_bound(cal, 8, 12, 1.0)[1] == "calibrated 8x16 at 1 ohm"
     assert calibration_bound(cal, 16, 16, 1.0)[1].startswith("beyond")
-    assert "| 8x16 |" in (tmp_path / "cal" / "report.md").read_text()
+    report = (tmp_path / "cal" / "report.md").read_text()
+    assert "| 8x16 |" in report and "## Reference" in report
+    ref = cal.fit["reference"]
+    assert ref["solver_sizes"] == ["8x16"] and ref["spice_cells"] == 64
+    assert [c["size"] for c in ref["checks"]] == ["8x16"] and ref["checks"][0]["solver_vs_spice_max"] < 1e-9
+    assert "2 ngspice cases and 2 exact-solver cases" in res.stdout
+
+
+def test_solver_read_shapes_keep_the_old_keys_and_are_checked(tmp_path):
+    """Appending a solver-read shape leaves the keys of the ngspice cases as they were (a sweep
+    grows without rerunning them); the check case comes last; a check that disagrees is refused."""
+    from cosim.calibrate.ir_cases import CHECK_BATCH, CaseData, SolverCase, check_reference
+    old = default_cases((8,), (0.5, 1.0), train_per_point=1, test_per_point=1, batch=3)
+    new = default_cases((8, (8, 16)), (0.5, 1.0), train_per_point=1, test_per_point=1, batch=3, spice_cells=64)
+    assert [case_key(c, 0, k) for k, c in enumerate(old)] == [case_key(c, 0, k) for k, c in enumerate(new[:4])]
+    assert [type(c) for c in new] == [ArrayCase] * 4 + [SolverCase] * 4 + [ArrayCase]
+    chk = new[-1]
+    assert (chk.split, chk.batch, chk.r_wire, chk.reference) == ("check", CHECK_BATCH, 1.0, "ngspice")
+    assert new[4].reference == "exact solver" and case_key(new[4], 0, 4) != case_key(ArrayCase(**new[4].__dict__), 0, 4)
+    res = run_sweep(new[4:], spice_case, tmp_path, seed=3, workers=1, progress=False)
+    data = case_data(res.results, new[4:])
+    assert isinstance(data[0].case, SolverCase)
+    rows = check_reference([data[-1]])
+    assert rows[0]["size"] == "8x16" and rows[0]["solver_vs_spice_max"] < 1e-9
+    bad = CaseData(data[-1].case, data[-1].G, data[-1].V, data[-1].I * 1.001)
+    with pytest.raises(ParameterError, match="8x16 check case"):
+        check_reference([bad])
+    with pytest.raises(ParameterError, match="spice_cells"):
+        default_cases((8,), (1.0,), spice_cells=0)

@@ -37,7 +37,8 @@ from typing import Sequence
 import numpy as np
 
 from cosim.sim.files import atomic_json, atomic_write, save_figure
-from cosim.calibrate.ir_cases import CaseData, array_shape, case_data, default_cases, spice_case
+from cosim.calibrate.ir_cases import (SPICE_CELLS, CaseData, array_shape, case_data, check_reference, default_cases,
+                                      spice_case)
 from cosim.calibrate.montecarlo import Variation, monte_carlo_mvm
 from cosim.read.irmodel import Calibration, IRModel, ir_features
 from cosim.read.solver import CrossbarSolver
@@ -275,8 +276,11 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence = (16, 32, 64, 12
                        r_wires: Sequence[float] = (0.5, 1.0, 2.5), train_per_point: int = 4,
                        test_per_point: int = 2, batch: int = 16, seed: int = 0, workers: int = 1,
                        scheduler: str | None = None, monte_carlo_runs: int = 0, timing: bool = True,
-                       plots: bool = True, progress: bool = True) -> dict:
+                       plots: bool = True, progress: bool = True, spice_cells: int = SPICE_CELLS) -> dict:
     """Sweep, fit, evaluate, write calibration.json / report.md / report.json / plots.
+
+    Arrays of more than ``spice_cells`` cells are read by the exact solver, verified against one
+    ngspice case per shape first (:mod:`cosim.calibrate.ir_cases`).
 
     Returns a summary dict (the tables, the paths, the sweep counts, ``text``: the table printed
     by the CLI).
@@ -284,12 +288,13 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence = (16, 32, 64, 12
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases = default_cases(sizes, r_wires, train_per_point=train_per_point, test_per_point=test_per_point,
-                          batch=batch)
+                          batch=batch, spice_cells=spice_cells)
     t0 = time.perf_counter()
     sweep = run_sweep(cases, spice_case, out / "sweep", seed=seed, workers=workers, scheduler=scheduler,
                       progress=progress, desc="calibrate")
     t_sweep = time.perf_counter() - t0
-    data = case_data(sweep.results)
+    data = case_data(sweep.results, cases)
+    checks = check_reference([d for d in data if d.case.split == "check"])
     train = [d for d in data if d.case.split == "train"]
     test = [d for d in data if d.case.split == "test"]
     if not test:
@@ -313,13 +318,14 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence = (16, 32, 64, 12
     fit_info = {"sizes": [n if n == m else [n, m] for n, m in shapes], "r_wire": [float(r) for r in r_wires],
                 "g_range": [cases[0].g_min, cases[0].g_max], "v_read": cases[0].v_read, "batch": batch,
                 "train_cases": len(train), "test_cases": len(test), "failed_cases": len(sweep.failed),
-                "seed": seed, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                "seed": seed, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "reference": _reference(cases, spice_cells, checks)}
     cal = Calibration(model, fit_info, tuple(table), {})
     cal_path = cal.save(out / "calibration.json")
     overall = {name: float(np.mean([r[f"{name}_rmse"] for r in rows]))
                for name in ("ideal", "linear", "uncal", "phys", "cal")}
-    text, targets = _summary_text(len(train), table, overall, speed)
-    report = _report(cases, sweep, t_sweep, t_fit, model, text, train_table, mc)
+    text, targets = _summary_text(train, table, overall, speed)
+    report = _report(cases, sweep, t_sweep, t_fit, model, text, train_table, mc, fit_info["reference"])
     atomic_write(out / "report.md", "\n".join(report))
     summary = {"out_dir": str(out), "calibration": str(cal_path), "table": table, "train_table": train_table,
                "speed": speed, "monte_carlo": mc, "overall": overall, "sweep": {
@@ -333,11 +339,21 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence = (16, 32, 64, 12
     return summary
 
 
-def _summary_text(n_train: int, table: list[dict], overall: dict, speed: list[dict]) -> tuple[str, dict]:
+def _reference(cases, spice_cells: int, checks: list[dict]) -> dict:
+    """Who read which sizes of the sweep (``fit["reference"]`` of calibration.json)."""
+    solver = sorted({f"{c.rows}x{c.cols}" for c in cases if c.reference != "ngspice"})
+    return {"spice_cells": int(spice_cells), "solver_sizes": solver, "checks": checks}
+
+
+def _summary_text(train: list[CaseData], table: list[dict], overall: dict, speed: list[dict]) -> tuple[str, dict]:
     """The held-out table with its summary lines, as the CLI prints them, and the targets."""
     worst_gain = min(t["gain_rmse"] for t in table)
     n_test = sum(t["cases"] for t in table)
-    text = (f"IR-drop model calibrated on {n_train} ngspice cases, errors on {n_test} held-out cases "
+    n_solver = sum(d.case.reference != "ngspice" for d in train)
+    spice = f"{len(train) - n_solver} ngspice cases and " if n_solver < len(train) else ""
+    source = (f"{spice}{n_solver} exact-solver cases (arrays above the ngspice size, each shape checked against "
+              "ngspice)" if n_solver else f"{len(train)} ngspice cases")
+    text = (f"IR-drop model calibrated on {source}, errors on {n_test} held-out cases "
             f"(fractions of full scale)\n\n" + _fmt_table(table) +
             f"\n\nmean RMSE over held-out cases: ideal {overall['ideal']:.2e}, uncalibrated {overall['uncal']:.2e}, "
             f"line-resummed physics (no fit) {overall['phys']:.2e}, "
@@ -365,7 +381,7 @@ def _summary_text(n_train: int, table: list[dict], overall: dict, speed: list[di
 
 
 def _report(cases, sweep, t_sweep: float, t_fit: float, model: IRModel, text: str, train_table: list[dict],
-            mc: dict | None) -> list[str]:
+            mc: dict | None, reference: dict) -> list[str]:
     """The lines of ``report.md``."""
     report = ["# IR-drop calibration", "",
               f"Sweep: {len(cases)} cases ({sweep.ran} run now, {sweep.skipped} found done, {len(sweep.failed)} failed), "
@@ -377,6 +393,14 @@ def _report(cases, sweep, t_sweep: float, t_fit: float, model: IRModel, text: st
               "line-resummed physics (no fit) a = (1, 1, 1, 1, 0, ...), b = c = 1, b2 = 0.", "",
               "## Held-out error", "", text, "",
               "## Training error", "", _fmt_table(train_table), ""]
+    if reference["solver_sizes"]:
+        report += ["## Reference", "",
+                   f"Arrays of up to {reference['spice_cells']} cells were read in ngspice; the larger ones "
+                   f"({', '.join(reference['solver_sizes'])}) by the exact nodal solver, after one ngspice check case "
+                   "per shape, solved again by the solver:", "",
+                   "| size | r_wire [ohm] | vectors | solver vs ngspice, max / full scale |", "|---|---|---|---|"]
+        report += [f"| {c['size']} | {c['r_wire']:g} | {c['vectors']} | {c['solver_vs_spice_max']:.1e} |"
+                   for c in reference["checks"]] + [""]
     if mc is not None:
         chk = ", ".join(f"{c['max_abs_diff_frac']:.1e}" for c in mc["spice_checks"]) or "-"
         report += ["## Monte Carlo (calibrated model + non-idealities, error vs ideal V @ G)", "",
