@@ -460,7 +460,8 @@ def test_non_square_sizes_are_calibrated_and_cover_their_tiles(tmp_path):
         array_shape("8x")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     res = subprocess.run([sys.executable, "-m", "cosim.cli", "calibrate", "--sizes", "8", "8x16", "--r-wire", "1",
-                          "--cases", "2", "--spice-cells", "64", "--no-blocks", "--no-timing", "--out", str(tmp_path / "cal")],
+                          "--cases", "2", "--spice-cells", "64", "--no-blocks", "--no-timing",
+                          "--out", str(tmp_path / "cal")],
                          env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-1000:]
     cal = Calibration.load(tmp_path / "cal" / "calibration.json")

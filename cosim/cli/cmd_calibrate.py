@@ -40,6 +40,10 @@ def export_r_wire(args) -> float:
     return args.r_wire[0] if args.r_wire else 1.0
 
 
+def _size_text(size) -> str:
+    return str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"
+
+
 def calibration_plan(args):
 
     plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
@@ -93,12 +97,13 @@ def add_parser(sub) -> None:
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
     p.add_argument("--sizes", type=shape_arg, nargs="+", default=None,
                    help=f"array sizes: N (N x N) or ROWSxCOLS, e.g. 256x512 for 256-row pair tiles of 256 weight "
-                        f"columns (default {' '.join(str(s) if isinstance(s, int) else '%dx%d' % s for s in DEFAULT_PLAN.sizes)})")
+                        f"columns (default {' '.join(map(_size_text, DEFAULT_PLAN.sizes))})")
     p.add_argument("--r-wire", type=float, nargs="+", default=None,
                    help=f"wire resistances per segment [ohm] (default {' '.join(map(str, DEFAULT_PLAN.r_wires))})")
     p.add_argument("--spice-cells", type=positive_int_arg, default=None, metavar="N",
-                   help=f"arrays of more cells are read by the exact solver, each shape checked against one ngspice "
-                        f"case (default {DEFAULT_PLAN.spice_cells}: 256 x 256; a 512 x 512 ngspice case takes minutes)")
+                   help=f"arrays of more cells are read by the exact solver, each shape checked against one "
+                        f"ngspice case (default {DEFAULT_PLAN.spice_cells}: 256 x 256; a 512 x 512 ngspice case "
+                        "takes minutes)")
     p.add_argument("--cases", type=positive_int_arg, default=None, help="training cases per (size, r_wire) (held out: half)")
     p.add_argument("--batch", type=positive_int_arg, default=None, help=f"input vectors per case (default {DEFAULT_PLAN.batch})")
     p.add_argument("--seed", type=nonneg_int_arg, default=None)
