@@ -62,3 +62,27 @@ def test_pair_columns_turn_every_coincidence_into_a_set(rng):
     up = np.einsum("pti,ptj->ij", rows.astype(int), pcols[:, :, 0::2].astype(int))
     down = np.einsum("pti,ptj->ij", rows.astype(int), pcols[:, :, 1::2].astype(int))
     assert np.array_equal(up - down, t.signed_counts())
+
+
+def test_signed_coincidences_are_the_per_sample_trains():
+    """A mini-batch's signed counts in one product: the same draws, counts and signs as
+    :func:`pulse_trains` sample by sample (a sample with a zero update draws nothing)."""
+    from cosim.write.pulses import signed_coincidences
+    from models.errors import ShapeError
+
+    rng = np.random.default_rng(3)
+    x, d = rng.uniform(-1, 1, (5, 9)), rng.uniform(-0.5, 0.5, (5, 4))
+    x[2] = 0.0
+    kw = dict(lr=0.05, dw_min=0.003, bl=7)
+    one = np.random.default_rng(11)
+    ref = []
+    for b in range(5):
+        t = pulse_trains(x[b], d[b], rng=one, **kw)
+        ref.extend(int(p) * c for p, c in zip(t.polarity, t.coincidences()))
+    got = signed_coincidences(x, d, rng=np.random.default_rng(11), **kw)
+    assert got.shape == (20, 9, 4) and got.dtype == np.int32 and np.array_equal(got, np.array(ref))
+    assert not got[8:12].any()
+    with pytest.raises(ShapeError, match="samples"):
+        signed_coincidences(x, d[:3], rng=rng, **kw)
+    with pytest.raises(ParameterError, match="finite"):
+        signed_coincidences(np.full((1, 9), np.nan), d[:1], rng=rng, **kw)

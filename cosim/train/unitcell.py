@@ -86,7 +86,7 @@ from cosim.train.layers import (
 )
 from cosim.write.mapping import MappingSpec
 from cosim.write.program import write_verify
-from cosim.write.pulses import pulse_trains
+from cosim.write.pulses import signed_coincidences
 from models.device import DeviceModel
 from models.errors import ParameterError, ShapeError
 from models.pulse import PulseShape
@@ -393,12 +393,8 @@ class CapUpdate:
                     rng: np.random.Generator) -> np.ndarray:
         """Signed pulses (samples * 4 sub-phases, rows, cols): +n up pulses, -n dn pulses."""
         dw_min = float(np.mean(scale)) * self.step_conductance()
-        out = []
-        for b in range(x.shape[0]):
-            tr = pulse_trains(x[b], d[b], lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
-            co = tr.coincidences()
-            out.extend(int(pol) * polarity * co[k] for k, pol in enumerate(tr.polarity))
-        return np.array(out)
+        signed = signed_coincidences(x, d, lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+        return signed if polarity == 1 else signed * np.int32(polarity)
 
     def apply(self, tile: UnitCellTile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
               mapping: MappingSpec, rng: np.random.Generator) -> None:
@@ -406,7 +402,10 @@ class CapUpdate:
         signed = self.pulse_signs(x, d, lr, scale, tile.polarity, rng)
         self.pulses += int(np.abs(signed).sum())
         s = tile.vc.ravel()
-        if self.backend == "fast":
+        slots = None
+        if self.backend == "fast" and hasattr(dev, "apply_phases"):   # all sub-phases in one pass
+            s, slots = dev.apply_phases(s, signed.reshape(len(signed), -1), self.shape)
+        elif self.backend == "fast":
             for c in signed:
                 if c.any():   # a sub-phase has one sign: all its pulses are up, or all dn
                     pol = 1 if c.max() > 0 else -1
@@ -416,7 +415,8 @@ class CapUpdate:
         lo, hi = dev.state_range
         tile.vc = np.clip(s, lo, hi).reshape(tile.vc.shape)
         # the reference cells get no pulses but leak over the same slots as the array
-        slots = sum(int(np.abs(c).max()) for c in signed if c.any())
+        if slots is None:
+            slots = sum(int(np.abs(c).max()) for c in signed if c.any())
         if tile.vc_ref is not None and slots:
             tile.vc_ref = np.clip(dev.leak(tile.vc_ref, slots * self.shape.period), lo, hi)
 

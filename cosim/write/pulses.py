@@ -82,6 +82,23 @@ def pulse_trains(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: 
     x, d = np.asarray(x, float), np.asarray(d, float)
     if x.ndim != 1 or d.ndim != 1:
         raise ShapeError(f"x and d must be vectors, got {x.shape} and {d.shape}")
+    n_r, n_c = x.size, d.size
+    rows = np.zeros((4, bl, n_r), bool)
+    cols = np.zeros((4, bl, n_c), bool)
+    polarity = np.array([-sx * sd for sx, sd in QUADRANTS])
+    drawn = _draw_bits(x, d, lr, dw_min, bl, rng)
+    if drawn is None:
+        return PulseTrains(rows, cols, polarity, 1.0)
+    rbits, cbits, gain = drawn
+    for k_, (sx, sd) in enumerate(QUADRANTS):
+        rows[k_] = rbits & (np.sign(x) == sx)
+        cols[k_] = cbits & (np.sign(d) == sd)
+    return PulseTrains(rows, cols, polarity, float(gain))
+
+
+def _draw_bits(x, d, lr, dw_min, bl, rng):
+    """One sample's row and column bits (bl, n) and the gain, or None for a zero update (no
+    draw then): E[n_ij] = bl p_i q_j = lr |x_i d_j| / dw_min ("update management")."""
     if not (np.isfinite(x).all() and np.isfinite(d).all()):
         raise ParameterError("x and d must be finite")
     if bl < 1:
@@ -89,27 +106,44 @@ def pulse_trains(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: 
     if not (lr > 0 and dw_min > 0):
         raise ParameterError(f"lr and dw_min must be > 0, got {lr} and {dw_min}")
     x_max, d_max = np.abs(x).max(), np.abs(d).max()
-    n_r, n_c = x.size, d.size
-    rows = np.zeros((4, bl, n_r), bool)
-    cols = np.zeros((4, bl, n_c), bool)
-    polarity = np.array([-sx * sd for sx, sd in QUADRANTS])
     if x_max == 0 or d_max == 0:
-        return PulseTrains(rows, cols, polarity, 1.0)
-    # E[n] = bl * (a |x|/x_max) * (b |d|/d_max) must equal lr |x d| / dw_min
+        return None
     k = lr * x_max * d_max / (dw_min * bl)            # = a * b
     a = b = np.sqrt(k)
     if a > 1:   # keep both probabilities <= 1: put what fits on one side, clip the rest
         a = 1.0
         b = min(1.0, k)
-    gain = a * b / k
     p = a * np.abs(x) / x_max
     q = b * np.abs(d) / d_max
-    rbits = rng.random((bl, n_r)) < p
-    cbits = rng.random((bl, n_c)) < q
-    for k_, (sx, sd) in enumerate(QUADRANTS):
-        rows[k_] = rbits & (np.sign(x) == sx)
-        cols[k_] = cbits & (np.sign(d) == sd)
-    return PulseTrains(rows, cols, polarity, float(gain))
+    rbits = rng.random((bl, x.size)) < p
+    cbits = rng.random((bl, d.size)) < q
+    return rbits, cbits, a * b / k
+
+
+def signed_coincidences(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """The updates of a mini-batch as signed coincidence counts (samples * 4, n_rows, n_cols),
+    sample after sample, sub-phase after sub-phase: +n where the sub-phase increases the weight,
+    -n where it decreases it. The same draws and counts as :func:`pulse_trains` and
+    :meth:`PulseTrains.coincidences` per sample, with one batched product for the counts."""
+    x, d = np.asarray(x, float), np.asarray(d, float)
+    if x.ndim != 2 or d.ndim != 2 or x.shape[0] != d.shape[0]:
+        raise ShapeError(f"x and d must be (samples, n) with as many samples, got {x.shape} and {d.shape}")
+    B, n_r = x.shape
+    n_c = d.shape[1]
+    rows = np.zeros((B, 4, bl, n_r), np.float32)
+    cols = np.zeros((B, 4, bl, n_c), np.float32)
+    for s in range(B):
+        drawn = _draw_bits(x[s], d[s], lr, dw_min, bl, rng)
+        if drawn is None:
+            continue
+        rbits, cbits, _ = drawn
+        for k_, (sx, sd) in enumerate(QUADRANTS):
+            rows[s, k_] = rbits & (np.sign(x[s]) == sx)
+            cols[s, k_] = cbits & (np.sign(d[s]) == sd)
+    counts = np.matmul(rows.reshape(B * 4, bl, n_r).transpose(0, 2, 1), cols.reshape(B * 4, bl, n_c))
+    polarity = np.tile([-sx * sd for sx, sd in QUADRANTS], B).astype(np.int32)
+    return counts.astype(np.int32) * polarity[:, None, None]
 
 
 def pair_columns(trains: PulseTrains) -> tuple[np.ndarray, np.ndarray]:
