@@ -108,6 +108,7 @@ from typing import Any
 
 import numpy as np
 
+from cosim.read.kernels import compiled, line_sweeps_numpy
 from cosim.sim.files import atomic_write
 from models.errors import ParameterError, ShapeError
 from netlists.crossbar import check_conductances, check_inputs
@@ -304,21 +305,10 @@ def _line_sweeps(G: np.ndarray, r_row: float, r_col: float, *, lines: bool, mean
         a2 += 2.0
         u = _SCRATCH.get("u", (L + 2, nl))   # u[k] holds the voltage of node k - 1
         u[L + 1] = u[L] = 1.0
-        buf = np.empty(nl)
-    add, mul, sub = np.add, np.multiply, np.subtract
-    y = list(Y)                         # row views made once: the loops below are call-bound
-    if nl:
-        a, v = list(a2), list(u)
-        for l in range(L - 1, -1, -1):  # from the far ends: reverse cumulative sums, line voltages
-            if l < L - 1:
-                add(y[l], y[l + 1], out=y[l])
-            mul(a[l], v[l + 1], out=buf)
-            sub(buf, v[l + 2], out=v[l])
-    else:
-        for l in range(L - 2, -1, -1):
-            add(y[l], y[l + 1], out=y[l])
-    for l in range(1, L):               # cumulative sums from the driven / sensed ends
-        add(y[l - 1], y[l], out=y[l])
+    none = Y[:, :0]                     # stands in for a2 and u without line recursions
+    kern = compiled()
+    sweeps = kern["line_sweeps_k"] if kern is not None else line_sweeps_numpy
+    sweeps(Y, a2 if nl else none, u if nl else none, nl)
 
     def put(name, src):
         dst = _SCRATCH.get(name, (N, M)) if scratch else np.empty((N, M))

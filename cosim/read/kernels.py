@@ -20,7 +20,8 @@ import threading
 import numpy as np
 
 __all__ = ["compiled", "FieldPool", "FIELDS", "chain_solve_rows", "chain_solve_cols", "sweep_rows", "sweep_cols",
-           "apply_k", "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k"]
+           "apply_k", "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k", "line_sweeps_k",
+           "line_sweeps_numpy"]
 
 
 def chain_solve_rows(y, w, inv_m):  # pragma: no cover - compiled
@@ -277,6 +278,43 @@ class FieldPool:
 FIELDS = FieldPool(512 << 20)
 
 
+def line_sweeps_k(Y, a2, u, nl):  # pragma: no cover - compiled
+    """The cheap IR model's two line sweeps (:func:`cosim.read.irmodel._line_sweeps`), the same
+    operations in the same order: from the far ends, reverse cumulative sums of Y (L, nk) and,
+    on its first ``nl`` columns, the line voltages u[l] = a2[l] u[l+1] - u[l+2]; then forward
+    cumulative sums."""
+    L, nk = Y.shape
+    for l in range(L - 1, -1, -1):
+        if l < L - 1:
+            for k in range(nk):
+                Y[l, k] = Y[l, k] + Y[l + 1, k]
+        for k in range(nl):
+            u[l, k] = a2[l, k] * u[l + 1, k] - u[l + 2, k]
+    for l in range(1, L):
+        for k in range(nk):
+            Y[l, k] = Y[l - 1, k] + Y[l, k]
+
+
+def line_sweeps_numpy(Y, a2, u, nl):
+    """:func:`line_sweeps_k` where numba is not: one whole-width numpy call per position and
+    operation (row views made once: the loops are call-bound)."""
+    add, mul, sub = np.add, np.multiply, np.subtract
+    L = Y.shape[0]
+    y = list(Y)
+    if nl:
+        a, v, buf = list(a2), list(u), np.empty(nl)
+        for l in range(L - 1, -1, -1):
+            if l < L - 1:
+                add(y[l], y[l + 1], out=y[l])
+            mul(a[l], v[l + 1], out=buf)
+            sub(buf, v[l + 2], out=v[l])
+    else:
+        for l in range(L - 2, -1, -1):
+            add(y[l], y[l + 1], out=y[l])
+    for l in range(1, L):
+        add(y[l - 1], y[l], out=y[l])
+
+
 _COMPILED: dict | None = None
 _TRIED = False
 
@@ -294,7 +332,8 @@ def compiled() -> dict | None:
             return None
         jit = numba.njit(cache=True, nogil=True, fastmath=False)
         _COMPILED = {f.__name__: jit(f) for f in (chain_solve_rows, chain_solve_cols, sweep_rows, sweep_cols, apply_k,
-                                                  chain_factor_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k)}
+                                                  chain_factor_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k,
+                                                  line_sweeps_k)}
         y, w, v = np.zeros((2, 2, 1)), np.zeros((2, 2)), np.zeros(1)   # compile (or load the cache) once
         _COMPILED["chain_solve_rows"](y, w, w)
         _COMPILED["chain_solve_cols"](y, w, w)
@@ -307,4 +346,5 @@ def compiled() -> dict | None:
         _COMPILED["cg_init_k"](y, y.copy(), y.copy(), y.copy(), v.copy(), v.copy())
         _COMPILED["cg_residual_k"](y, y.copy(), v, v.copy())
         _COMPILED["cg_finish_k"](y, y.copy(), v, w, w, w, s2.copy(), s2.copy(), s2.copy())
+        _COMPILED["line_sweeps_k"](w.copy(), w.copy(), np.ones((4, 2)), 2)
     return _COMPILED

@@ -201,8 +201,8 @@ class PulseUpdate:
             col_bits.append(cb[live])
         self.slots += sum(len(rb) for rb in row_bits)
         if self.backend == "fast":                   # (a table is fast only)
-            for rb, cb in zip(row_bits, col_bits):
-                counts = rb.astype(np.int32).T @ cb.astype(np.int32)
+            for rb, cb in zip(row_bits, col_bits):   # counts <= bl: exact in a float32 (BLAS) product
+                counts = (rb.T.astype(np.float32) @ cb.astype(np.float32)).astype(np.int32)
                 if counts.any():
                     v = step(v, counts.ravel())
         else:
