@@ -100,7 +100,6 @@ folder reuses the saved ngspice cases and only refits.
 from __future__ import annotations
 
 import json
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +107,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.read.kernels import compiled, line_sweeps_numpy
+from cosim.read.kernels import ThreadScratch, compiled, line_sweeps_numpy
 from cosim.sim.files import atomic_write
 from models.errors import ParameterError, ShapeError
 from netlists.crossbar import check_conductances, check_inputs
@@ -225,46 +224,12 @@ class IRFeatures:
         return [xR, xC, dR, dC, rR * rC, rR * rC * q, rho ** 2 * q, (dR + dC) * q]
 
 
-class _Scratch(threading.local):
-    """Per-thread work arrays of the per-state computation, reused from call to call.
-
-    A fresh array of this size is fresh memory from the operating system at every call (page
-    faults on first touch): at 256 x 256 that cost more than the arithmetic. Only arrays that
-    never leave the module live here, one per (name, shape) (a network's tiles come in a few
-    shapes), at most :attr:`MAX_KEPT` elements per thread in all (64 MB): a new array that
-    would pass it empties the store first, and one larger than it is made fresh each call
-    (at that size its arithmetic dominates anyway). :func:`release_work_arrays` frees the
-    calling thread's."""
-
-    MAX_KEPT = 1 << 23
-
-    def __init__(self) -> None:
-        self.arrays: dict[tuple, np.ndarray] = {}
-        self.size = 0
-
-    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        key = (name, shape)
-        a = self.arrays.get(key)
-        if a is None:
-            a = np.empty(shape)
-            if a.size <= self.MAX_KEPT:
-                if self.size + a.size > self.MAX_KEPT:
-                    self.clear()
-                self.arrays[key] = a
-                self.size += a.size
-        return a
-
-    def clear(self) -> None:
-        self.arrays.clear()
-        self.size = 0
-
-
 def release_work_arrays() -> None:
     """Free the calling thread's work arrays of the cheap model (they are made again on use)."""
     _SCRATCH.clear()
 
 
-_SCRATCH = _Scratch()
+_SCRATCH = ThreadScratch()   # the per-state computation's work arrays
 
 
 def _line_sweeps(G: np.ndarray, r_row: float, r_col: float, *, lines: bool, mean_field: bool,
@@ -283,6 +248,9 @@ def _line_sweeps(G: np.ndarray, r_row: float, r_col: float, *, lines: bool, mean
     ``mean_field``; with ``scratch`` they are per-thread work arrays, valid until the next call.
     """
     N, M = G.shape
+    kern = compiled()
+    if kern is not None:                # the same operations per chain, compiled, without the stacking
+        return _line_sweeps_compiled(kern, np.ascontiguousarray(G), r_row, r_col, lines, mean_field, scratch)
     L = max(N, M)
     nk = N + M + (N if mean_field else 0)
     Y = _SCRATCH.get("Y", (L, nk))
@@ -306,9 +274,7 @@ def _line_sweeps(G: np.ndarray, r_row: float, r_col: float, *, lines: bool, mean
         u = _SCRATCH.get("u", (L + 2, nl))   # u[k] holds the voltage of node k - 1
         u[L + 1] = u[L] = 1.0
     none = Y[:, :0]                     # stands in for a2 and u without line recursions
-    kern = compiled()
-    sweeps = kern["line_sweeps_k"] if kern is not None else line_sweeps_numpy
-    sweeps(Y, a2 if nl else none, u if nl else none, nl)
+    line_sweeps_numpy(Y, a2 if nl else none, u if nl else none, nl)
 
     def put(name, src):
         dst = _SCRATCH.get(name, (N, M)) if scratch else np.empty((N, M))
@@ -325,6 +291,26 @@ def _line_sweeps(G: np.ndarray, r_row: float, r_col: float, *, lines: bool, mean
         out += [put("rR", rho[:M, :N].T), put("rC", rho[:N, N:N + M][::-1])]
     if mean_field:
         out.append(put("KT", Y[:M, N + M:].T))
+    return out
+
+
+def _line_sweeps_compiled(kern, G, r_row, r_col, lines, mean_field, scratch) -> list:
+    """:func:`_line_sweeps` by :func:`cosim.read.kernels.ir_rows_k` / ``ir_cols_k`` on G's own
+    layout (no transposed copies), the same numbers."""
+    N, M = G.shape
+
+    def new(name):
+        return _SCRATCH.get(name, (N, M)) if scratch else np.empty((N, M))
+
+    out = [new("xR"), new("xC")] + ([new("rR"), new("rC")] if lines else [])
+    u_row, u_col = _SCRATCH.get("u_row", (M + 2,)), _SCRATCH.get("u_col", (N + 2, M))
+    kern["ir_rows_k"](G, float(r_row), out[0], out[2] if lines else out[0], lines, u_row)
+    kern["ir_cols_k"](G, float(r_col), out[1], out[3] if lines else out[1], lines, u_col)
+    if mean_field:                      # K_R(G gbar): the row sums of G gbar, unscaled
+        g2 = _SCRATCH.get("Ggbar", (N, M))
+        np.multiply(G, G.mean(axis=0), out=g2)
+        out.append(new("KT"))
+        kern["ir_rows_k"](g2, 1.0, out[-1], out[-1], False, u_row)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Compiled inner loops of the exact fast solver: batched tridiagonal solves along rows or columns.
+"""Compiled inner loops of the exact fast solver (batched tridiagonal solves along rows or columns)
+and of the cheap IR model's per-state line sweeps, with their work-array stores.
 
 Layer: cosim.read. A chain solve is a first-order recurrence along the chain; numpy can only run
 it as a Python loop over positions, one whole-slab operation per position, so at 256 x 256 with
@@ -19,9 +20,9 @@ import threading
 
 import numpy as np
 
-__all__ = ["compiled", "FieldPool", "FIELDS", "chain_solve_rows", "chain_solve_cols", "sweep_rows", "sweep_cols",
+__all__ = ["compiled", "FieldPool", "ThreadScratch", "FIELDS", "chain_solve_rows", "chain_solve_cols", "sweep_rows", "sweep_cols",
            "apply_k", "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k", "line_sweeps_k",
-           "line_sweeps_numpy"]
+           "line_sweeps_numpy", "ir_rows_k", "ir_cols_k"]
 
 
 def chain_solve_rows(y, w, inv_m):  # pragma: no cover - compiled
@@ -237,6 +238,41 @@ def cg_finish_k(u, p, alpha, isqC, wC, dh, x_r, x_last, tmp):  # pragma: no cove
                     x_last[j, r] = x
 
 
+class ThreadScratch(threading.local):
+    """Per-thread work arrays of the cheap IR model's per-state computation
+    (:mod:`cosim.read.irmodel`), reused from call to call.
+
+    A fresh array of this size is fresh memory from the operating system at every call (page
+    faults on first touch): at 256 x 256 that cost more than the arithmetic. Only arrays that
+    never leave the module live here, one per (name, shape) (a network's tiles come in a few
+    shapes), at most :attr:`MAX_KEPT` elements per thread in all (64 MB): a new array that
+    would pass it empties the store first, and one larger than it is made fresh each call
+    (at that size its arithmetic dominates anyway). :func:`cosim.read.irmodel.release_work_arrays` frees
+    the calling thread's."""
+
+    MAX_KEPT = 1 << 23
+
+    def __init__(self) -> None:
+        self.arrays: dict[tuple, np.ndarray] = {}
+        self.size = 0
+
+    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        key = (name, shape)
+        a = self.arrays.get(key)
+        if a is None:
+            a = np.empty(shape)
+            if a.size <= self.MAX_KEPT:
+                if self.size + a.size > self.MAX_KEPT:
+                    self.clear()
+                self.arrays[key] = a
+                self.size += a.size
+        return a
+
+    def clear(self) -> None:
+        self.arrays.clear()
+        self.size = 0
+
+
 class FieldPool:
     """Work fields kept from one solve to the next. A fresh field of 256 x 256 cells x 50
     vectors is 26 MB that the kernel must fault in (with transparent huge pages, zeroed and
@@ -295,6 +331,57 @@ def line_sweeps_k(Y, a2, u, nl):  # pragma: no cover - compiled
             Y[l, k] = Y[l - 1, k] + Y[l, k]
 
 
+def ir_rows_k(G, r, x, rho, lines, u):  # pragma: no cover - compiled
+    """The cheap IR model's row chains on G's own layout: x = r K_R(G) and, with ``lines``, the
+    exact single-line loadings rho (u: work, M + 2). The operations of :func:`line_sweeps_k`
+    per chain, in its order (its zero padding adds exact zeros), so the same numbers."""
+    N, M = G.shape
+    for i in range(N):
+        acc = 0.0
+        for j in range(M - 1, -1, -1):
+            acc = G[i, j] + acc
+            x[i, j] = acc
+        acc = 0.0
+        for j in range(M):
+            acc = acc + x[i, j]
+            x[i, j] = acc * r
+        if lines:
+            u[M + 1] = 1.0
+            u[M] = 1.0
+            for l in range(M - 1, -1, -1):
+                u[l] = (G[i, l] * r + 2.0) * u[l + 1] - u[l + 2]
+            for j in range(M):
+                rho[i, j] = u[0] / u[j + 1] - 1.0
+
+
+def ir_cols_k(G, r, x, rho, lines, u):  # pragma: no cover - compiled
+    """:func:`ir_rows_k` for the column chains (position 0 at the sensed row N - 1), row after
+    row across all columns (u: work, (N + 2, M))."""
+    N, M = G.shape
+    for j in range(M):
+        x[0, j] = G[0, j] + 0.0
+    for i in range(1, N):
+        for j in range(M):
+            x[i, j] = G[i, j] + x[i - 1, j]
+    for i in range(N - 2, -1, -1):
+        for j in range(M):
+            x[i, j] = x[i + 1, j] + x[i, j]
+    for i in range(N):
+        for j in range(M):
+            x[i, j] = x[i, j] * r
+    if lines:
+        for j in range(M):
+            u[N + 1, j] = 1.0
+            u[N, j] = 1.0
+        for l in range(N - 1, -1, -1):
+            i = N - 1 - l
+            for j in range(M):
+                u[l, j] = (G[i, j] * r + 2.0) * u[l + 1, j] - u[l + 2, j]
+        for l in range(N):
+            for j in range(M):
+                rho[N - 1 - l, j] = u[0, j] / u[l + 1, j] - 1.0
+
+
 def line_sweeps_numpy(Y, a2, u, nl):
     """:func:`line_sweeps_k` where numba is not: one whole-width numpy call per position and
     operation (row views made once: the loops are call-bound)."""
@@ -333,7 +420,7 @@ def compiled() -> dict | None:
         jit = numba.njit(cache=True, nogil=True, fastmath=False)
         _COMPILED = {f.__name__: jit(f) for f in (chain_solve_rows, chain_solve_cols, sweep_rows, sweep_cols, apply_k,
                                                   chain_factor_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k,
-                                                  line_sweeps_k)}
+                                                  line_sweeps_k, ir_rows_k, ir_cols_k)}
         y, w, v = np.zeros((2, 2, 1)), np.zeros((2, 2)), np.zeros(1)   # compile (or load the cache) once
         _COMPILED["chain_solve_rows"](y, w, w)
         _COMPILED["chain_solve_cols"](y, w, w)
@@ -347,4 +434,7 @@ def compiled() -> dict | None:
         _COMPILED["cg_residual_k"](y, y.copy(), v, v.copy())
         _COMPILED["cg_finish_k"](y, y.copy(), v, w, w, w, s2.copy(), s2.copy(), s2.copy())
         _COMPILED["line_sweeps_k"](w.copy(), w.copy(), np.ones((4, 2)), 2)
+        for lines in (True, False):
+            _COMPILED["ir_rows_k"](w, 1.0, w.copy(), w.copy(), lines, np.ones(4))
+            _COMPILED["ir_cols_k"](w, 1.0, w.copy(), w.copy(), lines, np.ones((4, 2)))
     return _COMPILED
