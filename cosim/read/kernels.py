@@ -20,7 +20,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["compiled", "FieldPool", "ThreadScratch", "FIELDS", "chain_solve_rows", "chain_solve_cols", "sweep_rows", "sweep_cols",
+__all__ = ["compiled", "FieldPool", "ThreadScratch", "FIELDS", "chain_solve_rows", "chain_solve_cols", "sweep_rows",
+           "sweep_cols",
            "apply_k", "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k", "line_sweeps_k",
            "line_sweeps_numpy", "ir_rows_k", "ir_cols_k"]
 
