@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -498,3 +499,20 @@ def test_solver_read_shapes_keep_the_old_keys_and_are_checked(tmp_path):
         check_reference([bad])
     with pytest.raises(ParameterError, match="spice_cells"):
         default_cases((8,), (1.0,), spice_cells=0)
+
+
+@pytest.mark.raw_decks   # the check case hands ngspice a bad deck on purpose (failing_task)
+def test_solver_read_cases_without_a_finished_check_are_refused(tmp_path):
+    """A shape whose ngspice check failed is not fitted on: the calibration stops and says which."""
+    from cosim.calibrate.irfit import run_ir_calibration
+
+    def check_fails(case, rng):         # the check case's ngspice run fails (a deck it rejects)
+        return failing_task(replace(case, replica=1) if case.split == "check" else case, rng)
+
+    plan = dict(train_per_point=1, test_per_point=1, batch=3)
+    cases = default_cases((8, (8, 16)), (1.0,), spice_cells=64, **plan)
+    res = run_sweep(cases, check_fails, tmp_path / "sweep", seed=0, workers=1, progress=False)
+    assert len(res.failed) == 1
+    with pytest.raises(ParameterError, match="no ngspice check case finished for 8x16"):
+        run_ir_calibration(tmp_path, sizes=(8, (8, 16)), r_wires=(1.0,), spice_cells=64, timing=False, plots=False,
+                           progress=False, **plan)

@@ -295,6 +295,11 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence = (16, 32, 64, 12
     t_sweep = time.perf_counter() - t0
     data = case_data(sweep.results, cases)
     checks = check_reference([d for d in data if d.case.split == "check"])
+    unchecked = sorted({f"{c.rows}x{c.cols}" for c in cases if c.reference != "ngspice"} - {c["size"] for c in checks})
+    if unchecked:                       # its ngspice check failed: no solver-read data goes in unchecked
+        raise ParameterError(f"no ngspice check case finished for {', '.join(unchecked)}, whose cases the exact "
+                             f"solver read: the failed case's record in {out / 'sweep'} (<key>.json) names the "
+                             "error; delete the record to run that case again")
     train = [d for d in data if d.case.split == "train"]
     test = [d for d in data if d.case.split == "test"]
     if not test:
