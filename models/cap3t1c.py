@@ -149,36 +149,43 @@ def _pulse_cells(s, counts, coef, gain, decay, n):  # pragma: no cover - compile
         s[i] = x
 
 
-def _phase_cells(s, signed, coefs, gains, decay):  # pragma: no cover - compiled
-    """In place: :func:`_pulse_cells` for every sub-phase in turn. ``signed`` (phases, cells):
-    +n up or -n dn pulses (one sign per phase); a phase lasts its largest count of slots. Row 0
-    of ``coefs`` and entry 0 of ``gains`` are the up pulse's, 1 the dn pulse's. Returns the
-    slots of all phases."""
+def _phase_cells(s, counts, polarity, coefs, gains, decay):  # pragma: no cover - compiled
+    """In place: :func:`_pulse_cells` for every sub-phase in turn. ``counts`` (phases, cells):
+    pulses per cell (whole numbers), up where ``polarity`` is > 0, dn where < 0; a phase lasts
+    its largest count of slots. Row 0 of ``coefs`` and entry 0 of ``gains`` are the up pulse's,
+    1 the dn pulse's. Returns the slots of all phases, or -1 (before any change) if a count is
+    negative or not whole."""
     m = coefs.shape[1]
-    total = 0
-    for ph in range(signed.shape[0]):
-        n = 0
-        sel = 0
+    for ph in range(counts.shape[0]):
         for i in range(s.size):
-            v = signed[ph, i]
-            if v > n:
-                n, sel = v, 0
-            elif -v > n:
-                n, sel = -v, 1
-        if n == 0:
+            v = counts[ph, i]
+            if v != v or v < 0 or v != int(v):
+                return -1
+    total = 0
+    for ph in range(counts.shape[0]):
+        top = counts[ph, 0]
+        for i in range(1, s.size):
+            if counts[ph, i] > top:
+                top = counts[ph, i]
+        n = int(top)
+        if n == 0 or polarity[ph] == 0:
             continue
         total += n
+        sel = 0 if polarity[ph] > 0 else 1
         gain = gains[sel]
+        idle = np.empty(n + 1)              # decay ** e by the same expression as _pulse_cells: the same numbers
+        for e in range(n + 1):
+            idle[e] = decay ** e
         for i in range(s.size):
             x = s[i]
-            k = abs(signed[ph, i])
+            k = int(counts[ph, i])
             for _ in range(k):
                 y = 0.0
                 for j in range(m):
                     y = y * x + coefs[sel, j]
                 x = (x + gain * y) * decay
             if k < n:
-                x *= decay ** (n - k)
+                x *= idle[n - k]
             s[i] = x
     return total
 
@@ -205,8 +212,8 @@ def _phase_kernel():
         return None
     import numba
     fn = numba.njit(cache=True, nogil=True)(_phase_cells)
-    for dtype in (np.int32, np.int64):            # the counts' integer types
-        fn(np.zeros(1), np.zeros((1, 1), dtype), np.zeros((2, 1)), np.zeros(2), 1.0)
+    for dtype in (np.float32, np.float64, np.int32, np.int64):   # counts' types (float32: from BLAS)
+        fn(np.zeros(1), np.zeros((1, 1), dtype), np.ones(1, np.int64), np.zeros((2, 1)), np.zeros(2), 1.0)
     return fn
 
 
@@ -363,35 +370,43 @@ class Cap3T1C(DeviceModel):
         flat[idx] = sub
         return self.leak(flat, (n - c) * shape.period).reshape(s.shape)
 
-    def apply_phases(self, state, signed, shape: PulseShape) -> tuple[np.ndarray, int]:
+    def apply_phases(self, state, counts, polarity, shape: PulseShape) -> tuple[np.ndarray, int]:
         """State after the sub-phases of an update, one after the other, and the slots they took:
-        ``signed`` (phases, cells) holds each phase's pulses per cell, +n up or -n dn (a phase
-        has one sign), and a phase lasts as many slots as its largest count (a phase without
-        pulses takes none). The same numbers as :meth:`apply_counts` phase by phase, in one
-        compiled pass where numba is there."""
+        ``counts`` (phases, cells) holds each phase's pulses per cell (whole numbers >= 0, any
+        real type: float32 counts come straight from a BLAS product), ``polarity`` (phases,)
+        their direction (+1 up, -1 dn), and a phase lasts as many slots as its largest count (a
+        phase without pulses takes none). The same numbers as :meth:`apply_counts` phase by
+        phase, in one compiled pass where numba is there."""
         s = np.atleast_1d(np.asarray(state, float)).copy()
-        signed = np.asarray(signed)
-        if signed.ndim != 2 or signed.shape[1] != s.size or signed.dtype.kind not in "iu":
-            raise ShapeError(f"signed pulses must be integers shaped (phases, {s.size}), got {signed.dtype} "
-                             f"{signed.shape}")
+        counts, polarity = np.asarray(counts), np.asarray(polarity)
+        if counts.ndim != 2 or counts.shape[1] != s.size or polarity.shape != (counts.shape[0],):
+            raise ShapeError(f"counts must be (phases, {s.size}) and polarity (phases,), got {counts.shape} and "
+                             f"{polarity.shape}")
         if abs(self.v_write) < self.v_threshold:
             raise ParameterError(f"a full pulse ({self.v_write:g} V) is below the threshold")
         kernel = _phase_kernel()
         flat = s.ravel()
+        bad = ParameterError("pulse counts must be whole numbers >= 0")
         if kernel is None:
+            if counts.size and not (np.all(counts >= 0) and np.array_equal(counts, np.floor(counts))):
+                raise bad
             total = 0
-            for c in signed:
-                if c.any():
-                    total += int(np.abs(c).max())
-                    flat = self.apply_counts(flat, np.abs(c), shape, polarity=1 if c.max() > 0 else -1)
+            for c, pol in zip(counts.astype(np.int64), polarity):
+                if c.any() and pol:
+                    total += int(c.max())
+                    flat = self.apply_counts(flat, c, shape, polarity=1 if pol > 0 else -1)
             return flat.reshape(s.shape), total
         p = self.params
         c = self.c_eff
         gains = np.array([(shape.width + 2 * shape.rise * p.rho_up) / c,
                           -(shape.width + 2 * shape.rise * p.rho_dn) / c])
         decay = float(np.exp(-shape.period / (p.r_leak * c)))
-        sig = signed if signed.dtype in (np.int32, np.int64) else signed.astype(np.int64)
-        total = kernel(flat, np.ascontiguousarray(sig), np.array([p.i_up, p.i_dn], float), gains, decay)
+        if counts.dtype not in (np.float32, np.float64, np.int32, np.int64):
+            counts = counts.astype(np.float64 if counts.dtype.kind == "f" else np.int64)
+        total = kernel(flat, np.ascontiguousarray(counts), np.sign(polarity).astype(np.int64),
+                       np.array([p.i_up, p.i_dn], float), gains, decay)
+        if total < 0:
+            raise bad
         return flat.reshape(s.shape), int(total)
 
     def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:

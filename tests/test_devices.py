@@ -295,29 +295,36 @@ def test_apply_counts_equals_pulse_by_pulse(name, rng):
 
 def test_apply_phases_is_apply_counts_phase_after_phase(rng, monkeypatch):
     """The fused update of a tile (every sub-phase in one pass) gives the numbers of
-    :meth:`Cap3T1C.apply_counts` phase by phase, compiled or not, and the slots they took."""
+    :meth:`Cap3T1C.apply_counts` phase by phase, compiled or not, with counts of any numeric
+    type, and the slots they took; bad counts are refused with the state untouched."""
     import models.cap3t1c as cap
     from models.errors import ShapeError
 
     dev = cap.Cap3T1C()
     shape = PulseShape(5e-9, 5e-10, 1e-8, 1e-9)
     s = rng.uniform(*dev.state_range, 500)
-    signed = rng.integers(0, 5, (12, 500)) * np.where(rng.random(12) < 0.5, 1, -1)[:, None]
-    signed[rng.random(signed.shape) < 0.7] = 0
-    signed[[2, 7]] = 0                                     # phases without pulses take no slots
+    counts = rng.integers(0, 5, (12, 500))
+    counts[rng.random(counts.shape) < 0.7] = 0
+    counts[[2, 7]] = 0                                     # phases without pulses take no slots
+    pol = np.where(rng.random(12) < 0.5, 1, -1)
     loop, slots = s.copy(), 0
-    for c in signed:
+    for c, p in zip(counts, pol):
         if c.any():
-            slots += int(np.abs(c).max())
-            loop = dev.apply_counts(loop, np.abs(c), shape, polarity=1 if c.max() > 0 else -1)
-    for dtype in (np.int32, np.int64, np.int16):
-        fused, n = dev.apply_phases(s, signed.astype(dtype), shape)
+            slots += int(c.max())
+            loop = dev.apply_counts(loop, c, shape, polarity=int(p))
+    for dtype in (np.float32, np.int32, np.int64, np.int16, np.float64):
+        fused, n = dev.apply_phases(s, counts.astype(dtype), pol, shape)
         assert n == slots and np.array_equal(fused, loop)
+    for bad in (np.where(counts == 4, -1, counts), counts + 0.5, np.where(counts == 4, np.nan, counts)):
+        with pytest.raises(ParameterError, match="whole numbers"):
+            dev.apply_phases(s, bad, pol, shape)
+    with pytest.raises(ShapeError, match="polarity"):
+        dev.apply_phases(s, counts[:, :10], pol, shape)
+    with pytest.raises(ShapeError, match="polarity"):
+        dev.apply_phases(s, counts, pol[:3], shape)
     monkeypatch.setattr(cap, "_phase_kernel", lambda: None)   # where numba is not
-    fused, n = dev.apply_phases(s, signed, shape)
+    fused, n = dev.apply_phases(s, counts, pol, shape)
     assert n == slots
     np.testing.assert_allclose(fused, loop, rtol=1e-15, atol=0)
-    with pytest.raises(ShapeError, match="integers shaped"):
-        dev.apply_phases(s, signed.astype(float), shape)
-    with pytest.raises(ShapeError, match="integers shaped"):
-        dev.apply_phases(s, signed[:, :10], shape)
+    with pytest.raises(ParameterError, match="whole numbers"):
+        dev.apply_phases(s, counts + 0.5, pol, shape)

@@ -67,7 +67,7 @@ def test_pair_columns_turn_every_coincidence_into_a_set(rng):
 def test_signed_coincidences_are_the_per_sample_trains():
     """A mini-batch's signed counts in one product: the same draws, counts and signs as
     :func:`pulse_trains` sample by sample (a sample with a zero update draws nothing)."""
-    from cosim.write.pulses import signed_coincidences
+    from cosim.write.pulses import coincidence_counts, signed_coincidences
     from models.errors import ShapeError
 
     rng = np.random.default_rng(3)
@@ -81,6 +81,8 @@ def test_signed_coincidences_are_the_per_sample_trains():
         ref.extend(int(p) * c for p, c in zip(t.polarity, t.coincidences()))
     got = signed_coincidences(x, d, rng=np.random.default_rng(11), **kw)
     assert got.shape == (20, 9, 4) and got.dtype == np.int32 and np.array_equal(got, np.array(ref))
+    counts, pol = coincidence_counts(x, d, rng=np.random.default_rng(11), **kw)
+    assert counts.dtype == np.float32 and np.array_equal(counts * pol[:, None, None], got)
     assert not got[8:12].any()
     with pytest.raises(ShapeError, match="samples"):
         signed_coincidences(x, d[:3], rng=rng, **kw)

@@ -86,7 +86,7 @@ from cosim.train.layers import (
 )
 from cosim.write.mapping import MappingSpec
 from cosim.write.program import write_verify
-from cosim.write.pulses import signed_coincidences
+from cosim.write.pulses import coincidence_counts
 from models.device import DeviceModel
 from models.errors import ParameterError, ShapeError
 from models.pulse import PulseShape
@@ -389,34 +389,35 @@ class CapUpdate:
         mid = np.array([0.5 * sum(dev.state_range)])
         return float((dev.to_conductance(dev.step(mid, dev.v_write, self.shape)) - dev.to_conductance(mid))[0])
 
-    def pulse_signs(self, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray, polarity: int,
-                    rng: np.random.Generator) -> np.ndarray:
-        """Signed pulses (samples * 4 sub-phases, rows, cols): +n up pulses, -n dn pulses."""
+    def pulse_counts(self, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray, polarity: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Pulses per sub-phase and cell (samples * 4, rows, cols), float32 whole numbers, and
+        each sub-phase's direction (+1 up, -1 dn) on this tile (its ``polarity`` applied)."""
         dw_min = float(np.mean(scale)) * self.step_conductance()
-        signed = signed_coincidences(x, d, lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
-        return signed if polarity == 1 else signed * np.int32(polarity)
+        counts, pol = coincidence_counts(x, d, lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+        return counts, pol * polarity
 
     def apply(self, tile: UnitCellTile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
               mapping: MappingSpec, rng: np.random.Generator) -> None:
         dev = self.device
-        signed = self.pulse_signs(x, d, lr, scale, tile.polarity, rng)
-        self.pulses += int(np.abs(signed).sum())
+        counts, pol = self.pulse_counts(x, d, lr, scale, tile.polarity, rng)
+        self.pulses += int(counts.sum(dtype=np.float64))
         s = tile.vc.ravel()
         slots = None
         if self.backend == "fast" and hasattr(dev, "apply_phases"):   # all sub-phases in one pass
-            s, slots = dev.apply_phases(s, signed.reshape(len(signed), -1), self.shape)
-        elif self.backend == "fast":
-            for c in signed:
-                if c.any():   # a sub-phase has one sign: all its pulses are up, or all dn
-                    pol = 1 if c.max() > 0 else -1
-                    s = dev.apply_counts(s, np.abs(c).ravel(), self.shape, polarity=pol)
+            s, slots = dev.apply_phases(s, counts.reshape(len(counts), -1), pol, self.shape)
         else:
-            s = self._spice(s, signed)
+            signed = counts.astype(np.int32) * pol.astype(np.int32)[:, None, None]
+            slots = sum(int(np.abs(c).max()) for c in signed if c.any())
+            if self.backend == "fast":
+                for c in signed:
+                    if c.any():   # a sub-phase has one sign: all its pulses are up, or all dn
+                        s = dev.apply_counts(s, np.abs(c).ravel(), self.shape, polarity=1 if c.max() > 0 else -1)
+            else:
+                s = self._spice(s, signed)
         lo, hi = dev.state_range
         tile.vc = np.clip(s, lo, hi).reshape(tile.vc.shape)
         # the reference cells get no pulses but leak over the same slots as the array
-        if slots is None:
-            slots = sum(int(np.abs(c).max()) for c in signed if c.any())
         if tile.vc_ref is not None and slots:
             tile.vc_ref = np.clip(dev.leak(tile.vc_ref, slots * self.shape.period), lo, hi)
 

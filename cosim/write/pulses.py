@@ -120,12 +120,13 @@ def _draw_bits(x, d, lr, dw_min, bl, rng):
     return rbits, cbits, a * b / k
 
 
-def signed_coincidences(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
-                        rng: np.random.Generator) -> np.ndarray:
-    """The updates of a mini-batch as signed coincidence counts (samples * 4, n_rows, n_cols),
-    sample after sample, sub-phase after sub-phase: +n where the sub-phase increases the weight,
-    -n where it decreases it. The same draws and counts as :func:`pulse_trains` and
-    :meth:`PulseTrains.coincidences` per sample, with one batched product for the counts."""
+def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The updates of a mini-batch as coincidence counts (samples * 4, n_rows, n_cols), float32
+    (exact: at most ``bl``), sample after sample, sub-phase after sub-phase, and each sub-phase's
+    polarity (+1: its coincidences increase the weight). The same draws and counts as
+    :func:`pulse_trains` and :meth:`PulseTrains.coincidences` per sample, with one batched
+    product for the counts."""
     x, d = np.asarray(x, float), np.asarray(d, float)
     if x.ndim != 2 or d.ndim != 2 or x.shape[0] != d.shape[0]:
         raise ShapeError(f"x and d must be (samples, n) with as many samples, got {x.shape} and {d.shape}")
@@ -142,8 +143,15 @@ def signed_coincidences(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: floa
             rows[s, k_] = rbits & (np.sign(x[s]) == sx)
             cols[s, k_] = cbits & (np.sign(d[s]) == sd)
     counts = np.matmul(rows.reshape(B * 4, bl, n_r).transpose(0, 2, 1), cols.reshape(B * 4, bl, n_c))
-    polarity = np.tile([-sx * sd for sx, sd in QUADRANTS], B).astype(np.int32)
-    return counts.astype(np.int32) * polarity[:, None, None]
+    return counts, np.tile([-sx * sd for sx, sd in QUADRANTS], B)
+
+
+def signed_coincidences(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """:func:`coincidence_counts` as signed integers (samples * 4, n_rows, n_cols): +n where the
+    sub-phase increases the weight, -n where it decreases it."""
+    counts, polarity = coincidence_counts(x, d, lr=lr, dw_min=dw_min, bl=bl, rng=rng)
+    return counts.astype(np.int32) * polarity.astype(np.int32)[:, None, None]
 
 
 def pair_columns(trains: PulseTrains) -> tuple[np.ndarray, np.ndarray]:
