@@ -153,21 +153,20 @@ def _phase_cells(s, counts, polarity, coefs, gains, decay):  # pragma: no cover 
     """In place: :func:`_pulse_cells` for every sub-phase in turn. ``counts`` (phases, cells):
     pulses per cell (whole numbers), up where ``polarity`` is > 0, dn where < 0; a phase lasts
     its largest count of slots. Row 0 of ``coefs`` and entry 0 of ``gains`` are the up pulse's,
-    1 the dn pulse's. Returns the slots of all phases, or -1 (before any change) if a count is
-    negative or not whole."""
+    1 the dn pulse's. Returns the slots of all phases, or -1 (``s`` then part-way: the caller's
+    copy to drop) if a count is negative or not whole."""
     m = coefs.shape[1]
-    for ph in range(counts.shape[0]):
-        for i in range(s.size):
-            v = counts[ph, i]
-            if v != v or v < 0 or v != int(v):
-                return -1
     total = 0
     for ph in range(counts.shape[0]):
-        top = counts[ph, 0]
-        for i in range(1, s.size):
-            if counts[ph, i] > top:
-                top = counts[ph, i]
-        n = int(top)
+        top = 0
+        for i in range(s.size):
+            v = counts[ph, i]
+            k = int(v)
+            if k != v or k < 0:             # also NaN: never equal
+                return -1
+            if k > top:
+                top = k
+        n = top
         if n == 0 or polarity[ph] == 0:
             continue
         total += n
