@@ -64,10 +64,10 @@ def test_pair_columns_turn_every_coincidence_into_a_set(rng):
     assert np.array_equal(up - down, t.signed_counts())
 
 
-def test_signed_coincidences_are_the_per_sample_trains():
-    """A mini-batch's signed counts in one product: the same draws, counts and signs as
+def test_batched_coincidences_are_the_per_sample_trains():
+    """A mini-batch's counts in one product: the same draws, counts and polarities as
     :func:`pulse_trains` sample by sample (a sample with a zero update draws nothing)."""
-    from cosim.write.pulses import coincidence_counts, signed_coincidences
+    from cosim.write.pulses import coincidence_counts
     from models.errors import ShapeError
 
     rng = np.random.default_rng(3)
@@ -75,16 +75,16 @@ def test_signed_coincidences_are_the_per_sample_trains():
     x[2] = 0.0
     kw = dict(lr=0.05, dw_min=0.003, bl=7)
     one = np.random.default_rng(11)
-    ref = []
+    ref, ref_pol = [], []
     for b in range(5):
         t = pulse_trains(x[b], d[b], rng=one, **kw)
-        ref.extend(int(p) * c for p, c in zip(t.polarity, t.coincidences()))
-    got = signed_coincidences(x, d, rng=np.random.default_rng(11), **kw)
-    assert got.shape == (20, 9, 4) and got.dtype == np.int32 and np.array_equal(got, np.array(ref))
+        ref.extend(t.coincidences())
+        ref_pol.extend(t.polarity)
     counts, pol = coincidence_counts(x, d, rng=np.random.default_rng(11), **kw)
-    assert counts.dtype == np.float32 and np.array_equal(counts * pol[:, None, None], got)
-    assert not got[8:12].any()
+    assert counts.shape == (20, 9, 4) and counts.dtype == np.float32
+    assert np.array_equal(counts, np.array(ref)) and np.array_equal(pol, ref_pol)
+    assert not counts[8:12].any() and counts.max() <= kw["bl"]
     with pytest.raises(ShapeError, match="samples"):
-        signed_coincidences(x, d[:3], rng=rng, **kw)
+        coincidence_counts(x, d[:3], rng=rng, **kw)
     with pytest.raises(ParameterError, match="finite"):
-        signed_coincidences(np.full((1, 9), np.nan), d[:1], rng=rng, **kw)
+        coincidence_counts(np.full((1, 9), np.nan), d[:1], rng=rng, **kw)

@@ -146,14 +146,6 @@ def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float
     return counts, np.tile([-sx * sd for sx, sd in QUADRANTS], B)
 
 
-def signed_coincidences(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
-                        rng: np.random.Generator) -> np.ndarray:
-    """:func:`coincidence_counts` as signed integers (samples * 4, n_rows, n_cols): +n where the
-    sub-phase increases the weight, -n where it decreases it."""
-    counts, polarity = coincidence_counts(x, d, lr=lr, dw_min=dw_min, bl=bl, rng=rng)
-    return counts.astype(np.int32) * polarity.astype(np.int32)[:, None, None]
-
-
 def pair_columns(trains: PulseTrains) -> tuple[np.ndarray, np.ndarray]:
     """For differential pairs of SET-only devices: the bits of the physical columns.
 
