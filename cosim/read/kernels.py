@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["compiled", "FieldPool", "ThreadScratch", "FIELDS", "chain_solve_rows", "chain_solve_cols", "sweep_rows",
            "sweep_cols",
-           "apply_k", "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k", "line_sweeps_k",
+           "apply_k", "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k",
            "line_sweeps_numpy", "ir_rows_k", "ir_cols_k"]
 
 
@@ -315,27 +315,11 @@ class FieldPool:
 FIELDS = FieldPool(512 << 20)
 
 
-def line_sweeps_k(Y, a2, u, nl):  # pragma: no cover - compiled
-    """The cheap IR model's two line sweeps (:func:`cosim.read.irmodel._line_sweeps`), the same
-    operations in the same order: from the far ends, reverse cumulative sums of Y (L, nk) and,
-    on its first ``nl`` columns, the line voltages u[l] = a2[l] u[l+1] - u[l+2]; then forward
-    cumulative sums."""
-    L, nk = Y.shape
-    for l in range(L - 1, -1, -1):
-        if l < L - 1:
-            for k in range(nk):
-                Y[l, k] = Y[l, k] + Y[l + 1, k]
-        for k in range(nl):
-            u[l, k] = a2[l, k] * u[l + 1, k] - u[l + 2, k]
-    for l in range(1, L):
-        for k in range(nk):
-            Y[l, k] = Y[l - 1, k] + Y[l, k]
-
-
 def ir_rows_k(G, r, x, rho, lines, u):  # pragma: no cover - compiled
     """The cheap IR model's row chains on G's own layout: x = r K_R(G) and, with ``lines``, the
-    exact single-line loadings rho (u: work, M + 2). The operations of :func:`line_sweeps_k`
-    per chain, in its order (its zero padding adds exact zeros), so the same numbers."""
+    exact single-line loadings rho (u: work, M + 2). The operations of
+    :func:`line_sweeps_numpy` per chain, in its order (its zero padding adds exact zeros), so
+    the same numbers."""
     N, M = G.shape
     for i in range(N):
         acc = 0.0
@@ -384,7 +368,10 @@ def ir_cols_k(G, r, x, rho, lines, u):  # pragma: no cover - compiled
 
 
 def line_sweeps_numpy(Y, a2, u, nl):
-    """:func:`line_sweeps_k` where numba is not: one whole-width numpy call per position and
+    """The cheap IR model's line sweeps where numba is not, on the chains stacked side by side
+    in Y (L, nk) (:func:`cosim.read.irmodel._line_sweeps`): from the far ends the reverse
+    cumulative sums and, on the first ``nl`` chains, the line voltages u[l] = a2[l] u[l+1] -
+    u[l+2]; then the forward cumulative sums. One whole-width numpy call per position and
     operation (row views made once: the loops are call-bound)."""
     add, mul, sub = np.add, np.multiply, np.subtract
     L = Y.shape[0]
@@ -421,7 +408,7 @@ def compiled() -> dict | None:
         jit = numba.njit(cache=True, nogil=True, fastmath=False)
         _COMPILED = {f.__name__: jit(f) for f in (chain_solve_rows, chain_solve_cols, sweep_rows, sweep_cols, apply_k,
                                                   chain_factor_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k,
-                                                  line_sweeps_k, ir_rows_k, ir_cols_k)}
+                                                  ir_rows_k, ir_cols_k)}
         y, w, v = np.zeros((2, 2, 1)), np.zeros((2, 2)), np.zeros(1)   # compile (or load the cache) once
         _COMPILED["chain_solve_rows"](y, w, w)
         _COMPILED["chain_solve_cols"](y, w, w)
@@ -434,7 +421,6 @@ def compiled() -> dict | None:
         _COMPILED["cg_init_k"](y, y.copy(), y.copy(), y.copy(), v.copy(), v.copy())
         _COMPILED["cg_residual_k"](y, y.copy(), v, v.copy())
         _COMPILED["cg_finish_k"](y, y.copy(), v, w, w, w, s2.copy(), s2.copy(), s2.copy())
-        _COMPILED["line_sweeps_k"](w.copy(), w.copy(), np.ones((4, 2)), 2)
         for lines in (True, False):
             _COMPILED["ir_rows_k"](w, 1.0, w.copy(), w.copy(), lines, np.ones(4))
             _COMPILED["ir_cols_k"](w, 1.0, w.copy(), w.copy(), lines, np.ones((4, 2)))
