@@ -142,6 +142,27 @@ def test_the_log_keeps_one_record_per_mini_batch(tmp_path):
         read_audit_log(tmp_path)
 
 
+def test_a_resumed_auto_audit_keeps_its_pace(tmp_path):
+    """``auto`` after a resume: the log's costliest finished audit and last step stand in, so the
+    next audit waits for its budget instead of coming after AUTO_START mini-batches."""
+    from cosim.train.audit import AUTO_START, Auditor
+
+    phases = _cfg()
+    fresh = Auditor(AuditConfig(), phases, tmp_path, 0)
+    assert fresh.due(AUTO_START)                       # a new run: the first audit after AUTO_START
+    base = {"direction": "forward", "rms_error_fs": 0.0, "max_error_fs": 0.0, "every": 40}
+    lines = [{**base, "step": 40, "seconds": 3.0}, {**base, "step": 90, "seconds": 5.0},
+             {"step": 140, "error": "BatchError: ngspice ran longer than 600 s", "seconds": 700.0}]
+    (tmp_path / AUDIT_LOG).write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    resumed = Auditor(AuditConfig(), phases, tmp_path, 0)
+    resumed.resume()
+    assert resumed._last_audit_s == 5.0 and resumed._last_step == 140   # a failed audit's time not taken as its cost
+    assert not resumed.due(AUTO_START) and not resumed.due(200)         # no training time yet to spend on it
+    every = Auditor(AuditConfig(every=3), phases, tmp_path, 0)
+    every.resume()                                     # fixed K: multiples of K, nothing to carry
+    assert every.due(3) and not every.due(4)
+
+
 def test_cli_audit(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 

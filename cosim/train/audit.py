@@ -132,6 +132,18 @@ class Auditor:
         self._last_audit_s: float | None = None      # auto: the costliest audit so far [s]
         self._last_step: int | None = None
 
+    def resume(self) -> None:
+        """A resumed run (``auto``) keeps its pace: the costliest finished audit of its log and the
+        step of its last audit stand in for this process's, so the next audit waits for its
+        budget rather than coming after AUTO_START mini-batches on the largest tile."""
+        if self.cfg.every != "auto" or not self.path.exists():
+            return
+        records = read_audit_log(self.path)
+        done = [r for r in records if "error" not in r]
+        if done:
+            self._last_audit_s = max(float(r["seconds"]) for r in done)
+            self._last_step = int(records[-1]["step"])
+
     def due(self, step: int) -> bool:
         """Audit mini-batch ``step`` (counted over the run)? Multiples of K; ``auto``:
         the first after AUTO_START mini-batches (on the largest tile, to measure the worst

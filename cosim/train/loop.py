@@ -374,6 +374,8 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
     st = (_load_checkpoint(ckpt, fp, net, soft) if resume else None) or _State()
     _check_calibration_covers(net, cfg, data)
     n_batches = -(-len(data.y_train) // cfg.batch_size)
+    if auditor is not None and st.epoch * n_batches + st.batch > 0:
+        auditor.resume()                # a resumed run's audits keep the pace they had
     bar = None
     if progress:
         from tqdm.auto import tqdm
