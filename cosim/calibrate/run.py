@@ -32,9 +32,6 @@ class CalibrationPlan:
     ----------
     sizes : tuple
         Array sizes of the IR-drop sweep: N (N x N) or (rows, cols).
-    spice_cells : int
-        Arrays of more cells are read by the exact solver, with one ngspice check case per shape
-        (:mod:`cosim.calibrate.ir_cases`).
     r_wires : tuple of float
         Wire resistances per segment of the sweep [ohm].
     train_per_point, test_per_point : int
@@ -49,10 +46,12 @@ class CalibrationPlan:
     blocks : BlockFitSettings or None
         Fit the device step tables, integrator/ADC transfers and a Monte Carlo sweep too
         (None: skip them).
+    spice_cells : int
+        Arrays of more cells are read by the exact solver, with one ngspice check case per shape
+        (:mod:`cosim.calibrate.ir_cases`).
     """
 
     sizes: tuple = (16, 32, 64, 128, 256)
-    spice_cells: int = SPICE_CELLS
     r_wires: tuple[float, ...] = (0.5, 1.0, 2.5)
     train_per_point: int = 4
     test_per_point: int = 2
@@ -61,6 +60,7 @@ class CalibrationPlan:
     monte_carlo_runs: int = 0
     timing: bool = True
     blocks: BlockFitSettings | None = field(default_factory=BlockFitSettings)
+    spice_cells: int = SPICE_CELLS
 
     def __post_init__(self) -> None:
         shapes = [array_shape(s) for s in self.sizes]       # validates
