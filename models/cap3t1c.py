@@ -133,24 +133,10 @@ PRESET = replace(Cap3T1CParams(),
                  h_read=(-0.000158340802669406, 0.00046001432898205944, -0.00043139277726126816, 0.00011414676227682908))
 
 
-def _pulse_cells(s, counts, coef, gain, decay, n):  # pragma: no cover - compiled
-    """In place: cell i gets counts[i] pulses (V_C += gain polyval(coef, V_C), then a slot's
-    decay), then decays through the n - counts[i] slots it sits idle."""
-    for i in range(s.size):
-        x = s[i]
-        k = counts[i]
-        for _ in range(k):
-            y = 0.0
-            for a in coef:
-                y = y * x + a
-            x = (x + gain * y) * decay
-        if k < n:
-            x *= decay ** (n - k)
-        s[i] = x
-
-
 def _phase_cells(s, counts, polarity, coefs, gains, decay):  # pragma: no cover - compiled
-    """In place: :func:`_pulse_cells` for every sub-phase in turn. ``counts`` (phases, cells):
+    """In place, sub-phase after sub-phase: cell i gets counts[ph, i] pulses (V_C += gain
+    polyval(coef, V_C), then a slot's decay), then decays through the slots it sits idle in that
+    phase. ``counts`` (phases, cells):
     pulses per cell (whole numbers), up where ``polarity`` is > 0, dn where < 0; a phase lasts
     its largest count of slots. Row 0 of ``coefs`` and entry 0 of ``gains`` are the up pulse's,
     1 the dn pulse's. Returns the slots of all phases, or -1 (``s`` then part-way: the caller's
@@ -172,7 +158,7 @@ def _phase_cells(s, counts, polarity, coefs, gains, decay):  # pragma: no cover 
         total += n
         sel = 0 if polarity[ph] > 0 else 1
         gain = gains[sel]
-        idle = np.empty(n + 1)              # decay ** e by the same expression as _pulse_cells: the same numbers
+        idle = np.empty(n + 1)              # decay ** e, the same numbers as computing it per cell
         for e in range(n + 1):
             idle[e] = decay ** e
         for i in range(s.size):
@@ -190,8 +176,8 @@ def _phase_cells(s, counts, polarity, coefs, gains, decay):  # pragma: no cover 
 
 
 @functools.cache
-def _pulse_kernel():
-    """:func:`_pulse_cells` compiled by numba (cached on disk), or None where numba is missing or
+def _phase_kernel():
+    """:func:`_phase_cells` compiled by numba (cached on disk), or None where numba is missing or
     ``XBAR_NO_NUMBA`` is set (then the numpy loop of :meth:`Cap3T1C.apply_counts` runs)."""
     if os.environ.get("XBAR_NO_NUMBA"):
         return None
@@ -199,17 +185,6 @@ def _pulse_kernel():
         import numba
     except ImportError:
         return None
-    fn = numba.njit(cache=True, nogil=True)(_pulse_cells)
-    fn(np.zeros(1), np.zeros(1, np.int64), np.zeros(1), 0.0, 1.0, 0)
-    return fn
-
-
-@functools.cache
-def _phase_kernel():
-    """:func:`_phase_cells` compiled, or None (as :func:`_pulse_kernel`)."""
-    if _pulse_kernel() is None:
-        return None
-    import numba
     fn = numba.njit(cache=True, nogil=True)(_phase_cells)
     for dtype in (np.float32, np.float64, np.int32, np.int64):   # counts' types (float32: from BLAS)
         fn(np.zeros(1), np.zeros((1, 1), dtype), np.ones(1, np.int64), np.zeros((2, 1)), np.zeros(2), 1.0)
@@ -349,15 +324,14 @@ class Cap3T1C(DeviceModel):
         p = self.params
         if abs(polarity * self.v_write) < self.v_threshold:
             raise ParameterError(f"a full pulse ({polarity * self.v_write:g} of v_write) is below the threshold")
+        if _phase_kernel() is not None:    # one compiled pass over the cells: each its own pulses, then its leak
+            out, _ = self.apply_phases(flat, c[None, :], np.array([polarity]), shape)
+            return out.reshape(s.shape)
         up = polarity > 0                  # :meth:`step` for one polarity: V_C += +-I(V_C) t_eff / C, then leak
         coef = p.i_up if up else p.i_dn
         t_eff = shape.width + 2 * shape.rise * (p.rho_up if up else p.rho_dn)
         gain = (1.0 if up else -1.0) * t_eff / self.c_eff
         decay = float(np.exp(-shape.period / (p.r_leak * self.c_eff)))
-        kernel = _pulse_kernel()
-        if kernel is not None:             # one compiled pass over the cells: each its own pulses, then its leak
-            kernel(flat, np.ascontiguousarray(c, np.int64), np.asarray(coef, float), gain, decay, n)
-            return s
         idx = np.flatnonzero(c > 0)
         idx = idx[np.argsort(-c[idx], kind="stable")]     # most pulses first: slot k pulses a prefix
         sub, cs = flat[idx], c[idx]

@@ -403,18 +403,12 @@ class CapUpdate:
         counts, pol = self.pulse_counts(x, d, lr, scale, tile.polarity, rng)
         self.pulses += int(counts.sum(dtype=np.float64))
         s = tile.vc.ravel()
-        slots = None
-        if self.backend == "fast" and hasattr(dev, "apply_phases"):   # all sub-phases in one pass
+        if self.backend == "fast":         # all sub-phases in one pass (a cell with up/dn ports: the 3T1C)
             s, slots = dev.apply_phases(s, counts.reshape(len(counts), -1), pol, self.shape)
         else:
             signed = counts.astype(np.int32) * pol.astype(np.int32)[:, None, None]
             slots = sum(int(np.abs(c).max()) for c in signed if c.any())
-            if self.backend == "fast":
-                for c in signed:
-                    if c.any():   # a sub-phase has one sign: all its pulses are up, or all dn
-                        s = dev.apply_counts(s, np.abs(c).ravel(), self.shape, polarity=1 if c.max() > 0 else -1)
-            else:
-                s = self._spice(s, signed)
+            s = self._spice(s, signed)
         lo, hi = dev.state_range
         tile.vc = np.clip(s, lo, hi).reshape(tile.vc.shape)
         # the reference cells get no pulses but leak over the same slots as the array
