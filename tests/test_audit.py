@@ -83,13 +83,25 @@ def test_quantised_calibrated_reads_are_judged_before_the_quantiser(tmp_path):
     assert len(recs) == 3 and all(r["outputs_differing"] is not None for r in recs)
 
 
-def test_an_audit_that_fails_in_ngspice_is_logged_and_the_run_goes_on(tmp_path):
+def _rejecting_engine():
+    """An engine that hands ngspice each audit deck with an element line it rejects (a resistor with
+    one node): a real ngspice failure on every run, not a mock, and no race with ngspice's speed."""
     from cosim.sim.engine import SubprocessEngine
-    capped = SubprocessEngine(max_raw_bytes=1)      # every ngspice run is stopped at its first raw-file byte
+
+    class Rejecting(SubprocessEngine):
+        def run_many(self, decks, **kw):
+            return super().run_many([str(d).replace("\n.end", "\nRbroken a\n.end") for d in decks], **kw)
+    return Rejecting(workers=1, timeout=60)
+
+
+@pytest.mark.raw_decks      # the engine breaks the audit's decks on purpose
+def test_an_audit_that_fails_in_ngspice_is_logged_and_the_run_goes_on(tmp_path):
+    capped = _rejecting_engine()
     with pytest.warns(RuntimeWarning, match="failed in ngspice.*training goes on"):
         m = train(_cfg(), _small(30), tmp_path / "go", engine=capped, progress=False, audit=AuditConfig(every=1))
     recs = read_audit_log(tmp_path / "go")
     assert len(recs) == 3 and all("error" in r for r in recs) and m["audit"]["failed"] == 3
+    assert all("not a valid resistor" in r["error"] for r in recs)   # ngspice names the line it refused
     assert m["final"]["test_accuracy"] > 0 and (tmp_path / "go" / "metrics.json").exists()
     with pytest.raises(AuditError, match="failed in ngspice.*stopped"):
         train(_cfg(), _small(30), tmp_path / "strict", engine=capped, progress=False,
