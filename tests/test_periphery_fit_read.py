@@ -109,7 +109,7 @@ def test_fit_carries_over_to_another_capacitor_and_column_load(fitted, engine, r
     integration: the op-amp's step response, 2-3 LSB, in no charge-domain model)."""
     spec = CrossbarSpec(rows=8, cols=2, cell="diff", r_row=1.0, r_col=1.0)
     G = rng.uniform(10e-6, 40e-6, spec.g_shape)
-    cfg = periphery_for_tile(_cfg(bits=bits, full_scale=0.5), spec, 40e-6, 30e-6)
+    cfg = periphery_for_tile(_cfg(bits=bits, full_scale=0.5), spec, 40e-6)
     if c_int is not None:
         cfg = replace(cfg, integrator=replace(cfg.integrator, c_int=c_int))
     fit = fitted["fit"]

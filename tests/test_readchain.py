@@ -133,12 +133,45 @@ def test_spice_codes_match_twin_within_one_lsb(engine, rng, transpose, exact_cor
     assert np.abs(s.codes - f.codes).max() <= (1 if transpose else 2)
     assert np.abs(s.v_out - f.v_out).max() <= 0.5 * lsb
     np.testing.assert_allclose(s.charge, f.charge, atol=0.5 * lsb * CFG.integrator.c_int)
+    assert not chain._at_end(s.swing).any() and not chain._at_end(f.swing).any()   # nothing clips, at any time
     # the outputs mean something: the equivalent currents follow the exact array solve
     from cosim.read.mvm import Crossbar
     V = codes / CFG.dac.max_code * CFG.dac.v_read
     I = Crossbar(SPEC, chain.G).read(V, transpose=transpose, backend="fast")
     assert np.abs(f.current - I).max() < 0.15 * np.abs(I).max()  # the op-amp's finite GBW and gain
     assert np.corrcoef(s.decoded.ravel(), I.ravel())[0, 1] > 0.995
+
+
+def test_a_swing_past_a_rail_between_the_phases_is_seen_and_ranged_away(engine):
+    """A transposed read of a differential array drives G+ in phase 1 and G- in phase 2: with G+
+    close to G- each row's output swings far and comes back near its start. At a gain where the
+    swing passes a rail, charge is lost while the final code looks in range (the twin, which
+    integrates the signed sum, is then wrong by many LSB). Both backends report the excursion
+    (``ReadResult.swing``); the autoranging ranges on it, to a gain where ngspice and the twin agree."""
+    from cosim.train.layers import ranged_read
+    from netlists.crossbar import interleave
+
+    spec = CrossbarSpec(rows=6, cols=3, cell="diff", r_row=1.0, r_col=1.0)
+    g = np.linspace(22e-6, 25e-6, 18).reshape(6, 3)
+    cfg = replace(CFG, integrator=IntegratorParams(c_int=5e-12, g_on=1e-2))
+    chain = ReadChain(spec, interleave(g, g - 1e-6 * np.arange(1, 4)), cfg, engine=engine)
+    x = np.ones((1, 3))
+    # phase 1 alone: 3 x 25 uS x 0.2 V x 63 ns = 0.9 pC, 1.5 V on 0.6 pF (step 3); the sum 0.1 V
+    over, fine = chain.with_gain(3), chain.with_gain(1)
+    f, s = (over.read_values(x, transpose=True, backend=b) for b in ("fast", "spice"))
+    assert over._at_end(f.swing).all() and over._at_end(s.swing).all()
+    assert over.code_use(f)[1] == 1.0 and not over._at_end(f.adc_codes).any()   # swung to a rail, ends in range
+    assert np.abs(f.adc_codes - s.adc_codes).max() > 3                           # what the flag is for
+    f, s = (fine.read_values(x, transpose=True, backend=b) for b in ("fast", "spice"))
+    assert not fine._at_end(f.swing).any() and np.abs(f.swing - s.swing).max() <= 1
+    assert np.abs(f.adc_codes - s.adc_codes).max() <= 1 and np.abs(f.swing - fine.mid_code()).max() > 8
+    gains: dict = {}
+    res = ranged_read(chain, gains, "k", x, True, 4, backend="fast")
+    assert 1 <= gains["k"] < 3 and chain.code_use(res)[1] == 0
+    ranged_read(chain, gains, "k", x, True, 4, backend="fast")
+    assert gains["k"] < 3                                    # no creeping back up into the swing
+    fwd = chain.with_gain(3).read_values(np.full((1, 6), 0.1), backend="fast")   # one sign: one phase
+    assert np.array_equal(fwd.swing, fwd.adc_codes)
 
 
 @pytest.mark.parametrize("encoding", ["amplitude", "bitserial"])

@@ -104,7 +104,7 @@ def cmd_mvm_chain(args) -> int:
     spec, G = spec_and_G(args)
     if args.size_integrator:
         g = np.asarray(G)
-        cfg = periphery_for_tile(cfg, spec, float(g.max()), float(g.max() - g.min()))
+        cfg = periphery_for_tile(cfg, spec, float(g.max()))
         print(f"integrator capacitor sized for this array: c_int = {cfg.integrator.c_int:.4g} F")
     out_path = check_output_path(Path(args.out).with_suffix(".npz"), args.conductances, args.voltages, args.periphery)
     codes = load_array(args.voltages, "input codes", integer=True)

@@ -23,6 +23,12 @@ Choices (written once, here)
   voltage ``v0`` (0 V unless the op-amp has an offset).
 - The sense source ``Vsen_k`` between each line end and its integrator measures the charge
   (its integrated current).
+- Overflow: the output ramps one way in phase 1 and back in phase 2, so a window with both signs
+  (every transposed read of a differential array) can pass a rail halfway and end in range, with
+  charge lost. Each output carries the code of its farthest excursion from the start
+  (``ReadResult.swing``, a peak detector on the integrator output): the twin takes the output
+  after phase 1 (linear) or at the end, the spice backend the transient's extremes.
+  :meth:`ReadChain.code_use` ranges on it: an excursion to an end code counts as clipped.
 
 1T1R arrays (``ReadChain(..., access=AccessParams())``): the twin puts the transistor's
 on-resistance, measured once in ngspice at the potential of its source, in series with each
@@ -47,15 +53,14 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
-from cosim.sim.files import atomic_path
 from cosim.read.mvm import Crossbar
 from cosim.read.periphery_fit import PeripheryFit, adc_range_mismatch
+from cosim.read.read_result import ReadResult
 from cosim.read.solver import CrossbarSolver
 from cosim.sim.engine import SubprocessEngine
 from models.adc import RampAdcParams, check_adc_range, code_to_voltage, quantize, ramp_convert
@@ -78,46 +83,6 @@ Backend = Literal["spice", "fast", "spice-array"]
 #: Read backends of a chain: the whole chain in one ngspice transient, its numpy twin, or the
 #: twin with the array's charges from an ngspice DC read of the wired array.
 CHAIN_READ_BACKENDS = ("spice", "fast", "spice-array")
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True, eq=False)
-class ReadResult:
-    """Output of :meth:`ReadChain.read` (batch-first arrays).
-
-    ``codes`` (batch, n_out) int: signed digital outputs (see the module docstring).
-    ``adc_codes`` (batch, n_sense[, bits]) int: raw converter codes per physical line (bit-serial:
-    one per bit window, LSB first, on the last axis).
-    ``v_out`` (batch, n_sense[, bits]) [V]: integrator outputs at the end of integration.
-    ``charge`` (batch, n_sense) [C]: charge into each virtual ground (spice: the integrated
-    current of the sense source; fast: ``volt_seconds @ G_eff``), shift-and-added for bit-serial.
-    ``current`` (batch, n_out) [A]: the equivalent output current, charge / full-scale time
-    (diff forward: I+ - I-), comparable to ``Crossbar.read(codes / max_code * v_read)``.
-    ``decoded`` (batch, n_out) [A]: the same quantity as the digital side knows it, from the codes
-    (:meth:`ReadChain.decode_charge`: bin centres relative to the integrator's start voltage,
-    ideal capacitor) over the full-scale time.
-    """
-
-    codes: np.ndarray
-    adc_codes: np.ndarray
-    v_out: np.ndarray
-    charge: np.ndarray
-    current: np.ndarray
-    decoded: np.ndarray
-    backend: str
-    elapsed_s: float
-    points: int = 0
-    energy: dict | None = None
-
-    def to_npz(self, path: str | Path) -> Path:
-        p = Path(path)
-        with atomic_path(p) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, codes=self.codes, adc_codes=self.adc_codes, v_out=self.v_out, charge=self.charge,
-                     current=self.current, decoded=self.decoded)
-        return p
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,9 +225,10 @@ class ReadChain:
         vs_max = full_scale_volt_seconds(cfg.dac)
         gt = self.g_total(transpose)
         # worst case per sensed line: every input at full scale with the sign that adds up (wires
-        # only lower it); a transposed differential read drives G+ and G- with opposite signs
+        # only lower it); a transposed differential read drives G+ and G- in opposite phases, so
+        # the output's swing takes each pair's larger device (phase 1) before the other returns it
         if transpose and self.spec.cell == "diff":
-            g_worst = np.abs(self.G[:, 0::2] - self.G[:, 1::2]).sum(axis=1)
+            g_worst = np.maximum(self.G[:, 0::2], self.G[:, 1::2]).sum(axis=1)
         else:
             g_worst = gt
         q_max = cfg.full_scale * vs_max * float(g_worst.max())
@@ -323,14 +289,16 @@ class ReadChain:
 
     def code_use(self, result: ReadResult) -> tuple[float, float]:
         """How much of its converters a read used: the largest ``|code - mid code|`` as a fraction
-        of the smaller half range, and the fraction of raw codes at an end of the range
-        (clipped: the charge may have been larger). Only codes, as the chip's digital side
-        would see them."""
+        of the smaller half range, and the fraction of outputs clipped (the charge may have been
+        larger): a raw code at an end of the range, or an output that reached one during the
+        window (``result.swing``: the two signed phases can take it past a rail and back). What a
+        chip's digital side sees: its codes and a peak detector's."""
         lo, hi = self.code_limits()
         mid = self.mid_code()
         half = max(1, min(mid - lo, hi - mid))
-        c = np.asarray(result.adc_codes)
-        return float(np.abs(c - mid).max() / half), float(np.mean((c <= lo) | (c >= hi)))
+        c, sw = np.asarray(result.adc_codes), np.asarray(result.swing)
+        return (float(max(np.abs(c - mid).max(), np.abs(sw - mid).max()) / half),
+                float(np.mean(self._at_end(c) | self._at_end(sw))))
 
     def mid_code(self) -> int:
         """The code of the integrator's start voltage (0 V unless the op-amp has an offset; the
@@ -418,34 +386,54 @@ class ReadChain:
         gt = self.g_total(transpose)
         vs = volt_seconds(windows, dac)  # (batch, n_win, n_drive)
         mom = volt_second_moments(windows, dac, tm.t_adc, t_start=tm.t_pulses)
+        # windows with both signs: phase 1 (the positive drives alone) is where the output turns
+        mixed = bool((vs > 0).any() and (vs < 0).any())
+        fields = [vs, mom] + ([np.where(vs > 0, vs, 0), np.where(vs > 0, mom, 0)] if mixed else [])
         if array is not None:             # the array's charges from ngspice (spice-array)
-            q, mom = array(vs, mom)
-        elif self.access is not None and not transpose and ir_model is None:  # on-resistance: the row's sign
-            gp, gn = self.transfer(transpose, 1), self.transfer(transpose, -1)
-            q = np.where(vs > 0, vs, 0) @ gp + np.where(vs < 0, vs, 0) @ gn
-            mom = np.where(vs > 0, mom, 0) @ gp + np.where(vs < 0, mom, 0) @ gn
-            ge = None
+            charges = array(*fields)
         else:
-            ge = self.transfer(transpose, ir_model=ir_model)
-            q = vs @ ge
-            mom = mom @ ge
+            charges = [self._charges(f, vs, transpose, ir_model) for f in fields]
         integ, m = cfg.integrator, cfg.integrator.macro
         t_int = tm.t_adc - tm.t_reset
+        ceff = effective_capacitance(integ, gt)
+
+        def at_capacitor(q, mom):       # the charge that reaches the capacitor (what spice measures)
+            q_eff = q - gt * m.v_os * t_int - gt * mom / (ceff * m.a0)
+            return q_eff * integ.c_int * (1 + 1 / m.a0) / ceff
+        q, mom = charges[0], charges[1]
         if self.fit is not None:
             v = self.fit.chain_voltage(q, integ, gt, t_int)
         else:
             v = charge_to_voltage(integ, q, gt, t_int=t_int, moment=mom)
-        # the charge that reaches the capacitor (what the spice backend measures), unclipped
-        ceff = effective_capacitance(integ, gt)
-        q_eff = q - gt * m.v_os * t_int - gt * mom / (ceff * m.a0)
-        q = q_eff * integ.c_int * (1 + 1 / m.a0) / ceff
+        q = at_capacitor(q, mom)
         if self.fit is not None:
             codes = self.fit.codes_from_voltage(v)
         elif isinstance(cfg.adc, RampAdcParams):
             codes = ramp_convert(cfg.adc, v, 0.0, t_window=tm.t_end - tm.t_adc - tm.t_edge / 2)
         else:
             codes = quantize(v, cfg.adc)
-        return {"q": q, "v": v, "codes": codes, "points": 0, "energy": None}
+        swing = codes
+        if mixed:                         # the output after phase 1 (linear), if it went farther
+            turn = quantize(start_voltage(integ) - at_capacitor(*charges[2:]) / integ.c_int, cfg.adc)
+            swing = self._farther(codes, turn)
+        return {"q": q, "v": v, "codes": codes, "swing": swing, "points": 0, "energy": None}
+
+    def _charges(self, f: np.ndarray, vs: np.ndarray, transpose: bool, ir_model) -> np.ndarray:
+        """A volt-second field (batch, n_win, n_drive), its drives signed as ``vs``'s, through the
+        array's transfer: charges (batch, n_win, n_sense)."""
+        if self.access is not None and not transpose and ir_model is None:  # on-resistance: the row's sign
+            return np.where(vs > 0, f, 0) @ self.transfer(transpose, 1) + np.where(vs < 0, f, 0) @ self.transfer(
+                transpose, -1)
+        return f @ self.transfer(transpose, ir_model=ir_model)
+
+    def _at_end(self, codes: np.ndarray) -> np.ndarray:
+        lo, hi = self.code_limits()
+        return (codes <= lo) | (codes >= hi)
+
+    def _farther(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Elementwise, the code of ``a`` and ``b`` farther from the start voltage's."""
+        mid = self.mid_code()
+        return np.where(np.abs(b - mid) > np.abs(a - mid), b, a)
 
     # spice ------------------------------------------------------------------------------------
     def circuit(self, windows: np.ndarray, transpose: bool = False) -> tuple[Circuit, float]:
@@ -487,7 +475,7 @@ class ReadChain:
         need = built[0][1]
         results = engine.run_many([deck for deck, _, _ in built], need=need, name="readchain")
         parts = [self._decode(r, ch, transpose, energy, circ) for r, ch, (_, _, circ) in zip(results, chunks, built)]
-        out = {k: np.concatenate([p[k] for p in parts]) for k in ("q", "v", "codes")}
+        out = {k: np.concatenate([p[k] for p in parts]) for k in ("q", "v", "codes", "swing")}
         out["points"] = sum(p["points"] for p in parts)
         out["energy"] = None
         if energy:
@@ -508,8 +496,14 @@ class ReadChain:
         vo = np.stack([np.interp(starts + tm.t_adc, t, v[f"v(io{j})"]) for j in range(ns)], axis=-1)
         t_code = starts + tm.t_end  # a corner of rst and clr: the transient lands on it
         codes = np.rint(np.stack([np.interp(t_code, t, v[f"v(code{j})"]) for j in range(ns)], axis=-1)).astype(np.int64)
+        # the output's extremes over each window's integration (the twin's test of its turning point)
+        io = np.stack([v[f"v(io{j})"] for j in range(ns)])
+        edges = np.searchsorted(t, np.stack([starts + tm.t_pulses, starts + tm.t_adc], axis=-1))
+        ext = np.array([[io[:, a:b + 1].min(axis=1), io[:, a:b + 1].max(axis=1)] for a, b in edges])
+        ext = quantize(ext, self.config.adc)
+        swing = self._farther(codes, self._farther(ext[:, 0], ext[:, 1]))
         out = {"q": q.reshape(nb, nw, ns), "v": vo.reshape(nb, nw, ns), "codes": codes.reshape(nb, nw, ns),
-               "points": len(t)}
+               "swing": swing.reshape(nb, nw, ns), "points": len(t)}
         if energy:
             drive = circ.group("dac")
             e_arr = 0.0
@@ -533,11 +527,11 @@ class ReadChain:
             to_last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
             q_tot = shift_and_add(np.moveaxis(q, 1, 0))
             s_tot = np.rint(shift_and_add(np.moveaxis(signed, 1, 0))).astype(np.int64)
-            adc_codes, v_out = to_last(codes), to_last(v)
+            adc_codes, v_out, swing = to_last(codes), to_last(v), to_last(raw["swing"])
             q_dec = shift_and_add(np.moveaxis(q_win, 1, 0))
         else:
             q_tot, s_tot = q[:, 0], signed[:, 0]
-            adc_codes, v_out = codes[:, 0], v[:, 0]
+            adc_codes, v_out, swing = codes[:, 0], v[:, 0], raw["swing"][:, 0]
             q_dec = q_win[:, 0]
         t_fs = full_scale_time(cfg.dac)
         if self.spec.cell == "diff" and not transpose:
@@ -548,7 +542,7 @@ class ReadChain:
             out_codes, cur, dec = s_tot, q_tot / t_fs, q_dec / t_fs
         return ReadResult(codes=out_codes, adc_codes=adc_codes, v_out=v_out, charge=q_tot, current=cur,
                           decoded=dec, backend=backend, elapsed_s=elapsed, points=raw["points"],
-                          energy=raw["energy"])
+                          energy=raw["energy"], swing=swing)
 
     def decode_charge(self, codes) -> np.ndarray:
         """Charge [C] the digital side reads from raw converter codes of one window, ideal

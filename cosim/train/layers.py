@@ -190,7 +190,7 @@ class Tile:
         fast reads."""
         if self._chain is None:
             self._chain = sized_read_chain(cfg.periphery, self.spec(cfg), interleave(self.g_plus, self.g_minus),
-                                           cfg.mapping.g_max, cfg.mapping.g_range, engine=engine, fit=fit)
+                                           cfg.mapping.g_max, engine=engine, fit=fit)
         return self._chain
 
     def changed(self) -> None:
@@ -198,12 +198,12 @@ class Tile:
         self._chain = None
 
 
-def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, g_range: float, *, engine=None,
+def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, *, engine=None,
                      fit=None, g_offset: float = 0.0):
     """A :class:`cosim.read.readchain.ReadChain` of ``spec`` at conductances ``G`` behind ``pc`` with
     its capacitor sized for the array (:func:`periphery_for_tile`). Sized for the larger read
     direction, the other one uses less of the swing and the ADC: those warnings are dropped."""
-    sized = periphery_for_tile(pc, spec, g_max, g_range, g_offset=g_offset)
+    sized = periphery_for_tile(pc, spec, g_max, g_offset=g_offset)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
@@ -265,24 +265,22 @@ def gains_restored(layers):
                 t.gains = g
 
 
-def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, g_range: float, *, g_offset: float = 0.0):
+def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, *, g_offset: float = 0.0):
     """``pc`` with the array's read voltage and an integrator capacitor sized for ``spec``.
 
     The worst-case line conductance: forward, a physical column of ``rows`` cells at ``g_max``;
-    transposed, a row of ``cols`` pairs at ``g_range`` (differential arrays, the pair's two
-    columns driven with opposite signs) or of ``cols`` cells at ``g_max`` (single-ended). Of it,
-    ``pc.full_scale`` of the part above ``g_offset`` plus all of ``n g_offset`` (a conductance
-    every cell of the array sits at, e.g. the 3T1C array's g_shared: with inputs of one sign its
-    charge is systematic, not a rare worst case; in a differential array it loads the forward
-    read's columns) must use 90 % of the smaller of the ADC's and the op-amp's half ranges.
+    transposed, a row of ``cols`` cells at ``g_max``. A differential array's transposed read
+    drives each pair's two columns in opposite phases, so the output swings with the pair's
+    larger device in phase 1 before the other one brings it back: the swing, not the signed sum,
+    must fit. Of it, ``pc.full_scale`` of the part above ``g_offset`` plus all of
+    ``n g_offset`` (a conductance every cell of the array sits at, e.g. the 3T1C array's
+    g_shared: with inputs of one sign its charge is systematic, not a rare worst case) must use
+    90 % of the smaller of the ADC's and the op-amp's half ranges.
     """
     dac = replace(pc.dac, v_read=spec.v_read)
-    diff = spec.cell == "diff"
-    g_back = spec.cols * (g_range if diff else g_max)
     offset = min(max(g_offset, 0.0), g_max)
-    # (cells on the line, worst-case line conductance, systematic offset per cell); a differential
-    # array's transposed read drives each pair's columns with opposite signs: no offset there
-    lines = [(spec.rows, spec.rows * g_max, offset), (spec.cols, g_back, 0.0 if diff else offset)]
+    # (cells on the line, worst-case line conductance, systematic offset per cell)
+    lines = [(spec.rows, spec.rows * g_max, offset), (spec.cols, spec.cols * g_max, offset)]
     q_max = full_scale_volt_seconds(dac) * max(n * o + pc.full_scale * (g - n * o) for n, g, o in lines)
     v0 = start_voltage(pc.integrator)
     lo, hi = swing(pc.integrator)

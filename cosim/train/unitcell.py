@@ -171,7 +171,7 @@ class UnitCellTile(Tile):
         if self._lsp_chain is None:
             xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
             g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
-            self._lsp_chain = sized_read_chain(cfg.periphery, xb.spec, xb.G, float(g[1]), float(g[1] - g[0]),
+            self._lsp_chain = sized_read_chain(cfg.periphery, xb.spec, xb.G, float(g[1]),
                                                engine=engine, fit=fit, g_offset=g_shared)
         return self._lsp_chain
 
