@@ -58,5 +58,6 @@ def decks_come_from_write_spice(request, monkeypatch):
             return method(self, deck, *a, **kw)
         return run
 
-    monkeypatch.setattr(SubprocessEngine, "run", guard(SubprocessEngine.run))
+    # _run_one: every deck of run and run_many passes through it
+    monkeypatch.setattr(SubprocessEngine, "_run_one", guard(SubprocessEngine._run_one))
     monkeypatch.setattr(SharedEngine, "load", guard(SharedEngine.load))

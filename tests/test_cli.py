@@ -36,11 +36,24 @@ def test_doctor(tmp_path):
 
 
 def test_netlist_runs_standalone_in_ngspice(arrays):
-    res = xbar("netlist", "--conductances", "G.npy", "--r-wire", 1.0, "--out", "xbar.cir", cwd=arrays)
+    """The deck runs in plain ngspice, without us, and gives the currents of our exact solver."""
+    from cosim.sim.results import read_raw
+
+    res = xbar("netlist", "--conductances", "G.npy", "--r-wire", 1.0, "--voltages", "V.npy", "--out", "xbar.cir",
+               cwd=arrays)
     assert res.returncode == 0, res.stderr
     assert "ngspice -b xbar.cir" in res.stdout
-    run = subprocess.run(["ngspice", "-b", "xbar.cir"], cwd=arrays, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0 and "error" not in run.stdout.lower()
+    run = subprocess.run(["ngspice", "-b", "-r", "xbar.raw", "xbar.cir"], cwd=arrays, capture_output=True, text=True,
+                         timeout=120)
+    log = (run.stdout + run.stderr).lower()
+    assert run.returncode == 0 and "error" not in log and "warning" not in log, log[-2000:]
+    vec = read_raw(arrays / "xbar.raw")[-1].vectors
+    I = np.stack([vec[f"i(vcs_{j})"] for j in range(8)], axis=-1)
+    assert xbar("mvm", "-G", "G.npy", "-V", "V.npy", "--r-wire", 1.0, "--backend", "fast", "--out", "I.npy",
+                cwd=arrays).returncode == 0
+    fast = np.load(arrays / "I.npy")
+    assert I.shape == fast.shape == (5, 8)
+    np.testing.assert_allclose(I, fast, rtol=1e-9, atol=1e-9 * np.abs(fast).max())
     res = xbar("netlist", "--rows", 4, "--cols", 3, "--cell", "diff", "--voltages", "V4.npy", "--out", "b.cir",
                cwd=arrays)
     assert res.returncode == 2 and "V4.npy does not exist" in res.stderr

@@ -118,10 +118,8 @@ def audit_text(s: dict) -> str:
 
 
 def cmd_audit(args) -> int:
-    records = read_audit_log(args.run_dir)
-    print(audit_text(summarize_audit(records)))
-    if args.json:
-        print(json.dumps(summarize_audit(records), indent=2))
+    summary = summarize_audit(read_audit_log(args.run_dir))
+    print(json.dumps(summary, indent=2) if args.json else audit_text(summary))
     return 0
 
 
@@ -147,7 +145,7 @@ def add_parsers(sub) -> None:
     train_parser(sub)
     p = sub.add_parser("audit", help="summarise the ngspice audit of a training run (xbar train --audit-every)")
     p.add_argument("run_dir", help="the run's --out folder (or its audit.jsonl)")
-    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (machine-readable) instead of text")
     p.set_defaults(func=cmd_audit)
 
 
