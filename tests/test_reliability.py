@@ -181,6 +181,8 @@ BAD_INPUT = [
     ("--pulses 0", None, ["device", "linear", "--pulses", "0"], "--pulses"),
     ("--pulses -3", None, ["device", "linear", "--pulses", "-3"], "--pulses"),
     ("--seeds 0", None, ["device", "linear", "--pulses", "5", "--seeds", "0"], "--seeds"),
+    ("--pulses 1e8", None, ["device", "pcm", "--pulses", "100000000", "--seeds", "1"],
+     "pulses must be an integer in 1..10,000"),
     # periphery configs and codes
     ("full_scale null", lambda d: _periphery(d / "p.json", full_scale=None),
      ["mvm", "-G", "G.npy", "--cell", "diff", "-V", "codes.npy", "--periphery", "p.json"], "full_scale"),

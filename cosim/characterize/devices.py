@@ -84,6 +84,11 @@ def _iv_curves(model: DeviceModel, name: str, g_range, engine) -> list:
     return iv
 
 
+#: Largest bench of :func:`characterize_device`: its transient resolves every pulse edge of every
+#: device, so its deck, its run and its raw file grow with pulses x seeds.
+MAX_PULSES, MAX_SEEDS = 10_000, 100
+
+
 def characterize_device(name: str, out_dir: Path, *, seeds: int = 5, pulses: int = 40,
                         seed: int = 0, shape: PulseShape | None = None, engine=None) -> dict:
     """Pulse response (conductance vs pulse number, up then down, over ``seeds`` draws of the
@@ -114,9 +119,11 @@ def characterize_device(name: str, out_dir: Path, *, seeds: int = 5, pulses: int
         / ``iv_rms_diff_a`` [A] and ``iv_max_diff_rel`` (of the largest |I|), ``png``, ``csv``,
         ``spice_s`` (run time [s]).
     """
-    for what, v in (("seeds", seeds), ("pulses", pulses)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ParameterError(f"{what} must be an integer >= 1, got {v!r}")
+    for what, v, most in (("seeds", seeds, MAX_SEEDS), ("pulses", pulses, MAX_PULSES)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= most:
+            raise ParameterError(f"{what} must be an integer in 1..{most:,}, got {v!r} (one ngspice transient "
+                                 "resolves every pulse edge of every seed's device: its deck, run time and raw "
+                                 "file grow with pulses x seeds)")
     engine = engine or SubprocessEngine()
     shape = shape or PulseShape()
     out_dir = Path(out_dir)
