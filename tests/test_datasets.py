@@ -93,6 +93,20 @@ def test_a_missing_tool_is_named(tmp_path, monkeypatch):
         fetch_dataset("mnist")
 
 
+def test_a_set_that_cannot_train_is_refused_before_anything_is_written(tmp_path):
+    """Test labels the training set lacks: refused, and a good file of that name kept as it was;
+    an --out that is one of the idx files, refused."""
+    write_set(tmp_path / "idx")
+    good = fetch_dataset("idx", source=tmp_path / "idx", out=tmp_path / "set.npz")
+    before = good.read_bytes()
+    (tmp_path / "idx" / IDX_FILES["y_test"]).write_bytes(idx_bytes(np.full(10, 7, np.uint8)))
+    with pytest.raises(ParameterError, match="classes the training set lacks: \\[7\\]; nothing written"):
+        fetch_dataset("idx", source=tmp_path / "idx", out=good)
+    assert good.read_bytes() == before
+    with pytest.raises(ParameterError, match="one of the idx files"):
+        fetch_dataset("idx", source=tmp_path / "idx", out=tmp_path / "idx" / IDX_FILES["X_train"])
+
+
 def _xbar(*args, cwd, env=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "cosim.cli", *map(str, args)], cwd=cwd, env=env,

@@ -171,6 +171,7 @@ BAD_INPUT = [
      ["mvm", "-G", "huge.npy", "-V", "V.npy", "--backend", "fast"], "1 S"),
     # outputs
     ("output is the input", None, ["mvm", "-G", "G.npy", "-V", "V.npy", "-o", "G.npy"], "also an input"),
+    ("output is the input without .npy", None, ["mvm", "-G", "G.npy", "-V", "V.npy", "-o", "G"], "also an input"),
     ("output is the voltages", None, ["netlist", "--conductances", "G.npy", "--voltages", "V.npy", "-o", "V.npy"],
      "also an input"),
     ("output is a folder", lambda d: (d / "sub").mkdir(), ["mvm", "-G", "G.npy", "-V", "V.npy", "-o", "sub"],

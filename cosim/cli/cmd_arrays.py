@@ -21,7 +21,8 @@ from cosim.read.readchain import ReadChain
 from cosim.sim.doctor import run_checks
 from cosim.sim.files import atomic_json, atomic_write
 from cosim.sim.inputs import (
-    check_output_path, load_array, nonneg_float_arg, nonneg_int_arg, positive_float_arg, positive_int_arg, save_array,
+    array_path, check_output_path, load_array, nonneg_float_arg, nonneg_int_arg, positive_float_arg, positive_int_arg,
+    save_array,
 )
 from cosim.train.layers import periphery_for_tile
 from models.registry import device_names
@@ -67,7 +68,7 @@ def cmd_mvm(args) -> int:
 
     if args.periphery:
         return cmd_mvm_chain(args)
-    out_path = check_output_path(args.out, args.conductances, args.voltages, args.calibration)
+    out_path = check_output_path(array_path(args.out), args.conductances, args.voltages, args.calibration)
     spec, G = spec_and_G(args)
     V = load_array(args.voltages, "voltages")
     if (args.backend == "calibrated") != bool(args.calibration):

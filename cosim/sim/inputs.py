@@ -68,16 +68,23 @@ def check_output_path(out: str | Path, *inputs: str | Path | None, what: str = "
     return p
 
 
-def save_array(path: str | Path, arr: np.ndarray) -> Path:
-    """Write ``arr`` to ``path`` (``.csv`` as text, otherwise ``.npy``) atomically: a failed write
-    leaves an earlier file untouched."""
+def array_path(path: str | Path) -> Path:
+    """The file :func:`save_array` writes for ``path``: ``.npy``, ``.csv`` and ``.txt`` as given
+    (the suffixes :func:`load_array` reads), any other name with ``.npy`` appended (as
+    ``np.save`` does)."""
     p = Path(path)
-    if p.suffix == ".csv":
+    return p if p.suffix in ARRAY_SUFFIXES else p.with_name(p.name + ".npy")
+
+
+def save_array(path: str | Path, arr: np.ndarray) -> Path:
+    """Write ``arr`` to ``path`` (``.csv`` comma-separated text, ``.txt`` space-separated text,
+    otherwise ``.npy``: :func:`array_path`) atomically: a failed write leaves an earlier file
+    untouched."""
+    p = array_path(path)
+    if p.suffix in (".csv", ".txt"):
         with atomic_path(p) as tmp:
-            np.savetxt(tmp, arr, delimiter=",")
+            np.savetxt(tmp, arr, delimiter="," if p.suffix == ".csv" else " ")
     else:
-        if p.suffix != ".npy":
-            p = p.with_name(p.name + ".npy")     # what np.save would write
         with atomic_path(p) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
     return p

@@ -29,7 +29,7 @@ import numpy as np
 
 from cosim.sim.files import atomic_path, cache_dir
 from cosim.train.data import Dataset, load_digits_split, load_npz
-from models.errors import ParameterError, XbarError
+from models.errors import ParameterError, ShapeError, XbarError
 
 __all__ = ["DataSourceError", "KNOWN", "read_idx", "idx_arrays", "fetch_dataset", "dataset_path", "IDX_FILES", "load_data"]
 
@@ -177,6 +177,11 @@ def fetch_dataset(name: str, *, source: str | Path | None = None, out: str | Pat
     if name == "idx" and source is None:
         raise ParameterError("the idx set needs --from DIR (a folder of the four idx files)")
     target = Path(out) if out is not None else dataset_path(name if source is None or name != "idx" else "idx")
+    if target.is_dir():
+        raise ParameterError(f"--out {target} is a folder: give the .npz file to write")
+    if source is not None and target.resolve().parent == Path(source).resolve() and any(
+            target.name in (f, f + ".gz") for f in IDX_FILES.values()):
+        raise ParameterError(f"--out {target} is one of the idx files it is made from: it would be overwritten")
     with tempfile.TemporaryDirectory(prefix="xbar-data-") as tmp:
         if source is not None:
             files, where = _read_folder(Path(source)), f"{source}/"
@@ -188,6 +193,11 @@ def fetch_dataset(name: str, *, source: str | Path | None = None, out: str | Pat
     for k, v in images.items():
         if v.dtype != np.uint8:
             raise ParameterError(f"{where}{k}: images must be unsigned bytes (0..255), found {v.dtype}")
+    try:            # what `xbar train --data` will check, before anything is written
+        Dataset(target.stem, images["X_train"].astype(np.float32) / np.float32(255), arrays["y_train"].astype(np.int64),
+                images["X_test"].astype(np.float32) / np.float32(255), arrays["y_test"].astype(np.int64))
+    except (ParameterError, ShapeError) as exc:
+        raise type(exc)(f"{where.rstrip('/: ')}: {str(exc).removeprefix(target.stem + ': ')}; nothing written") from None
     with atomic_path(target) as tmp_path, open(tmp_path, "wb") as fh:
         np.savez(fh, **images, y_train=arrays["y_train"].astype(np.int64), y_test=arrays["y_test"].astype(np.int64),
                  X_scale=np.float64(1 / 255))
