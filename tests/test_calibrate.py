@@ -516,3 +516,35 @@ def test_solver_read_cases_without_a_finished_check_are_refused(tmp_path):
     with pytest.raises(ParameterError, match="no ngspice check case finished for 8x16"):
         run_ir_calibration(tmp_path, sizes=(8, (8, 16)), r_wires=(1.0,), spice_cells=64, timing=False, plots=False,
                            progress=False, **plan)
+
+
+def test_an_interrupted_block_fit_keeps_the_last_complete_fits_named(tmp_path, monkeypatch):
+    """calibration.json is rewritten by the IR step before the blocks are fitted: a block fit that
+    is interrupted (or fails) must leave the entry naming the fits of the last complete run, and
+    an unreadable fits.json is fitted again, not an error without a file name."""
+    import cosim.calibrate.run as run
+    from cosim.calibrate.blocks import BlockFitSettings, calibrate_blocks
+
+    plan = run.CalibrationPlan(sizes=(8,), r_wires=(1.0,), train_per_point=1, test_per_point=1, batch=3,
+                               timing=False, blocks=BlockFitSettings(pulses=5))
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "fits.json").write_text('{"devices": {}}')          # a complete earlier fit
+    run.calibrate(tmp_path, replace(plan, blocks=None))
+    cal = tmp_path / "calibration.json"
+    cal.write_text(json.dumps({**json.loads(cal.read_text()), "blocks": "blocks/fits.json"}))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(run, "calibrate_blocks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.calibrate(tmp_path, plan)
+    assert json.loads(cal.read_text())["blocks"] == "blocks/fits.json"
+    # settings recorded as done, fits.json damaged: fitted again (the fit itself is stubbed: ngspice
+    # fits of every block take minutes; what is tested is that the damaged file is not read as fits)
+    (tmp_path / "blocks" / "settings.json").write_text(json.dumps(plan.blocks.record()))
+    (tmp_path / "blocks" / "fits.json").write_text("{\x01 damaged")
+    refit = []
+    monkeypatch.setattr("cosim.calibrate.blocks.fit_all", lambda *a, **k: refit.append(1) or {"devices": {}})
+    with pytest.warns(RuntimeWarning, match="fits.json cannot be read .*fitting the blocks again"):
+        res, reused = calibrate_blocks(tmp_path, plan.blocks)
+    assert refit == [1] and not reused

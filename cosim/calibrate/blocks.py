@@ -23,6 +23,7 @@ JSON (``fits.json`` of :func:`fit_all`)::
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -245,7 +246,11 @@ def calibrate_blocks(out: Path, settings: BlockFitSettings = BlockFitSettings(),
         except (OSError, json.JSONDecodeError):
             same = False
         if same:
-            return load_json(fits), True
+            try:
+                return load_json(fits), True
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                warnings.warn(f"{fits} cannot be read ({type(exc).__name__}: {str(exc)[:120]}): fitting the blocks "
+                              "again", RuntimeWarning, stacklevel=2)
     res = fit_all(out / "blocks", engine=engine or SubprocessEngine(), progress=progress, pulses=settings.pulses,
                   seeds=settings.seeds, holdout_seeds=settings.holdout_seeds, mc_runs=settings.mc_runs)
     atomic_json(done, want)

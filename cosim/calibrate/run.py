@@ -104,17 +104,29 @@ def calibrate(out_dir, plan: CalibrationPlan = DEFAULT_PLAN, *, workers: int = 1
         return _calibrate(out, plan, workers, scheduler, progress)
 
 
+def _complete_blocks(out: Path) -> str | None:
+    """The ``"blocks"`` entry of ``out``'s calibration.json when the fits it names are there."""
+    try:
+        entry = json.loads((out / "calibration.json").read_text()).get("blocks")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return entry if isinstance(entry, str) and (out / entry).is_file() else None
+
+
 def _calibrate(out: Path, plan: CalibrationPlan, workers: int, scheduler: str | None, progress) -> dict:
+    kept = _complete_blocks(out) if plan.blocks is not None else None
     s = run_ir_calibration(out, sizes=plan.sizes, r_wires=plan.r_wires, train_per_point=plan.train_per_point,
                            test_per_point=plan.test_per_point, batch=plan.batch, seed=plan.seed, workers=workers,
                            scheduler=scheduler, monte_carlo_runs=plan.monte_carlo_runs, timing=plan.timing,
                            spice_cells=plan.spice_cells)
     s["blocks"], s["blocks_reused"] = None, False
+    cal_path = out / "calibration.json"
+    if kept is not None:            # the last complete block fits stay named until new ones replace them
+        atomic_json(cal_path, {**json.loads(cal_path.read_text()), "blocks": kept}, indent=2)
     if plan.blocks is not None:
         res, reused = calibrate_blocks(out, plan.blocks, progress=progress)
         text = report_markdown(res)
         atomic_write(out / "report.md", (out / "report.md").read_text() + "\n" + text + "\n")
-        cal_path = out / "calibration.json"
         d = json.loads(cal_path.read_text())
         d["blocks"] = str(Path("blocks") / "fits.json")
         atomic_json(cal_path, d, indent=2)
