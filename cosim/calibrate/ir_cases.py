@@ -25,7 +25,7 @@ from cosim.read.mvm import Crossbar
 from cosim.sim.engine import SubprocessEngine
 from cosim.sim.sweep import CaseResult
 from models.errors import ParameterError
-from netlists.crossbar import CrossbarSpec
+from netlists.crossbar import MAX_CELLS, CrossbarSpec
 
 __all__ = ["G_DISTS", "V_DISTS", "ArrayCase", "array_shape", "draw_case", "spice_case", "default_cases", "CaseData",
            "case_data", "SolverCase", "check_reference", "SPICE_CELLS"]
@@ -180,6 +180,9 @@ def array_shape(size) -> tuple[int, int]:
     for v in (rows, cols):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ParameterError(f"array sizes must be positive integers (N or ROWSxCOLS), got {size!r}")
+    if rows * cols > MAX_CELLS:
+        raise ParameterError(f"array size {rows}x{cols} has {rows * cols:,} cells, more than one array can have "
+                             f"({MAX_CELLS:,}, 8192 x 8192)")
     return int(rows), int(cols)
 
 

@@ -68,6 +68,7 @@ def cmd_mvm(args) -> int:
 
     if args.periphery:
         return cmd_mvm_chain(args)
+    check_output_path(args.out)                          # a folder as given: refused, not written beside
     out_path = check_output_path(array_path(args.out), args.conductances, args.voltages, args.calibration)
     spec, G = spec_and_G(args)
     V = load_array(args.voltages, "voltages")

@@ -557,8 +557,12 @@ class Calibration:
         if d.get("model") != MODEL_NAME or list(d.get("features", [])) != list(FEATURES):
             raise ParameterError(f"calibration is for model {d.get('model')!r} with features {d.get('features')}, "
                                  f"this reader has {MODEL_NAME!r} with {list(FEATURES)}")
-        return cls(IRModel.from_dict(d["coefficients"]), dict(d.get("fit", {})), tuple(d.get("errors", ())),
-                   dict(d.get("periphery", {})))
+        try:
+            return cls(IRModel.from_dict(d["coefficients"]), dict(d.get("fit", {})), tuple(d.get("errors", ())),
+                       dict(d.get("periphery", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ParameterError(f"calibration is damaged: {type(exc).__name__} {exc} (its 'coefficients', 'fit', "
+                                 "'errors' or 'periphery'); run `xbar calibrate` again") from None
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)

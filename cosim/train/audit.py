@@ -307,15 +307,39 @@ def read_audit_log(path: str | Path) -> list[dict]:
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist: run xbar train with --audit-every")
     by_step: dict[int, dict] = {}
-    lines = p.read_text().splitlines()
+    try:
+        lines = p.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ParameterError(f"{p} is not an audit log (not text): give a run folder of xbar train --audit-every") \
+            from None
     for n, line in enumerate(lines):
         try:
             rec = json.loads(line)
+            _check_record(rec)
             by_step[int(rec["step"])] = rec
-        except (ValueError, KeyError, TypeError):
-            if n != len(lines) - 1:
-                raise ParameterError(f"{p}: line {n + 1} is not an audit record") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            if n != len(lines) - 1 or len(lines) == 1:
+                raise ParameterError(f"{p}: line {n + 1} is not an audit record ({exc})") from None
     return [by_step[s] for s in sorted(by_step)]
+
+
+#: What every audit record holds: its mini-batch, and either an ngspice failure or its errors.
+RECORD_NUMBERS = ("rms_error_fs", "max_error_fs")
+
+
+def _check_record(rec) -> None:
+    if not isinstance(rec, dict):
+        raise TypeError("not a JSON object")
+    if isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
+        raise KeyError("no integer 'step'")
+    if "error" in rec:
+        return
+    for k in RECORD_NUMBERS:
+        v = rec.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise KeyError(f"no number {k!r}")
+    if rec.get("direction") not in ("forward", "backward"):
+        raise ValueError("'direction' must be forward or backward")
 
 
 def summarize_audit(records: list[dict]) -> dict:

@@ -20,6 +20,8 @@ import json
 import math
 import re
 import time
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,10 +35,10 @@ from cosim.write.mapping import tile_slices, to_conductances
 from cosim.write.pair_update import mapping_for
 from cosim.write.program import TableDevice, write_verify
 from cosim.write.step_table import StepTable
-from models.errors import ParameterError, ShapeError
+from models.errors import ParameterError, ShapeError, real_array
 from models.registry import get_device
 
-__all__ = ["DeployConfig", "load_weights", "deploy", "load_deployed", "infer", "parse_times", "DEPLOYED", "PROGRAM_CSV"]
+__all__ = ["DeployConfig", "load_weights", "check_weights_fit", "deploy", "load_deployed", "infer", "parse_times", "DEPLOYED", "PROGRAM_CSV"]
 
 DEPLOYED = "deployed.npz"
 PROGRAM_CSV = "program.csv"
@@ -82,33 +84,62 @@ class DeployConfig:
 def load_weights(source: str | Path) -> list[np.ndarray]:
     """Layer matrices (n_in + 1, n_out), the last row the bias: from a run folder of ``xbar
     train`` (its checkpoint's software weights) or an ``.npz`` of ``W0, W1, ...`` (with
-    ``b0, b1, ...`` appended as bias rows when present)."""
+    ``b0, b1, ...`` appended as bias rows when present). Every matrix is checked: real, finite,
+    2-D, one feeding the next."""
     p = Path(source)
+    keys = "soft" if p.is_dir() else "W"
     if p.is_dir():
         p = p / "checkpoint.npz"
-        keys = "soft"
-    else:
-        keys = "W"
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist: give a run folder of xbar train or an .npz of W0, W1, ...")
-    with np.load(p, allow_pickle=False) as z:
-        n = len([k for k in z.files if re.fullmatch(rf"{keys}\d+", k)])
-        if n == 0:
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ParameterError(f"{p} cannot be read ({type(exc).__name__}: {str(exc)[:120]}): give a run folder of "
+                             "xbar train or an .npz of W0, W1, ...") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ParameterError(f"{p} holds one array: give an .npz of W0, W1, ... (and b0, b1, ...) or a run folder")
+    with z:
+        found = sorted(int(k[len(keys):]) for k in z.files if re.fullmatch(rf"{keys}\d+", k))
+        if not found:
             raise ParameterError(f"{p} holds no {keys}0, {keys}1, ... layer matrices")
+        if found != list(range(len(found))):
+            missing = sorted(set(range(max(found) + 1)) - set(found))
+            raise ParameterError(f"{p} has {', '.join(f'{keys}{k}' for k in found)} but no "
+                                 f"{', '.join(f'{keys}{k}' for k in missing)}: the layers must be numbered from 0")
         out = []
-        for k in range(n):
-            W = np.asarray(z[f"{keys}{k}"], float)
+        for k in found:
+            W = real_array(f"{p}: {keys}{k}", z[f"{keys}{k}"])
+            if W.ndim != 2 or 0 in W.shape:
+                raise ShapeError(f"{p}: {keys}{k} must be a (inputs, outputs) matrix, got shape {W.shape}")
             if keys == "W" and f"b{k}" in z.files:
-                W = np.vstack([W, np.asarray(z[f"b{k}"], float)[None, :]])
+                b = real_array(f"{p}: b{k}", z[f"b{k}"])
+                if b.shape != (W.shape[1],):
+                    raise ShapeError(f"{p}: b{k} has shape {b.shape}; W{k} {W.shape} needs ({W.shape[1]},)")
+                W = np.vstack([W, b[None, :]])
             out.append(W)
     for k, (a, b) in enumerate(zip(out[:-1], out[1:])):
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] + 1 != b.shape[0]:
-            raise ShapeError(f"layer {k} ({a.shape}) does not feed layer {k + 1} ({b.shape}) with a bias row")
+        if a.shape[1] + 1 != b.shape[0]:
+            raise ShapeError(f"{p}: layer {k} ({a.shape}) does not feed layer {k + 1} ({b.shape}) with a bias row")
     return out
+
+
+def check_weights_fit(weights: list[np.ndarray], data: Dataset) -> None:
+    """The network ``weights`` takes ``data``'s images and gives one output per class."""
+    n_in, n_out = weights[0].shape[0], weights[-1].shape[1]
+    if n_in != data.n_features + 1:
+        raise ShapeError(f"the first layer takes {n_in - 1} inputs (plus its bias row), the {data.name} images have "
+                         f"{data.n_features} pixels")
+    if n_out != data.n_classes:
+        raise ShapeError(f"the last layer has {n_out} outputs, {data.name} has {data.n_classes} classes")
 
 
 def _layer_cfg(cfg: DeployConfig, W: np.ndarray) -> LayerConfig:
     w_max = cfg.w_max if cfg.w_max is not None else float(max(np.abs(W).max(), 1e-12))
+    beyond = float(np.mean(np.abs(W) > w_max))
+    if beyond > 0:
+        warnings.warn(f"w_max {w_max:g} is below the largest weight {np.abs(W).max():g}: {100 * beyond:.1f} % of "
+                      "the weights are clipped to +-w_max", RuntimeWarning, stacklevel=2)
     return LayerConfig(mapping=mapping_for(get_device(cfg.device), w_max), r_wire=cfg.r_wire,
                        max_rows=cfg.max_rows, max_cols=cfg.max_cols)
 
@@ -122,6 +153,8 @@ def deploy(weights: list[np.ndarray], cfg: DeployConfig, out_dir: str | Path, *,
     fitted to SPICE, with its spread; seeded by ``cfg.seed``) says."""
     out = Path(out_dir)
     device = get_device(cfg.device)
+    if data is not None:
+        check_weights_fit(weights, data)
     if (cfg.program == "table") != (table is not None):
         raise ParameterError("program='table' needs the device's step table (table=, xbar deploy --device-table "
                              "FILE), and a step table needs program='table'")
@@ -292,6 +325,10 @@ def infer_once(dep: Deployed, data: Dataset, backend: str, t: float | None, rng:
     return float((_forward(layers_t, data.X_test, backend, gains).argmax(axis=1) == data.y_test).mean())
 
 
+#: The latest inference time [s] (1000 years): drift laws are fitted over seconds to years.
+MAX_TIME = 1000 * 365.25 * 86400.0
+
+
 def parse_times(text: str) -> list[float]:
     """``"1s,1h,1d,1y"`` -> seconds (units s, m, h, d, w, y; a bare number is seconds)."""
     out = []
@@ -299,7 +336,10 @@ def parse_times(text: str) -> list[float]:
         m = re.fullmatch(r"\s*([0-9.]+(?:e[-+]?\d+)?)\s*([smhdwy]?)\s*", part)
         if not m or float(m.group(1)) <= 0:
             raise ParameterError(f"time {part!r}: give a positive number with a unit s, m, h, d, w or y (1h, 1d, 1y)")
-        out.append(float(m.group(1)) * _UNITS[m.group(2) or "s"])
+        t = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+        if not t <= MAX_TIME:
+            raise ParameterError(f"time {part!r} is beyond {MAX_TIME / _UNITS['y']:,.0f} years")
+        out.append(t)
     return out
 
 
