@@ -202,6 +202,13 @@ BAD_INPUT = [
     ("object arrays in --data", lambda d: _object_npz(d / "o.npz"), TRAIN_FAST + ["--data", "o.npz"], "X_train"),
     ("test classes unseen in training", lambda d: _digits_npz(d / "x.npz", y_test=np.array([0, 1, 2] * 2 + [99] * 3)),
      TRAIN_FAST + ["--data", "x.npz"], "classes the training set lacks"),
+    # weights to deploy, audit logs
+    ("deploy an .npy", None, ["deploy", "G.npy", "--out", "dep"], "holds one array"),
+    ("deploy W0, W2", lambda d: np.savez(d / "w.npz", W0=np.zeros((65, 4)), W2=np.zeros((5, 10))),
+     ["deploy", "w.npz", "--out", "dep"], "has W0, W2 but no W1"),
+    ("deploy 3 classes", lambda d: np.savez(d / "w.npz", W0=np.zeros((65, 4)), W1=np.zeros((5, 3))),
+     ["deploy", "w.npz", "--out", "dep"], "3 outputs, digits has 10 classes"),
+    ("audit of a text file", lambda d: (d / "hi.txt").write_text("hi\n"), ["audit", "hi.txt"], "not an audit record"),
     ("0-byte checkpoint", lambda d: _checkpoint(d, b""), TRAIN_FAST + ["--out", "run"], "checkpoint"),
     ("garbage checkpoint", lambda d: _checkpoint(d, b"PK\x03\x04 garbage"), TRAIN_FAST + ["--out", "run"],
      "checkpoint"),
