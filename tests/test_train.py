@@ -117,8 +117,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         assert np.array_equal(a[key], b[key])
     for name in ("metrics.json", "curves.png", "conductances.png", "netlists/layer0_tile0.cir"):
         assert (tmp_path / "cut" / name).exists()
-    other = TrainConfig(epochs=2, lr=0.1, forward="fast", backward="fast")
-    with pytest.raises(ParameterError, match="another configuration"):
+    other = TrainConfig(epochs=2, lr=0.1, forward="fast", backward="fast", checkpoint_every=5,
+                        layer=LayerConfig(r_wire=2.0))
+    with pytest.raises(ParameterError, match=r"another configuration \(layer.r_wire: 1.0 -> 2.0; lr: 0.5 -> "
+                                             r"0.1\); use a new --out folder, or --fresh"):
         train(other, data, tmp_path / "cut", progress=False)
 
 

@@ -206,9 +206,13 @@ class TrainConfig:
 
     def fingerprint(self, data: Dataset) -> str:
         """A hash of the configuration and the data set: a checkpoint belongs to one run."""
-        blob = json.dumps({"cfg": self.record(), "data": data.name, "n": len(data.y_train)}, sort_keys=True,
-                          default=str)
+        blob = json.dumps(self.run_record(data), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def run_record(self, data: Dataset) -> dict:
+        """What the fingerprint hashes (kept in checkpoints, so a refused resume names what changed)."""
+        return json.loads(json.dumps({"cfg": self.record(), "data": data.name, "n": len(data.y_train)},
+                                     default=str))
 
 
 #: The 3T1C update pulse width of unit-cell runs before ``lsp_pulse_width`` (the PCM write pulse).
@@ -247,7 +251,7 @@ class _State:
     transfers: list = field(default_factory=list)
 
 
-def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State) -> None:
+def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State, run: dict | None = None) -> None:
     arrays = {}
     for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
         gp, gm = a.conductances()
@@ -255,21 +259,30 @@ def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State) -> No
         if hasattr(a, "unit_state"):   # 2pcm3t1c: capacitors, polarities, transfer count
             arrays.update({f"{name}{k}": v for name, v in a.unit_state().items()})
         arrays[f"gains{k}"] = a.range_state()       # autoranging read chains: each tile's gain steps
-    meta = {"fingerprint": fp, "epoch": st.epoch, "batch": st.batch, "history": st.history,
+    meta = {"fingerprint": fp, "run": run, "epoch": st.epoch, "batch": st.batch, "history": st.history,
             "losses": st.losses, "soft_losses": st.soft_losses, "times": st.times, "transfers": st.transfers}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:   # a kill mid-write leaves the previous one intact
         np.savez(fh, meta=json.dumps(meta), **arrays)
 
 
-def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP) -> _State | None:
+def _changes(old, new, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two run records."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new)) for c in _changes(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.').removeprefix('cfg.')}: {old!r} -> {new!r}"]
+
+
+def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, run: dict | None = None) -> _State | None:
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta["fingerprint"] != fp:
-                raise ParameterError(f"{path} belongs to a run with another configuration; use a new --out "
-                                     "folder or delete the checkpoint")
+                changed = _changes(meta.get("run"), run) if meta.get("run") and run else []
+                what = f" ({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''})" if changed else ""
+                raise ParameterError(f"{path} belongs to a run with another configuration{what}; use a new --out "
+                                     "folder, or --fresh to start this one over (train(..., resume=False))")
             for k, (a, s) in enumerate(zip(net.layers, soft.layers)):
                 a.set_conductances(z[f"gp{k}"], z[f"gm{k}"])
                 if hasattr(a, "set_unit_state"):
@@ -371,7 +384,8 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
     updater = make_updater(cfg, engine)
     fp = cfg.fingerprint(data)
     ckpt = out_dir / "checkpoint.npz"
-    st = (_load_checkpoint(ckpt, fp, net, soft) if resume else None) or _State()
+    run = cfg.run_record(data)
+    st = (_load_checkpoint(ckpt, fp, net, soft, run) if resume else None) or _State()
     _check_calibration_covers(net, cfg, data)
     n_batches = -(-len(data.y_train) // cfg.batch_size)
     if auditor is not None and st.epoch * n_batches + st.batch > 0:
@@ -402,6 +416,7 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
                 n_batches: int, bar, stop_after: int | None, auditor: Auditor | None = None) -> bool:
     """The mini-batches from the state ``st`` to the end; True when ``stop_after`` stopped them."""
     unit = cfg.unit_cell == "2pcm3t1c"
+    run = cfg.run_record(data)
     n = len(data.y_train)
     done_here = 0
     while st.epoch < cfg.epochs:
@@ -428,7 +443,7 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
             if end_of_epoch:
                 _end_epoch(cfg, data, net, soft, st, n_batches)   # epoch += 1, batch = 0
             if end_of_epoch or st.batch % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt, fp, net, soft, st)
+                _save_checkpoint(ckpt, fp, net, soft, st, run)
             if stop_after is not None and done_here >= stop_after:
                 return True
             if end_of_epoch:
