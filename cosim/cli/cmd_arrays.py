@@ -47,7 +47,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_netlist(args) -> int:
-
+    """``xbar netlist``: one crossbar (and its input sweep) as a standalone ngspice deck."""
     spec, G = spec_and_G(args)
     xc = build_crossbar(spec, G, transpose=args.transpose)
     validate(xc.circuit)
@@ -65,7 +65,7 @@ def cmd_netlist(args) -> int:
 
 
 def cmd_mvm(args) -> int:
-
+    """``xbar netlist``: one crossbar (and its input sweep) as a standalone ngspice deck."""
     if args.periphery:
         return cmd_mvm_chain(args)
     check_output_path(args.out)                          # a folder as given: refused, not written beside
@@ -90,7 +90,7 @@ def cmd_mvm(args) -> int:
 
 
 def cmd_mvm_chain(args) -> int:
-
+    """``xbar mvm``: currents of conductances and voltages on one backend, written as ``--out``."""
     if args.backend not in ("spice", "fast"):
         raise ValueError(f"--periphery needs --backend spice or fast, got {args.backend}")
     cfg = PeripheryConfig.from_json(args.periphery)
@@ -132,7 +132,7 @@ def cmd_periphery(args) -> int:
 
 
 def cmd_demo(args) -> int:
-
+    """``xbar mvm --periphery``: input codes through DACs, the array, integrators and ADCs."""
     summary = run_demo(size=args.size, batch=args.batch, r_wire=args.r_wire, out_dir=Path(args.out),
                        seed=args.seed)
     print(json.dumps(summary["table"], indent=None) if args.json else summary["text"])
@@ -141,7 +141,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_device(args) -> int:
-
+    """``xbar demo``: a crossbar read in ngspice and in the fast solver, side by side."""
     out = Path(args.out) / args.name
     summary = characterize_device(args.name, out, seeds=args.seeds, pulses=args.pulses, seed=args.seed)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2, default=str))

@@ -45,7 +45,7 @@ def _size_text(size) -> str:
 
 
 def calibration_plan(args):
-
+    """The :class:`CalibrationPlan` of the command line (``--quick`` or the default, then each option given)."""
     plan = QUICK_PLAN if args.quick else DEFAULT_PLAN
     kw = given(args, "batch", "seed", "spice_cells")
     if args.sizes:
@@ -63,11 +63,13 @@ def calibration_plan(args):
 
 
 def cmd_calibrate(args) -> int:
-
+    """``xbar calibrate``: the sweep and fits into ``--out``, or an aihwkit export of a finished calibration."""
     if args.from_file and not args.export_aihwkit:
         raise ValueError("--from JSON only goes with --export-aihwkit FILE")
-    if args.export_aihwkit:
+    if args.export_aihwkit:        # checked before hours of calibration, not after
         export_r_wire(args)
+        check_output_path(args.export_aihwkit, args.from_file, Path(args.out) / "calibration.json",
+                          what="--export-aihwkit")
     if args.export_aihwkit and args.from_file:
         export_aihwkit(args, args.from_file)
         return 0
@@ -89,7 +91,7 @@ def cmd_calibrate(args) -> int:
 
 
 def add_parser(sub) -> None:
-
+    """The ``calibrate`` subcommand."""
     p = sub.add_parser("calibrate", help="fit the fast models to ngspice: IR drop over a sweep, device step tables, "
                                          "integrator/ADC transfers, Monte Carlo (resumable, Dask)")
     p.add_argument("--out", "-o", default="xbar-out/calibrate", help="output folder (the sweep resumes from it)")

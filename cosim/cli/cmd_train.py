@@ -34,7 +34,7 @@ LAYER_FIELDS = ("r_wire", "v_read", "out_bound", "max_rows", "max_cols", "chain_
 
 
 def layer_config(args, cal):
-
+    """The :class:`LayerConfig` of the command line (wires, mapping, ADC, read chain, calibration)."""
     base = LayerConfig()
     kw = given(args, *LAYER_FIELDS)
     mapping = given(args, "g_min", "g_max", "w_max")
@@ -53,7 +53,7 @@ def layer_config(args, cal):
 
 
 def train_config(args, cal):
-
+    """The :class:`TrainConfig` of the command line (each option given; the rest the defaults)."""
     kw = given(args, *TRAIN_FIELDS)
     if "hidden" in kw:
         kw["hidden"] = tuple(kw["hidden"])
@@ -68,7 +68,7 @@ def train_config(args, cal):
 
 
 def cmd_train(args) -> int:
-
+    """``xbar train``: one training run into ``--out`` (resumes from its checkpoint)."""
     data = load_data(args.data, progress=lambda m: print(m, file=sys.stderr))
     cfg = train_config(args, calibration_arg(args.calibration))
     out = Path(args.out)
@@ -163,7 +163,7 @@ def _unit_cell_options(p) -> None:
 
 
 def train_parser(sub) -> None:
-
+    """The ``train`` subcommand."""
     td = lambda name: default_of(TrainConfig, name)   # noqa: E731
     ld = lambda name: default_of(LayerConfig, name)   # noqa: E731
     md = ld("mapping")

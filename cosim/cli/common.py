@@ -46,7 +46,7 @@ def add_array_options(p: argparse.ArgumentParser) -> None:
 
 
 def spec_and_G(args):
-
+    """The array spec and conductances of ``--conductances`` or ``--rows/--cols`` (and the wire options)."""
     r_row = args.r_row if args.r_row is not None else (args.r_wire or 0.0)
     r_col = args.r_col if args.r_col is not None else (args.r_wire or 0.0)
     factor = 2 if args.cell == "diff" else 1
