@@ -202,6 +202,12 @@ BAD_INPUT = [
     ("object arrays in --data", lambda d: _object_npz(d / "o.npz"), TRAIN_FAST + ["--data", "o.npz"], "X_train"),
     ("test classes unseen in training", lambda d: _digits_npz(d / "x.npz", y_test=np.array([0, 1, 2] * 2 + [99] * 3)),
      TRAIN_FAST + ["--data", "x.npz"], "classes the training set lacks"),
+    ("--out is a file", lambda d: (d / "afile").write_text("x"), TRAIN_FAST + ["--out", "afile"],
+     "--out afile is a file: give a folder"),
+    ("--write-config is a folder", lambda d: (d / "sub").mkdir(), ["periphery", "--write-config", "sub"],
+     "--write-config sub is a folder"),
+    ("--calibration is a folder", lambda d: (d / "sub").mkdir(), ["mvm", "-G", "G.npy", "-V", "V.npy", "--backend",
+                                                                   "calibrated", "--calibration", "sub"], "is a folder"),
     # weights to deploy, audit logs
     ("deploy an .npy", None, ["deploy", "G.npy", "--out", "dep"], "holds one array"),
     ("deploy W0, W2", lambda d: np.savez(d / "w.npz", W0=np.zeros((65, 4)), W2=np.zeros((5, 10))),

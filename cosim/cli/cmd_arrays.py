@@ -122,7 +122,8 @@ def cmd_mvm_chain(args) -> int:
 
 def cmd_periphery(args) -> int:
     if args.write_config:
-        out = atomic_json(args.write_config, PeripheryConfig().to_dict(), indent=2)
+        out = atomic_json(check_output_path(args.write_config, what="--write-config"), PeripheryConfig().to_dict(),
+                          indent=2)
         print(f"wrote {out} (edit it, then: xbar mvm --periphery FILE)")
         return 0
     summary = characterize_periphery(Path(args.out), seed=args.seed, include_two_stage=not args.no_two_stage)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 
 from cosim.calibrate.bundle import load_calibration
 from cosim.sim.engine import make_engine
 from cosim.sim.inputs import load_array, nonneg_float_arg, nonneg_int_arg, positive_float_arg, positive_int_arg
+from models.errors import ParameterError
 from netlists.crossbar import CrossbarSpec
 
 __all__ = ["default_of", "given", "add_array_options", "spec_and_G", "calibration_arg", "spice_engine"]
@@ -76,6 +78,8 @@ def calibration_arg(path: str | None):
     """``--calibration FILE``, read once."""
     if path is None:
         return None
+    if Path(path).is_dir():
+        raise ParameterError(f"--calibration {path} is a folder: give its calibration.json (or blocks/fits.json)")
     return load_calibration(path)
 
 

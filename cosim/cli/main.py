@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from cosim.cli import cmd_arrays, cmd_calibrate, cmd_deploy, cmd_train
-from models.errors import XbarError
+from models.errors import ParameterError, XbarError
 
 __all__ = ["EXIT_USAGE", "Terminated", "build_parser", "main"]
 
@@ -38,6 +39,17 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+#: Subcommands whose ``--out`` is a folder (the others write one file).
+FOLDER_OUT = ("calibrate", "train", "demo", "periphery", "device", "deploy", "export")
+
+
+def _check_out_folder(args) -> None:
+    out = getattr(args, "out", None)
+    if args.command in FOLDER_OUT and out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ParameterError(f"--out {out} is a file: give a folder (xbar {args.command} writes several files "
+                             "into it)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -46,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     # script, some test runners): an explicit signal is an explicit request
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        _check_out_folder(args)
         return int(args.func(args) or 0)
     except XbarError as exc:
         text = str(exc)
