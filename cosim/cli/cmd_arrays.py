@@ -196,7 +196,9 @@ def mvm_parser(sub) -> None:
     p.add_argument("--voltages", "-V", required=True,
                    help="(batch, rows) row voltages [V], or (batch, cols) column voltages with --transpose")
     p.add_argument("--transpose", action="store_true", help="drive the columns, sense the rows")
-    p.add_argument("--backend", choices=["spice", "fast", "ideal", "calibrated"], default="fast")
+    p.add_argument("--backend", choices=["spice", "fast", "ideal", "calibrated"], default="fast",
+                   help="spice: ngspice; fast: the exact solver; ideal: V @ G without wires; calibrated: the "
+                        "calibrated IR-drop model (--calibration)")
     p.add_argument("--calibration", default=None, metavar="JSON",
                    help="calibration.json of `xbar calibrate`, for --backend calibrated; with --periphery and "
                         "--backend fast: the integrator/ADC transfer fitted by `xbar calibrate` (or its "
@@ -206,7 +208,7 @@ def mvm_parser(sub) -> None:
     p.add_argument("--workers", type=positive_int_arg, default=None, help="ngspice processes (default: one per core)")
     p.add_argument("--timeout", type=positive_float_arg, default=3600.0, help="per-deck ngspice time limit [s]")
     p.add_argument("--keep-decks", default=None, help="folder to keep every deck, log and raw file in")
-    p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy or .csv)")
+    p.add_argument("--out", "-o", default="I.npy", help="output currents (.npy, .csv or .txt; another name gets .npy)")
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
                    help="read through DACs, integrators and ADCs (a netlists.readchain.PeripheryConfig JSON): "
                         "--voltages then holds signed integer input codes (batch, rows) and --out gets a .npz "

@@ -41,7 +41,7 @@ def add_array_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--r-col", type=nonneg_float_arg, default=None, help="column-wire resistance per segment [ohm]")
     p.add_argument("--c-wire", type=nonneg_float_arg, default=0.0, help="wire capacitance per segment [F]")
     p.add_argument("--v-read", type=positive_float_arg, default=0.2, help="full-scale read voltage [V] (default 0.2)")
-    p.add_argument("--conductances", "-G", help="(rows, cols) cell conductances [S], .npy/.csv")
+    p.add_argument("--conductances", "-G", help="(rows, cols) cell conductances [S], .npy, .csv or .txt")
     p.add_argument("--seed", type=nonneg_int_arg, default=0, help="seed for random conductances when no file is given")
     p.add_argument("--g-min", type=positive_float_arg, default=1e-6, help="random conductances: lower bound [S]")
     p.add_argument("--g-max", type=positive_float_arg, default=25e-6, help="random conductances: upper bound [S]")

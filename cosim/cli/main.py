@@ -27,7 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_train.add_parsers(sub)
     cmd_calibrate.add_parser(sub)
     cmd_deploy.add_parsers(sub)
+    for p in sub.choices.values():
+        p.formatter_class = DefaultsFormatter
     return parser
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with the option's default (``-h`` lists every option with its default),
+    unless the help names it already or there is none to give (None, False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and "default" not in text and default not in (None, False, argparse.SUPPRESS)
+                and not isinstance(action, argparse._HelpAction)):
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            text = f"{text} (default: {shown})" if text else f"default: {shown}"
+        return text
 
 
 class Terminated(BaseException):
