@@ -208,6 +208,10 @@ BAD_INPUT = [
      "--write-config sub is a folder"),
     ("--calibration is a folder", lambda d: (d / "sub").mkdir(), ["mvm", "-G", "G.npy", "-V", "V.npy", "--backend",
                                                                    "calibrated", "--calibration", "sub"], "is a folder"),
+    # options that would have no effect
+    ("--calibration, fast reads", None, TRAIN_FAST + ["--calibration", "G.npy"], "--calibration is used by"),
+    ("--size-integrator, no chain", None, ["mvm", "-G", "G.npy", "-V", "V.npy", "--size-integrator"],
+     "--size-integrator sizes"),
     # weights to deploy, audit logs
     ("deploy an .npy", None, ["deploy", "G.npy", "--out", "dep"], "holds one array"),
     ("deploy W0, W2", lambda d: np.savez(d / "w.npz", W0=np.zeros((65, 4)), W2=np.zeros((5, 10))),

@@ -65,9 +65,11 @@ def cmd_netlist(args) -> int:
 
 
 def cmd_mvm(args) -> int:
-    """``xbar netlist``: one crossbar (and its input sweep) as a standalone ngspice deck."""
+    """``xbar mvm``: currents of conductances and voltages on one backend, written as ``--out``."""
     if args.periphery:
         return cmd_mvm_chain(args)
+    if args.size_integrator:
+        raise ValueError("--size-integrator sizes the integrators of a --periphery read chain; this read has none")
     check_output_path(args.out)                          # a folder as given: refused, not written beside
     out_path = check_output_path(array_path(args.out), args.conductances, args.voltages, args.calibration)
     spec, G = spec_and_G(args)
@@ -90,7 +92,7 @@ def cmd_mvm(args) -> int:
 
 
 def cmd_mvm_chain(args) -> int:
-    """``xbar mvm``: currents of conductances and voltages on one backend, written as ``--out``."""
+    """``xbar mvm --periphery``: input codes through DACs, the array, integrators and ADCs."""
     if args.backend not in ("spice", "fast"):
         raise ValueError(f"--periphery needs --backend spice or fast, got {args.backend}")
     cfg = PeripheryConfig.from_json(args.periphery)
@@ -133,7 +135,7 @@ def cmd_periphery(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """``xbar mvm --periphery``: input codes through DACs, the array, integrators and ADCs."""
+    """``xbar demo``: a crossbar read in ngspice and in the fast solver, side by side."""
     summary = run_demo(size=args.size, batch=args.batch, r_wire=args.r_wire, out_dir=Path(args.out),
                        seed=args.seed)
     print(json.dumps(summary["table"], indent=None) if args.json else summary["text"])
@@ -142,7 +144,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_device(args) -> int:
-    """``xbar demo``: a crossbar read in ngspice and in the fast solver, side by side."""
+    """``xbar device``: a device's pulse response and I-V, ngspice beside the twin."""
     out = Path(args.out) / args.name
     summary = characterize_device(args.name, out, seeds=args.seeds, pulses=args.pulses, seed=args.seed)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2, default=str))

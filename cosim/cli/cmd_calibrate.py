@@ -66,6 +66,8 @@ def cmd_calibrate(args) -> int:
     """``xbar calibrate``: the sweep and fits into ``--out``, or an aihwkit export of a finished calibration."""
     if args.from_file and not args.export_aihwkit:
         raise ValueError("--from JSON only goes with --export-aihwkit FILE")
+    if (args.adc_bits is not None or args.dac_bits is not None) and not args.export_aihwkit:
+        raise ValueError("--adc-bits and --dac-bits describe the aihwkit export: they go with --export-aihwkit FILE")
     if args.export_aihwkit:        # checked before hours of calibration, not after
         export_r_wire(args)
         check_output_path(args.export_aihwkit, args.from_file, Path(args.out) / "calibration.json",

@@ -69,6 +69,12 @@ def train_config(args, cal):
 
 def cmd_train(args) -> int:
     """``xbar train``: one training run into ``--out`` (resumes from its checkpoint)."""
+    reads = {getattr(args, phase) or args.reads for phase in ("forward", "backward")}
+    if args.calibration and "calibrated" not in reads and not args.periphery:
+        raise ValueError("--calibration is used by --reads calibrated (its IR-drop model) or with --periphery (its "
+                         "integrator/ADC fit); this run has neither")
+    if args.update_method and (args.update or default_of(TrainConfig, "update")) != "spice":
+        raise ValueError("--update-method chooses how --update spice runs; this run's updates are not in ngspice")
     data = load_data(args.data, progress=lambda m: print(m, file=sys.stderr))
     cfg = train_config(args, calibration_arg(args.calibration))
     out = Path(args.out)
