@@ -384,3 +384,37 @@ def test_keep_decks_takes_a_relative_folder(folder):
                cwd=folder)
     assert res.returncode == 0, res.stderr
     assert list((folder / "decks").rglob("*.cir")) and list((folder / "decks").rglob("*.raw"))
+
+
+def test_a_sigkilled_training_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL (no handler runs) in the middle of an epoch: the last checkpoint is whole (written
+    to a temporary file and renamed), the lock is taken over, and the same command finishes with
+    the numbers of a run that was never stopped."""
+    cmd = ["train", "--forward", "fast", "--backward", "fast", "--update", "fast", "--hidden", "8", "--epochs", "2",
+           "--checkpoint-every", "3"]
+    full = xbar(*cmd, "--out", "full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    ckpt = tmp_path / "cut" / "checkpoint.npz"
+    proc = start(*cmd, "--out", "cut", cwd=tmp_path, cache=tmp_path / "cache")
+    try:
+        def mid_run():       # a checkpoint past the first epoch's middle, the run still going
+            if proc.poll() is not None or not ckpt.exists():
+                return False
+            try:
+                with np.load(ckpt) as z:
+                    meta = json.loads(str(z["meta"]))
+            except (OSError, ValueError, KeyError, EOFError):
+                return False         # being replaced right now: look again
+            return meta["epoch"] == 0 and meta["batch"] >= 60
+        wait_for(mid_run, 300, "the run's checkpoint in its first epoch")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    again = xbar(*cmd, "--out", "cut", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    a, b = np.load(tmp_path / "full" / "checkpoint.npz"), np.load(ckpt)
+    for key in ("gp0", "gm0", "gp1", "gm1", "soft0", "soft1"):
+        assert np.array_equal(a[key], b[key]), key
+    ma, mb = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("full", "cut"))
+    assert ma["history"] == mb["history"]
