@@ -206,8 +206,8 @@ BAD_INPUT = [
      "--out afile is a file: give a folder"),
     ("--write-config is a folder", lambda d: (d / "sub").mkdir(), ["periphery", "--write-config", "sub"],
      "--write-config sub is a folder"),
-    ("--calibration is a folder", lambda d: (d / "sub").mkdir(), ["mvm", "-G", "G.npy", "-V", "V.npy", "--backend",
-                                                                   "calibrated", "--calibration", "sub"], "is a folder"),
+    ("--calibration is a folder", lambda d: (d / "sub").mkdir(),
+     ["mvm", "-G", "G.npy", "-V", "V.npy", "--backend", "calibrated", "--calibration", "sub"], "is a folder"),
     # options that would have no effect
     ("--calibration, fast reads", None, TRAIN_FAST + ["--calibration", "G.npy"], "--calibration is used by"),
     ("--size-integrator, no chain", None, ["mvm", "-G", "G.npy", "-V", "V.npy", "--size-integrator"],

@@ -125,7 +125,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", help="test set (default: the digits)")
     p.set_defaults(func=cmd_infer)
     p = sub.add_parser("export", help="a deployed network as standalone ngspice decks with a driver that runs it")
-    p.add_argument("run_dir", help="the folder of xbar deploy, or of an in-situ xbar train run on PCM pairs (its conductances)")
+    p.add_argument("run_dir",
+                   help="the folder of xbar deploy, or of an in-situ xbar train run on PCM pairs (its conductances)")
     p.add_argument("--out", "-o", default="xbar-out/chip", help="the chip folder (default xbar-out/chip)")
     p.add_argument("--periphery", default=None, metavar="CONFIG.json",
                    help="read-chain config (xbar periphery --write-config; default: the default chain)")

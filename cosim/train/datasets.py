@@ -197,7 +197,8 @@ def fetch_dataset(name: str, *, source: str | Path | None = None, out: str | Pat
         Dataset(target.stem, images["X_train"].astype(np.float32) / np.float32(255), arrays["y_train"].astype(np.int64),
                 images["X_test"].astype(np.float32) / np.float32(255), arrays["y_test"].astype(np.int64))
     except (ParameterError, ShapeError) as exc:
-        raise type(exc)(f"{where.rstrip('/: ')}: {str(exc).removeprefix(target.stem + ': ')}; nothing written") from None
+        why = str(exc).removeprefix(target.stem + ": ")
+        raise type(exc)(f"{where.rstrip('/: ')}: {why}; nothing written") from None
     with atomic_path(target) as tmp_path, open(tmp_path, "wb") as fh:
         np.savez(fh, **images, y_train=arrays["y_train"].astype(np.int64), y_test=arrays["y_test"].astype(np.int64),
                  X_scale=np.float64(1 / 255))

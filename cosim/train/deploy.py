@@ -38,7 +38,8 @@ from cosim.write.step_table import StepTable
 from models.errors import ParameterError, ShapeError, real_array
 from models.registry import get_device
 
-__all__ = ["DeployConfig", "load_weights", "check_weights_fit", "deploy", "load_deployed", "infer", "parse_times", "DEPLOYED", "PROGRAM_CSV"]
+__all__ = ["DeployConfig", "load_weights", "check_weights_fit", "deploy", "load_deployed", "infer", "parse_times",
+           "DEPLOYED", "PROGRAM_CSV"]
 
 DEPLOYED = "deployed.npz"
 PROGRAM_CSV = "program.csv"
