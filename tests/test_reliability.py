@@ -418,3 +418,17 @@ def test_a_sigkilled_training_run_resumes_to_the_uninterrupted_result(tmp_path):
         assert np.array_equal(a[key], b[key]), key
     ma, mb = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("full", "cut"))
     assert ma["history"] == mb["history"]
+
+
+def test_a_machine_without_ngspice_is_told_how_to_get_it(folder):
+    """No ngspice on PATH: a spice read stops with one line that names it and how to install it;
+    doctor reports the failed check (exit 1); fast reads do not need ngspice."""
+    env = {**_env(), "PATH": str(folder)}
+    run = lambda *a: subprocess.run(XBAR + list(a), cwd=folder, env=env, capture_output=True, text=True,  # noqa: E731
+                                    timeout=300)
+    res = run("mvm", "-G", "G.npy", "-V", "V.npy", "--backend", "spice")
+    assert res.returncode == 2 and "no 'ngspice' on PATH" in res.stderr and "apt-get install" in res.stderr
+    assert "Traceback" not in res.stderr
+    doctor = run("doctor")
+    assert doctor.returncode == 1 and "ngspice" in doctor.stdout + doctor.stderr
+    assert run("mvm", "-G", "G.npy", "-V", "V.npy", "--backend", "fast", "-o", "I.npy").returncode == 0
