@@ -152,6 +152,14 @@ def test_the_log_keeps_one_record_per_mini_batch(tmp_path):
     (tmp_path / AUDIT_LOG).write_text("garbage\n" + lines[0] + "\n")
     with pytest.raises(ParameterError, match="line 1 is not an audit record"):
         read_audit_log(tmp_path)
+    (tmp_path / AUDIT_LOG).write_text('{"step": 0, "dir')               # killed while writing its first audit
+    assert read_audit_log(tmp_path) == []
+    (tmp_path / AUDIT_LOG).write_text('{"step": 0, "dir"}\n')           # a whole line that is no record
+    with pytest.raises(ParameterError, match="line 1 is not an audit record"):
+        read_audit_log(tmp_path)
+    (tmp_path / AUDIT_LOG).write_text(json.dumps({**base, "step": 0, "seconds": None}) + "\n")
+    with pytest.raises(ParameterError, match="no number 'seconds'"):
+        read_audit_log(tmp_path)
 
 
 def test_a_resumed_auto_audit_keeps_its_pace(tmp_path):

@@ -29,6 +29,14 @@ def arrays(tmp_path, rng):
     return tmp_path
 
 
+def test_help_shows_every_default(tmp_path):
+    """-h: each option's default, 0 and strings included, where its help does not name it already."""
+    out = " ".join(xbar("mvm", "-h", cwd=tmp_path).stdout.split())
+    for text in ("spice backend: ngspice -b processes, or the shared library in a child process (default: subprocess)",
+                 "(default: fast)", "seed for random conductances when no file is given (default: 0)"):
+        assert text in out, text
+
+
 def test_doctor(tmp_path):
     res = xbar("doctor", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -455,7 +455,7 @@ def test_spice_array_backend_is_the_twin_with_ngspice_charges(cell):
         codes = rng.integers(-63, 64, (3, chain.n_in(transpose)))
         fast = chain.read(codes, transpose=transpose, backend="fast")
         arr = chain.read(codes, transpose=transpose, backend="spice-array")
-        assert np.array_equal(fast.codes, arr.codes)
+        assert np.array_equal(fast.codes, arr.codes) and np.array_equal(fast.swing, arr.swing)
         assert np.abs(fast.charge - arr.charge).max() < 1e-9 * np.abs(fast.charge).max()
     with pytest.raises(ParameterError, match="spice-array"):
         ReadChain(spec, chain.G, cfg, access=AccessParams()).read(codes, backend="spice-array")

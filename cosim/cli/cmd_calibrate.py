@@ -23,7 +23,7 @@ def export_aihwkit(args, calibration) -> None:
     """Write ``--export-aihwkit FILE`` (flat IOParameters keywords) and its note ``FILE.md``."""
     out = check_output_path(args.export_aihwkit, calibration, what="--export-aihwkit")
     r_wire, (rows, cols) = export_r_wire(args), args.tile
-    cal = calibration_arg(calibration).ir_calibration()
+    cal = calibration_arg(calibration, "--from").ir_calibration()
     exp = to_aihwkit(cal, r_wire=r_wire, rows=rows, cols=cols, adc_bits=args.adc_bits, dac_bits=args.dac_bits)
     note = out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".note.md")
     atomic_json(out, exp.params, indent=2)

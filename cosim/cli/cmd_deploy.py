@@ -35,7 +35,7 @@ def cmd_deploy(args) -> int:
     if args.device_table:
         if args.program != "table":
             raise ValueError("--device-table goes with --program table")
-        table = calibration_arg(args.device_table).step_table(args.device, PulseShape())
+        table = calibration_arg(args.device_table, "--device-table").step_table(args.device, PulseShape())
     elif args.program == "table":
         raise ValueError("--program table needs --device-table (the calibration.json of xbar calibrate)")
     weights = load_weights(args.weights)

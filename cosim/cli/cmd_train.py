@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,18 +64,32 @@ def train_config(args, cal):
             kw[phase] = backend
     if args.device_table:
         device = kw.get("device", default_of(TrainConfig, "device"))
-        kw["device_table"] = calibration_arg(args.device_table).step_table(device, PulseShape())
+        kw["device_table"] = calibration_arg(args.device_table, "--device-table").step_table(device, PulseShape())
     return TrainConfig(layer=layer_config(args, cal), **kw)
+
+
+def _refuse_unused(args) -> None:
+    """Options this run would not use are refused (a run that already has a checkpoint is warned
+    instead: they are in its fingerprint, so it resumes only with them)."""
+    reads = {getattr(args, phase) or args.reads for phase in ("forward", "backward")}
+    unused = []
+    if args.calibration and "calibrated" not in reads and not args.periphery:
+        unused.append("--calibration is used by --reads calibrated (its IR-drop model) or with --periphery (its "
+                      "integrator/ADC fit); this run has neither")
+    if args.update_method and (args.update or default_of(TrainConfig, "update")) != "spice":
+        unused.append("--update-method chooses how --update spice runs; this run's updates are not in ngspice")
+    if not unused:
+        return
+    if (Path(args.out) / "checkpoint.npz").exists() and not args.fresh:
+        for why in unused:
+            warnings.warn(f"{why} (kept: the run in {args.out} was started with it)", RuntimeWarning, stacklevel=2)
+        return
+    raise ValueError(unused[0])
 
 
 def cmd_train(args) -> int:
     """``xbar train``: one training run into ``--out`` (resumes from its checkpoint)."""
-    reads = {getattr(args, phase) or args.reads for phase in ("forward", "backward")}
-    if args.calibration and "calibrated" not in reads and not args.periphery:
-        raise ValueError("--calibration is used by --reads calibrated (its IR-drop model) or with --periphery (its "
-                         "integrator/ADC fit); this run has neither")
-    if args.update_method and (args.update or default_of(TrainConfig, "update")) != "spice":
-        raise ValueError("--update-method chooses how --update spice runs; this run's updates are not in ngspice")
+    _refuse_unused(args)
     data = load_data(args.data, progress=lambda m: print(m, file=sys.stderr))
     cfg = train_config(args, calibration_arg(args.calibration))
     out = Path(args.out)

@@ -74,12 +74,12 @@ def spec_and_G(args):
     return spec, G
 
 
-def calibration_arg(path: str | None):
-    """``--calibration FILE``, read once."""
+def calibration_arg(path: str | None, option: str = "--calibration"):
+    """``--calibration FILE`` (or another ``option`` that takes one), read once."""
     if path is None:
         return None
     if Path(path).is_dir():
-        raise ParameterError(f"--calibration {path} is a folder: give its calibration.json (or blocks/fits.json)")
+        raise ParameterError(f"{option} {path} is a folder: give its calibration.json (or blocks/fits.json)")
     return load_calibration(path)
 
 

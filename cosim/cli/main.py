@@ -39,8 +39,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if (action.option_strings and "default" not in text and default not in (None, False, argparse.SUPPRESS)
-                and not isinstance(action, argparse._HelpAction)):
+        if (action.option_strings and "default" not in text and not any(default is v for v in (None, False,
+                argparse.SUPPRESS)) and not isinstance(action, argparse._HelpAction)):
             shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             text = f"{text} (default: {shown})" if text else f"default: {shown}"
         return text

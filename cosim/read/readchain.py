@@ -388,11 +388,11 @@ class ReadChain:
         mom = volt_second_moments(windows, dac, tm.t_adc, t_start=tm.t_pulses)
         # windows with both signs: phase 1 (the positive drives alone) is where the output turns
         mixed = bool((vs > 0).any() and (vs < 0).any())
-        fields = [vs, mom] + ([np.where(vs > 0, vs, 0), np.where(vs > 0, mom, 0)] if mixed else [])
-        if array is not None:             # the array's charges from ngspice (spice-array)
-            charges = array(*fields)
+        turn = [np.where(vs > 0, vs, 0), np.where(vs > 0, mom, 0)] if mixed else []
+        if array is not None:             # the array's charges from ngspice (spice-array); the turning
+            charges = array(vs, mom) + [self._charges(f, vs, transpose, None) for f in turn]  # point: exact
         else:
-            charges = [self._charges(f, vs, transpose, ir_model) for f in fields]
+            charges = [self._charges(f, vs, transpose, ir_model) for f in [vs, mom] + turn]
         integ, m = cfg.integrator, cfg.integrator.macro
         t_int = tm.t_adc - tm.t_reset
         ceff = effective_capacitance(integ, gt)

@@ -308,7 +308,8 @@ def read_audit_log(path: str | Path) -> list[dict]:
         raise FileNotFoundError(f"{p} does not exist: run xbar train with --audit-every")
     by_step: dict[int, dict] = {}
     try:
-        lines = p.read_text().splitlines()
+        text = p.read_text()
+        lines = text.splitlines()
     except UnicodeDecodeError:
         raise ParameterError(f"{p} is not an audit log (not text): give a run folder of xbar train --audit-every") \
             from None
@@ -318,7 +319,7 @@ def read_audit_log(path: str | Path) -> list[dict]:
             _check_record(rec)
             by_step[int(rec["step"])] = rec
         except (ValueError, KeyError, TypeError) as exc:
-            if n != len(lines) - 1 or len(lines) == 1:
+            if n != len(lines) - 1 or text.endswith("\n"):     # a torn write never has its newline
                 raise ParameterError(f"{p}: line {n + 1} is not an audit record ({exc})") from None
     return [by_step[s] for s in sorted(by_step)]
 
@@ -332,6 +333,9 @@ def _check_record(rec) -> None:
         raise TypeError("not a JSON object")
     if isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
         raise KeyError("no integer 'step'")
+    for k in ("seconds",) + (() if "error" in rec else ("every",)):
+        if isinstance(rec.get(k), bool) or not isinstance(rec.get(k), (int, float)):
+            raise KeyError(f"no number {k!r}")
     if "error" in rec:
         return
     for k in RECORD_NUMBERS:
