@@ -296,9 +296,8 @@ class ReadChain:
         lo, hi = self.code_limits()
         mid = self.mid_code()
         half = max(1, min(mid - lo, hi - mid))
-        c, sw = np.asarray(result.adc_codes), np.asarray(result.swing)
-        return (float(max(np.abs(c - mid).max(), np.abs(sw - mid).max()) / half),
-                float(np.mean(self._at_end(c) | self._at_end(sw))))
+        sw = np.asarray(result.swing)        # never nearer the start than the final codes
+        return float(np.abs(sw - mid).max() / half), float(np.mean(self._at_end(sw)))
 
     def mid_code(self) -> int:
         """The code of the integrator's start voltage (0 V unless the op-amp has an offset; the
@@ -414,8 +413,8 @@ class ReadChain:
             codes = quantize(v, cfg.adc)
         swing = codes
         if mixed:                         # the output after phase 1 (linear), if it went farther
-            turn = quantize(start_voltage(integ) - at_capacitor(*charges[2:]) / integ.c_int, cfg.adc)
-            swing = self._farther(codes, turn)
+            turned = quantize(start_voltage(integ) - at_capacitor(*charges[2:]) / integ.c_int, cfg.adc)
+            swing = self._farther(codes, turned)
         return {"q": q, "v": v, "codes": codes, "swing": swing, "points": 0, "energy": None}
 
     def _charges(self, f: np.ndarray, vs: np.ndarray, transpose: bool, ir_model) -> np.ndarray:

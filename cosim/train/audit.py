@@ -333,16 +333,10 @@ def _check_record(rec) -> None:
         raise TypeError("not a JSON object")
     if isinstance(rec.get("step"), bool) or not isinstance(rec.get("step"), int):
         raise KeyError("no integer 'step'")
-    for k in ("seconds",) + (() if "error" in rec else ("every",)):
+    for k in ("seconds",) + (() if "error" in rec else ("every",) + RECORD_NUMBERS):
         if isinstance(rec.get(k), bool) or not isinstance(rec.get(k), (int, float)):
             raise KeyError(f"no number {k!r}")
-    if "error" in rec:
-        return
-    for k in RECORD_NUMBERS:
-        v = rec.get(k)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise KeyError(f"no number {k!r}")
-    if rec.get("direction") not in ("forward", "backward"):
+    if "error" not in rec and rec.get("direction") not in ("forward", "backward"):
         raise ValueError("'direction' must be forward or backward")
 
 

@@ -279,9 +279,8 @@ def periphery_for_tile(pc, spec: CrossbarSpec, g_max: float, *, g_offset: float 
     """
     dac = replace(pc.dac, v_read=spec.v_read)
     offset = min(max(g_offset, 0.0), g_max)
-    # (cells on the line, worst-case line conductance, systematic offset per cell)
-    lines = [(spec.rows, spec.rows * g_max, offset), (spec.cols, spec.cols * g_max, offset)]
-    q_max = full_scale_volt_seconds(dac) * max(n * o + pc.full_scale * (g - n * o) for n, g, o in lines)
+    n = max(spec.rows, spec.cols)       # cells on the longer line: read along it in one direction or the other
+    q_max = full_scale_volt_seconds(dac) * (n * offset + pc.full_scale * (n * g_max - n * offset))
     v0 = start_voltage(pc.integrator)
     lo, hi = swing(pc.integrator)
     half = min(v0 - pc.adc.v_lo, pc.adc.v_hi - v0, v0 - lo, hi - v0)

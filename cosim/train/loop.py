@@ -397,7 +397,8 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
                    desc=f"train {cfg.forward}/{cfg.backward}/{cfg.update}",
                    mininterval=0.1 if sys.stderr.isatty() else 15.0)   # a log, not a flood, in CI
     try:
-        stopped = _run_epochs(cfg, data, net, soft, updater, st, ckpt, fp, n_batches, bar, stop_after, auditor)
+        stopped = _run_epochs(cfg, data, net, soft, updater, st, ckpt, fp, run, n_batches, bar, stop_after,
+                              auditor)
     finally:
         if bar is not None:
             bar.close()
@@ -413,10 +414,9 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
 
 
 def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, st: _State, ckpt: Path, fp: str,
-                n_batches: int, bar, stop_after: int | None, auditor: Auditor | None = None) -> bool:
+                run: dict, n_batches: int, bar, stop_after: int | None, auditor: Auditor | None = None) -> bool:
     """The mini-batches from the state ``st`` to the end; True when ``stop_after`` stopped them."""
     unit = cfg.unit_cell == "2pcm3t1c"
-    run = cfg.run_record(data)
     n = len(data.y_train)
     done_here = 0
     while st.epoch < cfg.epochs:
