@@ -24,7 +24,13 @@ Circuit (one line shown; forward reads drive the rows at ``rd<i>`` and integrate
                                                                   rst, vdd, vss        ramp, en, clr
 
 The 0 V sense source ``Vsen_<j>`` (positive for current out of the array, the IR's sign) is
-optional (``sense=False``: the integrator sits on the line end). Cells of zero conductance are
+optional (``sense=False``: the integrator sits on the line end). Paired sensing of a differential
+array's forward read (``PeripheryConfig.sensing="pairs"``): column ``2j`` (G+) feeds integrator
+``j`` as above; column ``2j+1`` (G-) ends, through its sense source, on the input ``mi<j>`` of a
+unity current mirror (``xbar_mirror``) whose output draws the same current from ``ig<j>``::
+
+    cs_2j   --Vsen_2j-----> ig_j --[integrator]--> io_j --[ADC]--> code_j
+    cs_2j+1 --Vsen_2j+1--> mi_j --[mirror: mi_j at 0 V, I(mi_j) drawn from ig_j] Cells of zero conductance are
 left open. 1T1R arrays: an NMOS access transistor in series with every cell
 (:func:`netlists.access.access_cells`), all word lines on one node at ``v_gate``, bulk on
 ``vss``.
@@ -50,10 +56,16 @@ from netlists.crossbar import CrossbarSpec, array_wires
 from netlists.ir import Circuit, NodeTable, PwlSources, Resistors, SubcktInstances, VoltageSources
 
 __all__ = ["PeripheryConfig", "ChainTiming", "ChainSchedule", "chain_timing", "window_dac", "full_scale_time",
-           "full_scale_volt_seconds", "chain_schedule", "build_read_chain", "OPAMP_KINDS", "ADC_KINDS"]
+           "full_scale_volt_seconds", "chain_schedule", "build_read_chain", "paired_sensing", "mirror_subckt",
+           "OPAMP_KINDS", "ADC_KINDS", "SENSING"]
 
 OPAMP_KINDS = {"macro": MacroOpAmpParams, "two_stage": TwoStageOpAmpParams}
 ADC_KINDS = {"ideal": QuantizerParams, "ramp": RampAdcParams}
+#: Sensing of a differential array's forward read (:attr:`PeripheryConfig.sensing`).
+SENSING = ("lines", "pairs")
+#: The unity current mirror of paired sensing: its input ``in`` a virtual ground at 0 V, its
+#: output drawing the input's current out of ``out``.
+MIRROR = "xbar_mirror"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,6 +97,15 @@ class PeripheryConfig:
         ``t_lsb`` grid. A short reset leaves the previous window's charge behind.
     max_step : float or None
         Largest transient step [s]; None: :meth:`ReadChain.default_max_step`.
+    sensing : str
+        How a differential array's forward read is sensed. ``"lines"``: one integrator and ADC
+        per physical column; each weight column is the digital difference of its pair's two
+        codes. ``"pairs"``: one integrator and ADC per pair; the G- column ends on the input of
+        a unity current mirror (an ideal one: a virtual ground at 0 V) that draws its current
+        from the G+ column's integrator input, so the integrator holds the pair's difference
+        and the converter's whole range goes to it. Transposed reads and single-ended arrays
+        are the same either way (a transposed read drives the pair's columns in opposite phases:
+        each row integrator already sums the differences).
     exact_corners : bool
         True: DAC and control lines are ``PWL`` sources with a breakpoint at every corner (the
         integrated charge is exact; an 8-bit PWM read of 64 rows has ~130 distinct corners and
@@ -101,6 +122,7 @@ class PeripheryConfig:
     t_reset: float | None = None
     max_step: float | None = None
     exact_corners: bool = True
+    sensing: str = "lines"
 
     def __post_init__(self) -> None:
         if not isinstance(self.dac, DacParams):
@@ -114,6 +136,8 @@ class PeripheryConfig:
             raise ParameterError(f"full_scale must be in (0, 1], got {self.full_scale!r}")
         if self.range_check not in ("raise", "warn"):
             raise ParameterError(f"range_check must be 'raise' or 'warn', got {self.range_check!r}")
+        if self.sensing not in SENSING:
+            raise ParameterError(f"sensing must be one of {', '.join(SENSING)}, got {self.sensing!r}")
         if not isinstance(self.exact_corners, (bool, np.bool_)):
             raise ParameterError(f"exact_corners must be true or false, got {self.exact_corners!r}")
         if self.t_reset is not None:
@@ -141,7 +165,8 @@ class PeripheryConfig:
             adc["r_out"] = None
         return {"dac": asdict(self.dac), "integrator": {**integ, "opamp": op_d}, "adc": adc,
                 "full_scale": self.full_scale, "range_check": self.range_check,
-                "t_reset": self.t_reset, "max_step": self.max_step, "exact_corners": self.exact_corners}
+                "t_reset": self.t_reset, "max_step": self.max_step, "exact_corners": self.exact_corners,
+                "sensing": self.sensing}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PeripheryConfig":
@@ -179,7 +204,7 @@ class PeripheryConfig:
             if kind == "ramp" and adc.get("r_out", 0) is None:
                 adc["r_out"] = math.inf
             kw["adc"] = _make(ADC_KINDS[kind], adc, "adc")
-        for k in ("full_scale", "range_check", "t_reset", "max_step", "exact_corners"):
+        for k in ("full_scale", "range_check", "t_reset", "max_step", "exact_corners", "sensing"):
             if k in d:
                 kw[k] = d[k]
         return cls(**kw)
@@ -360,9 +385,12 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
     nd, ns = drive_ends.size, sense_ends.size
     if len(schedule.drive_times) != nd:
         raise ShapeError(f"the schedule drives {len(schedule.drive_times)} lines, the array has {nd}")
-    ig = nodes.add("ig{0}", (ns,)) if sense else sense_ends
-    io = nodes.add("io{0}", (ns,))
-    code = nodes.add("code{0}", (ns,)) if converters else None
+    pairs = paired_sensing(cfg, spec, transpose)
+    ni = ns // 2 if pairs else ns                           # integrators (and converters)
+    ig = nodes.add("ig{0}", (ni,)) if sense else (sense_ends[0::2] if pairs else sense_ends)
+    mi = (nodes.add("mi{0}", (ni,)) if sense else sense_ends[1::2]) if pairs else None
+    io = nodes.add("io{0}", (ni,))
+    code = nodes.add("code{0}", (ni,)) if converters else None
     ctl_names = ("rst", "en", "clr") if ramp_adc else ("rst",)
     ctl = {n: int(nodes.add(n)) for n in ctl_names}
     vdd, vss = int(nodes.add("vdd")), int(nodes.add("vss"))
@@ -376,11 +404,15 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
               VoltageSources("sup", (2,), p=np.array([vdd, vss]), n=z(2, np.int64),
                              value=np.array([cfg.integrator.vdd, cfg.integrator.vss]), role="supply")]
     if sense:
-        groups.append(VoltageSources("sen", (ns,), p=sense_ends, n=ig, value=0.0, role="sense"))
-    groups.append(SubcktInstances("int", (ns,), subckt=cfg.integrator.name,
-                                  ports=np.column_stack([ig, io, np.full(ns, ctl["rst"]), z(ns, np.int64),
-                                                         np.full(ns, vdd), np.full(ns, vss)])))
+        ends = np.column_stack([ig, mi]).ravel() if pairs else ig
+        groups.append(VoltageSources("sen", (ns,), p=sense_ends, n=ends, value=0.0, role="sense"))
+    groups.append(SubcktInstances("int", (ni,), subckt=cfg.integrator.name,
+                                  ports=np.column_stack([ig, io, np.full(ni, ctl["rst"]), z(ni, np.int64),
+                                                         np.full(ni, vdd), np.full(ni, vss)])))
     subckts = [integrator_library(cfg.integrator)]
+    if pairs:
+        groups.append(SubcktInstances("mir", (ni,), subckt=MIRROR, ports=np.column_stack([mi, ig])))
+        subckts.append(mirror_subckt())
     models: tuple[str, ...] = ()
     if access is not None:
         subckts.append(access_subckt(access.card, access.w, access.l))
@@ -396,6 +428,21 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
                  f"{cfg.dac.encoding}, {cfg.opamp_kind} op-amp, {type(cfg.adc).__name__}")
     layout = w.layout("cell") if access is None and (G > 0).all() else None   # a full array of plain cells
     return Circuit(title, nodes, tuple(groups), subckts=tuple(subckts), models=models, layout=layout)
+
+
+def paired_sensing(cfg: PeripheryConfig, spec: CrossbarSpec, transpose: bool) -> bool:
+    """Whether a read integrates each differential pair's difference on one integrator
+    (:attr:`PeripheryConfig.sensing`): forward reads of differential arrays with ``"pairs"``."""
+    return cfg.sensing == "pairs" and spec.cell == "diff" and not transpose
+
+
+def mirror_subckt() -> str:
+    """The ideal unity current mirror of paired sensing: ``in`` held at 0 V, the current into
+    ``in`` drawn out of ``out`` (a current-controlled current source)."""
+    return (f".subckt {MIRROR} in out\n"
+            "Vin in 0 0\n"
+            "Fout out 0 Vin 1\n"
+            f".ends {MIRROR}")
 
 
 def _converter_groups(nodes: NodeTable, adc, io: np.ndarray, code: np.ndarray, ctl: dict, adc_offsets):

@@ -34,7 +34,8 @@ from netlists.readchain import PeripheryConfig
 # calibration (True: LayerConfig.calibration; with periphery, the chain's fitted transfer),
 # device_table (True: the device's step table from the calibration's block fits), autorange (the
 # chain sized for the whole worst case, full_scale 1, each tile picking its gain from that many
-# binary capacitor steps: LayerConfig.chain_autorange).
+# binary capacitor steps: LayerConfig.chain_autorange), sensing ("pairs": each differential pair's
+# difference on one integrator, PeripheryConfig.sensing).
 ROWS = {
     "ideal-reads-ideal-device": ("ideal", "ideal", None, 0.0, 10),
     "spice-reads-ideal-device": ("spice", "ideal", None, 0.0, 10),
@@ -49,6 +50,11 @@ ROWS = {
     "autorange-chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True, "autorange": 8}),
     "autorange-chain-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10,
                                             {"cell": "2pcm3t1c", "periphery": True, "autorange": 8}),
+    "autorange-paired-chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10,
+                                                   {"periphery": True, "autorange": 8, "sensing": "pairs"}),
+    "autorange-paired-chain-reads-1ohm-2pcm3t1c": ("fast", "fast", "pcm", 1.0, 10,
+                                                   {"cell": "2pcm3t1c", "periphery": True, "autorange": 8,
+                                                    "sensing": "pairs"}),
     "calibrated-reads-1ohm-pcm-pair": ("calibrated", "fast", "pcm", 1.0, 10, {"calibration": True}),
     "fitted-chain-reads-1ohm-pcm-pair": ("fast", "fast", "pcm", 1.0, 10, {"periphery": True, "calibration": True}),
     "fast-reads-1ohm-pcm-step-table": ("fast", "fast", "pcm", 1.0, 10, {"device_table": True}),
@@ -56,11 +62,11 @@ ROWS = {
 }
 
 
-def chain_config(autorange: int = 0) -> PeripheryConfig:
+def chain_config(autorange: int = 0, sensing: str = "lines") -> PeripheryConfig:
     """The read chain of the table: 8-bit PWM DACs, macro op-amp integrators sized per tile so
     that 30 % of the worst-case charge fills the ADC (autoranging: all of it, the gain steps
-    find the range), ideal 8-bit ADCs."""
-    return PeripheryConfig(full_scale=1.0 if autorange else 0.3)
+    find the range), ideal 8-bit ADCs; ``sensing`` of the differential pairs."""
+    return PeripheryConfig(full_scale=1.0 if autorange else 0.3, sensing=sensing)
 
 
 def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
@@ -73,7 +79,7 @@ def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
                              "(run `xbar calibrate`, or pass --calibration)")
         cal = load_calibration(calibration)
     autorange = opt.get("autorange", 0)
-    periphery = chain_config(autorange) if opt.get("periphery") else None
+    periphery = chain_config(autorange, opt.get("sensing", "lines")) if opt.get("periphery") else None
     fitted = bool(opt.get("calibration"))
     layer = LayerConfig(r_wire=r, periphery=periphery, calibration=cal.ir if fitted else None,
                         periphery_fit=cal.periphery_fit(periphery) if fitted and periphery else None,
@@ -87,6 +93,7 @@ def run(name: str, out: Path, seed: int, calibration: Path) -> dict:
     kind = opt.get("cell", "pair") if device else "ideal"
     reads_txt = reads + (" + fitted chain" if opt.get("periphery") and opt.get("calibration") else
                          " + autoranging chain" if autorange else " + chain" if opt.get("periphery") else "")
+    reads_txt += " (paired)" if opt.get("sensing") == "pairs" else ""
     update_txt = update + (" (step table)" if opt.get("device_table") else "")
     return {"run": name, "reads": reads_txt, "update": update_txt,
             "device": device or "ideal", "cell": kind, "r_wire": r,

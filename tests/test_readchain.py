@@ -442,14 +442,14 @@ def save_config(cfg: PeripheryConfig, path):
     return atomic_json(path, cfg.to_dict(), indent=2)
 
 
-@pytest.mark.parametrize("cell", ["diff", "1r"])
-def test_spice_array_backend_is_the_twin_with_ngspice_charges(cell):
+@pytest.mark.parametrize("cell, sensing", [("diff", "lines"), ("diff", "pairs"), ("1r", "lines")])
+def test_spice_array_backend_is_the_twin_with_ngspice_charges(cell, sensing):
     """The audit's cheap ngspice reference of a chain: the wired array in one DC deck, its
     charges those of the exact transfer to rounding, so every code equals the twin's, both ways."""
     from netlists.access import AccessParams
     rng = np.random.default_rng(3)
     spec = CrossbarSpec(rows=20, cols=5, cell=cell, r_row=2.0, r_col=2.0)
-    cfg = PeripheryConfig(dac=DacParams(bits=6), integrator=IntegratorParams(c_int=8e-12))
+    cfg = PeripheryConfig(dac=DacParams(bits=6), integrator=IntegratorParams(c_int=8e-12), sensing=sensing)
     chain = ReadChain(spec, rng.uniform(1e-6, 25e-6, spec.g_shape), cfg)
     for transpose in (False, True):
         codes = rng.integers(-63, 64, (3, chain.n_in(transpose)))
@@ -459,3 +459,49 @@ def test_spice_array_backend_is_the_twin_with_ngspice_charges(cell):
         assert np.abs(fast.charge - arr.charge).max() < 1e-9 * np.abs(fast.charge).max()
     with pytest.raises(ParameterError, match="spice-array"):
         ReadChain(spec, chain.G, cfg, access=AccessParams()).read(codes, backend="spice-array")
+
+
+def test_paired_sensing_integrates_each_pairs_difference(engine, rng):
+    """``sensing="pairs"``: a forward read of a differential array has one integrator and ADC per
+    pair, the G- column on a current mirror that draws its current from the G+ integrator's
+    input. In ngspice each integrator's charge is the difference of the two line charges that
+    the per-line chain measures on the same inputs; the twin gives ngspice's codes; the codes
+    resolve the pair's difference in finer steps than two per-line codes can (no common mode
+    in the converter); transposed reads do not change."""
+    paired = replace(CFG, sensing="pairs")
+    G = rng.uniform(4e-6, 9e-6, SPEC.g_shape)          # both devices of a pair high: a large common mode
+    lines, pairs = (ReadChain(SPEC, G, c, engine=engine) for c in (CFG, paired))
+    codes = _codes(rng, lines, 6, False)
+    circ, _ = pairs.circuit(pairs._windows(pairs.drive_codes(codes, False)))
+    assert circ.group("int").count == circ.group("adc").count == circ.group("mir").count == 3
+    assert circ.group("sen").count == 6 and ".subckt xbar_mirror" in pairs.deck(codes)
+    s_l = lines.read(codes, backend="spice")
+    s_p, f_p = (pairs.read(codes, backend=b) for b in ("spice", "fast"))
+    assert s_p.adc_codes.shape == s_p.codes.shape == (6, 3)
+    # within a tenth of an LSB: the G- line sits at the mirror's 0 V instead of an integrator's
+    # virtual ground (off by v_out / a0 and the op-amp's lag), and the G+ integrator swings less
+    np.testing.assert_allclose(s_p.charge, s_l.charge[:, 0::2] - s_l.charge[:, 1::2],
+                               atol=0.1 * CFG.adc.lsb * CFG.integrator.c_int)
+    assert np.abs(s_p.adc_codes - f_p.adc_codes).max() <= 1
+    # the pair's difference takes a fraction of the codes that its two lines take, so a smaller
+    # capacitor (a higher gain, finer steps) holds it: at the gain where the lines clip, pairs do not
+    peak_l, peak_p = lines.code_use(s_l)[0], pairs.code_use(s_p)[0]
+    assert peak_p < 0.4 * peak_l
+    k = int(np.floor(np.log2(0.9 / peak_p)))          # the highest gain that holds the pairs
+    hi_l, hi_p = (c.with_gain(k) for c in (lines, pairs))
+    assert hi_l.code_use(hi_l.read(codes, backend="spice"))[0] >= 0.99            # a line reaches a rail
+    peak_hi, clipped = hi_p.code_use(hi_p.read(codes, backend="spice"))
+    assert clipped == 0 and 3 * peak_p < peak_hi < 0.95     # several times finer (the op-amp's lag caps it)
+    tr_codes = _codes(rng, lines, 3, True)
+    a, b = (c.read(tr_codes, transpose=True, backend="fast") for c in (lines, pairs))
+    assert np.array_equal(a.adc_codes, b.adc_codes)
+
+
+def test_sensing_is_part_of_the_config(tmp_path):
+    cfg = replace(CFG, sensing="pairs")
+    assert PeripheryConfig.from_json(save_config(cfg, tmp_path / "p.json")) == cfg
+    with pytest.raises(ParameterError, match="sensing must be one of lines, pairs"):
+        replace(CFG, sensing="diff")
+    r = subprocess.run([sys.executable, "-m", "cosim.cli", "periphery", "--sensing", "pairs"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--write-config" in r.stderr

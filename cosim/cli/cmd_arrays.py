@@ -25,9 +25,10 @@ from cosim.sim.inputs import (
     save_array,
 )
 from cosim.train.layers import periphery_for_tile
+from models.errors import ParameterError
 from models.registry import device_names
 from netlists.crossbar import build_crossbar, check_inputs
-from netlists.readchain import PeripheryConfig
+from netlists.readchain import SENSING, PeripheryConfig
 from netlists.spice import BatchSweep, Op, write_spice
 from netlists.validate import validate
 
@@ -123,9 +124,11 @@ def cmd_mvm_chain(args) -> int:
 
 
 def cmd_periphery(args) -> int:
+    if args.sensing is not None and not args.write_config:
+        raise ParameterError("--sensing sets the read chain of --write-config: give both")
     if args.write_config:
-        out = atomic_json(check_output_path(args.write_config, what="--write-config"), PeripheryConfig().to_dict(),
-                          indent=2)
+        pc = PeripheryConfig(sensing=args.sensing or "lines")
+        out = atomic_json(check_output_path(args.write_config, what="--write-config"), pc.to_dict(), indent=2)
         print(f"wrote {out} (edit it, then: xbar mvm --periphery FILE)")
         return 0
     summary = characterize_periphery(Path(args.out), seed=args.seed, include_two_stage=not args.no_two_stage)
@@ -172,6 +175,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-two-stage", action="store_true", help="skip the transistor-level op-amp")
     p.add_argument("--write-config", metavar="CONFIG.json", default=None,
                    help="only write the default read-chain config (for mvm --periphery) to this file")
+    p.add_argument("--sensing", choices=SENSING, default=None,
+                   help="with --write-config: a differential array's forward read, one integrator per column "
+                        "(lines; the pair subtracted digitally) or per pair (pairs; the G- column through a "
+                        "current mirror; default lines)")
     p.set_defaults(func=cmd_periphery)
 
     p = sub.add_parser("device", help="pulse response and I-V of a device, SPICE and numpy twin overlaid")

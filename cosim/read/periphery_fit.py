@@ -24,7 +24,8 @@ import numpy as np
 from models.errors import ParameterError, check_positive
 from models.opamp import TwoStageOpAmpParams
 
-__all__ = ["PeripheryFit", "select_periphery_fit", "circuit_record", "adc_range_mismatch", "transfer_curve"]
+__all__ = ["PeripheryFit", "select_periphery_fit", "circuit_record", "adc_range_mismatch", "transfer_curve",
+           "check_chain_fit"]
 
 
 def _softplus(x):
@@ -315,3 +316,21 @@ def _mismatch(fit: PeripheryFit, entry: dict, cfg, op_kind: str, adc_kind: str, 
             if k in mac and abs(float(mac[k]) - getattr(m, k)) > 1e-9 * max(1.0, abs(getattr(m, k))):
                 return f"for an op-amp with {k}={float(mac[k]):g}, the chain's has {k}={getattr(m, k):g}"
     return None
+
+
+def check_chain_fit(fit, cfg):
+    """``fit`` (a :class:`PeripheryFit` or None) checked against the chain config ``cfg`` it is to serve."""
+    if fit is None:
+        return None
+    if not isinstance(fit, PeripheryFit):
+        raise ParameterError(f"fit must be a PeripheryFit or None, got {type(fit).__name__}")
+    a = cfg.adc
+    if fit.n_codes != a.n_codes:
+        raise ParameterError(f"the periphery fit has {fit.n_codes} ADC codes, the chain's ADC {a.n_codes}")
+    why = adc_range_mismatch(fit.adc_range, a) if fit.adc_range is not None else None
+    if why:
+        raise ParameterError(f"the periphery fit was {why}")
+    if fit.c_int <= 0:
+        raise ParameterError("the periphery fit records no integrator capacitor (c_int): load it with "
+                             "cosim.read.periphery_fit.select_periphery_fit")
+    return fit

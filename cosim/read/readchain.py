@@ -17,7 +17,9 @@ Choices (written once, here)
   column; the signed output of weight column j is the digital difference
   ``code(2j+1) - code(2j)`` (the integrator inverts: more charge, lower code). Transposed reads
   drive column 2j with ``+code`` and column 2j+1 with ``-code`` (opposite phases), so each row
-  integrator sees ``sum_j (G+ - G-) x_j`` directly.
+  integrator sees ``sum_j (G+ - G-) x_j`` directly. With ``sensing="pairs"`` a forward read
+  integrates each pair's difference on one integrator (the G- column through a current mirror):
+  one code per weight column, the converter's range spent on the difference alone.
 - Single-ended outputs (``cell="1r"`` or transposed reads): signed output
   ``mid - code`` with ``mid = floor((v0 - v_lo) / lsb)``, the code of the integrator's start
   voltage ``v0`` (0 V unless the op-amp has an offset).
@@ -59,7 +61,7 @@ from typing import Literal
 import numpy as np
 
 from cosim.read.mvm import Crossbar
-from cosim.read.periphery_fit import PeripheryFit, adc_range_mismatch
+from cosim.read.periphery_fit import check_chain_fit
 from cosim.read.read_result import ReadResult
 from cosim.read.solver import CrossbarSolver
 from cosim.sim.engine import SubprocessEngine
@@ -73,7 +75,7 @@ from netlists.crossbar import CrossbarSpec, build_crossbar, check_conductances
 from netlists.ir import Circuit
 from netlists.readchain import (
     PeripheryConfig, build_read_chain, chain_schedule, chain_timing, full_scale_time, full_scale_volt_seconds,
-    window_dac,
+    paired_sensing, window_dac,
 )
 from netlists.spice import Tran, write_spice
 
@@ -139,7 +141,7 @@ class ReadChain:
         if access is not None and not isinstance(access, AccessParams):
             raise ParameterError(f"access must be AccessParams or None, got {type(access).__name__}")
         self.access = access
-        self.fit = _check_fit(fit, config)
+        self.fit = check_chain_fit(fit, config)
         self.timing = chain_timing(config)
         self._geff: dict = {}
         self._r_on: dict[float, float] = {}
@@ -149,8 +151,21 @@ class ReadChain:
     def n_drive(self, transpose: bool) -> int:
         return self.spec.pcols if transpose else self.spec.rows
 
-    def n_sense(self, transpose: bool) -> int:
+    def n_lines(self, transpose: bool) -> int:
+        """Sensed lines (each ends on a 0 V sense source)."""
         return self.spec.rows if transpose else self.spec.pcols
+
+    def n_sense(self, transpose: bool) -> int:
+        """Integrators and converters (paired sensing: one per pair of lines)."""
+        return self.n_lines(transpose) // (2 if self.paired(transpose) else 1)
+
+    def paired(self, transpose: bool) -> bool:
+        """Whether each integrator holds a differential pair's difference (``sensing="pairs"``)."""
+        return paired_sensing(self.config, self.spec, transpose)
+
+    def _per_integrator(self, lines: np.ndarray, transpose: bool) -> np.ndarray:
+        """Per-line charges (..., n_lines) -> what each integrator receives (..., n_sense)."""
+        return lines[..., 0::2] - lines[..., 1::2] if self.paired(transpose) else lines
 
     def n_in(self, transpose: bool) -> int:
         return self.spec.cols if transpose else self.spec.rows
@@ -197,8 +212,10 @@ class ReadChain:
         return self._r_on[v_source]
 
     def g_total(self, transpose: bool) -> np.ndarray:
-        """Conductance loading each integrator input [S] (sum of the line's cells)."""
-        return self.G.sum(axis=1) if transpose else self.G.sum(axis=0)
+        """Conductance loading each integrator input [S] (sum of the line's cells; paired
+        sensing: the G+ line's, the G- line ends on the mirror)."""
+        g = self.G.sum(axis=1) if transpose else self.G.sum(axis=0)
+        return g[0::2] if self.paired(transpose) else g
 
     def drive_codes(self, codes: np.ndarray, transpose: bool) -> np.ndarray:
         """Logical codes (batch, n_in) -> codes of the physical drives (batch, n_drive)."""
@@ -229,6 +246,8 @@ class ReadChain:
         # the output's swing takes each pair's larger device (phase 1) before the other returns it
         if transpose and self.spec.cell == "diff":
             g_worst = np.maximum(self.G[:, 0::2], self.G[:, 1::2]).sum(axis=1)
+        elif self.paired(transpose):          # each input's sign can match its pair's difference
+            g_worst = np.abs(self.G[:, 0::2] - self.G[:, 1::2]).sum(axis=0)
         else:
             g_worst = gt
         q_max = cfg.full_scale * vs_max * float(g_worst.max())
@@ -392,6 +411,7 @@ class ReadChain:
             charges = array(vs, mom) + [self._charges(f, vs, transpose, None) for f in turn]  # point: exact
         else:
             charges = [self._charges(f, vs, transpose, ir_model) for f in [vs, mom] + turn]
+        charges = [self._per_integrator(c, transpose) for c in charges]
         integ, m = cfg.integrator, cfg.integrator.macro
         t_int = tm.t_adc - tm.t_reset
         ceff = effective_capacitance(integ, gt)
@@ -456,7 +476,7 @@ class ReadChain:
         ns, nd = self.n_sense(transpose), self.n_drive(transpose)
         tm = self.timing
         save = ([f"v(io{j})" for j in range(ns)] + [f"v(code{j})" for j in range(ns)]
-                + [f"i(vsen_{j})" for j in range(ns)])
+                + [f"i(vsen_{j})" for j in range(self.n_lines(transpose))])
         if energy:
             save += [f"i({self._dac_letter()}dac_{i})" for i in range(nd)] + ["i(vsup_0)", "i(vsup_1)"]
             drive = circ.group("dac")
@@ -489,7 +509,8 @@ class ReadChain:
         v = res.vectors
         t = v["time"]
         starts = np.arange(nb * nw) * tm.t_end
-        isen = np.stack([v[f"i(vsen_{j})"] for j in range(ns)])
+        isen = self._per_integrator(np.stack([v[f"i(vsen_{j})"] for j in range(self.n_lines(transpose))], -1),
+                                    transpose).T
         cum = np.concatenate([np.zeros((ns, 1)), np.cumsum(0.5 * (isen[:, 1:] + isen[:, :-1]) * np.diff(t), axis=1)], axis=1)
         q = np.stack([np.interp(starts + tm.t_adc, t, c) - np.interp(starts + tm.t_reset, t, c) for c in cum], axis=-1)
         vo = np.stack([np.interp(starts + tm.t_adc, t, v[f"v(io{j})"]) for j in range(ns)], axis=-1)
@@ -533,7 +554,7 @@ class ReadChain:
             adc_codes, v_out, swing = codes[:, 0], v[:, 0], raw["swing"][:, 0]
             q_dec = q_win[:, 0]
         t_fs = full_scale_time(cfg.dac)
-        if self.spec.cell == "diff" and not transpose:
+        if self.spec.cell == "diff" and not transpose and not self.paired(transpose):
             out_codes = s_tot[:, 0::2] - s_tot[:, 1::2]
             cur = (q_tot[:, 0::2] - q_tot[:, 1::2]) / t_fs
             dec = (q_dec[:, 0::2] - q_dec[:, 1::2]) / t_fs
@@ -575,19 +596,3 @@ class ReadChain:
         """Output current per output code [A] (ideal capacitor)."""
         return self.config.adc.lsb * self.config.integrator.c_int / full_scale_time(self.config.dac)
 
-
-def _check_fit(fit, cfg: PeripheryConfig):
-    if fit is None:
-        return None
-    if not isinstance(fit, PeripheryFit):
-        raise ParameterError(f"fit must be a PeripheryFit or None, got {type(fit).__name__}")
-    a = cfg.adc
-    if fit.n_codes != a.n_codes:
-        raise ParameterError(f"the periphery fit has {fit.n_codes} ADC codes, the chain's ADC {a.n_codes}")
-    why = adc_range_mismatch(fit.adc_range, a) if fit.adc_range is not None else None
-    if why:
-        raise ParameterError(f"the periphery fit was {why}")
-    if fit.c_int <= 0:
-        raise ParameterError("the periphery fit records no integrator capacitor (c_int): load it with "
-                             "cosim.read.periphery_fit.select_periphery_fit")
-    return fit

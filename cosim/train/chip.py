@@ -83,7 +83,8 @@ def _tile_record(layer: AnalogLayer, t, codes: np.ndarray, chunk: int, name: str
     decode = chain.decode_charge(np.arange(1 << pc.adc.bits))
     record = {"deck": name, "inputs": [t.rows.start, t.rows.stop], "outputs": [t.cols.start, t.cols.stop],
               "drive_nodes": [circ.nodes.name(int(p)) for p in drive.p], "n_sense": chain.n_sense(False),
-              "differential": chain.spec.cell == "diff", "window": chain.timing.t_end, "corners": corners,
+              "differential": chain.spec.cell == "diff" and not chain.paired(False),    # pairs subtracted digitally
+              "window": chain.timing.t_end, "corners": corners,
               "decode_C": decode.tolist(), "t_fs": full_scale_time(pc.dac), "c_int_F": pc.integrator.c_int}
     return record, _marked(chain.deck(first))
 
