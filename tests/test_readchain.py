@@ -502,6 +502,3 @@ def test_sensing_is_part_of_the_config(tmp_path):
     assert PeripheryConfig.from_json(save_config(cfg, tmp_path / "p.json")) == cfg
     with pytest.raises(ParameterError, match="sensing must be one of lines, pairs"):
         replace(CFG, sensing="diff")
-    r = subprocess.run([sys.executable, "-m", "cosim.cli", "periphery", "--sensing", "pairs"],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and "--write-config" in r.stderr

@@ -212,6 +212,13 @@ BAD_INPUT = [
     ("--calibration, fast reads", None, TRAIN_FAST + ["--calibration", "G.npy"], "--calibration is used by"),
     ("--size-integrator, no chain", None, ["mvm", "-G", "G.npy", "-V", "V.npy", "--size-integrator"],
      "--size-integrator sizes"),
+    ("--mc-d2d-sigma, no --mc-runs", None, TRAIN_FAST + ["--mc-d2d-sigma", "0.2"],
+     "--mc-d2d-sigma acts only with --mc-runs"),
+    ("--audit-chain-samples, no --audit-every", None, TRAIN_FAST + ["--audit-chain-samples", "4"],
+     "--audit-chain-samples acts only with --audit-every"),
+    ("--sensing, no --write-config", None, ["periphery", "--sensing", "pairs"], "--sensing sets the read chain"),
+    ("calibrate --tile, no export", None, ["calibrate", "--quick", "--tile", "64x64", "--out", "cal"],
+     "--tile, --adc-bits and --dac-bits describe the aihwkit export"),
     # weights to deploy, audit logs
     ("deploy an .npy", None, ["deploy", "G.npy", "--out", "dep"], "holds one array"),
     ("deploy W0, W2", lambda d: np.savez(d / "w.npz", W0=np.zeros((65, 4)), W2=np.zeros((5, 10))),

@@ -66,8 +66,10 @@ def cmd_calibrate(args) -> int:
     """``xbar calibrate``: the sweep and fits into ``--out``, or an aihwkit export of a finished calibration."""
     if args.from_file and not args.export_aihwkit:
         raise ValueError("--from JSON only goes with --export-aihwkit FILE")
-    if (args.adc_bits is not None or args.dac_bits is not None) and not args.export_aihwkit:
-        raise ValueError("--adc-bits and --dac-bits describe the aihwkit export: they go with --export-aihwkit FILE")
+    if (args.adc_bits is not None or args.dac_bits is not None or args.tile is not None) and not args.export_aihwkit:
+        raise ValueError("--tile, --adc-bits and --dac-bits describe the aihwkit export: they go with "
+                         "--export-aihwkit FILE")
+    args.tile = args.tile or (256, 256)
     if args.export_aihwkit:        # checked before hours of calibration, not after
         export_r_wire(args)
         check_output_path(args.export_aihwkit, args.from_file, Path(args.out) / "calibration.json",
@@ -123,7 +125,7 @@ def add_parser(sub) -> None:
     p.add_argument("--export-aihwkit", default=None, metavar="FILE", help="also write an aihwkit-style dict")
     p.add_argument("--from", dest="from_file", default=None, metavar="JSON",
                    help="with --export-aihwkit: export an existing calibration.json, run nothing")
-    p.add_argument("--tile", type=shape_arg, default=(256, 256), metavar="ROWSxCOLS",
+    p.add_argument("--tile", type=shape_arg, default=None, metavar="ROWSxCOLS",
                    help="export: the aihwkit tile shape the IR-drop scale is fitted for (default 256x256)")
     p.add_argument("--adc-bits", type=int, default=None, help="export: output ADC bits")
     p.add_argument("--dac-bits", type=int, default=None, help="export: input DAC bits")

@@ -87,8 +87,25 @@ def _refuse_unused(args) -> None:
     raise ValueError(unused[0])
 
 
+#: Options that act only beside another one: option -> (the one it needs, its default then).
+DEPENDENT = {"mc_d2d_sigma": ("mc_runs", 0.1), "mc_stuck_frac": ("mc_runs", 0.01), "mc_opamp_offset_v": ("mc_runs", 0.0),
+             "audit_chain_scope": ("audit_every", "auto"), "audit_chain_samples": ("audit_every", 1)}
+
+
+def _dependent_options(args) -> None:
+    """An option given without the one it acts beside is refused (it would change nothing);
+    the others take their defaults."""
+    for name, (needs, default) in DEPENDENT.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+        elif not getattr(args, needs):
+            flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
+            raise ValueError(f"{flag(name)} acts only with {flag(needs)}, which this run does not have")
+
+
 def cmd_train(args) -> int:
     """``xbar train``: one training run into ``--out`` (resumes from its checkpoint)."""
+    _dependent_options(args)
     _refuse_unused(args)
     data = load_data(args.data, progress=lambda m: print(m, file=sys.stderr))
     cfg = train_config(args, calibration_arg(args.calibration))
@@ -238,22 +255,22 @@ def train_parser(sub) -> None:
                         "(default 0; 8 suits 256-row MNIST tiles)")
     p.add_argument("--mc-runs", type=nonneg_int_arg, default=0, metavar="N",
                    help="after training: test accuracy over N sampled hardware instances (Monte Carlo)")
-    p.add_argument("--mc-d2d-sigma", type=float, default=0.1,
+    p.add_argument("--mc-d2d-sigma", type=float, default=None,
                    help="Monte Carlo: std of ln G, device-to-device (default 0.1)")
-    p.add_argument("--mc-stuck-frac", type=float, default=0.01, help="Monte Carlo: fraction of stuck cells, "
+    p.add_argument("--mc-stuck-frac", type=float, default=None, help="Monte Carlo: fraction of stuck cells, "
                    "half at g_min, half at g_max (default 0.01)")
-    p.add_argument("--mc-opamp-offset-v", type=float, default=0.0,
+    p.add_argument("--mc-opamp-offset-v", type=float, default=None,
                    help="Monte Carlo: std of the op-amp input offsets [V] (default 0)")
     p.add_argument("--audit-every", type=_every_arg, default=None, metavar="K|auto",
                    help="every K mini-batches re-read one random tile in ngspice and log its error against the "
                         "fast read (audit.jsonl, audit.png; auto: at most 20 %% of the training time)")
     p.add_argument("--audit-strict", action="store_true",
                    help="stop when an audit exceeds twice its bound or fails in ngspice (default: warn, go on)")
-    p.add_argument("--audit-chain-scope", choices=["auto", "transient", "array"], default="auto",
+    p.add_argument("--audit-chain-scope", choices=["auto", "transient", "array"], default=None,
                    help="with --periphery: what an audit simulates in ngspice: the whole chain's transient, or the "
                         "wired array's DC read behind the fast path's converters (auto: the transient up to 128 x 128 "
-                        "physical cells, the array above; a 256-row chain transient takes minutes per sample)")
-    p.add_argument("--audit-chain-samples", type=nonneg_int_arg, default=1, metavar="N",
+                        "physical cells, the array above; a 256-row chain transient takes minutes per sample; default auto)")
+    p.add_argument("--audit-chain-samples", type=nonneg_int_arg, default=None, metavar="N",
                    help="samples of the mini-batch a transient chain audit re-reads (0: all; default 1)")
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--out", "-o", default="xbar-out/train", help="output folder")
