@@ -326,6 +326,17 @@ def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):
     assert fp(a) != first
 
 
+def test_paired_sensing_is_in_the_fingerprint_and_per_line_runs_keep_theirs():
+    """A chain run with paired sensing is another run; a per-line one (the default) records no
+    ``sensing``, so its checkpoints of before the option resume."""
+    from netlists.readchain import PeripheryConfig
+    data = _small(load_digits_split(), 20)
+    cfg = {s: TrainConfig(layer=LayerConfig(periphery=PeripheryConfig(sensing=s))) for s in ("lines", "pairs")}
+    assert "sensing" not in cfg["lines"].record()["layer"]["periphery"]
+    assert cfg["pairs"].record()["layer"]["periphery"]["sensing"] == "pairs"
+    assert cfg["lines"].fingerprint(data) != cfg["pairs"].fingerprint(data)
+
+
 def test_bad_settings_fail_before_a_run(tmp_path):
     """Settings that would only be used at the end of a run are checked at its start."""
     data = _small(load_digits_split(), 40)
