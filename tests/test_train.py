@@ -350,3 +350,22 @@ def test_bad_settings_fail_before_a_run(tmp_path):
         assert not (tmp_path / "mc" / "checkpoint.npz").exists()
     with pytest.raises(ParameterError, match="update_method"):
         TrainConfig(unit_cell="2pcm3t1c", update="fast", update_method="transient")
+
+
+def test_mnist_table_groups_the_seeds_of_a_configuration(tmp_path):
+    """scripts/mnist_table.py: two seeds of one configuration (one finished, one known only by its
+    checkpoint) make one group with a mean at the epoch both reached; another configuration is
+    its own group."""
+    import runpy
+    data = _small(load_digits_split(), 100)
+    base = TrainConfig(epochs=2, forward="fast", backward="fast", hidden=(8,))
+    for name, cfg in (("s0", base), ("s1", replace(base, seed=1)), ("other", replace(base, lr=0.2))):
+        train(cfg, data, tmp_path / name, progress=False)
+    (tmp_path / "s1" / "metrics.json").unlink()            # as if still running: its checkpoint alone
+    main = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "mnist_table.py"))["main"]
+    assert main([str(tmp_path / n) for n in ("s0", "s1", "other")] + ["--out", str(tmp_path / "t")]) == 0
+    out = json.loads((tmp_path / "t" / "mnist_table.json").read_text())
+    assert [g["seeds"] for g in out["groups"]] == [[0, 1]] and out["groups"][0]["epoch"] == 2
+    assert [r["finished"] for r in out["runs"]] == [True, False, True]
+    text = (tmp_path / "t" / "mnist_table.md").read_text()
+    assert "| mean over seeds 0, 1 | | 2 |" in text and "2 (running)" in text

@@ -1,0 +1,137 @@
+"""The tables of the MNIST-scale training runs, from their run folders (finished or in progress).
+
+    python scripts/mnist_table.py runs/uc_s0 runs/uc_s1 runs/pair_s0 ...
+    python scripts/mnist_table.py runs/* --out runs/table
+
+Each folder is an ``xbar train`` output folder: a finished run's ``metrics.json``, or the
+``checkpoint.npz`` of one in progress (its history so far). Runs are grouped by everything in
+their configuration but the seed (data set, unit cell, read path, chain and its sensing, ...);
+for each group the script prints the last epoch of every seed, beside its software baseline
+and the gap, the mean over the seeds at the epoch they all reached, and the audits (the share
+of audited samples whose prediction the ngspice reads leave unchanged, weighted by samples;
+audits over twice their bound). Then the accuracy of every run per epoch. Writes Markdown and
+JSON to ``--out`` (default: print only). Reads nothing but the folders; trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cosim.sim.files import publish
+from cosim.train.audit import AUDIT_LOG, judged_error, read_audit_log
+
+
+def load_run(folder: Path) -> dict:
+    """A run's configuration record, per-epoch history, whether it finished, and its audits."""
+    metrics = folder / "metrics.json"
+    if metrics.exists():
+        m = json.loads(metrics.read_text())
+        record, history, done = {"cfg": m["config"], "data": m["data"]}, m["history"], True
+    else:
+        ckpt = folder / "checkpoint.npz"
+        if not ckpt.exists():
+            raise SystemExit(f"{folder}: neither metrics.json nor checkpoint.npz (not an xbar train folder)")
+        with np.load(ckpt, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+        if not meta.get("run"):
+            raise SystemExit(f"{folder}: the checkpoint records no configuration (written before it did)")
+        record, history, done = meta["run"], meta["history"], False
+    audits = read_audit_log(folder / AUDIT_LOG) if (folder / AUDIT_LOG).exists() else []
+    return {"folder": str(folder), "record": record, "history": history, "finished": done,
+            "audit": audit_summary(audits)}
+
+
+def audit_summary(records: list[dict]) -> dict | None:
+    """Audits, sample-weighted share of unchanged predictions, audits over twice their bound."""
+    ok = [r for r in records if "error" not in r]
+    if not ok:
+        return None
+    fwd = [r for r in ok if r.get("predictions_same") is not None]
+    n = sum(int(r["samples"]) for r in fwd)
+    same = sum(int(r["samples"]) * float(r["predictions_same"]) for r in fwd)
+    over = sum(1 for r in ok if r.get("bound_fs") is not None and judged_error(r) > 2 * r["bound_fs"])
+    return {"audits": len(ok), "failed": len(records) - len(ok), "samples": n,
+            "predictions_same": same / n if n else None, "over_twice_bound": over}
+
+
+def describe(record: dict) -> tuple[str, str]:
+    """(group key without the seed, a short label)."""
+    cfg = dict(record["cfg"])
+    seed = cfg.pop("seed", None)
+    key = json.dumps({"cfg": cfg, "data": record.get("data")}, sort_keys=True)
+    lay = cfg.get("layer", {})
+    pc = lay.get("periphery")
+    chain = "no chain" if pc is None else f"chain ({pc.get('sensing', 'lines')} sensing" + (
+        f", autorange {lay['chain_autorange']})" if lay.get("chain_autorange") else ")")
+    cell = "2 PCM + 3T1C" if cfg.get("unit_cell") == "2pcm3t1c" else f"{cfg.get('device', 'pcm').upper()} pair"
+    reads = cfg.get("forward")
+    label = f"{record.get('data')}, {cell}, {reads} reads, {chain}, {cfg.get('epochs')} epochs"
+    return key, label + f" [seed {seed}]"
+
+
+def tables(runs: list[dict]) -> tuple[str, dict]:
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        key, r["label"] = describe(r["record"])
+        r["seed"] = r["record"]["cfg"].get("seed")
+        groups.setdefault(key, []).append(r)
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+    lines = ["| run | seed | epochs | test acc. | software | gap [points] | best | audits | predictions "
+             "unchanged | over 2x bound |", "|---|---|---|---|---|---|---|---|---|---|"]
+    summary = []
+    for members in groups.values():
+        members.sort(key=lambda r: r["seed"])
+        for r in members:
+            h = r["history"]
+            last = h[-1] if h else {}
+            a = r["audit"] or {}
+            gap = 100 * (last["software_test_accuracy"] - last["test_accuracy"]) if h else None
+            lines.append(f"| {r['label'].rsplit(' [', 1)[0]} | {r['seed']} | {len(h)}{'' if r['finished'] else ' (running)'} "
+                         f"| {pct(last.get('test_accuracy'))} | {pct(last.get('software_test_accuracy'))} | "
+                         f"{'-' if gap is None else f'{gap:.2f}'} | "
+                         f"{pct(max((e['test_accuracy'] for e in h), default=None))} | {a.get('audits', '-')} | "
+                         f"{pct(a.get('predictions_same'))} | {a.get('over_twice_bound', '-')} |")
+        common = min(len(r["history"]) for r in members)
+        if common and len(members) > 1:
+            acc = np.array([r["history"][common - 1]["test_accuracy"] for r in members])
+            sw = np.array([r["history"][common - 1]["software_test_accuracy"] for r in members])
+            lines.append(f"| mean over seeds {', '.join(str(r['seed']) for r in members)} | | {common} | "
+                         f"{100 * acc.mean():.2f} +- {100 * acc.std(ddof=1):.2f} % | {100 * sw.mean():.2f} % | "
+                         f"{100 * (sw - acc).mean():.2f} (worst {100 * (sw - acc).max():.2f}) | | | | |")
+            summary.append({"group": members[0]["label"].rsplit(" [", 1)[0], "seeds": [r["seed"] for r in members],
+                            "epoch": common, "accuracy": acc.tolist(), "software": sw.tolist()})
+    n_ep = max(len(r["history"]) for r in runs)
+    head = "| epoch | " + " | ".join(f"{r['label']}" for r in runs) + " |"
+    per_epoch = [head, "|---" * (len(runs) + 1) + "|"]
+    for e in range(n_ep):
+        cells = [f"{100 * r['history'][e]['test_accuracy']:.2f} (sw {100 * r['history'][e]['software_test_accuracy']:.2f})"
+                 if e < len(r["history"]) else "-" for r in runs]
+        per_epoch.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n\nTest accuracy per epoch [%] (software baseline in brackets):\n\n" + "\n".join(per_epoch)
+    data = {"runs": [{k: r[k] for k in ("folder", "label", "seed", "finished", "history", "audit")} for r in runs],
+            "groups": summary}
+    return text, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="xbar train output folders")
+    ap.add_argument("--out", default=None, help="also write mnist_table.md and .json here")
+    args = ap.parse_args(argv)
+    runs = [load_run(Path(f)) for f in args.runs]
+    text, data = tables(runs)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        publish(args.out, "mnist_table", text, data)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
