@@ -91,7 +91,8 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
             last = h[-1] if h else {}
             a = r["audit"] or {}
             gap = 100 * (last["software_test_accuracy"] - last["test_accuracy"]) if h else None
-            lines.append(f"| {r['label'].rsplit(' [', 1)[0]} | {r['seed']} | {len(h)}{'' if r['finished'] else ' (running)'} "
+            state = "" if r["finished"] else " (running)"
+            lines.append(f"| {r['label'].rsplit(' [', 1)[0]} | {r['seed']} | {len(h)}{state} "
                          f"| {pct(last.get('test_accuracy'))} | {pct(last.get('software_test_accuracy'))} | "
                          f"{'-' if gap is None else f'{gap:.2f}'} | "
                          f"{pct(max((e['test_accuracy'] for e in h), default=None))} | {a.get('audits', '-')} | "
@@ -109,13 +110,17 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
     head = "| epoch | " + " | ".join(f"{r['label']}" for r in runs) + " |"
     per_epoch = [head, "|---" * (len(runs) + 1) + "|"]
     for e in range(n_ep):
-        cells = [f"{100 * r['history'][e]['test_accuracy']:.2f} (sw {100 * r['history'][e]['software_test_accuracy']:.2f})"
-                 if e < len(r["history"]) else "-" for r in runs]
+        cells = [_epoch_cell(r["history"][e]) if e < len(r["history"]) else "-" for r in runs]
         per_epoch.append(f"| {e + 1} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n\nTest accuracy per epoch [%] (software baseline in brackets):\n\n" + "\n".join(per_epoch)
+    text = ("\n".join(lines) + "\n\nTest accuracy per epoch [%] (software baseline in brackets):\n\n"
+            + "\n".join(per_epoch))
     data = {"runs": [{k: r[k] for k in ("folder", "label", "seed", "finished", "history", "audit")} for r in runs],
             "groups": summary}
     return text, data
+
+
+def _epoch_cell(e: dict) -> str:
+    return f"{100 * e['test_accuracy']:.2f} (sw {100 * e['software_test_accuracy']:.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:
