@@ -103,6 +103,16 @@ def test_software_baseline_and_ideal_analog_agree():
     assert m["final"]["same_predictions"] >= 0.99          # only the 9-bit ADC differs
 
 
+def _as_old_checkpoint(path: Path) -> None:
+    """Rewrite a checkpoint as one of before: the per-mini-batch losses as lists in its meta."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    for k in ("losses", "soft_losses"):
+        meta[k] = arrays.pop(k).tolist()
+    np.savez(path, meta=json.dumps(meta), **arrays)
+
+
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     data = _small(load_digits_split())
     cfg = TrainConfig(epochs=2, forward="fast", backward="fast", checkpoint_every=5,
@@ -110,11 +120,13 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     full = train(cfg, data, tmp_path / "full", progress=False)
     part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)   # killed mid-epoch
     assert part["stopped"] and (tmp_path / "cut" / "checkpoint.npz").exists()
+    _as_old_checkpoint(tmp_path / "cut" / "checkpoint.npz")      # one written before the losses were arrays
     resumed = train(cfg, data, tmp_path / "cut", progress=False)
     assert resumed["history"] == full["history"]
     a, b = np.load(tmp_path / "full" / "checkpoint.npz"), np.load(tmp_path / "cut" / "checkpoint.npz")
-    for key in ("gp0", "gm0", "gp1", "gm1"):
+    for key in ("gp0", "gm0", "gp1", "gm1", "losses", "soft_losses"):
         assert np.array_equal(a[key], b[key])
+    assert "losses" not in json.loads(str(a["meta"]))     # binary, not megabytes of JSON per checkpoint
     for name in ("metrics.json", "curves.png", "conductances.png", "netlists/layer0_tile0.cir"):
         assert (tmp_path / "cut" / name).exists()
     other = TrainConfig(epochs=2, lr=0.1, forward="fast", backward="fast", checkpoint_every=5,

@@ -261,8 +261,11 @@ def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State, run: 
         if hasattr(a, "unit_state"):   # 2pcm3t1c: capacitors, polarities, transfer count
             arrays.update({f"{name}{k}": v for name, v in a.unit_state().items()})
         arrays[f"gains{k}"] = a.range_state()       # autoranging read chains: each tile's gain steps
+    # the per-mini-batch losses as arrays: as JSON they grew to megabytes per checkpoint by the
+    # end of an MNIST run (checkpoints of before kept them in the meta: still read)
+    arrays["losses"], arrays["soft_losses"] = np.asarray(st.losses, float), np.asarray(st.soft_losses, float)
     meta = {"fingerprint": fp, "run": run, "epoch": st.epoch, "batch": st.batch, "history": st.history,
-            "losses": st.losses, "soft_losses": st.soft_losses, "times": st.times, "transfers": st.transfers}
+            "times": st.times, "transfers": st.transfers}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:   # a kill mid-write leaves the previous one intact
         np.savez(fh, meta=json.dumps(meta), **arrays)
 
@@ -293,8 +296,8 @@ def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, run: dict | None 
                 if f"gains{k}" in z.files:
                     a.set_range_state(z[f"gains{k}"])
                 s.W_soft = z[f"soft{k}"].copy()
-        return _State(meta["epoch"], meta["batch"], meta["history"], meta["losses"], meta["soft_losses"],
-                      meta["times"], meta.get("transfers", []))
+            losses = [z[k].tolist() if k in z.files else meta[k] for k in ("losses", "soft_losses")]
+        return _State(meta["epoch"], meta["batch"], meta["history"], *losses, meta["times"], meta.get("transfers", []))
     except ParameterError:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
