@@ -180,6 +180,12 @@ class DeviceModel(abc.ABC):
             s = self.step(s, np.where(counts > k, polarity * self.v_write, 0.0), shape, variation, noise)
         return s
 
+    def counts_stepper(self, shape: PulseShape, variation=None, noise=None, *, polarity: int = +1):
+        """``f(state, counts)``: :meth:`apply_counts` with these pulse, variation and noise
+        settings, for many calls in a row (a mini-batch's samples); a device may precompute
+        what does not depend on the state (the same arithmetic, so the same results)."""
+        return lambda state, counts: self.apply_counts(state, counts, shape, variation, noise, polarity=polarity)
+
     # -- characterisation benches ------------------------------------------------------------
     def bench_ports(self, kind: str) -> dict[str, "BenchDrive | float"]:
         """How a single-device bench (:mod:`netlists.benches`) connects each port: a

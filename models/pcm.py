@@ -193,6 +193,22 @@ class PCM(MicroSiemensDevice):
         x = self._ks(variation, noise, s.size) * float(exposure(a, shape, p.v_set_lo, p.v_set_hi))
         return self._smax - (self._smax - s) * np.exp(-n * x)
 
+    def counts_stepper(self, shape: PulseShape, variation=None, noise=None, *, polarity: int = +1):
+        """:meth:`apply_counts` with its per-device rate ``x`` computed once for every call."""
+        p = self.params
+        a = abs(polarity * self.v_write)
+        if exposure(a, shape, p.v_reset_lo, p.v_reset_hi) > 0:
+            return super().counts_stepper(shape, variation, noise, polarity=polarity)
+        x = None
+
+        def step(state, counts):
+            nonlocal x
+            s = np.atleast_1d(np.asarray(state, float))
+            if x is None:
+                x = self._ks(variation, noise, s.size) * float(exposure(a, shape, p.v_set_lo, p.v_set_hi))
+            return self._smax - (self._smax - s) * np.exp(-np.asarray(counts, float) * x)
+        return step
+
     def set_closed_form(self, g0, n, shape: PulseShape) -> np.ndarray:
         """G_n = Gmax - (Gmax - G0) exp(-n k tau / (Gmax - Gmin)) [S], tau the effective
         pulse duration (flat top plus the above-threshold part of the edges)."""

@@ -187,9 +187,7 @@ class PulseUpdate:
             v, to_g = dev.from_conductance(G), dev.to_conductance
             var = self.variation((tile.rows.start, tile.cols.start, R, C), v.size)
             noise = dev.draw_noise(v.size, rng)
-
-            def step(state, counts):
-                return dev.apply_counts(state, counts, self.shape, var, noise)
+            step = dev.counts_stepper(self.shape, var, noise)
         dw_min = float(np.mean(scale)) * self.step_conductance()
         row_bits, col_bits = [], []
         for b in range(x.shape[0]):
