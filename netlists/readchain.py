@@ -367,9 +367,9 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
     access : AccessParams, optional
         1T1R cells.
     sense : bool
-        A 0 V sense source between each sensed line end and its integrator.
+        A 0 V sense source between each sensed line end and its integrator (or mirror).
     converters : bool
-        False: no ADCs (the integrator outputs are the outputs; a bench of the integrators alone).
+        False: no ADCs (the integrators' outputs are the outputs: a bench of the integrators).
     adc_offsets : array, optional
         Comparator offset [V] of each ramp-ADC channel (default 0).
     """
@@ -385,16 +385,15 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
     nd, ns = drive_ends.size, sense_ends.size
     if len(schedule.drive_times) != nd:
         raise ShapeError(f"the schedule drives {len(schedule.drive_times)} lines, the array has {nd}")
-    pairs = paired_sensing(cfg, spec, transpose)
-    ni = ns // 2 if pairs else ns                           # integrators (and converters)
+    pairs = paired_sensing(cfg, spec, transpose)              # the pairs' G- lines on mirrors
+    ni = ns // 2 if pairs else ns                              # integrators (and converters)
     ig = nodes.add("ig{0}", (ni,)) if sense else (sense_ends[0::2] if pairs else sense_ends)
     mi = (nodes.add("mi{0}", (ni,)) if sense else sense_ends[1::2]) if pairs else None
     io = nodes.add("io{0}", (ni,))
     code = nodes.add("code{0}", (ni,)) if converters else None
     ctl_names = ("rst", "en", "clr") if ramp_adc else ("rst",)
     ctl = {n: int(nodes.add(n)) for n in ctl_names}
-    vdd, vss = int(nodes.add("vdd")), int(nodes.add("vss"))
-    z = np.zeros
+    vdd, vss, z = int(nodes.add("vdd")), int(nodes.add("vss")), np.zeros
     groups = [*_cell_groups(nodes, w, G, spec, access, vss), *w.groups,
               PwlSources("dac", (nd,), p=drive_ends, n=z(nd, np.int64), times=schedule.drive_times,
                          values=schedule.drive_values, breakpoints=cfg.exact_corners),
@@ -404,8 +403,8 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
               VoltageSources("sup", (2,), p=np.array([vdd, vss]), n=z(2, np.int64),
                              value=np.array([cfg.integrator.vdd, cfg.integrator.vss]), role="supply")]
     if sense:
-        ends = np.column_stack([ig, mi]).ravel() if pairs else ig
-        groups.append(VoltageSources("sen", (ns,), p=sense_ends, n=ends, value=0.0, role="sense"))
+        groups.append(VoltageSources("sen", (ns,), p=sense_ends, n=np.column_stack([ig, mi]).ravel() if pairs else ig,
+                                     value=0.0, role="sense"))
     groups.append(SubcktInstances("int", (ni,), subckt=cfg.integrator.name,
                                   ports=np.column_stack([ig, io, np.full(ni, ctl["rst"]), z(ni, np.int64),
                                                          np.full(ni, vdd), np.full(ni, vss)])))
