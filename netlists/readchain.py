@@ -56,15 +56,15 @@ from netlists.crossbar import CrossbarSpec, array_wires
 from netlists.ir import Circuit, NodeTable, PwlSources, Resistors, SubcktInstances, VoltageSources
 
 __all__ = ["PeripheryConfig", "ChainTiming", "ChainSchedule", "chain_timing", "window_dac", "full_scale_time",
-           "full_scale_volt_seconds", "chain_schedule", "build_read_chain", "paired_sensing", "mirror_subckt",
-           "OPAMP_KINDS", "ADC_KINDS", "SENSING"]
+           "full_scale_volt_seconds", "chain_schedule", "build_read_chain", "chain_title", "paired_sensing",
+           "mirror_subckt", "OPAMP_KINDS", "ADC_KINDS", "SENSING"]
 
 OPAMP_KINDS = {"macro": MacroOpAmpParams, "two_stage": TwoStageOpAmpParams}
 ADC_KINDS = {"ideal": QuantizerParams, "ramp": RampAdcParams}
 #: Sensing of a differential array's forward read (:attr:`PeripheryConfig.sensing`).
 SENSING = ("lines", "pairs")
-#: The unity current mirror of paired sensing: its input ``in`` a virtual ground at 0 V, its
-#: output drawing the input's current out of ``out``.
+#: The current mirror of paired sensing: its input ``in`` a virtual ground at 0 V, its output
+#: drawing ``gain`` times the input's current out of ``out``.
 MIRROR = "xbar_mirror"
 
 
@@ -106,6 +106,9 @@ class PeripheryConfig:
         and the converter's whole range goes to it. Transposed reads and single-ended arrays
         are the same either way (a transposed read drives the pair's columns in opposite phases:
         each row integrator already sums the differences).
+    mirror_gain : float
+        Paired sensing: the current mirror's gain (1: ideal; 0.98 models a 2 % mismatch that
+        leaves ``(1 - gain) I-`` of each G- column's current in the pair's output).
     exact_corners : bool
         True: DAC and control lines are ``PWL`` sources with a breakpoint at every corner (the
         integrated charge is exact; an 8-bit PWM read of 64 rows has ~130 distinct corners and
@@ -123,6 +126,7 @@ class PeripheryConfig:
     max_step: float | None = None
     exact_corners: bool = True
     sensing: str = "lines"
+    mirror_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.dac, DacParams):
@@ -138,6 +142,7 @@ class PeripheryConfig:
             raise ParameterError(f"range_check must be 'raise' or 'warn', got {self.range_check!r}")
         if self.sensing not in SENSING:
             raise ParameterError(f"sensing must be one of {', '.join(SENSING)}, got {self.sensing!r}")
+        check_positive("mirror_gain", self.mirror_gain)
         if not isinstance(self.exact_corners, (bool, np.bool_)):
             raise ParameterError(f"exact_corners must be true or false, got {self.exact_corners!r}")
         if self.t_reset is not None:
@@ -166,7 +171,7 @@ class PeripheryConfig:
         return {"dac": asdict(self.dac), "integrator": {**integ, "opamp": op_d}, "adc": adc,
                 "full_scale": self.full_scale, "range_check": self.range_check,
                 "t_reset": self.t_reset, "max_step": self.max_step, "exact_corners": self.exact_corners,
-                "sensing": self.sensing}
+                "sensing": self.sensing, "mirror_gain": self.mirror_gain}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PeripheryConfig":
@@ -204,7 +209,7 @@ class PeripheryConfig:
             if kind == "ramp" and adc.get("r_out", 0) is None:
                 adc["r_out"] = math.inf
             kw["adc"] = _make(ADC_KINDS[kind], adc, "adc")
-        for k in ("full_scale", "range_check", "t_reset", "max_step", "exact_corners", "sensing"):
+        for k in ("full_scale", "range_check", "t_reset", "max_step", "exact_corners", "sensing", "mirror_gain"):
             if k in d:
                 kw[k] = d[k]
         return cls(**kw)
@@ -410,7 +415,8 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
                                                          np.full(ni, vdd), np.full(ni, vss)])))
     subckts = [integrator_library(cfg.integrator)]
     if pairs:
-        groups.append(SubcktInstances("mir", (ni,), subckt=MIRROR, ports=np.column_stack([mi, ig])))
+        groups.append(SubcktInstances("mir", (ni,), subckt=MIRROR, ports=np.column_stack([mi, ig]),
+                                      params={"gain": np.full(ni, cfg.mirror_gain)}))
         subckts.append(mirror_subckt())
     models: tuple[str, ...] = ()
     if access is not None:
@@ -422,11 +428,18 @@ def build_read_chain(spec: CrossbarSpec, G: np.ndarray, cfg: PeripheryConfig, sc
         subckts.append(sub)
         groups += adc_groups
     if title is None:
-        title = (f"xbar-cosim read chain {spec.rows}x{spec.pcols} cell={spec.cell}"
-                 f"{' 1T1R' if access is not None else ''} {'transposed' if transpose else 'forward'}, "
-                 f"{cfg.dac.encoding}, {cfg.opamp_kind} op-amp, {type(cfg.adc).__name__}")
+        title = chain_title(spec, cfg, transpose, access)
     layout = w.layout("cell") if access is None and (G > 0).all() else None   # a full array of plain cells
     return Circuit(title, nodes, tuple(groups), subckts=tuple(subckts), models=models, layout=layout)
+
+
+def chain_title(spec: CrossbarSpec, cfg: PeripheryConfig, transpose: bool, access: AccessParams | None = None,
+                windows: int | None = None) -> str:
+    """The first line of a read-chain deck: the array, direction, windows and periphery."""
+    n = f" {windows} windows," if windows is not None else ""
+    return (f"xbar-cosim read chain {spec.rows}x{spec.pcols} cell={spec.cell}{' 1T1R' if access is not None else ''} "
+            f"{'transposed' if transpose else 'forward'},{n} {cfg.dac.encoding}, {cfg.opamp_kind} op-amp, "
+            f"{type(cfg.adc).__name__}{', paired sensing' if paired_sensing(cfg, spec, transpose) else ''}")
 
 
 def paired_sensing(cfg: PeripheryConfig, spec: CrossbarSpec, transpose: bool) -> bool:
@@ -436,11 +449,11 @@ def paired_sensing(cfg: PeripheryConfig, spec: CrossbarSpec, transpose: bool) ->
 
 
 def mirror_subckt() -> str:
-    """The ideal unity current mirror of paired sensing: ``in`` held at 0 V, the current into
+    """The current mirror of paired sensing: ``in`` held at 0 V, ``gain`` times the current into
     ``in`` drawn out of ``out`` (a current-controlled current source)."""
-    return (f".subckt {MIRROR} in out\n"
+    return (f".subckt {MIRROR} in out params: gain=1\n"
             "Vin in 0 0\n"
-            "Fout out 0 Vin 1\n"
+            "Fout out 0 Vin {gain}\n"
             f".ends {MIRROR}")
 
 

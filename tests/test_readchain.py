@@ -483,6 +483,11 @@ def test_paired_sensing_integrates_each_pairs_difference(engine, rng):
     np.testing.assert_allclose(s_p.charge, s_l.charge[:, 0::2] - s_l.charge[:, 1::2],
                                atol=0.1 * CFG.adc.lsb * CFG.integrator.c_int)
     assert np.abs(s_p.adc_codes - f_p.adc_codes).max() <= 1
+    mis = ReadChain(SPEC, G, replace(paired, mirror_gain=0.95), engine=engine)    # a 5 % mirror mismatch
+    s_m, f_m = (mis.read(codes, backend=b) for b in ("spice", "fast"))
+    np.testing.assert_allclose(s_m.charge, s_l.charge[:, 0::2] - 0.95 * s_l.charge[:, 1::2],
+                               atol=0.1 * CFG.adc.lsb * CFG.integrator.c_int)
+    assert np.abs(s_m.adc_codes - f_m.adc_codes).max() <= 1
     # the pair's difference takes a fraction of the codes that its two lines take, so a smaller
     # capacitor (a higher gain, finer steps) holds it: at the gain where the lines clip, pairs do not
     peak_l, peak_p = lines.code_use(s_l)[0], pairs.code_use(s_p)[0]
@@ -498,7 +503,9 @@ def test_paired_sensing_integrates_each_pairs_difference(engine, rng):
 
 
 def test_sensing_is_part_of_the_config(tmp_path):
-    cfg = replace(CFG, sensing="pairs")
+    cfg = replace(CFG, sensing="pairs", mirror_gain=0.98)
     assert PeripheryConfig.from_json(save_config(cfg, tmp_path / "p.json")) == cfg
+    with pytest.raises(ParameterError, match="mirror_gain"):
+        replace(CFG, mirror_gain=0.0)
     with pytest.raises(ParameterError, match="sensing must be one of lines, pairs"):
         replace(CFG, sensing="diff")

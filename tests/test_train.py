@@ -339,14 +339,18 @@ def test_fingerprint_follows_the_calibration_contents_not_its_path(tmp_path):
 
 
 def test_paired_sensing_is_in_the_fingerprint_and_per_line_runs_keep_theirs():
-    """A chain run with paired sensing is another run; a per-line one (the default) records no
-    ``sensing``, so its checkpoints of before the option resume."""
+    """A chain run with paired sensing is another run, and one with another mirror gain; a
+    per-line one (the default) records neither, so its checkpoints of before the options resume."""
     from netlists.readchain import PeripheryConfig
     data = _small(load_digits_split(), 20)
-    cfg = {s: TrainConfig(layer=LayerConfig(periphery=PeripheryConfig(sensing=s))) for s in ("lines", "pairs")}
-    assert "sensing" not in cfg["lines"].record()["layer"]["periphery"]
-    assert cfg["pairs"].record()["layer"]["periphery"]["sensing"] == "pairs"
-    assert cfg["lines"].fingerprint(data) != cfg["pairs"].fingerprint(data)
+    cfg = {(s, g): TrainConfig(layer=LayerConfig(periphery=PeripheryConfig(sensing=s, mirror_gain=g)))
+           for s in ("lines", "pairs") for g in (1.0, 0.98)}
+    rec = {k: c.record()["layer"]["periphery"] for k, c in cfg.items()}
+    assert not {"sensing", "mirror_gain"} & set(rec["lines", 1.0])          # as before the options
+    assert rec["lines", 0.98] == rec["lines", 1.0]                          # no mirror without pairs
+    assert rec["pairs", 1.0]["sensing"] == "pairs" and "mirror_gain" not in rec["pairs", 1.0]
+    assert rec["pairs", 0.98]["mirror_gain"] == 0.98
+    assert len({c.fingerprint(data) for c in cfg.values()}) == 3
 
 
 def test_bad_settings_fail_before_a_run(tmp_path):

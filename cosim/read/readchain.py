@@ -74,8 +74,8 @@ from netlists.benches import on_resistance_bench
 from netlists.crossbar import CrossbarSpec, build_crossbar, check_conductances
 from netlists.ir import Circuit
 from netlists.readchain import (
-    PeripheryConfig, build_read_chain, chain_schedule, chain_timing, full_scale_time, full_scale_volt_seconds,
-    paired_sensing, window_dac,
+    PeripheryConfig, build_read_chain, chain_schedule, chain_timing, chain_title, full_scale_time,
+    full_scale_volt_seconds, paired_sensing, window_dac,
 )
 from netlists.spice import Tran, write_spice
 
@@ -165,7 +165,9 @@ class ReadChain:
 
     def _per_integrator(self, lines: np.ndarray, transpose: bool) -> np.ndarray:
         """Per-line charges (..., n_lines) -> what each integrator receives (..., n_sense)."""
-        return lines[..., 0::2] - lines[..., 1::2] if self.paired(transpose) else lines
+        if not self.paired(transpose):
+            return lines
+        return lines[..., 0::2] - self.config.mirror_gain * lines[..., 1::2]
 
     def n_in(self, transpose: bool) -> int:
         return self.spec.cols if transpose else self.spec.rows
@@ -247,7 +249,7 @@ class ReadChain:
         if transpose and self.spec.cell == "diff":
             g_worst = np.maximum(self.G[:, 0::2], self.G[:, 1::2]).sum(axis=1)
         elif self.paired(transpose):          # each input's sign can match its pair's difference
-            g_worst = np.abs(self.G[:, 0::2] - self.G[:, 1::2]).sum(axis=0)
+            g_worst = np.abs(self._per_integrator(self.G, transpose)).sum(axis=0)
         else:
             g_worst = gt
         q_max = cfg.full_scale * vs_max * float(g_worst.max())
@@ -458,12 +460,9 @@ class ReadChain:
     def circuit(self, windows: np.ndarray, transpose: bool = False) -> tuple[Circuit, float]:
         """The chain as IR for a batch of windows (batch, n_win, n_drive); returns it and t_stop."""
         sched = chain_schedule(self.config, windows, self.timing)
+        title = chain_title(self.spec, self.config, transpose, self.access, windows.shape[0] * windows.shape[1])
         circ = build_read_chain(self.spec, self.G, self.config, sched, transpose=transpose, access=self.access,
-                                title=(f"xbar-cosim read chain {self.spec.rows}x{self.spec.pcols} cell={self.spec.cell}"
-                                       f"{' 1T1R' if self.access is not None else ''} "
-                                       f"{'transposed' if transpose else 'forward'}, {windows.shape[0] * windows.shape[1]} "
-                                       f"windows, {self.config.dac.encoding}, {self.config.opamp_kind} op-amp, "
-                                       f"{type(self.config.adc).__name__}"))
+                                title=title)
         return circ, sched.t_stop
 
     def deck(self, codes, transpose: bool = False, *, energy: bool = False) -> str:

@@ -200,8 +200,12 @@ class TrainConfig:
         out["device_table"] = None if self.device_table is None else content_digest(self.device_table.to_dict())
         if not lay.chain_autorange:        # recorded when used: checkpoints of earlier runs stay theirs
             del out["layer"]["chain_autorange"]
-        if lay.periphery is not None and lay.periphery.sensing == "lines":      # the same
-            del out["layer"]["periphery"]["sensing"]
+        pc = out["layer"]["periphery"]
+        if pc is not None:              # the same for the sensing of pairs and the mirror's gain
+            for key, unused in (("mirror_gain", pc["sensing"] == "lines" or pc["mirror_gain"] == 1.0),
+                                ("sensing", pc["sensing"] == "lines")):
+                if unused:
+                    del pc[key]
         if self.unit_cell != "2pcm3t1c" or self.lsp_pulse_width == LEGACY_LSP_PULSE_WIDTH:
             del out["lsp_pulse_width"]     # a unit-cell run of before resumes with --lsp-pulse-width 50e-9
         return out
