@@ -88,8 +88,8 @@ def _refuse_unused(args) -> None:
 
 
 #: Options that act only beside another one: option -> (the one it needs, its default then).
-DEPENDENT = {"mc_d2d_sigma": ("mc_runs", 0.1), "mc_stuck_frac": ("mc_runs", 0.01), "mc_opamp_offset_v": ("mc_runs", 0.0),
-             "audit_chain_scope": ("audit_every", "auto"), "audit_chain_samples": ("audit_every", 1)}
+DEPENDENT = {"mc_d2d_sigma": ("mc_runs", 0.1), "mc_stuck_frac": ("mc_runs", 0.01),
+             "mc_opamp_offset_v": ("mc_runs", 0.0), "audit_chain_scope": ("audit_every", "auto"), "audit_chain_samples": ("audit_every", 1)}
 
 
 def _dependent_options(args) -> None:
@@ -269,7 +269,8 @@ def train_parser(sub) -> None:
     p.add_argument("--audit-chain-scope", choices=["auto", "transient", "array"], default=None,
                    help="with --periphery: what an audit simulates in ngspice: the whole chain's transient, or the "
                         "wired array's DC read behind the fast path's converters (auto: the transient up to 128 x 128 "
-                        "physical cells, the array above; a 256-row chain transient takes minutes per sample; default auto)")
+                        "physical cells, the array above; a 256-row chain transient takes minutes per sample; "
+                        "default auto)")
     p.add_argument("--audit-chain-samples", type=nonneg_int_arg, default=None, metavar="N",
                    help="samples of the mini-batch a transient chain audit re-reads (0: all; default 1)")
     p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
