@@ -184,21 +184,15 @@ class PCM(MicroSiemensDevice):
         top by exp(-x), so n of them multiply it by exp(-n x) (exact, the same arithmetic as
         :meth:`step` n times). A write amplitude that reaches the RESET window falls back to
         the pulse-by-pulse loop."""
-        p = self.params
-        a = abs(polarity * self.v_write)
-        if exposure(a, shape, p.v_reset_lo, p.v_reset_hi) > 0:
-            return super().apply_counts(state, counts, shape, variation, noise, polarity=polarity)
-        s = np.atleast_1d(np.asarray(state, float))
-        n = np.asarray(counts, float)
-        x = self._ks(variation, noise, s.size) * float(exposure(a, shape, p.v_set_lo, p.v_set_hi))
-        return self._smax - (self._smax - s) * np.exp(-n * x)
+        return self.counts_stepper(shape, variation, noise, polarity=polarity)(state, counts)
 
     def counts_stepper(self, shape: PulseShape, variation=None, noise=None, *, polarity: int = +1):
         """:meth:`apply_counts` with its per-device rate ``x`` computed once for every call."""
         p = self.params
         a = abs(polarity * self.v_write)
-        if exposure(a, shape, p.v_reset_lo, p.v_reset_hi) > 0:
-            return super().counts_stepper(shape, variation, noise, polarity=polarity)
+        if exposure(a, shape, p.v_reset_lo, p.v_reset_hi) > 0:       # pulse by pulse
+            base = super().apply_counts
+            return lambda state, counts: base(state, counts, shape, variation, noise, polarity=polarity)
         x = None
 
         def step(state, counts):

@@ -24,14 +24,16 @@ Circuit (one line shown; forward reads drive the rows at ``rd<i>`` and integrate
                                                                   rst, vdd, vss        ramp, en, clr
 
 The 0 V sense source ``Vsen_<j>`` (positive for current out of the array, the IR's sign) is
-optional (``sense=False``: the integrator sits on the line end). Paired sensing of a differential
-array's forward read (``PeripheryConfig.sensing="pairs"``): column ``2j`` (G+) feeds integrator
-``j`` as above; column ``2j+1`` (G-) ends, through its sense source, on the input ``mi<j>`` of a
-unity current mirror (``xbar_mirror``) whose output draws the same current from ``ig<j>``::
+optional (``sense=False``: the integrator sits on the line end). Cells of zero conductance are
+left open. Paired sensing of a differential array's forward read
+(``PeripheryConfig.sensing="pairs"``): column ``2j`` (G+) feeds integrator ``j`` as above;
+column ``2j+1`` (G-) ends, through its sense source, on the input ``mi<j>`` of a current mirror
+(``xbar_mirror``) whose output draws ``mirror_gain`` times that current from ``ig<j>``::
 
     cs_2j   --Vsen_2j-----> ig_j --[integrator]--> io_j --[ADC]--> code_j
-    cs_2j+1 --Vsen_2j+1--> mi_j --[mirror: mi_j at 0 V, I(mi_j) drawn from ig_j] Cells of zero conductance are
-left open. 1T1R arrays: an NMOS access transistor in series with every cell
+    cs_2j+1 --Vsen_2j+1--> mi_j --[mirror: mi_j at 0 V, gain x I(mi_j) drawn from ig_j]
+
+1T1R arrays: an NMOS access transistor in series with every cell
 (:func:`netlists.access.access_cells`), all word lines on one node at ``v_gate``, bulk on
 ``vss``.
 """
@@ -101,7 +103,7 @@ class PeripheryConfig:
         How a differential array's forward read is sensed. ``"lines"``: one integrator and ADC
         per physical column; each weight column is the digital difference of its pair's two
         codes. ``"pairs"``: one integrator and ADC per pair; the G- column ends on the input of
-        a unity current mirror (an ideal one: a virtual ground at 0 V) that draws its current
+        a current mirror (a virtual ground at 0 V) that draws ``mirror_gain`` times its current
         from the G+ column's integrator input, so the integrator holds the pair's difference
         and the converter's whole range goes to it. Transposed reads and single-ended arrays
         are the same either way (a transposed read drives the pair's columns in opposite phases:

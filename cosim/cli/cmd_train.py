@@ -89,7 +89,8 @@ def _refuse_unused(args) -> None:
 
 #: Options that act only beside another one: option -> (the one it needs, its default then).
 DEPENDENT = {"mc_d2d_sigma": ("mc_runs", 0.1), "mc_stuck_frac": ("mc_runs", 0.01),
-             "mc_opamp_offset_v": ("mc_runs", 0.0), "audit_chain_scope": ("audit_every", "auto"), "audit_chain_samples": ("audit_every", 1)}
+             "mc_opamp_offset_v": ("mc_runs", 0.0), "audit_chain_scope": ("audit_every", "auto"),
+             "audit_chain_samples": ("audit_every", 1)}
 
 
 def _dependent_options(args) -> None:
@@ -99,8 +100,8 @@ def _dependent_options(args) -> None:
         if getattr(args, name) is None:
             setattr(args, name, default)
         elif not getattr(args, needs):
-            flag = lambda n: "--" + n.replace("_", "-")  # noqa: E731
-            raise ValueError(f"{flag(name)} acts only with {flag(needs)}, which this run does not have")
+            flag, other = ("--" + n.replace("_", "-") for n in (name, needs))
+            raise ValueError(f"{flag} acts only with {other}, which this run does not have")
 
 
 def cmd_train(args) -> int:

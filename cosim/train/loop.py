@@ -201,11 +201,10 @@ class TrainConfig:
         if not lay.chain_autorange:        # recorded when used: checkpoints of earlier runs stay theirs
             del out["layer"]["chain_autorange"]
         pc = out["layer"]["periphery"]
-        if pc is not None:              # the same for the sensing of pairs and the mirror's gain
-            for key, unused in (("mirror_gain", pc["sensing"] == "lines" or pc["mirror_gain"] == 1.0),
-                                ("sensing", pc["sensing"] == "lines")):
-                if unused:
-                    del pc[key]
+        if pc is not None and pc["sensing"] == "lines":      # the same for the sensing of pairs
+            del pc["sensing"], pc["mirror_gain"]
+        elif pc is not None and pc["mirror_gain"] == 1.0:    # and for an ideal mirror
+            del pc["mirror_gain"]
         if self.unit_cell != "2pcm3t1c" or self.lsp_pulse_width == LEGACY_LSP_PULSE_WIDTH:
             del out["lsp_pulse_width"]     # a unit-cell run of before resumes with --lsp-pulse-width 50e-9
         return out
