@@ -25,6 +25,8 @@ R2 b 0 3000
 .end
 """
 
+NO_DC_SOLUTION = "nosolution\n.options klu\nI1 0 a 5\nB1 a 0 I = 2*tanh(v(a))\n.save v(a)\n.op\n.end\n"
+
 
 def test_subprocess_engine_reads_the_raw_file(engine):
     res = engine.run(DIVIDER, need=["v(b)", "i(v1)"])
@@ -59,6 +61,9 @@ def test_shared_engine_matches_subprocess_and_reruns_with_alter(engine, shared_e
     ("garbage\nV1 a 0 1\nR1 a 0 1k\nthis is garbage\n.op\n.end\n", NgspiceParseError, "parse"),
     ("save\nV1 a 0 1\nR1 a 0 1k\n.save v(nothere)\n.op\n.end\n", MissingVectorError, "does not have"),
     ("subckt\nV1 a 0 1\nR1 a 0 1k\nX1 a 0 nosuch\n.op\n.end\n", NgspiceParseError, "subcircuit"),
+    # no DC solution (5 A into a sink that takes 2 A at most): gmin stepping, source stepping and
+    # the pseudo-transient operating point all fail, and ngspice's answer is NaN
+    (NO_DC_SOLUTION, NgspiceConvergenceError, "did not converge"),
 ])
 def test_failures_are_typed_with_the_log_tail(kind, deck, error, match, engine, shared_engine):
     eng = engine if kind == "subprocess" else shared_engine
