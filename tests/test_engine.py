@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.raw_decks   # the engine itself, on decks written by hand (bad ones too)
 
 from cosim.sim.engine import SharedEngine, SubprocessEngine
-from cosim.sim.results import check_log, read_raw
+from cosim.sim.results import AnalysisResult, check_log, check_vectors, read_raw
 from cosim.sim.errors import (
     BatchError,
     MissingVectorError, NgspiceConvergenceError, NgspiceCrash, NgspiceError, NgspiceParseError,
@@ -126,6 +126,13 @@ def test_convergence_fallback_is_refused_unless_allowed():
         check_log(log)
     notes = check_log(log, allow_fallback=True)
     assert any("gmin" in n for n in notes)
+
+
+def test_non_finite_results_are_refused():
+    plots = [AnalysisResult("op", {"v(a)": np.array([1.0, np.nan]), "v(b)": np.array([1.0, 2.0])})]
+    check_vectors(plots, ["v(b)"], None, "", None)
+    with pytest.raises(NgspiceConvergenceError, match=r"NaN or infinite values in v\(a\)"):
+        check_vectors(plots, ["v(b)", "v(a)"], None, "", None)
 
 
 def test_timeout_stops_ngspice(tmp_path):

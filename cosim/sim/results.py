@@ -192,7 +192,8 @@ def check_log(log: str, *, allow_fallback: bool = False, deck_path: Path | None 
 
 def check_vectors(plots: list[AnalysisResult], need: Sequence[str], points: int | None, log: str,
                   deck_path: Path | None, quote: bool = True) -> None:
-    """Refuse a result without plots, without a vector in ``need``, or with too few points."""
+    """Refuse a result without plots, without a vector in ``need``, with too few points, or with a
+    NaN or infinity in a vector of ``need`` (a failed analysis that left no error in the log)."""
     kw = dict(log=log, deck_path=deck_path, quote=quote)
     if not plots:
         raise MissingVectorError("ngspice wrote no results", **kw)
@@ -203,6 +204,9 @@ def check_vectors(plots: list[AnalysisResult], need: Sequence[str], points: int 
     n = min((len(v) for v in vecs.values()), default=0)
     if n == 0 or (points is not None and n < points):
         raise MissingVectorError(f"ngspice returned {n} points, expected {points or 'at least 1'}", **kw)
+    bad = [v for v in need if not np.all(np.isfinite(vecs[v.lower()]))]
+    if bad:
+        raise NgspiceConvergenceError(f"ngspice returned NaN or infinite values in {', '.join(bad)}", **kw)
 
 
 def includes_files(deck: str) -> bool:
