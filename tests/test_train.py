@@ -136,6 +136,26 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         train(other, data, tmp_path / "cut", progress=False)
 
 
+def test_a_finished_run_is_extended_to_the_longer_run(tmp_path):
+    """--epochs larger on a finished run's folder goes on from its last epoch, to the same result
+    as a run started with the larger value; a smaller value is refused."""
+    data = _small(load_digits_split())
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, layer=LayerConfig(r_wire=1.0))
+    longer = replace(cfg, epochs=2)
+    straight = train(longer, data, tmp_path / "straight", progress=False)
+    assert len(train(cfg, data, tmp_path / "run", progress=False)["history"]) == 1
+    extended = train(longer, data, tmp_path / "run", progress=False)
+    assert extended["history"] == straight["history"] and extended["config"]["epochs"] == 2
+    a, b = np.load(tmp_path / "straight" / "checkpoint.npz"), np.load(tmp_path / "run" / "checkpoint.npz")
+    for key in ("gp0", "gm0", "gp1", "gm1", "losses", "soft_losses"):
+        assert np.array_equal(a[key], b[key])
+    with pytest.raises(ParameterError, match=r"trained 2 epochs, more than --epochs 1: a run can be extended, "
+                                             r"not shortened"):
+        train(cfg, data, tmp_path / "run", progress=False)
+    with pytest.raises(ParameterError, match=r"another configuration \(epochs: 2 -> 3; lr: 0.5 -> 0.1\)"):
+        train(replace(cfg, epochs=3, lr=0.1), data, tmp_path / "run", progress=False)
+
+
 def test_user_npz_data(tmp_path, rng):
     p = tmp_path / "d.npz"
     np.savez(p, X_train=rng.uniform(0, 1, (30, 5)), y_train=rng.integers(0, 3, 30),

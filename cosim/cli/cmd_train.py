@@ -210,7 +210,8 @@ def train_parser(sub) -> None:
     p.add_argument("--data", help="mnist, fashion-mnist (see xbar data), or an .npz with X_train, y_train, X_test, "
                    "y_test (default: scikit-learn's 8x8 digits)")
     p.add_argument("--hidden", type=int, nargs="+", help=f"hidden layer sizes (default {' '.join(map(str, td('hidden')))})")
-    p.add_argument("--epochs", type=int, help=f"epochs (default {td('epochs')})")
+    p.add_argument("--epochs", type=int, help=f"epochs (default {td('epochs')}); a larger value on a finished "
+                   "run's --out extends it")
     p.add_argument("--batch-size", type=int, help=f"mini-batch size (default {td('batch_size')})")
     p.add_argument("--lr", type=float, help=f"learning rate (default {td('lr')})")
     p.add_argument("--seed", type=nonneg_int_arg, help=f"seed (default {td('seed')})")

@@ -280,13 +280,30 @@ def _changes(old, new, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.').removeprefix('cfg.')}: {old!r} -> {new!r}"]
 
 
+def _only_longer(meta: dict, run: dict | None) -> bool:
+    """Whether a checkpoint's run differs from ``run`` in its number of epochs alone, and has not
+    gone past the new one: the epochs only bound the loop (data order, learning rate and audit
+    pace do not depend on them), so the run goes on as if it had been started with the new value."""
+    old = meta.get("run")
+    if not (old and run and "epochs" in old.get("cfg", {})):
+        return False
+    if {**old, "cfg": {**old["cfg"], "epochs": None}} != {**run, "cfg": {**run["cfg"], "epochs": None}}:
+        return False
+    target = run["cfg"]["epochs"]
+    if meta["epoch"] > target or (meta["epoch"] == target and meta["batch"] > 0):
+        done = f"{meta['epoch']} epochs" + (f" and {meta['batch']} mini-batches" if meta["batch"] else "")
+        raise ParameterError(f"the checkpoint has trained {done}, more than --epochs {target}: a run can be "
+                             "extended, not shortened (use a new --out folder, or --fresh)")
+    return True
+
+
 def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, run: dict | None = None) -> _State | None:
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if meta["fingerprint"] != fp:
+            if meta["fingerprint"] != fp and not _only_longer(meta, run):
                 changed = _changes(meta.get("run"), run) if meta.get("run") and run else []
                 what = f" ({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''})" if changed else ""
                 raise ParameterError(f"{path} belongs to a run with another configuration{what}; use a new --out "
@@ -341,7 +358,8 @@ def train(cfg: TrainConfig, data: Dataset, out_dir: Path, *, engine=None, progre
     batches since, to the same result).
 
     The folder is held for this run (:class:`cosim.sim.files.RunLock`): a second run on it fails
-    with a message that names this one.
+    with a message that names this one. A checkpoint of the same run with fewer ``epochs`` (a
+    finished run, say) is extended: the run goes on to the result a longer run gives.
     """
     out_dir = Path(out_dir)
     auditor = Auditor(audit, cfg, out_dir, cfg.seed) if audit is not None else None   # refused before any folder
