@@ -28,6 +28,8 @@ the phase.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +107,32 @@ class PCMParams:
                                  "half-selected cells would switch")
         if self.v_write >= self.v_reset_lo:
             raise ParameterError("v_write must stay below v_reset_lo (a SET pulse would RESET)")
+
+
+def _counts_cells(s, counts, x, smax, out):  # pragma: no cover - compiled
+    """``smax - (smax - s) exp(-counts x)`` per device, one pass, ``exp`` only where a device
+    got pulses: the same operations in the same order as the numpy expression (exp(-0 x) = 1,
+    and a product with 1 is exact), so the same numbers."""
+    for i in range(s.size):
+        d = smax - s[i]
+        c = counts[i]
+        if c != 0:
+            d = d * np.exp(-float(c) * x[i])
+        out[i] = smax - d
+    return out
+
+
+@functools.cache
+def _counts_kernel():
+    """:func:`_counts_cells` compiled by numba (cached on disk), or None where numba is missing
+    or ``XBAR_NO_NUMBA`` is set (then the numpy expression runs)."""
+    if os.environ.get("XBAR_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.njit(cache=True, nogil=True)(_counts_cells)
 
 
 class PCM(MicroSiemensDevice):
@@ -200,6 +228,10 @@ class PCM(MicroSiemensDevice):
             s = np.atleast_1d(np.asarray(state, float))
             if x is None:
                 x = self._ks(variation, noise, s.size) * float(exposure(a, shape, p.v_set_lo, p.v_set_hi))
+            n = np.asarray(counts)
+            kern = _counts_kernel()
+            if kern is not None and s.ndim == 1 and n.shape == s.shape and n.dtype.kind in "iuf":
+                return kern(s, n, x, self._smax, np.empty_like(s))
             return self._smax - (self._smax - s) * np.exp(-np.asarray(counts, float) * x)
         return step
 

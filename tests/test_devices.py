@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.cap3t1c import Cap3T1C, Cap3T1CParams
-from models.pulse import PulseShape
+from models.pulse import PulseShape, exposure
 from models.registry import REGISTRY, get_device
 from models.errors import ParameterError
 from models.linear import LinearParams
@@ -287,11 +287,13 @@ def test_apply_counts_equals_pulse_by_pulse(name, compiled, rng, monkeypatch):
     the slot-by-slot twin (:meth:`DeviceModel.apply_counts`: one ``step`` per slot), with and
     without device variation, compiled or not."""
     import models.cap3t1c as cap
+    import models.pcm as pcm
     from models.device import DeviceModel   # noqa: I001
 
     assert {"pcm", "cap3t1c"} <= set(_closed_forms())
     if not compiled:
         monkeypatch.setattr(cap, "_phase_kernel", lambda: None)   # where numba is not
+        monkeypatch.setattr(pcm, "_counts_kernel", lambda: None)
     dev = get_device(name)
     n = 300
     lo, hi = sorted(dev.state_range)
@@ -304,6 +306,27 @@ def test_apply_counts_equals_pulse_by_pulse(name, compiled, rng, monkeypatch):
             loop = DeviceModel.apply_counts(dev, s, counts, shape, var, noise, polarity=pol)
             np.testing.assert_allclose(fast, loop, rtol=1e-12, atol=1e-12 * (hi - lo))
             assert np.abs(fast - s).max() > 1e-3 * (hi - lo)
+
+
+def test_compiled_pcm_counts_are_the_numpy_closed_form_bit_for_bit(rng):
+    """The PCM's compiled per-device pass (exp only where a device got pulses) gives the numpy
+    expression's numbers exactly, for mostly-zero counts of the types the updates pass."""
+    import models.pcm as pcm
+
+    if pcm._counts_kernel() is None:
+        pytest.skip("numba is not installed (or XBAR_NO_NUMBA is set): the numpy expression runs")
+    dev = get_device("pcm")
+    n = 20_000
+    lo, hi = sorted(dev.state_range)
+    s = rng.uniform(lo, hi, n)
+    counts = np.where(rng.random(n) < 0.15, rng.integers(1, 11, n), 0)
+    var, noise = dev.draw_variation(n, rng), dev.draw_noise(n, rng)
+    x = dev._ks(var, noise, n) * float(exposure(dev.v_write, PulseShape(), dev.params.v_set_lo,
+                                                dev.params.v_set_hi))
+    want = dev._smax - (dev._smax - s) * np.exp(-np.asarray(counts, float) * x)
+    step = dev.counts_stepper(PulseShape(), var, noise)
+    for dtype in (np.int32, np.int64, np.float32, np.float64):
+        assert np.array_equal(step(s, counts.astype(dtype)), want)
 
 
 def test_apply_phases_is_apply_counts_phase_after_phase(rng, monkeypatch):
