@@ -382,12 +382,18 @@ class CapUpdate:
             raise ParameterError(f"3T1C update backend must be 'fast' or 'spice', got {self.backend!r}")
         if self.bl < 1:
             raise ParameterError(f"bl must be >= 1, got {self.bl}")
+        self._steps: dict = {}
 
     def step_conductance(self) -> float:
-        """Conductance change of one up pulse at the middle of the V_C range [S]."""
+        """Conductance change of one up pulse at the middle of the V_C range [S] (computed once
+        per device and pulse)."""
         dev = self.device
-        mid = np.array([0.5 * sum(dev.state_range)])
-        return float((dev.to_conductance(dev.step(mid, dev.v_write, self.shape)) - dev.to_conductance(mid))[0])
+        key = (id(dev), self.shape)
+        if key not in self._steps:
+            mid = np.array([0.5 * sum(dev.state_range)])
+            self._steps[key] = float((dev.to_conductance(dev.step(mid, dev.v_write, self.shape))
+                                      - dev.to_conductance(mid))[0])
+        return self._steps[key]
 
     def pulse_counts(self, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray, polarity: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

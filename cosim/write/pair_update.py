@@ -121,6 +121,7 @@ class PulseUpdate:
         if self.table is not None:
             self._check_table()
         self._variation: dict = {}
+        self._steps: dict = {}
 
     def _check_table(self) -> None:
         t, dev = self.table, self.device
@@ -153,7 +154,14 @@ class PulseUpdate:
     def step_conductance(self) -> float:
         """Conductance change of one full-selected pulse from the bottom of the range [S], of
         the nominal twin (also with a table: the pulse trains' ``dw_min`` is a setting of the
-        controller, designed for the nominal device, not a property of the device it drives)."""
+        controller, designed for the nominal device, not a property of the device it drives);
+        computed once per device and pulse."""
+        key = (id(self.device), self.shape)
+        if key not in self._steps:
+            self._steps[key] = self._first_step()
+        return self._steps[key]
+
+    def _first_step(self) -> float:
         dev = self.device
         lo = dev.from_conductance(np.array([min(dev.to_conductance(np.array(dev.state_range, float)))]))
         after = dev.step(lo, dev.v_write, self.shape)
