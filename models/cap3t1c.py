@@ -191,6 +191,71 @@ def _phase_kernel():
     return fn
 
 
+def _phase_masks(s, rmask, cmask, polarity, pop, coefs, gains, decay, k):  # pragma: no cover - compiled
+    """:func:`_phase_cells` with each phase's counts given as bit masks: cell (i, j) of a
+    (rows, cols) array (``s`` row-major) gets ``pop[rmask[ph, i] & cmask[ph, j]]`` pulses; ``k``
+    (rows, cols) is work. The same operations per cell, so the same numbers; rows without a
+    pulse only decay. Returns the slots of all phases and the pulses."""
+    m = coefs.shape[1]
+    R = rmask.shape[1]
+    C = cmask.shape[1]
+    total = 0
+    pulses = 0
+    for ph in range(rmask.shape[0]):
+        top = 0
+        for i in range(R):
+            ri = rmask[ph, i]
+            if ri == 0:
+                continue
+            for j in range(C):
+                n_ij = pop[ri & cmask[ph, j]]
+                k[i, j] = n_ij
+                pulses += n_ij
+                if n_ij > top:
+                    top = n_ij
+        n = top
+        if n == 0 or polarity[ph] == 0:
+            continue
+        total += n
+        sel = 0 if polarity[ph] > 0 else 1
+        gain = gains[sel]
+        idle = np.empty(n + 1)
+        for e in range(n + 1):
+            idle[e] = decay ** e
+        for i in range(R):
+            if rmask[ph, i] == 0:
+                for j in range(C):
+                    s[i * C + j] *= idle[n]
+                continue
+            for j in range(C):
+                x = s[i * C + j]
+                n_ij = k[i, j]
+                for _ in range(n_ij):
+                    y = 0.0
+                    for t in range(m):
+                        y = y * x + coefs[sel, t]
+                    x = (x + gain * y) * decay
+                if n_ij < n:
+                    x *= idle[n - n_ij]
+                s[i * C + j] = x
+    return total, pulses
+
+
+@functools.cache
+def _mask_kernel():
+    """:func:`_phase_masks` compiled by numba, or None (then the masks become counts for
+    :meth:`Cap3T1C.apply_phases`)."""
+    if _phase_kernel() is None:
+        return None
+    import numba
+    return numba.njit(cache=True, nogil=True)(_phase_masks)
+
+
+@functools.cache
+def _popcounts(bits: int) -> np.ndarray:
+    return np.array([bin(v).count("1") for v in range(1 << bits)], np.int64)
+
+
 class Cap3T1C(DeviceModel):
     """3T1C cell at transistor level; state = V_C [V]."""
 
@@ -381,6 +446,34 @@ class Cap3T1C(DeviceModel):
         if total < 0:
             raise bad
         return flat.reshape(s.shape), int(total)
+
+    def apply_masks(self, state, row_masks, col_masks, polarity, shape: PulseShape) -> tuple[np.ndarray, int, int]:
+        """:meth:`apply_phases` of an array's cells (rows, cols) with each phase's pulses as bit
+        masks (:func:`cosim.write.pulses.coincidence_masks`): cell (i, j) gets popcount(row_masks[ph, i]
+        AND col_masks[ph, j]) pulses. Returns the state, the slots and the pulses; the same numbers
+        as :meth:`apply_phases` of the counts, without forming them where numba is there."""
+        s = np.array(state, float)
+        rm, cm, pol = (np.asarray(a) for a in (row_masks, col_masks, polarity))
+        if s.ndim != 2 or rm.shape != (len(pol), s.shape[0]) or cm.shape != (len(pol), s.shape[1]):
+            raise ShapeError(f"state (rows, cols) {s.shape} needs row masks (phases, rows) and column masks "
+                             f"(phases, cols) with one polarity per phase, got {rm.shape}, {cm.shape}, {pol.shape}")
+        if rm.dtype.kind not in "iu" or cm.dtype.kind not in "iu" or min(rm.min(initial=0), cm.min(initial=0)) < 0:
+            raise ParameterError("pulse masks must be integers >= 0")
+        top = int(max(rm.max(initial=0), cm.max(initial=0)))
+        pop = _popcounts(max(top.bit_length(), 1))
+        kernel = _mask_kernel()
+        if kernel is None or abs(self.v_write) < self.v_threshold:
+            counts = pop[rm[:, :, None] & cm[:, None, :]].reshape(len(pol), s.size)
+            out, slots = self.apply_phases(s.ravel(), counts, pol, shape)
+            return out.reshape(s.shape), slots, int(counts.sum())
+        p, c = self.params, self.c_eff
+        gains = np.array([(shape.width + 2 * shape.rise * p.rho_up) / c,
+                          -(shape.width + 2 * shape.rise * p.rho_dn) / c])
+        decay = float(np.exp(-shape.period / (p.r_leak * c)))
+        flat = s.ravel()
+        slots, pulses = kernel(flat, rm.astype(np.int64), cm.astype(np.int64), np.sign(pol).astype(np.int64), pop,
+                               np.array([p.i_up, p.i_dn], float), gains, decay, np.empty(s.shape, np.int64))
+        return flat.reshape(s.shape), int(slots), int(pulses)
 
     def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:
         p = self.params

@@ -366,3 +366,33 @@ def test_apply_phases_is_apply_counts_phase_after_phase(rng, monkeypatch):
     np.testing.assert_allclose(fused, loop, rtol=1e-12, atol=0)
     with pytest.raises(ParameterError, match="whole numbers"):
         dev.apply_phases(s, counts + 0.5, pol, shape)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_apply_masks_is_apply_phases_of_the_popcounts(compiled, rng, monkeypatch):
+    """Pulses given as each line's slot masks (a cell's count: the popcount of its row's AND
+    its column's mask) give :meth:`Cap3T1C.apply_phases`' numbers of those counts bit for bit,
+    the same slots and the pulses, compiled or not (the count-free pass where numba is)."""
+    import models.cap3t1c as cap
+    from models.errors import ShapeError
+
+    if not compiled:
+        monkeypatch.setattr(cap, "_mask_kernel", lambda: None)
+    dev = cap.Cap3T1C()
+    shape = PulseShape(5e-9, 5e-10, 1e-8, 1e-9)
+    s = rng.uniform(*dev.state_range, (17, 6))
+    rm = np.where(rng.random((12, 17)) < 0.4, rng.integers(1, 1 << 10, (12, 17)), 0)
+    cm = np.where(rng.random((12, 6)) < 0.6, rng.integers(1, 1 << 10, (12, 6)), 0)
+    rm[[3, 8]] = 0                                         # phases without pulses take no slots
+    pol = np.where(rng.random(12) < 0.5, 1, -1)
+    counts = np.array([[bin(int(a) & int(b)).count("1") for a in r for b in c] for r, c in zip(rm, cm)])
+    want, want_slots = dev.apply_phases(s.ravel(), counts, pol, shape)
+    got, slots, pulses = dev.apply_masks(s, rm, cm, pol, shape)
+    assert np.array_equal(got, want.reshape(s.shape)) and slots == want_slots and pulses == counts.sum()
+    assert np.array_equal(s, dev.apply_masks(s, rm[:0], cm[:0], pol[:0], shape)[0])   # no phases, no change
+    with pytest.raises(ParameterError, match="integers >= 0"):
+        dev.apply_masks(s, rm - 1, cm, pol, shape)
+    with pytest.raises(ParameterError, match="integers >= 0"):
+        dev.apply_masks(s, rm + 0.5, cm, pol, shape)
+    with pytest.raises(ShapeError, match="row masks"):
+        dev.apply_masks(s, rm[:, :5], cm, pol, shape)

@@ -88,3 +88,21 @@ def test_batched_coincidences_are_the_per_sample_trains():
         coincidence_counts(x, d[:3], rng=rng, **kw)
     with pytest.raises(ParameterError, match="finite"):
         coincidence_counts(np.full((1, 9), np.nan), d[:1], rng=rng, **kw)
+
+
+def test_coincidence_masks_hold_the_counts():
+    """Each line's slots as the bits of one integer: the popcounts of row AND column masks are
+    the batched counts, from the same draws."""
+    from cosim.write.pulses import coincidence_counts, coincidence_masks
+
+    rng = np.random.default_rng(4)
+    x, d = rng.uniform(-1, 1, (4, 11)), rng.uniform(-0.5, 0.5, (4, 5))
+    x[1] = 0.0
+    kw = dict(lr=0.05, dw_min=0.003, bl=10)
+    counts, pol = coincidence_counts(x, d, rng=np.random.default_rng(5), **kw)
+    rm, cm, mpol = coincidence_masks(x, d, rng=np.random.default_rng(5), **kw)
+    assert rm.shape == (16, 11) and cm.shape == (16, 5) and np.array_equal(mpol, pol)
+    pop = np.vectorize(lambda v: bin(int(v)).count("1"))
+    assert np.array_equal(pop(rm[:, :, None] & cm[:, None, :]), counts)
+    with pytest.raises(ParameterError, match="1 to 16 slots"):
+        coincidence_masks(x, d, rng=rng, lr=0.05, dw_min=0.003, bl=17)

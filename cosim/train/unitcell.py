@@ -86,7 +86,7 @@ from cosim.train.layers import (
 )
 from cosim.write.mapping import MappingSpec
 from cosim.write.program import write_verify
-from cosim.write.pulses import coincidence_counts
+from cosim.write.pulses import MASK_BITS, coincidence_counts, coincidence_masks
 from models.device import DeviceModel
 from models.errors import ParameterError, ShapeError
 from models.pulse import PulseShape
@@ -406,6 +406,14 @@ class CapUpdate:
     def apply(self, tile: UnitCellTile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
               mapping: MappingSpec, rng: np.random.Generator) -> None:
         dev = self.device
+        if self.backend == "fast" and self.bl <= MASK_BITS and hasattr(dev, "apply_masks"):
+            # all sub-phases in one pass, each cell's count the popcount of its row's and column's slots
+            dw_min = float(np.mean(scale)) * self.step_conductance()
+            rm, cm, pol = coincidence_masks(x, d, lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+            s, slots, pulses = dev.apply_masks(tile.vc, rm, cm, pol * tile.polarity, self.shape)
+            self.pulses += pulses
+            self._settle(tile, s.ravel(), slots)
+            return
         counts, pol = self.pulse_counts(x, d, lr, scale, tile.polarity, rng)
         self.pulses += int(counts.sum(dtype=np.float64))
         s = tile.vc.ravel()
@@ -415,9 +423,14 @@ class CapUpdate:
             signed = counts.astype(np.int32) * pol.astype(np.int32)[:, None, None]
             slots = sum(int(np.abs(c).max()) for c in signed if c.any())
             s = self._spice(s, signed)
+        self._settle(tile, s, slots)
+
+    def _settle(self, tile: UnitCellTile, s: np.ndarray, slots: int) -> None:
+        """The new capacitor voltages (flat), within the cell's range; the reference cells get no
+        pulses but leak over the same slots as the array."""
+        dev = self.device
         lo, hi = dev.state_range
         tile.vc = np.clip(s, lo, hi).reshape(tile.vc.shape)
-        # the reference cells get no pulses but leak over the same slots as the array
         if tile.vc_ref is not None and slots:
             tile.vc_ref = np.clip(dev.leak(tile.vc_ref, slots * self.shape.period), lo, hi)
 

@@ -120,20 +120,16 @@ def _draw_bits(x, d, lr, dw_min, bl, rng):
     return rbits, cbits, a * b / k
 
 
-def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The updates of a mini-batch as coincidence counts (samples * 4, n_rows, n_cols), float32
-    (exact: at most ``bl``), sample after sample, sub-phase after sub-phase, and each sub-phase's
-    polarity (+1: its coincidences increase the weight). The same draws and counts as
-    :func:`pulse_trains` and :meth:`PulseTrains.coincidences` per sample, with one batched
-    product for the counts."""
+def _batch_bits(x: np.ndarray, d: np.ndarray, lr: float, dw_min: float, bl: int, rng: np.random.Generator):
+    """The row and column bits of a mini-batch's sub-phases, (samples, 4, bl, n) bool each,
+    sample after sample (the draws of :func:`pulse_trains`), and each sub-phase's polarity."""
     x, d = np.asarray(x, float), np.asarray(d, float)
     if x.ndim != 2 or d.ndim != 2 or x.shape[0] != d.shape[0]:
         raise ShapeError(f"x and d must be (samples, n) with as many samples, got {x.shape} and {d.shape}")
     B, n_r = x.shape
     n_c = d.shape[1]
-    rows = np.zeros((B, 4, bl, n_r), np.float32)
-    cols = np.zeros((B, 4, bl, n_c), np.float32)
+    rows = np.zeros((B, 4, bl, n_r), bool)
+    cols = np.zeros((B, 4, bl, n_c), bool)
     for s in range(B):
         drawn = _draw_bits(x[s], d[s], lr, dw_min, bl, rng)
         if drawn is None:
@@ -142,8 +138,42 @@ def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float
         for k_, (sx, sd) in enumerate(QUADRANTS):
             rows[s, k_] = rbits & (np.sign(x[s]) == sx)
             cols[s, k_] = cbits & (np.sign(d[s]) == sd)
-    counts = np.matmul(rows.reshape(B * 4, bl, n_r).transpose(0, 2, 1), cols.reshape(B * 4, bl, n_c))
-    return counts, np.tile([-sx * sd for sx, sd in QUADRANTS], B)
+    return rows, cols, np.tile([-sx * sd for sx, sd in QUADRANTS], B)
+
+
+def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The updates of a mini-batch as coincidence counts (samples * 4, n_rows, n_cols), float32
+    (exact: at most ``bl``), sample after sample, sub-phase after sub-phase, and each sub-phase's
+    polarity (+1: its coincidences increase the weight). The same draws and counts as
+    :func:`pulse_trains` and :meth:`PulseTrains.coincidences` per sample, with one batched
+    product for the counts."""
+    rows, cols, pol = _batch_bits(x, d, lr, dw_min, bl, rng)
+    B, _, _, n_r = rows.shape
+    n_c = cols.shape[-1]
+    r = rows.reshape(B * 4, bl, n_r).astype(np.float32)
+    c = cols.reshape(B * 4, bl, n_c).astype(np.float32)
+    return np.matmul(r.transpose(0, 2, 1), c), pol
+
+
+#: Slots per sub-phase up to which :func:`coincidence_masks` packs a line's bits into an integer.
+MASK_BITS = 16
+
+
+def coincidence_masks(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`coincidence_counts` as bit masks: each line's slots in one integer (bit t: slot t),
+    rows (samples * 4, n_rows) and columns (samples * 4, n_cols), int64, and the polarities. A
+    cell's count is the popcount of its row's AND its column's mask: the same draws, and no
+    (phases, rows, cols) array (``bl`` at most :data:`MASK_BITS`)."""
+    if not 1 <= bl <= MASK_BITS:
+        raise ParameterError(f"bit masks hold 1 to {MASK_BITS} slots per sub-phase, got bl = {bl}")
+    rows, cols, pol = _batch_bits(x, d, lr, dw_min, bl, rng)
+    weights = (1 << np.arange(bl, dtype=np.int64))[:, None]
+    B = rows.shape[0]
+    rm = (rows * weights).sum(axis=2).reshape(B * 4, -1)
+    cm = (cols * weights).sum(axis=2).reshape(B * 4, -1)
+    return rm, cm, pol
 
 
 def pair_columns(trains: PulseTrains) -> tuple[np.ndarray, np.ndarray]:
