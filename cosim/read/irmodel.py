@@ -303,7 +303,7 @@ def _line_sweeps_compiled(kern, G, r_row, r_col, lines, mean_field, scratch) -> 
         return _SCRATCH.get(name, (N, M)) if scratch else np.empty((N, M))
 
     out = [new("xR"), new("xC")] + ([new("rR"), new("rC")] if lines else [])
-    u_row, u_col = _SCRATCH.get("u_row", (M + 2,)), _SCRATCH.get("u_col", (N + 2, M))
+    u_row, u_col = _SCRATCH.get("u_row", (4, M + 2)), _SCRATCH.get("u_col", (N + 2, M))
     kern["ir_rows_k"](G, float(r_row), out[0], out[2] if lines else out[0], lines, u_row)
     kern["ir_cols_k"](G, float(r_col), out[1], out[3] if lines else out[1], lines, u_col)
     if mean_field:                      # K_R(G gbar): the row sums of G gbar, unscaled
@@ -413,18 +413,33 @@ class IRModel:
         return bool(self.b or self.b2)
 
     # -- the model ----------------------------------------------------------------------------
-    def _check_range(self, rho: np.ndarray, den: np.ndarray) -> None:
-        top = float(rho.max())
+    def _check_range(self, top: float, bad: int, stacklevel: int = 3) -> None:
+        """Refuse ``bad`` cells with a denominator not > 0; warn when the largest line loading
+        ``top`` lies beyond the calibration's."""
         fitted = f", its calibration reaches {self.rho_max:.3g}" if self.rho_max is not None else ""
-        if not (den > 0).all():
+        if bad:
             raise ParameterError(
-                f"the cheap IR model is outside its range: its denominator is <= 0 at {int((den <= 0).sum())} "
+                f"the cheap IR model is outside its range: its denominator is <= 0 at {bad} "
                 f"cells (largest line loading rho = {top:.3g}{fitted}); read this array with the exact "
                 "solver (backend='fast') or recalibrate on larger arrays / wire resistances")
         if self.rho_max is not None and top > RANGE_MARGIN * self.rho_max:
             warnings.warn(f"cheap IR model used at a line loading rho = {top:.3g}, beyond the largest of its "
                           f"calibration ({self.rho_max:.3g}): the fitted terms are extrapolated; check against the "
-                          "exact solver (backend='fast')", RuntimeWarning, stacklevel=3)
+                          "exact solver (backend='fast')", RuntimeWarning, stacklevel=stacklevel)
+
+    def _compiled_weights(self, G: np.ndarray, r_row: float, r_col: float) -> np.ndarray | None:
+        """:meth:`physical_weights` by compiled sweeps and one compiled pass (the same numbers), or
+        None where numba is not there or the cross term is the exact one (small arrays)."""
+        kern, (N, M), a = compiled(), G.shape, self.a
+        if kern is None or not (r_row > 0 and r_col > 0) or N * M * min(N, M) <= EXACT_CROSS_WORK:
+            return None
+        xR, xC, rR, rC, KT = _line_sweeps(G, r_row, r_col, lines=True, mean_field=True, scratch=True)
+        cf = np.array([r_row, a[6], a[7], -a[7], a[5], a[4], a[0] - a[2], a[1] - a[3], *a[2:4], self.b, self.b2,
+                       self.c])
+        W, rho = np.empty(G.shape), _SCRATCH.get("pw0", G.shape)
+        bad = kern["ir_combine_k"](np.ascontiguousarray(G), xR, xC, rR, rC, KT, cf, W, rho)
+        self._check_range(float(rho.max()), int(bad), stacklevel=4)
+        return W
 
     def physical_weights(self, G: np.ndarray, r_row: float, r_col: float,
                          features: IRFeatures | None = None) -> np.ndarray:
@@ -433,6 +448,10 @@ class IRModel:
         if r_row == 0 and r_col == 0:
             return G.copy()
         full = self.uses_lines or self.uses_cross
+        if features is None and self.uses_cross:
+            W = self._compiled_weights(G, r_row, r_col)
+            if W is not None:
+                return W
         f = features if features is not None else ir_features(G, r_row, r_col, cross=self.uses_cross, lines=full,
                                                               _scratch=True)
         a = self.a
@@ -465,7 +484,7 @@ class IRModel:
             if coef:
                 den += np.multiply(arr, coef, out=tmp)
         den += 1.0
-        self._check_range(rho, den)
+        self._check_range(float(rho.max()), int(np.count_nonzero(~(den > 0))))
         np.divide(G, den, out=W)
         if self.uses_cross:             # + D (b + b2 rho / s) / s^2, s = 1 + c rho
             s = np.multiply(rho, self.c, out=work[1])

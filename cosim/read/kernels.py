@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["compiled", "FieldPool", "ThreadScratch", "FIELDS", "chain_solve_rows", "chain_solve_cols", "sweep_rows",
            "sweep_cols",
            "apply_k", "chain_factor_k", "cg_setup_k", "cg_init_k", "cg_residual_k", "cg_finish_k",
-           "line_sweeps_numpy", "ir_rows_k", "ir_cols_k"]
+           "line_sweeps_numpy", "ir_rows_k", "ir_cols_k", "ir_combine_k"]
 
 
 def chain_solve_rows(y, w, inv_m):  # pragma: no cover - compiled
@@ -317,26 +317,34 @@ FIELDS = FieldPool(512 << 20)
 
 def ir_rows_k(G, r, x, rho, lines, u):  # pragma: no cover - compiled
     """The cheap IR model's row chains on G's own layout: x = r K_R(G) and, with ``lines``, the
-    exact single-line loadings rho (u: work, M + 2). The operations of
+    exact single-line loadings rho (u: work, (4, M + 2)). The operations of
     :func:`line_sweeps_numpy` per chain, in its order (its zero padding adds exact zeros), so
-    the same numbers."""
+    the same numbers. Four rows at a time, their chains interleaved: each chain is a serial
+    recursion, and four independent ones keep the core busy (a last block repeats its last
+    row, reading every value of a step before writing, so a repeated row gets its own numbers)."""
     N, M = G.shape
-    for i in range(N):
-        acc = 0.0
+    for i0 in range(0, N, 4):
+        i1, i2, i3 = min(i0 + 1, N - 1), min(i0 + 2, N - 1), min(i0 + 3, N - 1)
+        a0 = a1 = a2 = a3 = 0.0
         for j in range(M - 1, -1, -1):
-            acc = G[i, j] + acc
-            x[i, j] = acc
-        acc = 0.0
+            a0, a1, a2, a3 = G[i0, j] + a0, G[i1, j] + a1, G[i2, j] + a2, G[i3, j] + a3
+            x[i0, j], x[i1, j], x[i2, j], x[i3, j] = a0, a1, a2, a3
+        a0 = a1 = a2 = a3 = 0.0
         for j in range(M):
-            acc = acc + x[i, j]
-            x[i, j] = acc * r
+            a0, a1, a2, a3 = a0 + x[i0, j], a1 + x[i1, j], a2 + x[i2, j], a3 + x[i3, j]
+            x[i0, j], x[i1, j], x[i2, j], x[i3, j] = a0 * r, a1 * r, a2 * r, a3 * r
         if lines:
-            u[M + 1] = 1.0
-            u[M] = 1.0
+            for q in range(4):
+                u[q, M + 1] = 1.0
+                u[q, M] = 1.0
             for l in range(M - 1, -1, -1):
-                u[l] = (G[i, l] * r + 2.0) * u[l + 1] - u[l + 2]
-            for j in range(M):
-                rho[i, j] = u[0] / u[j + 1] - 1.0
+                u[0, l] = (G[i0, l] * r + 2.0) * u[0, l + 1] - u[0, l + 2]
+                u[1, l] = (G[i1, l] * r + 2.0) * u[1, l + 1] - u[1, l + 2]
+                u[2, l] = (G[i2, l] * r + 2.0) * u[2, l + 1] - u[2, l + 2]
+                u[3, l] = (G[i3, l] * r + 2.0) * u[3, l + 1] - u[3, l + 2]
+            for q, i in enumerate((i0, i1, i2, i3)):
+                for j in range(M):
+                    rho[i, j] = u[q, 0] / u[q, j + 1] - 1.0
 
 
 def ir_cols_k(G, r, x, rho, lines, u):  # pragma: no cover - compiled
@@ -365,6 +373,52 @@ def ir_cols_k(G, r, x, rho, lines, u):  # pragma: no cover - compiled
         for l in range(N):
             for j in range(M):
                 rho[N - 1 - l, j] = u[0, j] / u[l + 1, j] - 1.0
+
+
+def ir_combine_k(G, xR, xC, rR, rC, KT, cf, W, R):  # pragma: no cover - compiled
+    """The cheap IR model's effective conductances W from the line sweeps' features, in one pass
+    (:meth:`cosim.read.irmodel.IRModel.physical_weights` with its line and cross terms and the
+    mean-field cross term D = x_C (r_row K_R(G gbar) - G x_R)); R gets rho = rho_R + rho_C.
+    ``cf``: r_row, a6, a7, -a7, a5, a4, a0 - a2, a1 - a3, a2, a3, b, b2, c. The numpy path's
+    operations in its order; where it skips a term of coefficient 0, this adds an exact zero to
+    a sum that ends in + 1 (the same numbers, finite features), so the loop has no branch and
+    vectorises. Returns the count of cells whose denominator is not > 0."""
+    N, M = G.shape
+    r_row, a6, a7, na7, a5, a4 = cf[0], cf[1], cf[2], cf[3], cf[4], cf[5]
+    c02, c13, a2, a3, b, b2, c = cf[6], cf[7], cf[8], cf[9], cf[10], cf[11], cf[12]
+    bad = 0
+    for i in range(N):
+        for j in range(M):
+            g, xr, xc, rr, rc = G[i, j], xR[i, j], xC[i, j], rR[i, j], rC[i, j]
+            rho = rr + rc
+            P = rr * rc
+            den = rho * a6
+            den = den + a7
+            den = den * rho
+            den = den + xr * na7
+            den = den + xc * na7
+            den = den + P * a5
+            den = den * rho
+            den = den / (rho + 1.0)
+            den = den + P * a4
+            den = den + xr * c02
+            den = den + xc * c13
+            den = den + rr * a2
+            den = den + rc * a3
+            den = den + 1.0
+            bad += 0 if den > 0.0 else 1
+            R[i, j] = rho
+            D = (KT[i, j] * r_row) * xc - (g * xr) * xc
+            s = rho * c
+            s = s + 1.0
+            k = rho / s
+            k = k * b2
+            k = k + b
+            s = s * s
+            k = k / s
+            k = k * D
+            W[i, j] = g / den + k
+    return bad
 
 
 def line_sweeps_numpy(Y, a2, u, nl):
@@ -409,6 +463,7 @@ def compiled() -> dict | None:
         _COMPILED = {f.__name__: jit(f) for f in (chain_solve_rows, chain_solve_cols, sweep_rows, sweep_cols, apply_k,
                                                   chain_factor_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k,
                                                   ir_rows_k, ir_cols_k)}
+        _COMPILED["ir_combine_k"] = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")(ir_combine_k)
         y, w, v = np.zeros((2, 2, 1)), np.zeros((2, 2)), np.zeros(1)   # compile (or load the cache) once
         _COMPILED["chain_solve_rows"](y, w, w)
         _COMPILED["chain_solve_cols"](y, w, w)
@@ -422,6 +477,7 @@ def compiled() -> dict | None:
         _COMPILED["cg_residual_k"](y, y.copy(), v, v.copy())
         _COMPILED["cg_finish_k"](y, y.copy(), v, w, w, w, s2.copy(), s2.copy(), s2.copy())
         for lines in (True, False):
-            _COMPILED["ir_rows_k"](w, 1.0, w.copy(), w.copy(), lines, np.ones(4))
+            _COMPILED["ir_rows_k"](w, 1.0, w.copy(), w.copy(), lines, np.ones((4, 4)))
             _COMPILED["ir_cols_k"](w, 1.0, w.copy(), w.copy(), lines, np.ones((4, 2)))
+        _COMPILED["ir_combine_k"](w, w, w, w, w, w, np.zeros(13), w.copy(), w.copy())
     return _COMPILED
