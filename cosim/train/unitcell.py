@@ -142,6 +142,14 @@ class UnitCellSpec:
             raise ParameterError(f"max_rounds must be >= 1, got {self.max_rounds}")
 
 
+def _uniform(f, a: np.ndarray) -> np.ndarray:
+    """``f(a)`` of an elementwise ``f``, evaluated once where every entry of ``a`` is the same
+    (the reference cells: they leak alike between transfers)."""
+    if a.size and a.min() == a.max():
+        return np.full(a.shape, f(a.ravel()[:1])[0])
+    return f(a)
+
+
 @dataclass
 class UnitCellTile(Tile):
     """A tile with a PCM pair (``g_plus``, ``g_minus``) and a 3T1C array (``vc`` [V]) with a
@@ -159,7 +167,8 @@ class UnitCellTile(Tile):
         if self._lsp is None:
             R, C = self.vc.shape
             g = np.maximum(lsp.to_conductance(self.vc), 1e-12)
-            ref = np.full((R, C), g_shared) if self.vc_ref is None else np.maximum(lsp.to_conductance(self.vc_ref), 1e-12)
+            ref = np.full((R, C), g_shared) if self.vc_ref is None else np.maximum(_uniform(lsp.to_conductance,
+                                                                                             self.vc_ref), 1e-12)
             spec = CrossbarSpec(rows=R, cols=C, cell="diff", r_row=cfg.r_wire, r_col=cfg.r_wire, v_read=lsp.v_read)
             self._lsp = Crossbar(spec, interleave(g, ref), engine=engine)
         return self._lsp

@@ -120,12 +120,17 @@ def _draw_bits(x, d, lr, dw_min, bl, rng):
     return rbits, cbits, a * b / k
 
 
-def _batch_bits(x: np.ndarray, d: np.ndarray, lr: float, dw_min: float, bl: int, rng: np.random.Generator):
-    """The row and column bits of a mini-batch's sub-phases, (samples, 4, bl, n) bool each,
-    sample after sample (the draws of :func:`pulse_trains`), and each sub-phase's polarity."""
+def _check_batch(x, d) -> tuple[np.ndarray, np.ndarray]:
     x, d = np.asarray(x, float), np.asarray(d, float)
     if x.ndim != 2 or d.ndim != 2 or x.shape[0] != d.shape[0]:
         raise ShapeError(f"x and d must be (samples, n) with as many samples, got {x.shape} and {d.shape}")
+    return x, d
+
+
+def _batch_bits(x: np.ndarray, d: np.ndarray, lr: float, dw_min: float, bl: int, rng: np.random.Generator):
+    """The row and column bits of a mini-batch's sub-phases, (samples, 4, bl, n) bool each,
+    sample after sample (the draws of :func:`pulse_trains`), and each sub-phase's polarity."""
+    x, d = _check_batch(x, d)
     B, n_r = x.shape
     n_c = d.shape[1]
     rows = np.zeros((B, 4, bl, n_r), bool)
@@ -168,12 +173,21 @@ def coincidence_masks(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float,
     (phases, rows, cols) array (``bl`` at most :data:`MASK_BITS`)."""
     if not 1 <= bl <= MASK_BITS:
         raise ParameterError(f"bit masks hold 1 to {MASK_BITS} slots per sub-phase, got bl = {bl}")
-    rows, cols, pol = _batch_bits(x, d, lr, dw_min, bl, rng)
-    weights = (1 << np.arange(bl, dtype=np.int64))[:, None]
-    B = rows.shape[0]
-    rm = (rows * weights).sum(axis=2).reshape(B * 4, -1)
-    cm = (cols * weights).sum(axis=2).reshape(B * 4, -1)
-    return rm, cm, pol
+    x, d = _check_batch(x, d)
+    B = x.shape[0]
+    rm = np.zeros((B * 4, x.shape[1]), np.int64)
+    cm = np.zeros((B * 4, d.shape[1]), np.int64)
+    weights = 1 << np.arange(bl, dtype=np.int64)
+    for s in range(B):
+        drawn = _draw_bits(x[s], d[s], lr, dw_min, bl, rng)
+        if drawn is None:
+            continue
+        r, c = weights @ drawn[0], weights @ drawn[1]      # each line's slots, bit t for slot t
+        sx, sd = np.sign(x[s]), np.sign(d[s])
+        for k_, (qx, qd) in enumerate(QUADRANTS):
+            rm[4 * s + k_] = np.where(sx == qx, r, 0)
+            cm[4 * s + k_] = np.where(sd == qd, c, 0)
+    return rm, cm, np.tile([-qx * qd for qx, qd in QUADRANTS], B)
 
 
 def pair_columns(trains: PulseTrains) -> tuple[np.ndarray, np.ndarray]:
