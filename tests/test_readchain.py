@@ -133,13 +133,39 @@ def test_spice_codes_match_twin_within_one_lsb(engine, rng, transpose, exact_cor
     assert np.abs(s.codes - f.codes).max() <= (1 if transpose else 2)
     assert np.abs(s.v_out - f.v_out).max() <= 0.5 * lsb
     np.testing.assert_allclose(s.charge, f.charge, atol=0.5 * lsb * CFG.integrator.c_int)
-    assert not chain._at_end(s.swing).any() and not chain._at_end(f.swing).any()   # nothing clips, at any time
+    assert not _at_end(chain, s.swing, "spice").any() and not _at_end(chain, f.swing).any()   # nothing clips
     # the outputs mean something: the equivalent currents follow the exact array solve
     from cosim.read.mvm import Crossbar
     V = codes / CFG.dac.max_code * CFG.dac.v_read
     I = Crossbar(SPEC, chain.G).read(V, transpose=transpose, backend="fast")
     assert np.abs(f.current - I).max() < 0.15 * np.abs(I).max()  # the op-amp's finite GBW and gain
     assert np.corrcoef(s.decoded.ravel(), I.ravel())[0, 1] > 0.995
+
+
+def _at_end(chain, codes, backend="fast"):
+    lo, hi = chain.code_limits(backend)
+    return (codes <= lo) | (codes >= hi)
+
+
+def test_an_ngspice_read_saturated_by_the_smooth_clamp_counts_as_clipped(engine, rng):
+    """The macro op-amp's clamp holds a saturated integrator a few knees inside its rail, a code
+    or two short of the converter's end where the two ranges meet: ngspice reads count the codes
+    8 knees inside the rails as clipped (the twin clips at the rail itself), so the autoranging
+    of ngspice reads backs off a saturating gain too."""
+    from cosim.train.layers import ranged_read
+
+    chain = ReadChain(SPEC, rng.uniform(10e-6, 25e-6, SPEC.g_shape), CFG, engine=engine)
+    assert chain.code_limits("fast") == (0, CFG.adc.n_codes - 1)
+    lo, hi = chain.code_limits("spice")
+    assert 0 < lo <= 3 and CFG.adc.n_codes - 5 <= hi < CFG.adc.n_codes - 1
+    x = 0.8 * np.vstack([np.ones(SPEC.rows), -np.ones(SPEC.rows), rng.uniform(-1, 1, SPEC.rows)])   # k = 0 holds it
+    k = chain.max_gain(False)
+    sat = chain.with_gain(k).read_values(x, backend="spice")
+    at_ends = np.mean((sat.swing <= 0) | (sat.swing >= CFG.adc.n_codes - 1))
+    assert at_ends < chain.code_use(sat)[1]           # saturated outputs short of the converter's ends
+    gains: dict = {"k": k}
+    res = ranged_read(chain, gains, "k", x, False, k, backend="spice")
+    assert gains["k"] < k and chain.code_use(res)[1] == 0
 
 
 def test_a_swing_past_a_rail_between_the_phases_is_seen_and_ranged_away(engine):
@@ -159,11 +185,12 @@ def test_a_swing_past_a_rail_between_the_phases_is_seen_and_ranged_away(engine):
     # phase 1 alone: 3 x 25 uS x 0.2 V x 63 ns = 0.9 pC, 1.5 V on 0.6 pF (step 3); the sum 0.1 V
     over, fine = chain.with_gain(3), chain.with_gain(1)
     f, s = (over.read_values(x, transpose=True, backend=b) for b in ("fast", "spice"))
-    assert over._at_end(f.swing).all() and over._at_end(s.swing).all()
-    assert over.code_use(f)[1] == 1.0 and not over._at_end(f.adc_codes).any()   # swung to a rail, ends in range
+    assert _at_end(over, f.swing).all() and _at_end(over, s.swing, "spice").all()
+    assert over.code_use(f)[1] == over.code_use(s)[1] == 1.0
+    assert not _at_end(over, f.adc_codes).any()                                  # swung to a rail, ends in range
     assert np.abs(f.adc_codes - s.adc_codes).max() > 3                           # what the flag is for
     f, s = (fine.read_values(x, transpose=True, backend=b) for b in ("fast", "spice"))
-    assert not fine._at_end(f.swing).any() and np.abs(f.swing - s.swing).max() <= 1
+    assert not _at_end(fine, f.swing).any() and np.abs(f.swing - s.swing).max() <= 1
     assert np.abs(f.adc_codes - s.adc_codes).max() <= 1 and np.abs(f.swing - fine.mid_code()).max() > 8
     gains: dict = {}
     res = ranged_read(chain, gains, "k", x, True, 4, backend="fast")

@@ -68,7 +68,7 @@ from cosim.sim.engine import SubprocessEngine
 from models.adc import RampAdcParams, check_adc_range, code_to_voltage, quantize, ramp_convert
 from models.dac import shift_and_add, to_codes, volt_second_moments, volt_seconds
 from models.errors import ParameterError, ShapeError, raise_or_warn
-from models.integrator import charge_to_voltage, check_integrator_range, effective_capacitance, start_voltage
+from models.integrator import charge_to_voltage, check_integrator_range, effective_capacitance, start_voltage, swing
 from netlists.access import AccessParams
 from netlists.benches import on_resistance_bench
 from netlists.crossbar import CrossbarSpec, build_crossbar, check_conductances
@@ -302,13 +302,17 @@ class ReadChain:
             return 64
         return max(0, int(np.floor(np.log2(integ.c_int / load))))
 
-    def code_limits(self) -> tuple[int, int]:
-        """The lowest and highest code the converters give (a fitted chain: the codes it reached
-        in SPICE)."""
+    def code_limits(self, backend: str = "fast") -> tuple[int, int]:
+        """The lowest and highest code the converters give: a fitted chain's as it reached them in
+        SPICE; an ngspice read's, 8 knees inside the op-amp's rails (its clamp holds a saturated output there)."""
         lo, hi = 0, self.config.adc.n_codes - 1
         if self.fit is not None:
             lo = lo if self.fit.code_lo < 0 else self.fit.code_lo
             hi = hi if self.fit.code_hi < 0 else self.fit.code_hi
+        elif backend == "spice":        # a code or two short of the ends where the two ranges meet
+            integ, adc, m = self.config.integrator, self.config.adc, 8 * self.config.integrator.macro.knee
+            lo = max(lo, int((swing(integ)[0] + m - adc.v_lo) // adc.lsb))
+            hi = min(hi, int((swing(integ)[1] - m - adc.v_lo) // adc.lsb))
         return lo, hi
 
     def code_use(self, result: ReadResult) -> tuple[float, float]:
@@ -317,11 +321,11 @@ class ReadChain:
         larger): a raw code at an end of the range, or an output that reached one during the
         window (``result.swing``: the two signed phases can take it past a rail and back). What a
         chip's digital side sees: its codes and a peak detector's."""
-        lo, hi = self.code_limits()
+        lo, hi = self.code_limits(result.backend)
         mid = self.mid_code()
         half = max(1, min(mid - lo, hi - mid))
         sw = np.asarray(result.swing)        # never nearer the start than the final codes
-        return float(np.abs(sw - mid).max() / half), float(np.mean(self._at_end(sw)))
+        return float(np.abs(sw - mid).max() / half), float(np.mean((sw <= lo) | (sw >= hi)))
 
     def mid_code(self) -> int:
         """The code of the integrator's start voltage (0 V unless the op-amp has an offset; the
@@ -449,10 +453,6 @@ class ReadChain:
             return np.where(vs > 0, f, 0) @ self.transfer(transpose, 1) + np.where(vs < 0, f, 0) @ self.transfer(
                 transpose, -1)
         return f @ self.transfer(transpose, ir_model=ir_model)
-
-    def _at_end(self, codes: np.ndarray) -> np.ndarray:
-        lo, hi = self.code_limits()
-        return (codes <= lo) | (codes >= hi)
 
     def _farther(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Elementwise, the code of ``a`` and ``b`` farther from the start voltage's."""
