@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from models.device import BenchDrive, DeviceModel
-from models.pulse import PulseShape
+from models.pulse import MASK_BITS, PulseShape
 from models.spice_text import fmt
 from models.errors import ParameterError, ShapeError, check_positive
 from models.mosfet import NMOS_180, PMOS_180, MosfetCard
@@ -457,8 +457,9 @@ class Cap3T1C(DeviceModel):
         if s.ndim != 2 or rm.shape != (len(pol), s.shape[0]) or cm.shape != (len(pol), s.shape[1]):
             raise ShapeError(f"state (rows, cols) {s.shape} needs row masks (phases, rows) and column masks "
                              f"(phases, cols) with one polarity per phase, got {rm.shape}, {cm.shape}, {pol.shape}")
-        if rm.dtype.kind not in "iu" or cm.dtype.kind not in "iu" or min(rm.min(initial=0), cm.min(initial=0)) < 0:
-            raise ParameterError("pulse masks must be integers >= 0")
+        if rm.dtype.kind not in "iu" or cm.dtype.kind not in "iu" or min(rm.min(initial=0), cm.min(initial=0)) < 0 \
+                or max(rm.max(initial=0), cm.max(initial=0)) >= 1 << MASK_BITS:
+            raise ParameterError(f"pulse masks must be integers in [0, 2^{MASK_BITS}): {MASK_BITS} slots at most")
         top = int(max(rm.max(initial=0), cm.max(initial=0)))
         pop = _popcounts(max(top.bit_length(), 1))
         kernel = _mask_kernel()

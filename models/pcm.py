@@ -109,30 +109,36 @@ class PCMParams:
             raise ParameterError("v_write must stay below v_reset_lo (a SET pulse would RESET)")
 
 
-def _counts_cells(s, counts, x, smax, out):  # pragma: no cover - compiled
-    """``smax - (smax - s) exp(-counts x)`` per device, one pass, ``exp`` only where a device
-    got pulses: the same operations in the same order as the numpy expression (exp(-0 x) = 1,
-    and a product with 1 is exact), so the same numbers."""
+def _pulsed_args(n, x):  # pragma: no cover - compiled
+    """The devices with pulses and their exponents -n x."""
+    on = np.flatnonzero(n)
+    arg = np.empty(on.size)
+    for k in range(on.size):
+        arg[k] = -float(n[on[k]]) * x[on[k]]
+    return on, arg
+
+
+def _pulsed_apply(s, smax, on, e, out):  # pragma: no cover - compiled
+    """out = smax - (smax - s), and smax - (smax - s) e at the pulsed devices."""
     for i in range(s.size):
-        d = smax - s[i]
-        c = counts[i]
-        if c != 0:
-            d = d * np.exp(-float(c) * x[i])
-        out[i] = smax - d
-    return out
+        out[i] = smax - (smax - s[i])
+    for k in range(on.size):
+        i = on[k]
+        out[i] = smax - (smax - s[i]) * e[k]
 
 
 @functools.cache
-def _counts_kernel():
-    """:func:`_counts_cells` compiled by numba (cached on disk), or None where numba is missing
-    or ``XBAR_NO_NUMBA`` is set (then the numpy expression runs)."""
+def _pulsed_kernels():
+    """:func:`_pulsed_args` and :func:`_pulsed_apply` compiled by numba, or None where numba is
+    missing or ``XBAR_NO_NUMBA`` is set (numpy's fancy indexing then)."""
     if os.environ.get("XBAR_NO_NUMBA"):
         return None
     try:
         import numba
     except ImportError:
         return None
-    return numba.njit(cache=True, nogil=True)(_counts_cells)
+    jit = numba.njit(cache=True, nogil=True)
+    return jit(_pulsed_args), jit(_pulsed_apply)
 
 
 class PCM(MicroSiemensDevice):
@@ -229,10 +235,21 @@ class PCM(MicroSiemensDevice):
             if x is None:
                 x = self._ks(variation, noise, s.size) * float(exposure(a, shape, p.v_set_lo, p.v_set_hi))
             n = np.asarray(counts)
-            kern = _counts_kernel()
-            if kern is not None and s.ndim == 1 and n.shape == s.shape and n.dtype.kind in "iuf":
-                return kern(s, n, x, self._smax, np.empty_like(s))
-            return self._smax - (self._smax - s) * np.exp(-np.asarray(counts, float) * x)
+            if n.shape != s.shape or x.shape != s.shape or n.dtype.kind not in "iu":
+                return self._smax - (self._smax - s) * np.exp(-np.asarray(n, float) * x)
+            # exp only where a device got pulses: elsewhere exp(-0 x) = 1 and d * 1 = d exactly.
+            # numpy's own exp (its SIMD exp may differ from the C library's), so the numbers of
+            # the whole-array expression on every CPU
+            kern = _pulsed_kernels()
+            if kern is None:
+                on = np.flatnonzero(n)
+                out = self._smax - (self._smax - s)
+                out[on] = self._smax - (self._smax - s[on]) * np.exp(-n[on].astype(float) * x[on])
+                return out
+            on, arg = kern[0](n, x)
+            out = np.empty_like(s)
+            kern[1](s, self._smax, on, np.exp(arg), out)
+            return out
         return step
 
     def set_closed_form(self, g0, n, shape: PulseShape) -> np.ndarray:

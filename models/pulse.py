@@ -18,7 +18,10 @@ import numpy as np
 
 from models.errors import ParameterError, check_positive
 
-__all__ = ["PulseShape", "ramp", "ramp_integral", "exposure", "pulse_corners"]
+__all__ = ["PulseShape", "ramp", "ramp_integral", "exposure", "pulse_corners", "MASK_BITS"]
+
+#: Slots per sub-phase up to which a line's pulses travel as the bits of one integer (bit t: slot t).
+MASK_BITS = 16
 
 
 @dataclass(frozen=True)

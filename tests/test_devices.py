@@ -293,7 +293,7 @@ def test_apply_counts_equals_pulse_by_pulse(name, compiled, rng, monkeypatch):
     assert {"pcm", "cap3t1c"} <= set(_closed_forms())
     if not compiled:
         monkeypatch.setattr(cap, "_phase_kernel", lambda: None)   # where numba is not
-        monkeypatch.setattr(pcm, "_counts_kernel", lambda: None)
+        monkeypatch.setattr(pcm, "_pulsed_kernels", lambda: None)
     dev = get_device(name)
     n = 300
     lo, hi = sorted(dev.state_range)
@@ -308,13 +308,15 @@ def test_apply_counts_equals_pulse_by_pulse(name, compiled, rng, monkeypatch):
             assert np.abs(fast - s).max() > 1e-3 * (hi - lo)
 
 
-def test_compiled_pcm_counts_are_the_numpy_closed_form_bit_for_bit(rng):
-    """The PCM's compiled per-device pass (exp only where a device got pulses) gives the numpy
-    expression's numbers exactly, for mostly-zero counts of the types the updates pass."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_pcm_counts_are_the_whole_array_closed_form_bit_for_bit(compiled, rng, monkeypatch):
+    """The PCM's counts stepper (exp only where a device got pulses, numpy's exp) gives the
+    whole-array expression's numbers exactly, for mostly-zero counts of the types the updates
+    pass, compiled or not."""
     import models.pcm as pcm
 
-    if pcm._counts_kernel() is None:
-        pytest.skip("numba is not installed (or XBAR_NO_NUMBA is set): the numpy expression runs")
+    if not compiled:
+        monkeypatch.setattr(pcm, "_pulsed_kernels", lambda: None)
     dev = get_device("pcm")
     n = 20_000
     lo, hi = sorted(dev.state_range)
@@ -325,8 +327,9 @@ def test_compiled_pcm_counts_are_the_numpy_closed_form_bit_for_bit(rng):
                                                 dev.params.v_set_hi))
     want = dev._smax - (dev._smax - s) * np.exp(-np.asarray(counts, float) * x)
     step = dev.counts_stepper(PulseShape(), var, noise)
-    for dtype in (np.int32, np.int64, np.float32, np.float64):
+    for dtype in (np.int32, np.int64, np.float32, np.float64, np.float16, np.uint8):
         assert np.array_equal(step(s, counts.astype(dtype)), want)
+    assert np.array_equal(step(s, np.full(n, 3)), dev._smax - (dev._smax - s) * np.exp(-3.0 * x))
 
 
 def test_apply_phases_is_apply_counts_phase_after_phase(rng, monkeypatch):
@@ -390,9 +393,8 @@ def test_apply_masks_is_apply_phases_of_the_popcounts(compiled, rng, monkeypatch
     got, slots, pulses = dev.apply_masks(s, rm, cm, pol, shape)
     assert np.array_equal(got, want.reshape(s.shape)) and slots == want_slots and pulses == counts.sum()
     assert np.array_equal(s, dev.apply_masks(s, rm[:0], cm[:0], pol[:0], shape)[0])   # no phases, no change
-    with pytest.raises(ParameterError, match="integers >= 0"):
-        dev.apply_masks(s, rm - 1, cm, pol, shape)
-    with pytest.raises(ParameterError, match="integers >= 0"):
-        dev.apply_masks(s, rm + 0.5, cm, pol, shape)
+    for bad in (rm - 1, rm + 0.5, rm + (1 << 16), rm.astype(np.uint64) + np.uint64(1 << 63)):
+        with pytest.raises(ParameterError, match=r"integers in \[0, 2\^16\): 16 slots at most"):
+            dev.apply_masks(s, bad, cm, pol, shape)
     with pytest.raises(ShapeError, match="row masks"):
         dev.apply_masks(s, rm[:, :5], cm, pol, shape)

@@ -166,6 +166,14 @@ def test_an_ngspice_read_saturated_by_the_smooth_clamp_counts_as_clipped(engine,
     gains: dict = {"k": k}
     res = ranged_read(chain, gains, "k", x, False, k, backend="spice")
     assert gains["k"] < k and chain.code_use(res)[1] == 0
+    # a converter wider than the op-amp's swing: the twin's saturated outputs sit at the rails'
+    # codes, never at the converter's ends, and count as clipped there
+    wide = ReadChain(SPEC, chain.G, replace(CFG, adc=QuantizerParams(bits=8, v_lo=-1.0, v_hi=1.0)), engine=engine)
+    lo_w, hi_w = wide.code_limits("fast")
+    assert 20 < lo_w < hi_w < CFG.adc.n_codes - 20
+    sat = wide.with_gain(k).read_values(x, backend="fast")
+    at_rail = (sat.swing >= hi_w) & (sat.swing < CFG.adc.n_codes - 1)
+    assert wide.code_use(sat)[1] > 0.5 and at_rail.any()
 
 
 def test_a_swing_past_a_rail_between_the_phases_is_seen_and_ranged_away(engine):

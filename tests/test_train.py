@@ -144,7 +144,10 @@ def test_a_finished_run_is_extended_to_the_longer_run(tmp_path):
     longer = replace(cfg, epochs=2)
     straight = train(longer, data, tmp_path / "straight", progress=False)
     assert len(train(cfg, data, tmp_path / "run", progress=False)["history"]) == 1
+    (tmp_path / "run" / "monte_carlo.json").write_text("{}")       # a result of the 1-epoch network
     extended = train(longer, data, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "monte_carlo-epoch1.json").exists()
+    assert not (tmp_path / "run" / "monte_carlo.json").exists()
     assert extended["history"] == straight["history"] and extended["config"]["epochs"] == 2
     a, b = np.load(tmp_path / "straight" / "checkpoint.npz"), np.load(tmp_path / "run" / "checkpoint.npz")
     for key in ("gp0", "gm0", "gp1", "gm1", "losses", "soft_losses"):

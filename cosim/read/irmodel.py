@@ -429,7 +429,7 @@ class IRModel:
 
     def _compiled_weights(self, G: np.ndarray, r_row: float, r_col: float) -> np.ndarray | None:
         """:meth:`physical_weights` by compiled sweeps and one compiled pass (the same numbers), or
-        None where numba is not there or the cross term is the exact one (small arrays)."""
+        None where numba is not there, the cross term is the exact one (small arrays) or a cell is bad."""
         kern, (N, M), a = compiled(), G.shape, self.a
         if kern is None or not (r_row > 0 and r_col > 0) or N * M * min(N, M) <= EXACT_CROSS_WORK:
             return None
@@ -437,8 +437,9 @@ class IRModel:
         cf = np.array([r_row, a[6], a[7], -a[7], a[5], a[4], a[0] - a[2], a[1] - a[3], *a[2:4], self.b, self.b2,
                        self.c])
         W, rho = np.empty(G.shape), _SCRATCH.get("pw0", G.shape)
-        bad = kern["ir_combine_k"](np.ascontiguousarray(G), xR, xC, rR, rC, KT, cf, W, rho)
-        self._check_range(float(rho.max()), int(bad), stacklevel=4)
+        if kern["ir_combine_k"](np.ascontiguousarray(G), xR, xC, rR, rC, KT, cf, W, rho):
+            return None                 # a denominator not > 0 (or not finite): the numpy path's verdict
+        self._check_range(float(rho.max()), 0, stacklevel=4)
         return W
 
     def physical_weights(self, G: np.ndarray, r_row: float, r_col: float,

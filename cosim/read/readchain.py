@@ -304,16 +304,16 @@ class ReadChain:
 
     def code_limits(self, backend: str = "fast") -> tuple[int, int]:
         """The lowest and highest code the converters give: a fitted chain's as it reached them in
-        SPICE; an ngspice read's, 8 knees inside the op-amp's rails (its clamp holds a saturated output there)."""
+        SPICE, else the converter's ends or the op-amp's rails inside them (in ngspice 8 knees
+        in: its smooth clamp holds a saturated output there, a code or two short of the rail's)."""
         lo, hi = 0, self.config.adc.n_codes - 1
         if self.fit is not None:
-            lo = lo if self.fit.code_lo < 0 else self.fit.code_lo
-            hi = hi if self.fit.code_hi < 0 else self.fit.code_hi
-        elif backend == "spice":        # a code or two short of the ends where the two ranges meet
-            integ, adc, m = self.config.integrator, self.config.adc, 8 * self.config.integrator.macro.knee
-            lo = max(lo, int((swing(integ)[0] + m - adc.v_lo) // adc.lsb))
-            hi = min(hi, int((swing(integ)[1] - m - adc.v_lo) // adc.lsb))
-        return lo, hi
+            f = self.fit
+            return (lo if f.code_lo < 0 else f.code_lo), (hi if f.code_hi < 0 else f.code_hi)
+        integ, adc = self.config.integrator, self.config.adc
+        m, (r_lo, r_hi) = (8 * integ.macro.knee if backend == "spice" else 0.0), swing(integ)
+        code = lambda v: int((v - adc.v_lo) / adc.lsb + 1e-9)   # noqa: E731 - the quantiser's floor, at a rail
+        return max(lo, code(r_lo + m)), min(hi, code(r_hi - m))
 
     def code_use(self, result: ReadResult) -> tuple[float, float]:
         """How much of its converters a read used: the largest ``|code - mid code|`` as a fraction

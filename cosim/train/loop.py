@@ -283,9 +283,10 @@ def _changes(old, new, prefix: str = "") -> list[str]:
 def _only_longer(meta: dict, run: dict | None) -> bool:
     """Whether a checkpoint's run differs from ``run`` in its number of epochs alone, and has not
     gone past the new one: the epochs only bound the loop (data order, learning rate and audit
-    pace do not depend on them), so the run goes on as if it had been started with the new value."""
+    pace do not depend on them), so the run goes on (or stops) as if it had been started with
+    the new value."""
     old = meta.get("run")
-    if not (old and run and "epochs" in old.get("cfg", {})):
+    if not (isinstance(old, dict) and isinstance(old.get("cfg"), dict) and run and "epochs" in old["cfg"]):
         return False
     if {**old, "cfg": {**old["cfg"], "epochs": None}} != {**run, "cfg": {**run["cfg"], "epochs": None}}:
         return False
@@ -412,6 +413,9 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
     ckpt = out_dir / "checkpoint.npz"
     run = cfg.run_record(data)
     st = (_load_checkpoint(ckpt, fp, net, soft, run) if resume else None) or _State()
+    mc_old = out_dir / "monte_carlo.json"
+    if st.history and mc_old.exists() and st.history[-1]["epoch"] != cfg.epochs:
+        mc_old.replace(out_dir / f"monte_carlo-epoch{st.history[-1]['epoch']}.json")   # of the shorter run
     _check_calibration_covers(net, cfg, data)
     n_batches = -(-len(data.y_train) // cfg.batch_size)
     if auditor is not None and st.epoch * n_batches + st.batch > 0:

@@ -391,18 +391,17 @@ class CapUpdate:
             raise ParameterError(f"3T1C update backend must be 'fast' or 'spice', got {self.backend!r}")
         if self.bl < 1:
             raise ParameterError(f"bl must be >= 1, got {self.bl}")
-        self._steps: dict = {}
+        self._step: tuple | None = None     # (device, pulse, step) of the last step_conductance
 
     def step_conductance(self) -> float:
         """Conductance change of one up pulse at the middle of the V_C range [S] (computed once
         per device and pulse)."""
         dev = self.device
-        key = (id(dev), self.shape)
-        if key not in self._steps:
+        if self._step is None or self._step[0] is not dev or self._step[1] != self.shape:
             mid = np.array([0.5 * sum(dev.state_range)])
-            self._steps[key] = float((dev.to_conductance(dev.step(mid, dev.v_write, self.shape))
-                                      - dev.to_conductance(mid))[0])
-        return self._steps[key]
+            self._step = (dev, self.shape, float((dev.to_conductance(dev.step(mid, dev.v_write, self.shape))
+                                                  - dev.to_conductance(mid))[0]))
+        return self._step[2]
 
     def pulse_counts(self, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray, polarity: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -121,7 +121,7 @@ class PulseUpdate:
         if self.table is not None:
             self._check_table()
         self._variation: dict = {}
-        self._steps: dict = {}
+        self._step: tuple | None = None     # (device, pulse, step) of the last step_conductance
 
     def _check_table(self) -> None:
         t, dev = self.table, self.device
@@ -156,10 +156,9 @@ class PulseUpdate:
         the nominal twin (also with a table: the pulse trains' ``dw_min`` is a setting of the
         controller, designed for the nominal device, not a property of the device it drives);
         computed once per device and pulse."""
-        key = (id(self.device), self.shape)
-        if key not in self._steps:
-            self._steps[key] = self._first_step()
-        return self._steps[key]
+        if self._step is None or self._step[0] is not self.device or self._step[1] != self.shape:
+            self._step = (self.device, self.shape, self._first_step())
+        return self._step[2]
 
     def _first_step(self) -> float:
         dev = self.device

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import ParameterError, ShapeError
+from models.pulse import MASK_BITS
 
 QUADRANTS = ((1, 1), (1, -1), (-1, 1), (-1, -1))   # (sign of x, sign of d)
 
@@ -159,10 +160,6 @@ def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float
     r = rows.reshape(B * 4, bl, n_r).astype(np.float32)
     c = cols.reshape(B * 4, bl, n_c).astype(np.float32)
     return np.matmul(r.transpose(0, 2, 1), c), pol
-
-
-#: Slots per sub-phase up to which :func:`coincidence_masks` packs a line's bits into an integer.
-MASK_BITS = 16
 
 
 def coincidence_masks(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
