@@ -133,82 +133,35 @@ PRESET = replace(Cap3T1CParams(),
                  h_read=(-0.000158340802669406, 0.00046001432898205944, -0.00043139277726126816, 0.00011414676227682908))
 
 
-def _phase_cells(s, counts, polarity, coefs, gains, decay):  # pragma: no cover - compiled
-    """In place, sub-phase after sub-phase: cell i gets counts[ph, i] pulses (V_C += gain
-    polyval(coef, V_C), then a slot's decay), then decays through the slots it sits idle in that
-    phase. ``counts`` (phases, cells):
-    pulses per cell (whole numbers), up where ``polarity`` is > 0, dn where < 0; a phase lasts
-    its largest count of slots. Row 0 of ``coefs`` and entry 0 of ``gains`` are the up pulse's,
-    1 the dn pulse's. Returns the slots of all phases, or -1 (``s`` then part-way: the caller's
-    copy to drop) if a count is negative or not whole."""
+def _phases(s, counts, rmask, cmask, pop, polarity, coefs, gains, decay, k):  # pragma: no cover - compiled
+    """In place, sub-phase after sub-phase: each cell gets its pulses (V_C += gain polyval(coef,
+    V_C), then a slot's decay), then decays through the slots it sits idle in that phase; a phase
+    lasts its largest count of slots, up where ``polarity`` is > 0, dn where < 0 (row 0 of
+    ``coefs`` and entry 0 of ``gains`` are the up pulse's, 1 the dn pulse's). The pulses come as
+    ``counts`` (phases, cells; whole numbers of any real type) or, where ``rmask`` has phases,
+    as bit masks: cell (i, j) of a (rows, cols) array (``s`` row-major) gets
+    ``pop[rmask[ph, i] & cmask[ph, j]]`` pulses, and a row without any only decays. ``k`` (rows,
+    cols; (1, cells) for counts) is work. Returns the slots of all phases and the pulses, or
+    (-1, 0) (``s`` then part-way: the caller's copy to drop) if a count is negative or not whole."""
+    masks = rmask.shape[0] > 0
+    R, C = k.shape
     m = coefs.shape[1]
-    total = 0
-    for ph in range(counts.shape[0]):
-        top = 0
-        for i in range(s.size):
-            v = counts[ph, i]
-            k = int(v)
-            if k != v or k < 0:             # also NaN: never equal
-                return -1
-            if k > top:
-                top = k
-        n = top
-        if n == 0 or polarity[ph] == 0:
-            continue
-        total += n
-        sel = 0 if polarity[ph] > 0 else 1
-        gain = gains[sel]
-        idle = np.empty(n + 1)              # decay ** e, the same numbers as computing it per cell
-        for e in range(n + 1):
-            idle[e] = decay ** e
-        for i in range(s.size):
-            x = s[i]
-            k = int(counts[ph, i])
-            for _ in range(k):
-                y = 0.0
-                for j in range(m):
-                    y = y * x + coefs[sel, j]
-                x = (x + gain * y) * decay
-            if k < n:
-                x *= idle[n - k]
-            s[i] = x
-    return total
-
-
-@functools.cache
-def _phase_kernel():
-    """:func:`_phase_cells` compiled by numba (cached on disk), or None where numba is missing or
-    ``XBAR_NO_NUMBA`` is set (then the numpy loop of :meth:`Cap3T1C.apply_counts` runs)."""
-    if os.environ.get("XBAR_NO_NUMBA"):
-        return None
-    try:
-        import numba
-    except ImportError:
-        return None
-    fn = numba.njit(cache=True, nogil=True)(_phase_cells)
-    for dtype in (np.float32, np.float64, np.int32, np.int64):   # counts' types (float32: from BLAS)
-        fn(np.zeros(1), np.zeros((1, 1), dtype), np.ones(1, np.int64), np.zeros((2, 1)), np.zeros(2), 1.0)
-    return fn
-
-
-def _phase_masks(s, rmask, cmask, polarity, pop, coefs, gains, decay, k):  # pragma: no cover - compiled
-    """:func:`_phase_cells` with each phase's counts given as bit masks: cell (i, j) of a
-    (rows, cols) array (``s`` row-major) gets ``pop[rmask[ph, i] & cmask[ph, j]]`` pulses; ``k``
-    (rows, cols) is work. The same operations per cell, so the same numbers; rows without a
-    pulse only decay. Returns the slots of all phases and the pulses."""
-    m = coefs.shape[1]
-    R = rmask.shape[1]
-    C = cmask.shape[1]
     total = 0
     pulses = 0
-    for ph in range(rmask.shape[0]):
+    for ph in range(rmask.shape[0] if masks else counts.shape[0]):
         top = 0
         for i in range(R):
-            ri = rmask[ph, i]
+            ri = rmask[ph, i] if masks else 1
             if ri == 0:
                 continue
             for j in range(C):
-                n_ij = pop[ri & cmask[ph, j]]
+                if masks:
+                    n_ij = pop[ri & cmask[ph, j]]
+                else:
+                    v = counts[ph, j]
+                    n_ij = int(v)
+                    if n_ij != v or n_ij < 0:   # also NaN: never equal
+                        return -1, 0
                 k[i, j] = n_ij
                 pulses += n_ij
                 if n_ij > top:
@@ -219,11 +172,11 @@ def _phase_masks(s, rmask, cmask, polarity, pop, coefs, gains, decay, k):  # pra
         total += n
         sel = 0 if polarity[ph] > 0 else 1
         gain = gains[sel]
-        idle = np.empty(n + 1)
+        idle = np.empty(n + 1)              # decay ** e, the same numbers as computing it per cell
         for e in range(n + 1):
             idle[e] = decay ** e
         for i in range(R):
-            if rmask[ph, i] == 0:
+            if masks and rmask[ph, i] == 0:
                 for j in range(C):
                     s[i * C + j] *= idle[n]
                 continue
@@ -241,14 +194,24 @@ def _phase_masks(s, rmask, cmask, polarity, pop, coefs, gains, decay, k):  # pra
     return total, pulses
 
 
+_NO_MASKS = np.zeros((0, 0), np.int64)
+
+
 @functools.cache
-def _mask_kernel():
-    """:func:`_phase_masks` compiled by numba, or None (then the masks become counts for
-    :meth:`Cap3T1C.apply_phases`)."""
-    if _phase_kernel() is None:
+def _phase_kernel():
+    """:func:`_phases` compiled by numba (cached on disk), or None where numba is missing or
+    ``XBAR_NO_NUMBA`` is set (then the numpy loop of :meth:`Cap3T1C.apply_counts` runs)."""
+    if os.environ.get("XBAR_NO_NUMBA"):
         return None
-    import numba
-    return numba.njit(cache=True, nogil=True)(_phase_masks)
+    try:
+        import numba
+    except ImportError:
+        return None
+    fn = numba.njit(cache=True, nogil=True)(_phases)
+    for dtype in (np.float32, np.float64, np.int32, np.int64):   # counts' types (float32: from BLAS)
+        fn(np.zeros(1), np.zeros((1, 1), dtype), _NO_MASKS, _NO_MASKS, np.zeros(1, np.int64), np.ones(1, np.int64),
+           np.zeros((2, 1)), np.zeros(2), 1.0, np.zeros((1, 1), np.int64))
+    return fn
 
 
 @functools.cache
@@ -434,18 +397,20 @@ class Cap3T1C(DeviceModel):
                     total += int(c.max())
                     flat = self.apply_counts(flat, c, shape, polarity=1 if pol > 0 else -1)
             return flat.reshape(s.shape), total
-        p = self.params
-        c = self.c_eff
-        gains = np.array([(shape.width + 2 * shape.rise * p.rho_up) / c,
-                          -(shape.width + 2 * shape.rise * p.rho_dn) / c])
-        decay = float(np.exp(-shape.period / (p.r_leak * c)))
         if counts.dtype not in (np.float32, np.float64, np.int32, np.int64):
             counts = counts.astype(np.float64 if counts.dtype.kind == "f" else np.int64)
-        total = kernel(flat, np.ascontiguousarray(counts), np.sign(polarity).astype(np.int64),
-                       np.array([p.i_up, p.i_dn], float), gains, decay)
+        total, _ = kernel(flat, np.ascontiguousarray(counts), _NO_MASKS, _NO_MASKS, np.zeros(1, np.int64),
+                          np.sign(polarity).astype(np.int64), *self._pulse_terms(shape),
+                          np.empty((1, flat.size), np.int64))
         if total < 0:
             raise bad
         return flat.reshape(s.shape), int(total)
+
+    def _pulse_terms(self, shape: PulseShape) -> tuple[np.ndarray, np.ndarray, float]:
+        """The compiled update's pump polynomials (up, dn), gains per pulse and slot decay."""
+        p, c = self.params, self.c_eff
+        gains = np.array([shape.width + 2 * shape.rise * p.rho_up, -(shape.width + 2 * shape.rise * p.rho_dn)]) / c
+        return np.array([p.i_up, p.i_dn], float), gains, float(np.exp(-shape.period / (p.r_leak * c)))
 
     def apply_masks(self, state, row_masks, col_masks, polarity, shape: PulseShape) -> tuple[np.ndarray, int, int]:
         """:meth:`apply_phases` of an array's cells (rows, cols) with each phase's pulses as bit
@@ -462,18 +427,14 @@ class Cap3T1C(DeviceModel):
             raise ParameterError(f"pulse masks must be integers in [0, 2^{MASK_BITS}): {MASK_BITS} slots at most")
         top = int(max(rm.max(initial=0), cm.max(initial=0)))
         pop = _popcounts(max(top.bit_length(), 1))
-        kernel = _mask_kernel()
-        if kernel is None or abs(self.v_write) < self.v_threshold:
+        kernel = _phase_kernel()
+        if kernel is None or abs(self.v_write) < self.v_threshold or not len(pol):
             counts = pop[rm[:, :, None] & cm[:, None, :]].reshape(len(pol), s.size)
             out, slots = self.apply_phases(s.ravel(), counts, pol, shape)
             return out.reshape(s.shape), slots, int(counts.sum())
-        p, c = self.params, self.c_eff
-        gains = np.array([(shape.width + 2 * shape.rise * p.rho_up) / c,
-                          -(shape.width + 2 * shape.rise * p.rho_dn) / c])
-        decay = float(np.exp(-shape.period / (p.r_leak * c)))
         flat = s.ravel()
-        slots, pulses = kernel(flat, rm.astype(np.int64), cm.astype(np.int64), np.sign(pol).astype(np.int64), pop,
-                               np.array([p.i_up, p.i_dn], float), gains, decay, np.empty(s.shape, np.int64))
+        slots, pulses = kernel(flat, np.zeros((0, 0)), rm.astype(np.int64), cm.astype(np.int64), pop,
+                               np.sign(pol).astype(np.int64), *self._pulse_terms(shape), np.empty(s.shape, np.int64))
         return flat.reshape(s.shape), int(slots), int(pulses)
 
     def step(self, state, amplitude, shape: PulseShape, variation=None, noise=None) -> np.ndarray:

@@ -380,7 +380,7 @@ def test_apply_masks_is_apply_phases_of_the_popcounts(compiled, rng, monkeypatch
     from models.errors import ShapeError
 
     if not compiled:
-        monkeypatch.setattr(cap, "_mask_kernel", lambda: None)
+        monkeypatch.setattr(cap, "_phase_kernel", lambda: None)
     dev = cap.Cap3T1C()
     shape = PulseShape(5e-9, 5e-10, 1e-8, 1e-9)
     s = rng.uniform(*dev.state_range, (17, 6))

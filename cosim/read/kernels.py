@@ -463,7 +463,7 @@ def compiled() -> dict | None:
         _COMPILED = {f.__name__: jit(f) for f in (chain_solve_rows, chain_solve_cols, sweep_rows, sweep_cols, apply_k,
                                                   chain_factor_k, cg_setup_k, cg_init_k, cg_residual_k, cg_finish_k,
                                                   ir_rows_k, ir_cols_k)}
-        _COMPILED["ir_combine_k"] = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")(ir_combine_k)
+        _COMPILED["ir_combine_k"] = numba.njit(cache=True, nogil=True, error_model="numpy")(ir_combine_k)
         y, w, v = np.zeros((2, 2, 1)), np.zeros((2, 2)), np.zeros(1)   # compile (or load the cache) once
         _COMPILED["chain_solve_rows"](y, w, w)
         _COMPILED["chain_solve_cols"](y, w, w)
