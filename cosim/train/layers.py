@@ -234,6 +234,7 @@ def ranged_read(chain: ReadChain, gains: dict, key, x: np.ndarray, transpose: bo
     if not adapt:
         return chain.with_gain(k).read_values(x, transpose=transpose, **read_kw)
     steps = min(steps, chain.max_gain(transpose))        # no step below the op-amp's lag term
+    k = min(k, steps)       # a held step the lag limit has since passed (the lines' conductance grew)
     ceiling = steps
     for _ in range(2 * steps + 2):          # each pass lowers the ceiling or moves k towards it
         res = chain.with_gain(k).read_values(x, transpose=transpose, **read_kw)
