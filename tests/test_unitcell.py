@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 import numpy as np
 import pytest
@@ -237,6 +239,13 @@ def test_killed_unit_cell_run_resumes_to_the_same_result(tmp_path):
     full = train(cfg, data, tmp_path / "full", progress=False)
     part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)   # between transfers
     assert part["stopped"]
+    with np.load(tmp_path / "cut" / "checkpoint.npz") as z:    # as written before: the transfers in the meta
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    assert meta["transfer_keys"] and "transfers" not in meta
+    cols = [arrays.pop(f"transfer_{k}").tolist() for k in meta["transfer_keys"]]
+    meta["transfers"] = [dict(zip(meta.pop("transfer_keys"), row)) for row in zip(*cols)]
+    np.savez(tmp_path / "cut" / "checkpoint.npz", meta=json.dumps(meta), **arrays)
     resumed = train(cfg, data, tmp_path / "cut", progress=False)
     assert resumed["history"] == full["history"]
     assert resumed["transfers"] == full["transfers"] and len(full["transfers"]) == 40 // 7

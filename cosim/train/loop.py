@@ -267,8 +267,10 @@ def _save_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, st: _State, run: 
     # the per-mini-batch losses as arrays: as JSON they grew to megabytes per checkpoint by the
     # end of an MNIST run (checkpoints of before kept them in the meta: still read)
     arrays["losses"], arrays["soft_losses"] = np.asarray(st.losses, float), np.asarray(st.soft_losses, float)
+    for key in st.transfers[0] if st.transfers else ():   # likewise each transfer's statistics, a column each
+        arrays[f"transfer_{key}"] = np.array([t[key] for t in st.transfers])
     meta = {"fingerprint": fp, "run": run, "epoch": st.epoch, "batch": st.batch, "history": st.history,
-            "times": st.times, "transfers": st.transfers}
+            "times": st.times, "transfer_keys": list(st.transfers[0]) if st.transfers else []}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:   # a kill mid-write leaves the previous one intact
         np.savez(fh, meta=json.dumps(meta), **arrays)
 
@@ -318,7 +320,10 @@ def _load_checkpoint(path: Path, fp: str, net: MLP, soft: MLP, run: dict | None 
                     a.set_range_state(z[f"gains{k}"])
                 s.W_soft = z[f"soft{k}"].copy()
             losses = [z[k].tolist() if k in z.files else meta[k] for k in ("losses", "soft_losses")]
-        return _State(meta["epoch"], meta["batch"], meta["history"], *losses, meta["times"], meta.get("transfers", []))
+            keys = meta.get("transfer_keys", [])
+            cols = [z[f"transfer_{key}"].tolist() for key in keys]
+            transfers = [dict(zip(keys, row)) for row in zip(*cols)] if keys else meta.get("transfers", [])
+        return _State(meta["epoch"], meta["batch"], meta["history"], *losses, meta["times"], transfers)
     except ParameterError:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
