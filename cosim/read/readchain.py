@@ -310,10 +310,10 @@ class ReadChain:
         if self.fit is not None:
             f = self.fit
             return (lo if f.code_lo < 0 else f.code_lo), (hi if f.code_hi < 0 else f.code_hi)
-        integ, adc = self.config.integrator, self.config.adc
+        integ = self.config.integrator
         m, (r_lo, r_hi) = (8 * integ.macro.knee if backend == "spice" else 0.0), swing(integ)
-        code = lambda v: int((v - adc.v_lo) / adc.lsb + 1e-9)   # noqa: E731 - the quantiser's floor, at a rail
-        return max(lo, code(r_lo + m)), min(hi, code(r_hi - m))
+        c_lo, c_hi = quantize(np.array([r_lo + m, r_hi - m]), self.config.adc)   # the rails' codes, within the ends
+        return int(c_lo), int(c_hi)
 
     def code_use(self, result: ReadResult) -> tuple[float, float]:
         """How much of its converters a read used: the largest ``|code - mid code|`` as a fraction

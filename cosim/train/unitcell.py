@@ -403,12 +403,15 @@ class CapUpdate:
                                                   - dev.to_conductance(mid))[0]))
         return self._step[2]
 
+    def _dw_min(self, scale: np.ndarray) -> float:
+        """The weight change of one coincidence: the tiles' mean scale times one pulse's step."""
+        return float(np.mean(scale)) * self.step_conductance()
+
     def pulse_counts(self, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray, polarity: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Pulses per sub-phase and cell (samples * 4, rows, cols), float32 whole numbers, and
         each sub-phase's direction (+1 up, -1 dn) on this tile (its ``polarity`` applied)."""
-        dw_min = float(np.mean(scale)) * self.step_conductance()
-        counts, pol = coincidence_counts(x, d, lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+        counts, pol = coincidence_counts(x, d, lr=lr, dw_min=self._dw_min(scale), bl=self.bl, rng=rng)
         return counts, pol * polarity
 
     def apply(self, tile: UnitCellTile, x: np.ndarray, d: np.ndarray, lr: float, scale: np.ndarray,
@@ -416,8 +419,7 @@ class CapUpdate:
         dev = self.device
         if self.backend == "fast" and self.bl <= MASK_BITS and hasattr(dev, "apply_masks"):
             # all sub-phases in one pass, each cell's count the popcount of its row's and column's slots
-            dw_min = float(np.mean(scale)) * self.step_conductance()
-            rm, cm, pol = coincidence_masks(x, d, lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+            rm, cm, pol = coincidence_masks(x, d, lr=lr, dw_min=self._dw_min(scale), bl=self.bl, rng=rng)
             s, slots, pulses = dev.apply_masks(tile.vc, rm, cm, pol * tile.polarity, self.shape)
             self.pulses += pulses
             self._settle(tile, s.ravel(), slots)
