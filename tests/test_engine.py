@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.raw_decks   # the engine itself, on decks written by hand (bad ones too)
-
 from cosim.sim.engine import SharedEngine, SubprocessEngine
 from cosim.sim.results import AnalysisResult, check_log, check_vectors, read_raw
 from cosim.sim.errors import (
@@ -14,6 +12,8 @@ from cosim.sim.errors import (
     MissingVectorError, NgspiceConvergenceError, NgspiceCrash, NgspiceError, NgspiceParseError,
     NgspiceSingularError, NgspiceTimeout,
 )
+
+pytestmark = pytest.mark.raw_decks   # the engine itself, on decks written by hand (bad ones too)
 
 DIVIDER = """divider
 .options klu

@@ -236,7 +236,7 @@ def test_twins_match_spice_on_random_reads(engine, rng):
     q = QuantizerParams(bits=8)
     a = RampAdcParams(bits=8)
     integ = IntegratorParams(c_int=20e-12)
-    for case in range(3):
+    for _case in range(3):
         codes = rng.integers(-255, 256, size=8)
         g = rng.uniform(0.5e-6, 25e-6, size=(8, 3))
         v_exp = _ideal_v(codes, g, PWM8, integ.c_int)

@@ -17,7 +17,7 @@ again with the solver and refuses to go on without agreement (:func:`check_refer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

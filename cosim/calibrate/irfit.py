@@ -32,7 +32,7 @@ import dataclasses
 import datetime as _dt
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -323,7 +323,7 @@ def run_ir_calibration(out_dir: str | Path, *, sizes: Sequence = (16, 32, 64, 12
     fit_info = {"sizes": [n if n == m else [n, m] for n, m in shapes], "r_wire": [float(r) for r in r_wires],
                 "g_range": [cases[0].g_min, cases[0].g_max], "v_read": cases[0].v_read, "batch": batch,
                 "train_cases": len(train), "test_cases": len(test), "failed_cases": len(sweep.failed),
-                "seed": seed, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "seed": seed, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "reference": _reference(cases, spice_cells, checks)}
     cal = Calibration(model, fit_info, tuple(table), {})
     cal_path = cal.save(out / "calibration.json")

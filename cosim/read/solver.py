@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -150,7 +150,7 @@ class NodalSolver:
         A = st.matrix()
         fixed = np.zeros(st.n, dtype=bool)
         fixed[0] = True
-        for g, p in st.fixed:
+        for _g, p in st.fixed:
             fixed[p] = True
         self._fixed = np.flatnonzero(fixed)
         self._free = np.flatnonzero(~fixed)

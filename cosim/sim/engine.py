@@ -30,9 +30,10 @@ import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Sequence
 
 from cosim.sim.errors import (
     NGSPICE_MIN_VERSION, BatchError, MissingVectorError, NgspiceCrash, NgspiceError, NgspiceNotFound, NgspiceTimeout,
@@ -70,7 +71,7 @@ class Engine(Protocol):
 # ngspice -b in subprocesses
 
 
-@lru_cache(maxsize=None)
+@cache
 def ngspice_version(executable: str = "ngspice") -> int:
     """Major version of the ngspice executable; raises NgspiceNotFound if absent or too old."""
     path = shutil.which(executable)
