@@ -92,7 +92,7 @@ class TrainConfig:
         the capacitor: 5 ns gives the cell about 470 steps over its conductance range, the
         ~400 of the cell the 2018 experiment used (Li et al., VLSI 2018); 50 ns (the PCM write
         pulse, the default before) gives 47, and those coarse steps cost the unit cell most of
-        its gap to software on 6,000 MNIST images over four epochs (docs/training.md).
+        its gap to software on 6,000 MNIST images over four epochs (docs/mnist.md).
     device_table : StepTable, optional
         ``device``'s step table fitted to SPICE (``xbar calibrate``; loaded with
         :func:`cosim.calibrate.bundle.load_calibration`): the ``fast`` pair updates move the
