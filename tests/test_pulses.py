@@ -90,6 +90,36 @@ def test_batched_coincidences_are_the_per_sample_trains():
         coincidence_counts(np.full((1, 9), np.nan), d[:1], rng=rng, **kw)
 
 
+def test_batched_draws_keep_the_per_sample_order():
+    """The mini-batch is drawn at once, with the numbers of the per-sample draws it replaced:
+    each live sample's row bits (bl, n_rows), then its column bits, in turn (so seeded runs from
+    before give the same updates), and the probabilities of update management."""
+    from cosim.write.pulses import pulse_trains_batch
+
+    rng = np.random.default_rng(7)
+    x, d = rng.uniform(-1, 1, (6, 13)), rng.uniform(-0.5, 0.5, (6, 5))
+    x[1], d[4] = 0.0, 0.0
+    x[3] *= 40.0                                   # lr |x| |d| / dw_min > bl: clipped gain
+    lr, dw_min, bl = 0.05, 0.003, 6
+    got = pulse_trains_batch(x, d, lr=lr, dw_min=dw_min, bl=bl, rng=np.random.default_rng(2))
+    ref = np.random.default_rng(2)
+    for s in range(6):
+        xm, dm = np.abs(x[s]).max(), np.abs(d[s]).max()
+        if xm == 0 or dm == 0:
+            assert not got[s].rows.any() and not got[s].cols.any() and got[s].gain == 1.0
+            continue
+        k = lr * xm * dm / (dw_min * bl)
+        a = b = np.sqrt(k)
+        if a > 1:
+            a, b = 1.0, min(1.0, k)
+        rbits = ref.random((bl, 13)) < a * np.abs(x[s]) / xm
+        cbits = ref.random((bl, 5)) < b * np.abs(d[s]) / dm
+        assert np.array_equal(got[s].rows.any(axis=0), rbits & (x[s] != 0))
+        assert np.array_equal(got[s].cols.any(axis=0), cbits & (d[s] != 0))
+        assert got[s].gain == a * b / k
+    assert got[3].gain < 1.0
+
+
 def test_coincidence_masks_hold_the_counts():
     """Each line's slots as the bits of one integer: the popcounts of row AND column masks are
     the batched counts, from the same draws."""

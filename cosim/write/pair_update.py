@@ -40,7 +40,7 @@ import numpy as np
 
 from cosim.sim.engine import Engine, SubprocessEngine
 from cosim.write.mapping import MappingSpec
-from cosim.write.pulses import pair_columns, pulse_trains
+from cosim.write.pulses import pair_columns, pulse_trains_batch
 from cosim.write.step_table import StepTable
 from models.device import DeviceModel
 from models.errors import ParameterError
@@ -197,8 +197,7 @@ class PulseUpdate:
             step = dev.counts_stepper(self.shape, var, noise)
         dw_min = float(np.mean(scale)) * self.step_conductance()
         row_bits, col_bits = [], []
-        for b in range(x.shape[0]):
-            trains = pulse_trains(x[b], d[b], lr=lr, dw_min=dw_min, bl=self.bl, rng=rng)
+        for trains in pulse_trains_batch(x, d, lr=lr, dw_min=dw_min, bl=self.bl, rng=rng):
             rows, pcols = pair_columns(trains)
             rb, cb = rows.reshape(-1, R), pcols.reshape(-1, 2 * C)
             live = rb.any(axis=1) & cb.any(axis=1)   # a slot without a row or a column pulse

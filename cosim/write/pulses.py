@@ -83,42 +83,48 @@ def pulse_trains(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: 
     x, d = np.asarray(x, float), np.asarray(d, float)
     if x.ndim != 1 or d.ndim != 1:
         raise ShapeError(f"x and d must be vectors, got {x.shape} and {d.shape}")
-    n_r, n_c = x.size, d.size
-    rows = np.zeros((4, bl, n_r), bool)
-    cols = np.zeros((4, bl, n_c), bool)
-    polarity = np.array([-sx * sd for sx, sd in QUADRANTS])
-    drawn = _draw_bits(x, d, lr, dw_min, bl, rng)
-    if drawn is None:
-        return PulseTrains(rows, cols, polarity, 1.0)
-    rbits, cbits, gain = drawn
-    for k_, (sx, sd) in enumerate(QUADRANTS):
-        rows[k_] = rbits & (np.sign(x) == sx)
-        cols[k_] = cbits & (np.sign(d) == sd)
-    return PulseTrains(rows, cols, polarity, float(gain))
+    return pulse_trains_batch(x[None, :], d[None, :], lr=lr, dw_min=dw_min, bl=bl, rng=rng)[0]
 
 
-def _draw_bits(x, d, lr, dw_min, bl, rng):
-    """One sample's row and column bits (bl, n) and the gain, or None for a zero update (no
-    draw then): E[n_ij] = bl p_i q_j = lr |x_i d_j| / dw_min ("update management")."""
+def pulse_trains_batch(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
+                       rng: np.random.Generator) -> list[PulseTrains]:
+    """:func:`pulse_trains` of every sample of a mini-batch, x (samples, n_rows) and d
+    (samples, n_cols), sample after sample: the same draws as one call per sample, drawn at once."""
+    rows, cols, polarity, gain = _batch_bits(x, d, lr, dw_min, bl, rng)
+    return [PulseTrains(rows[s], cols[s], polarity[:4], float(gain[s])) for s in range(rows.shape[0])]
+
+
+def _draw_batch(x, d, lr, dw_min, bl, rng):
+    """The bits of a mini-batch's samples (samples, n), in one draw: which samples update
+    (``live``: a sample with x = 0 or d = 0 draws nothing), the row and column bits of those,
+    (live samples, bl, n) bool each, and every sample's gain. E[n_ij] = bl p_i q_j =
+    lr |x_i d_j| / dw_min ("update management"). The same numbers as drawing each live sample's
+    rows, then its columns, in turn: a generator's doubles do not depend on how the draws are
+    split."""
     if not (np.isfinite(x).all() and np.isfinite(d).all()):
         raise ParameterError("x and d must be finite")
     if bl < 1:
         raise ParameterError(f"bl must be >= 1, got {bl}")
     if not (lr > 0 and dw_min > 0):
         raise ParameterError(f"lr and dw_min must be > 0, got {lr} and {dw_min}")
-    x_max, d_max = np.abs(x).max(), np.abs(d).max()
-    if x_max == 0 or d_max == 0:
-        return None
+    x_max, d_max = np.abs(x).max(axis=1), np.abs(d).max(axis=1)
+    live = (x_max != 0) & (d_max != 0)
+    x, d, x_max, d_max = x[live], d[live], x_max[live], d_max[live]
     k = lr * x_max * d_max / (dw_min * bl)            # = a * b
-    a = b = np.sqrt(k)
-    if a > 1:   # keep both probabilities <= 1: put what fits on one side, clip the rest
-        a = 1.0
-        b = min(1.0, k)
-    p = a * np.abs(x) / x_max
-    q = b * np.abs(d) / d_max
-    rbits = rng.random((bl, x.size)) < p
-    cbits = rng.random((bl, d.size)) < q
-    return rbits, cbits, a * b / k
+    a = np.sqrt(k)
+    b = a.copy()
+    over = a > 1   # keep both probabilities <= 1: put what fits on one side, clip the rest
+    a[over] = 1.0
+    b[over] = np.minimum(1.0, k[over])
+    p = a[:, None] * np.abs(x) / x_max[:, None]
+    q = b[:, None] * np.abs(d) / d_max[:, None]
+    n, n_r, n_c = live.sum(), x.shape[1], d.shape[1]
+    u = rng.random(n * bl * (n_r + n_c)).reshape(n, bl * (n_r + n_c))
+    rbits = u[:, :bl * n_r].reshape(n, bl, n_r) < p[:, None, :]
+    cbits = u[:, bl * n_r:].reshape(n, bl, n_c) < q[:, None, :]
+    gain = np.ones(live.size)
+    gain[live] = a * b / k
+    return live, rbits, cbits, gain
 
 
 def _check_batch(x, d) -> tuple[np.ndarray, np.ndarray]:
@@ -130,21 +136,19 @@ def _check_batch(x, d) -> tuple[np.ndarray, np.ndarray]:
 
 def _batch_bits(x: np.ndarray, d: np.ndarray, lr: float, dw_min: float, bl: int, rng: np.random.Generator):
     """The row and column bits of a mini-batch's sub-phases, (samples, 4, bl, n) bool each,
-    sample after sample (the draws of :func:`pulse_trains`), and each sub-phase's polarity."""
+    sample after sample (the draws of :func:`pulse_trains`), each sub-phase's polarity, and
+    each sample's gain."""
     x, d = _check_batch(x, d)
     B, n_r = x.shape
     n_c = d.shape[1]
     rows = np.zeros((B, 4, bl, n_r), bool)
     cols = np.zeros((B, 4, bl, n_c), bool)
-    for s in range(B):
-        drawn = _draw_bits(x[s], d[s], lr, dw_min, bl, rng)
-        if drawn is None:
-            continue
-        rbits, cbits, _ = drawn
-        for k_, (sx, sd) in enumerate(QUADRANTS):
-            rows[s, k_] = rbits & (np.sign(x[s]) == sx)
-            cols[s, k_] = cbits & (np.sign(d[s]) == sd)
-    return rows, cols, np.tile([-sx * sd for sx, sd in QUADRANTS], B)
+    live, rbits, cbits, gain = _draw_batch(x, d, lr, dw_min, bl, rng)
+    sx, sd = np.sign(x[live])[:, None, :], np.sign(d[live])[:, None, :]
+    for k_, (qx, qd) in enumerate(QUADRANTS):
+        rows[live, k_] = rbits & (sx == qx)
+        cols[live, k_] = cbits & (sd == qd)
+    return rows, cols, np.tile([-qx * qd for qx, qd in QUADRANTS], B), gain
 
 
 def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float, bl: int,
@@ -154,7 +158,7 @@ def coincidence_counts(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float
     polarity (+1: its coincidences increase the weight). The same draws and counts as
     :func:`pulse_trains` and :meth:`PulseTrains.coincidences` per sample, with one batched
     product for the counts."""
-    rows, cols, pol = _batch_bits(x, d, lr, dw_min, bl, rng)
+    rows, cols, pol, _ = _batch_bits(x, d, lr, dw_min, bl, rng)
     B, _, _, n_r = rows.shape
     n_c = cols.shape[-1]
     r = rows.reshape(B * 4, bl, n_r).astype(np.float32)
@@ -172,19 +176,24 @@ def coincidence_masks(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float,
         raise ParameterError(f"bit masks hold 1 to {MASK_BITS} slots per sub-phase, got bl = {bl}")
     x, d = _check_batch(x, d)
     B = x.shape[0]
-    rm = np.zeros((B * 4, x.shape[1]), np.int64)
-    cm = np.zeros((B * 4, d.shape[1]), np.int64)
-    weights = 1 << np.arange(bl, dtype=np.int64)
-    for s in range(B):
-        drawn = _draw_bits(x[s], d[s], lr, dw_min, bl, rng)
-        if drawn is None:
-            continue
-        r, c = weights @ drawn[0], weights @ drawn[1]      # each line's slots, bit t for slot t
-        sx, sd = np.sign(x[s]), np.sign(d[s])
-        for k_, (qx, qd) in enumerate(QUADRANTS):
-            rm[4 * s + k_] = np.where(sx == qx, r, 0)
-            cm[4 * s + k_] = np.where(sd == qd, c, 0)
-    return rm, cm, np.tile([-qx * qd for qx, qd in QUADRANTS], B)
+    rm = np.zeros((B, 4, x.shape[1]), np.int64)
+    cm = np.zeros((B, 4, d.shape[1]), np.int64)
+    live, rbits, cbits, _ = _draw_batch(x, d, lr, dw_min, bl, rng)
+    r, c = _pack_slots(rbits), _pack_slots(cbits)        # each line's slots, bit t for slot t
+    sx, sd = np.sign(x[live]), np.sign(d[live])
+    for k_, (qx, qd) in enumerate(QUADRANTS):
+        rm[live, k_] = np.where(sx == qx, r, 0)
+        cm[live, k_] = np.where(sd == qd, c, 0)
+    return rm.reshape(B * 4, -1), cm.reshape(B * 4, -1), np.tile([-qx * qd for qx, qd in QUADRANTS], B)
+
+
+def _pack_slots(bits: np.ndarray) -> np.ndarray:
+    """(samples, bl, n) bool -> (samples, n) int64, slot t as bit t (bl <= 16)."""
+    packed = np.packbits(bits, axis=1, bitorder="little").astype(np.int64)   # (samples, bytes, n)
+    out = packed[:, 0]
+    if packed.shape[1] > 1:
+        out = out | (packed[:, 1] << 8)
+    return out
 
 
 def pair_columns(trains: PulseTrains) -> tuple[np.ndarray, np.ndarray]:
