@@ -571,3 +571,33 @@ def test_paired_sensing_stops_its_gain_where_the_twin_holds(engine):
         e = (s.charge - f.charge) / (c.config.adc.lsb * c.config.integrator.c_int)
         err[step] = float(np.sqrt(np.mean(e ** 2)))
     assert err[k] < 0.3 < err[k + 2]
+
+
+def test_a_chain_moved_to_new_conductances_reads_as_a_new_chain(rng):
+    """``with_conductances`` (training's per-state chains): the same reads and range checks as a
+    chain built at the new state, the old chain untouched; ``sized_read_chain`` reuses a chain's
+    sizing only when everything but the conductances is the same."""
+    from cosim.train.layers import sized_read_chain
+
+    old = _chain(rng)
+    G = rng.uniform(1e-6, 25e-6, SPEC.g_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        moved, fresh = old.with_conductances(G), ReadChain(SPEC, G, CFG)
+    codes = rng.integers(-63, 64, (3, SPEC.rows))
+    before = old.read(codes, backend="fast")
+    for transpose, x in ((False, codes), (True, codes[:, :SPEC.cols])):
+        a, b = moved.read(x, backend="fast", transpose=transpose), fresh.read(x, backend="fast", transpose=transpose)
+        assert np.array_equal(a.codes, b.codes) and np.array_equal(a.charge, b.charge)
+    assert moved.range_used == fresh.range_used
+    assert np.array_equal(old.read(codes, backend="fast").charge, before.charge) and old.G is not moved.G
+    with pytest.raises(ParameterError, match="conductance"):
+        old.with_conductances(-G)
+
+    first = sized_read_chain(CFG, SPEC, G, 25e-6)
+    same = sized_read_chain(CFG, SPEC, 0.5 * G, 25e-6, like=first)
+    other = sized_read_chain(CFG, SPEC, 0.5 * G, 50e-6, like=first)
+    assert same.config is first.config and other.config.integrator.c_int == 2 * first.config.integrator.c_int
+    built = sized_read_chain(CFG, SPEC, 0.5 * G, 25e-6)
+    assert built.config == same.config and np.array_equal(same.read(codes, backend="fast").codes,
+                                                          built.read(codes, backend="fast").codes)

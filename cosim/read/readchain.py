@@ -10,9 +10,8 @@ Choices (written once, here)
   lines with positive codes at ``+V``, phase 2 the lines with negative codes at ``-V``; ONE
   integration window covers both phases, so each integrator accumulates the signed sum. No
   digital combination of sub-reads is needed for the sign.
-- Bit-serial inputs: each bit slot is its own read window (reset, integrate a 1-bit amplitude
-  pulse of area ``V pulse_slots t_lsb``, convert), and the signed per-bit output codes are
-  combined digitally by shift-and-add (:func:`models.dac.shift_and_add`).
+- Bit-serial inputs: each bit slot is its own read window (reset, integrate a 1-bit pulse of
+  area ``V pulse_slots t_lsb``, convert); shift-and-add combines the signed per-bit codes.
 - Differential pairs (``cell="diff"``): one single-ended integrator + ADC per *physical*
   column; the signed output of weight column j is the digital difference
   ``code(2j+1) - code(2j)`` (the integrator inverts: more charge, lower code). Transposed reads
@@ -23,8 +22,7 @@ Choices (written once, here)
 - Single-ended outputs (``cell="1r"`` or transposed reads): signed output
   ``mid - code`` with ``mid = floor((v0 - v_lo) / lsb)``, the code of the integrator's start
   voltage ``v0`` (0 V unless the op-amp has an offset).
-- The sense source ``Vsen_k`` between each line end and its integrator measures the charge
-  (its integrated current).
+- A sense source ``Vsen_k`` between each line end and its integrator measures the charge.
 - Overflow: the output ramps one way in phase 1 and back in phase 2, so a window with both signs
   (every transposed read of a differential array) can pass a rail halfway and end in range, with
   charge lost. Each output carries the code of its farthest excursion from the start
@@ -46,9 +44,7 @@ fitted to ngspice (:mod:`cosim.read.periphery_fit`), carried over to this chain'
 column loads and integration time by :meth:`~cosim.read.periphery_fit.PeripheryFit.chain_voltage`.
 
 Decoding (``ReadResult.decoded``): the converter's bin centre relative to the integrator's
-start voltage, times the ideal capacitor (:meth:`ReadChain.decode_charge`): unbiased, zero
-charge within half an LSB of 0 whatever the op-amp offset, and windows without a driven line
-(zero inputs, empty bit planes) exactly 0.
+start voltage, times the ideal capacitor, unbiased (:meth:`ReadChain.decode_charge`).
 """
 
 from __future__ import annotations
@@ -147,6 +143,13 @@ class ReadChain:
         self._geff: dict = {}
         self._r_on: dict[float, float] = {}
         self.range_used = {t: self.check_range(t) for t in (False, True)}
+
+    def with_conductances(self, G: np.ndarray) -> "ReadChain":
+        """This chain (array, periphery, fit, engine) at conductances ``G``; range checks run again."""
+        new = copy.copy(self)           # shares the on-resistance cache (it does not depend on G)
+        new.G, new._geff = check_conductances(self.spec, G), {}
+        new.range_used = {t: new.check_range(t) for t in (False, True)}
+        return new
 
     # -- structure ----------------------------------------------------------------------------------
     def n_drive(self, transpose: bool) -> int:
@@ -480,7 +483,7 @@ class ReadChain:
         save = ([f"v(io{j})" for j in range(ns)] + [f"v(code{j})" for j in range(ns)]
                 + [f"i(vsen_{j})" for j in range(self.n_lines(transpose))])
         if energy:
-            save += [f"i({self._dac_letter()}dac_{i})" for i in range(nd)] + ["i(vsup_0)", "i(vsup_1)"]
+            save += [f"i({self._dac_letter}dac_{i})" for i in range(nd)] + ["i(vsup_0)", "i(vsup_1)"]
             drive = circ.group("dac")
             save += [f"v({circ.nodes.name(int(k))})" for k in drive.p]
         step = self.config.max_step or self.default_max_step()
@@ -531,7 +534,7 @@ class ReadChain:
             e_arr = 0.0
             for i in range(nd):
                 vn = v[f"v({circ.nodes.name(int(drive.p[i]))})"]
-                e_arr += float(np.trapezoid(-vn * v[f"i({self._dac_letter()}dac_{i})"], t))
+                e_arr += float(np.trapezoid(-vn * v[f"i({self._dac_letter}dac_{i})"], t))
             cfg = self.config.integrator
             e_sup = float(np.trapezoid(-(cfg.vdd * v["i(vsup_0)"] + cfg.vss * v["i(vsup_1)"]), t))
             out["energy"] = {"array_j": e_arr, "supply_j": e_sup, "time_s": float(t[-1])}
@@ -574,17 +577,14 @@ class ReadChain:
         Unbiased, and zero charge (the integrator left at ``v0``) decodes to within half an LSB
         of 0 (exactly half an LSB when ``v0`` sits on a transition, as 0 V does in a symmetric
         range: a mid-rise converter has no level at 0). :meth:`read` sets windows in which no
-        line is driven (zero inputs; bit-serial: bit planes without a set bit) to 0: the
-        digital side knows its inputs. Decoding each code as ``zero code - code`` LSBs instead
-        would read every zero charge as 0 but every other charge half an LSB high: in a
-        layer's backward (transposed) reads that bias was 12 % of the signal and halved the
-        accuracy of tests/test_train.py's chain run. Differential pairs: the difference of two
-        decoded charges (``v0`` and the half LSB cancel)."""
+        line is driven (zero inputs; bit-serial: bit planes without a set bit) to 0. Decoding
+        each code as ``zero code - code`` LSBs would read every other charge half an LSB high:
+        12 % of the signal in a layer's transposed reads, half the accuracy of
+        tests/test_train.py's chain run. Pairs: the difference of two decoded charges."""
         v = code_to_voltage(np.asarray(codes), self.config.adc)
         return -(v - start_voltage(self.config.integrator)) * self.config.integrator.c_int
 
-    def _dac_letter(self) -> str:
-        return "v" if self.config.exact_corners else "b"
+    _dac_letter = property(lambda self: "v" if self.config.exact_corners else "b")
 
     def default_max_step(self) -> float:
         """``4 t_lsb``; with a ramp ADC at most one clock period (the comparator's transition

@@ -172,6 +172,7 @@ class Tile:
     g_minus: np.ndarray
     _xbar: Crossbar | None = None
     _chain: object = None
+    _chain_before: object = None            # the last chain built: its sizing serves the next state
     out_offset: np.ndarray | None = None    # forward-read offset per weight column [A] (Monte Carlo)
     gains: dict = field(default_factory=dict)   # autoranging: capacitor step per (array, transposed)
 
@@ -189,8 +190,9 @@ class Tile:
         the conductances change; ``fit`` (a :class:`cosim.read.periphery_fit.PeripheryFit`) for its
         fast reads."""
         if self._chain is None:
-            self._chain = sized_read_chain(cfg.periphery, self.spec(cfg), interleave(self.g_plus, self.g_minus),
-                                           cfg.mapping.g_max, engine=engine, fit=fit)
+            self._chain = self._chain_before = sized_read_chain(
+                cfg.periphery, self.spec(cfg), interleave(self.g_plus, self.g_minus), cfg.mapping.g_max,
+                engine=engine, fit=fit, like=self._chain_before)
         return self._chain
 
     def changed(self) -> None:
@@ -199,15 +201,22 @@ class Tile:
 
 
 def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, *, engine=None,
-                     fit=None, g_offset: float = 0.0):
+                     fit=None, g_offset: float = 0.0, like=None):
     """A :class:`cosim.read.readchain.ReadChain` of ``spec`` at conductances ``G`` behind ``pc`` with
     its capacitor sized for the array (:func:`periphery_for_tile`). Sized for the larger read
-    direction, the other one uses less of the swing and the ADC: those warnings are dropped."""
-    sized = periphery_for_tile(pc, spec, g_max, g_offset=g_offset)
+    direction, the other one uses less of the swing and the ADC: those warnings are dropped.
+    ``like``: a chain this function built before; with the same arguments but ``G`` it serves
+    as the new one at ``G`` (:meth:`ReadChain.with_conductances`: the sizing is not redone)."""
+    key = (pc, spec, float(g_max), float(g_offset), fit, engine)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".* of the ADC range", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".* of its swing", category=RuntimeWarning)
-        return ReadChain(spec, G, sized, engine=engine, fit=fit)
+        made = getattr(like, "_sized_by", None)
+        if made is not None and made[0] is pc and made[1:4] == key[1:4] and made[4] is fit and made[5] is engine:
+            return like.with_conductances(G)
+        chain = ReadChain(spec, G, periphery_for_tile(pc, spec, g_max, g_offset=g_offset), engine=engine, fit=fit)
+    chain._sized_by = key
+    return chain
 
 
 def ranged_read(chain: ReadChain, gains: dict, key, x: np.ndarray, transpose: bool, steps: int, *,

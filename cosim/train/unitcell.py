@@ -160,6 +160,7 @@ class UnitCellTile(Tile):
     polarity: int = 1
     _lsp: Crossbar | None = field(default=None, repr=False)
     _lsp_chain: object = field(default=None, repr=False)
+    _lsp_chain_before: object = field(default=None, repr=False)
 
     def lsp_crossbar(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None) -> Crossbar:
         """The 3T1C array: each cell beside its reference cell (a differential array, see the
@@ -180,8 +181,9 @@ class UnitCellTile(Tile):
         if self._lsp_chain is None:
             xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
             g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
-            self._lsp_chain = sized_read_chain(cfg.periphery, xb.spec, xb.G, float(g[1]),
-                                               engine=engine, fit=fit, g_offset=g_shared)
+            self._lsp_chain = self._lsp_chain_before = sized_read_chain(
+                cfg.periphery, xb.spec, xb.G, float(g[1]), engine=engine, fit=fit, g_offset=g_shared,
+                like=self._lsp_chain_before)
         return self._lsp_chain
 
     def lsp_changed(self) -> None:
