@@ -9,8 +9,10 @@ their configuration but the seed (data set, unit cell, read path, chain and its 
 for each group the script prints the last epoch of every seed, beside its software baseline
 and the gap, the mean over the seeds at the epoch they all reached, and the audits (the share
 of audited samples whose prediction the ngspice reads leave unchanged, weighted by samples;
-audits over twice their bound). Then the accuracy of every run per epoch. Writes Markdown and
-JSON to ``--out`` (default: print only). Reads nothing but the folders; trains nothing.
+audits over twice their bound). Then the accuracy of every run per epoch. Writes Markdown,
+JSON and a plot of test accuracy per epoch (one colour per configuration, one line style per
+seed, the software baselines in grey) to ``--out`` (default: print only). Reads nothing but the
+folders; trains nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosim.sim.files import publish
+from cosim.sim.files import publish, save_figure
 from cosim.train.audit import AUDIT_LOG, judged_error, read_audit_log
 
 
@@ -123,6 +125,39 @@ def _epoch_cell(e: dict) -> str:
     return f"{100 * e['test_accuracy']:.2f} (sw {100 * e['software_test_accuracy']:.2f})"
 
 
+def plot(runs: list[dict], path: Path) -> Path:
+    """Test accuracy per epoch of every run, beside its software baseline (grey)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    groups: list[str] = []
+    styles = ["-", "--", ":", "-."]
+    for r in runs:
+        group = r["label"].rsplit(" [", 1)[0]
+        if group not in groups:
+            groups.append(group)
+        colour = f"C{groups.index(group) % 10}"
+        seeds = sorted({q["seed"] for q in runs if q["label"].rsplit(" [", 1)[0] == group})
+        style = styles[seeds.index(r["seed"]) % len(styles)]
+        h = r["history"]
+        epochs = [e["epoch"] for e in h]
+        ax.plot(epochs, [100 * e["test_accuracy"] for e in h], style, color=colour, marker=".",
+                label=f"{group}, seed {r['seed']}" + ("" if r["finished"] else " (running)"))
+        ax.plot(epochs, [100 * e["software_test_accuracy"] for e in h], style, color="0.6", lw=0.8)
+    ax.plot([], [], color="0.6", lw=0.8, label="software baselines")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy [%]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path, dpi=130)
+    finally:
+        plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="xbar train output folders")
@@ -133,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         publish(args.out, "mnist_table", text, data)
+        plot(runs, Path(args.out) / "mnist_table.png")
     else:
         print(text)
     return 0

@@ -415,3 +415,4 @@ def test_mnist_table_groups_the_seeds_of_a_configuration(tmp_path):
     assert [r["finished"] for r in out["runs"]] == [True, False, True]
     text = (tmp_path / "t" / "mnist_table.md").read_text()
     assert "| mean over seeds 0, 1 | | 2 |" in text and "2 (running)" in text
+    assert (tmp_path / "t" / "mnist_table.png").stat().st_size > 10_000
