@@ -91,7 +91,8 @@ def pulse_trains_batch(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float
     """:func:`pulse_trains` of every sample of a mini-batch, x (samples, n_rows) and d
     (samples, n_cols), sample after sample: the same draws as one call per sample, drawn at once."""
     rows, cols, polarity, gain = _batch_bits(x, d, lr, dw_min, bl, rng)
-    return [PulseTrains(rows[s], cols[s], polarity[:4], float(gain[s])) for s in range(rows.shape[0])]
+    return [PulseTrains(rows[s].copy(), cols[s].copy(), polarity[:4].copy(), float(gain[s]))
+            for s in range(rows.shape[0])]
 
 
 def _draw_batch(x, d, lr, dw_min, bl, rng):
@@ -184,7 +185,8 @@ def coincidence_masks(x: np.ndarray, d: np.ndarray, *, lr: float, dw_min: float,
     for k_, (qx, qd) in enumerate(QUADRANTS):
         rm[live, k_] = np.where(sx == qx, r, 0)
         cm[live, k_] = np.where(sd == qd, c, 0)
-    return rm.reshape(B * 4, -1), cm.reshape(B * 4, -1), np.tile([-qx * qd for qx, qd in QUADRANTS], B)
+    return (rm.reshape(B * 4, x.shape[1]), cm.reshape(B * 4, d.shape[1]),
+            np.tile([-qx * qd for qx, qd in QUADRANTS], B))
 
 
 def _pack_slots(bits: np.ndarray) -> np.ndarray:
