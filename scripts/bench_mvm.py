@@ -10,6 +10,9 @@ For each size N (N x N, 1 ohm per segment on rows and columns, cells uniform in 
 - fast: a fresh solver (factorisation included) on 1 and on 100 vectors; beside it the same
   solver with its numpy loops (``compiled_loops=False``: the solver before its numba kernels)
 - ideal: V @ G
+- many vectors at one state (``--many``, default 2,000): the solver on all of them, against
+  ``Crossbar.read``, which builds the state's exact transfer (one solve per drive line) and reads
+  through it, and how many vectors it takes to repay the transfer
 Times are wall seconds, the best of ``--repeats`` runs for the short ones; ratios come from the
 same run. Timings are never asserted in tests: this script is where they live.
 """
@@ -42,9 +45,39 @@ def best(fn, repeats: int) -> tuple[float, object]:
     return t_best, out
 
 
-def _numpy_loops(spec: CrossbarSpec, G: np.ndarray, V: np.ndarray) -> np.ndarray:
+def _direct(spec: CrossbarSpec, G: np.ndarray, V: np.ndarray, compiled_loops: bool = True) -> np.ndarray:
+    """A fresh solver on every vector of V (no transfer, whatever the batch)."""
     xc = Crossbar(spec, G).circuit()
-    return xc.outputs(CrossbarSolver(xc.circuit, compiled_loops=False).solve(xc.drive_values(V)))
+    return xc.outputs(CrossbarSolver(xc.circuit, compiled_loops=compiled_loops).solve(xc.drive_values(V)))
+
+
+def bench_many(N: int, *, many: int, r: float, seed: int) -> dict:
+    """``many`` vectors at one state: solved one by one, and through the state's exact transfer."""
+    rng = np.random.default_rng([seed, N])
+    spec = CrossbarSpec(rows=N, cols=N, r_row=r, r_col=r)
+    G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+    V = rng.uniform(0, 0.2, (many, N))
+    t_direct, I_direct = best(lambda: _direct(spec, G, V), 1)
+    xb = Crossbar(spec, G)
+    t0 = time.perf_counter()
+    xb.transfer()
+    t_build = time.perf_counter() - t0
+    t_read, I_tr = best(lambda: xb.read(V), 3)
+    return {"size": N, "many": many, "direct": t_direct, "transfer_build": t_build, "transfer_read": t_read,
+            "break_even_vectors": t_build / (t_direct / many),
+            "rel_diff": float(np.abs(I_tr - I_direct).max() / np.abs(I_direct).max())}
+
+
+def many_table(rows: list[dict]) -> str:
+    m = rows[0]["many"]
+    head = (f"| N | solver, {m} vec [s] | transfer: build [s] | read {m} vec [s] | speed-up on {m} vec | "
+            f"break-even [vectors] | difference |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['direct']:.3f} | {r['transfer_build']:.3f} | {r['transfer_read']:.4f} | "
+                     f"{r['direct'] / (r['transfer_build'] + r['transfer_read']):.1f}x | "
+                     f"{r['break_even_vectors']:.0f} | {r['rel_diff']:.1e} |")
+    return "\n".join(lines)
 
 
 def bench_size(N: int, *, spice: bool, repeats: int, batch: int, r: float, seed: int) -> dict:
@@ -56,9 +89,9 @@ def bench_size(N: int, *, spice: bool, repeats: int, batch: int, r: float, seed:
     reps = repeats if N <= 256 else 1
     t, _ = best(lambda: Crossbar(spec, G).read(V[:1], backend="fast"), reps)
     row["fast_1"] = t
-    t, I_fast = best(lambda: Crossbar(spec, G).read(V, backend="fast"), reps)
+    t, I_fast = best(lambda: _direct(spec, G, V), reps)
     row["fast_batch"] = t
-    t, I_np = best(lambda: _numpy_loops(spec, G, V), reps)
+    t, I_np = best(lambda: _direct(spec, G, V, compiled_loops=False), reps)
     row["fast_batch_numpy"] = t
     row["compiled_vs_numpy_rel_diff"] = float(np.abs(I_fast - I_np).max() / np.abs(I_np).max())
     t, _ = best(lambda: Crossbar(spec, G).read(V, backend="ideal"), reps)
@@ -111,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--r-wire", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--many", type=int, default=2000, help="vectors read at one state in the transfer table")
+    ap.add_argument("--many-sizes", type=int, nargs="*", default=[64, 128, 256, 512])
     ap.add_argument("--out", default="xbar-out/bench_mvm")
     args = ap.parse_args(argv)
     compiled()                                   # numba compiles (or loads its cache) here, not in a timing
@@ -121,10 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"size {N} ...", file=sys.stderr, flush=True)
         rows.append(bench_size(N, spice=N <= args.spice_max, repeats=args.repeats, batch=args.batch,
                                r=args.r_wire, seed=args.seed))
+    many = []
+    for N in args.many_sizes:
+        print(f"size {N}, {args.many} vectors at one state ...", file=sys.stderr, flush=True)
+        many.append(bench_many(N, many=args.many, r=args.r_wire, seed=args.seed))
     text = (f"crossbar reads, {args.r_wire:g} ohm per segment, cells 1-25 uS, {default_workers()} cores; "
             f"wall seconds (best of {args.repeats} below 512)\n\n" + table(rows, args.batch))
+    if many:
+        text += (f"\n\n{args.many} vectors at one state: the solver on each, and Crossbar.read through the "
+                 f"state's exact transfer (build once, then a matrix product; read: best of 3)\n\n" + many_table(many))
     publish(out, "bench_mvm", text, {"r_wire": args.r_wire, "batch": args.batch, "cores": default_workers(),
-                                     "rows": rows})
+                                     "rows": rows, "many": many})
     print(f"\nwrote {out / 'bench_mvm.md'} and {out / 'bench_mvm.json'}", file=sys.stderr)
     return 0
 

@@ -145,6 +145,35 @@ def test_mvm_function_wraps_crossbar(rng):
     assert np.array_equal(mvm(G, V, spec), Crossbar(spec, G).read(V))
 
 
+@pytest.mark.parametrize("cell", ["1r", "diff"])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_a_state_read_with_many_vectors_reads_through_its_exact_transfer(cell, transpose, rng, engine):
+    spec = CrossbarSpec(rows=12, cols=5, cell=cell, r_row=1.0, r_col=2.5)
+    G = rng.uniform(1e-6, 25e-6, spec.g_shape)
+    V = rng.uniform(-spec.v_read, spec.v_read, (40, spec.cols if transpose else spec.rows))
+    xb = Crossbar(spec, G, engine=engine)
+    xc, solver = xb.circuit(transpose), xb.solver(transpose)
+    n_drive = solver.n_drive
+    assert n_drive == (spec.pcols if transpose else spec.rows)
+    direct = xc.outputs(solver.solve(xc.drive_values(V)))
+    # batches below the drive count are solved one by one until the state has seen that many vectors
+    first = xb.read(V[:n_drive - 1], transpose=transpose)
+    assert np.array_equal(first, xc.outputs(solver.solve(xc.drive_values(V[:n_drive - 1]))))
+    rest = xb.read(V[n_drive - 1:], transpose=transpose)
+    T = xb.transfer(transpose)
+    assert T.shape == (n_drive, len(xc.circuit.sense_names()))
+    assert np.array_equal(rest, xc.outputs(xc.drive_values(V[n_drive - 1:]) @ T))
+    assert rel_err(rest, direct[n_drive - 1:]) < 1e-10
+    # and it is the circuit's answer
+    assert rel_err(xb.read(V, transpose=transpose), xb.read(V, transpose=transpose, backend="spice")) < TOL
+    # a new state builds its own
+    xb2 = Crossbar(spec, G * rng.uniform(0.5, 1.5, G.shape))
+    xc2 = xb2.circuit(transpose)
+    direct2 = xc2.outputs(xb2.solver(transpose).solve(xc2.drive_values(V)))
+    assert rel_err(xb2.read(V, transpose=transpose), direct2) < 1e-10
+    assert not np.allclose(xb2.transfer(transpose), T)
+
+
 _NUMPY_LOOPS = """
 import sys, numpy as np
 from cosim.read.mvm import Crossbar
