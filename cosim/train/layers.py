@@ -170,9 +170,9 @@ class Tile:
     cols: slice
     g_plus: np.ndarray
     g_minus: np.ndarray
-    _xbar: Crossbar | None = None
-    _chain: object = None
-    _chain_before: object = None            # the last chain built: its sizing serves the next state
+    _xbar: Crossbar | None = field(default=None, repr=False)
+    _chain: object = field(default=None, repr=False)
+    _chain_before: object = field(default=None, repr=False)   # the last chain built: its sizing serves the next state
     out_offset: np.ndarray | None = None    # forward-read offset per weight column [A] (Monte Carlo)
     gains: dict = field(default_factory=dict)   # autoranging: capacitor step per (array, transposed)
 
