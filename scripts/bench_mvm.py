@@ -11,7 +11,7 @@ For each size N (N x N, 1 ohm per segment on rows and columns, cells uniform in 
   solver with its numpy loops (``compiled_loops=False``: the solver before its numba kernels)
 - ideal: V @ G
 - many vectors at one state (``--many``, default 2,000): the solver on all of them, against
-  ``Crossbar.read``, which builds the state's exact transfer (one solve per drive line) and reads
+  ``Crossbar.read``, which builds the state's exact transfer (one solve per input line) and reads
   through it, and how many vectors it takes to repay the transfer
 Times are wall seconds, the best of ``--repeats`` runs for the short ones; ratios come from the
 same run. Timings are never asserted in tests: this script is where they live.

@@ -153,17 +153,16 @@ def test_a_state_read_with_many_vectors_reads_through_its_exact_transfer(cell, t
     V = rng.uniform(-spec.v_read, spec.v_read, (40, spec.cols if transpose else spec.rows))
     xb = Crossbar(spec, G, engine=engine)
     xc, solver = xb.circuit(transpose), xb.solver(transpose)
-    n_drive = solver.n_drive
-    assert n_drive == (spec.pcols if transpose else spec.rows)
+    n_in = V.shape[1]
     direct = xc.outputs(solver.solve(xc.drive_values(V)))
-    # batches below the drive count are solved one by one until the state has seen that many vectors
-    first = xb.read(V[:n_drive - 1], transpose=transpose)
-    assert np.array_equal(first, xc.outputs(solver.solve(xc.drive_values(V[:n_drive - 1]))))
-    rest = xb.read(V[n_drive - 1:], transpose=transpose)
+    # batches below the input count are solved one by one until the state has seen that many vectors
+    first = xb.read(V[:n_in - 1], transpose=transpose)
+    assert np.array_equal(first, xc.outputs(solver.solve(xc.drive_values(V[:n_in - 1]))))
+    rest = xb.read(V[n_in - 1:], transpose=transpose)
     T = xb.transfer(transpose)
-    assert T.shape == (n_drive, len(xc.circuit.sense_names()))
-    assert np.array_equal(rest, xc.outputs(xc.drive_values(V[n_drive - 1:]) @ T))
-    assert rel_err(rest, direct[n_drive - 1:]) < 1e-10
+    assert T.shape == ((spec.cols, spec.rows) if transpose else (spec.rows, spec.cols))
+    assert np.array_equal(rest, V[n_in - 1:] @ T)
+    assert rel_err(rest, direct[n_in - 1:]) < 1e-10
     # and it is the circuit's answer
     assert rel_err(xb.read(V, transpose=transpose), xb.read(V, transpose=transpose, backend="spice")) < TOL
     # a new state builds its own

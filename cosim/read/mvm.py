@@ -89,17 +89,19 @@ class Crossbar:
         return self._solvers[transpose]
 
     def transfer(self, transpose: bool = False) -> np.ndarray:
-        """The exact map (n_drive, n_sense) [S] from drive values to sense currents at this state,
-        wires included: the solver's answer to each drive source alone (built once per direction).
+        """The exact map at this state, wires included: (rows, cols) forward or (cols, rows)
+        transposed [S], so that a read of inputs V [V] is ``V @ transfer()`` [A] (differential
+        arrays: I+ - I-). Built once per direction: the solver's answer to each input line alone.
 
-        A read is linear in its drives, so ``drive @ transfer()`` is the fast backend's answer at
-        the cost of a matrix product; building it costs a solve of as many vectors as there are
-        drive sources. :meth:`read` switches to it by itself once a state has been read with that
-        many vectors (evaluating a test set, inference): it agrees with the direct solve to the
-        solver's tolerance (about 1e-11 of full scale at 256 x 256 and 512 x 512)."""
+        A read is linear in its inputs, so this is the fast backend's answer at the cost of a
+        matrix product; building it costs a solve of as many vectors as there are input lines.
+        :meth:`read` switches to it by itself once a state has been read with that many vectors
+        (a test set, inference); it agrees with the direct solve to the solver's tolerance (about
+        1e-11 of full scale at 256 x 256 and 512 x 512)."""
         if transpose not in self._transfers:
-            solver = self.solver(transpose)
-            self._transfers[transpose] = solver.solve(np.eye(solver.n_drive))
+            xc = self.circuit(transpose)
+            eye = np.eye(self.spec.cols if transpose else self.spec.rows)
+            self._transfers[transpose] = xc.outputs(self.solver(transpose).solve(xc.drive_values(eye)))
         return self._transfers[transpose]
 
     # -- reads --------------------------------------------------------------------------------
@@ -132,20 +134,20 @@ class Crossbar:
         if backend == "calibrated":
             W = self._calibrated_weights(calibration)
             return V @ W.T if transpose else V @ W
-        xc = self.circuit(transpose)
-        drive = xc.drive_values(V)
         if backend == "fast":
-            return xc.outputs(self._fast(drive, transpose))
-        return xc.outputs(self._spice(xc, drive, workers))
+            return self._fast(V, transpose)
+        xc = self.circuit(transpose)
+        return xc.outputs(self._spice(xc, xc.drive_values(V), workers))
 
-    def _fast(self, drive: np.ndarray, transpose: bool) -> np.ndarray:
-        """Sense currents of the exact solve: one by one until this state has been read with as
-        many vectors as there are drive sources, through :meth:`transfer` from then on (never more
-        than twice the work of the better choice made in hindsight)."""
-        if transpose not in self._transfers and self._solved[transpose] + len(drive) < drive.shape[1]:
-            self._solved[transpose] += len(drive)
-            return self.solver(transpose).solve(drive)
-        return drive @ self.transfer(transpose)
+    def _fast(self, V: np.ndarray, transpose: bool) -> np.ndarray:
+        """The exact read: one solve per vector until this state has been read with as many
+        vectors as it has input lines, through :meth:`transfer` from then on (never more than
+        twice the work of the better choice made in hindsight)."""
+        if transpose not in self._transfers and self._solved[transpose] + len(V) < V.shape[1]:
+            self._solved[transpose] += len(V)
+            xc = self.circuit(transpose)
+            return xc.outputs(self.solver(transpose).solve(xc.drive_values(V)))
+        return V @ self.transfer(transpose)
 
     def _ideal(self, V: np.ndarray, transpose: bool) -> np.ndarray:
         W = self.weights()
