@@ -114,9 +114,11 @@ def bench_case(N: int, r: float, cal: Calibration, *, batch: int, seed: int, pre
     t0 = time.perf_counter()
     xb.transfer()
     t_build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    through = xb.read(V, backend="fast")                # the state's exact transfer, built above
-    t_through = time.perf_counter() - t0
+    t_through = float("inf")
+    for _ in range(3):                                  # best of 3: the first product pays BLAS's start-up
+        t0 = time.perf_counter()
+        through = xb.read(V, backend="fast")            # the state's exact transfer, built above
+        t_through = min(t_through, time.perf_counter() - t0)
     t0 = time.perf_counter()
     ours = Crossbar(spec, G).read(V, backend="calibrated", calibration=cal)
     t_ours = time.perf_counter() - t0
