@@ -398,7 +398,7 @@ def test_a_sigkilled_training_run_resumes_to_the_uninterrupted_result(tmp_path):
     to a temporary file and renamed), the lock is taken over, and the same command finishes with
     the numbers of a run that was never stopped."""
     cmd = ["train", "--forward", "fast", "--backward", "fast", "--update", "fast", "--hidden", "8", "--epochs", "2",
-           "--checkpoint-every", "3"]
+           "--checkpoint-every", "3", "--checkpoint-seconds", "0"]
     full = xbar(*cmd, "--out", "full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     ckpt = tmp_path / "cut" / "checkpoint.npz"

@@ -115,7 +115,7 @@ def _as_old_checkpoint(path: Path) -> None:
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     data = _small(load_digits_split())
-    cfg = TrainConfig(epochs=2, forward="fast", backward="fast", checkpoint_every=5,
+    cfg = TrainConfig(epochs=2, forward="fast", backward="fast", checkpoint_every=5, checkpoint_seconds=0,
                       layer=LayerConfig(r_wire=1.0))
     full = train(cfg, data, tmp_path / "full", progress=False)
     part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)   # killed mid-epoch
@@ -136,11 +136,29 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         train(other, data, tmp_path / "cut", progress=False)
 
 
+def test_checkpoints_are_throttled_and_their_cadence_is_not_part_of_the_run(tmp_path):
+    data = _small(load_digits_split())
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, checkpoint_seconds=3600,
+                      layer=LayerConfig(r_wire=1.0))
+    part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)
+    assert part["stopped"] and not (tmp_path / "cut" / "checkpoint.npz").exists()   # 13 mini-batches: not an hour
+    train(replace(cfg, checkpoint_seconds=0), data, tmp_path / "cut", progress=False, stop_after=13)
+    with np.load(tmp_path / "cut" / "checkpoint.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    assert (meta["epoch"], meta["batch"]) == (0, 10)
+    # another cadence resumes the same run, to the result of a run that was never stopped
+    resumed = train(replace(cfg, checkpoint_every=7), data, tmp_path / "cut", progress=False)
+    assert resumed["history"] == train(cfg, data, tmp_path / "full", progress=False)["history"]
+    with pytest.raises(ParameterError, match="checkpoint_seconds must be >= 0"):
+        replace(cfg, checkpoint_seconds=-1.0)
+
+
 def test_a_finished_run_is_extended_to_the_longer_run(tmp_path):
     """--epochs larger on a finished run's folder goes on from its last epoch, to the same result
     as a run started with the larger value; a smaller value is refused."""
     data = _small(load_digits_split())
-    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, layer=LayerConfig(r_wire=1.0))
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, checkpoint_seconds=0,
+                      layer=LayerConfig(r_wire=1.0))
     longer = replace(cfg, epochs=2)
     straight = train(longer, data, tmp_path / "straight", progress=False)
     assert len(train(cfg, data, tmp_path / "run", progress=False)["history"]) == 1
@@ -287,7 +305,7 @@ def test_autoranging_read_chain(rng, engine):
 
 def test_autoranging_training_resumes_to_the_same_result(tmp_path):
     data = _small(load_digits_split())
-    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5,
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, checkpoint_seconds=0,
                       layer=_chain_cfg(bits=8, full_scale=1.0, r_wire=1.0, chain_autorange=8))
     full = train(cfg, data, tmp_path / "full", progress=False)
     part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)

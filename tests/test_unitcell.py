@@ -235,7 +235,8 @@ def _small(n: int = 200) -> Dataset:
 def test_killed_unit_cell_run_resumes_to_the_same_result(tmp_path):
     data = _small()
     cfg = TrainConfig(epochs=2, forward="fast", backward="fast", update="fast", unit_cell="2pcm3t1c",
-                      transfer_every=7, checkpoint_every=5, layer=LayerConfig(r_wire=1.0))
+                      transfer_every=7, checkpoint_every=5, checkpoint_seconds=0,
+                      layer=LayerConfig(r_wire=1.0))
     full = train(cfg, data, tmp_path / "full", progress=False)
     part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)   # between transfers
     assert part["stopped"]

@@ -27,7 +27,7 @@ __all__ = ["add_parsers", "train_config"]
 
 
 TRAIN_FIELDS = ("hidden", "epochs", "batch_size", "lr", "seed", "update", "device", "bl", "update_method",
-                "checkpoint_every", "unit_cell", "transfer_every", "gain_f", "lsp_pulse_width")
+                "checkpoint_every", "checkpoint_seconds", "unit_cell", "transfer_every", "gain_f", "lsp_pulse_width")
 
 
 LAYER_FIELDS = ("r_wire", "v_read", "out_bound", "max_rows", "max_cols", "chain_autorange")
@@ -242,6 +242,9 @@ def train_parser(sub) -> None:
     p.add_argument("--max-rows", type=int, help=f"largest array: rows (default {ld('max_rows')}; larger layers are tiled)")
     p.add_argument("--max-cols", type=int, help=f"largest array: weight columns (default {ld('max_cols')})")
     p.add_argument("--checkpoint-every", type=int, help=f"mini-batches between checkpoints (default {td('checkpoint_every')})")
+    p.add_argument("--checkpoint-seconds", type=float, metavar="S",
+                   help=f"least wall time between checkpoints within an epoch (default {td('checkpoint_seconds'):g}; "
+                        "neither cadence changes the training, and a run resumes with other values)")
     _unit_cell_options(p)
     p.add_argument("--device-table", default=None, metavar="FILE",
                    help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "

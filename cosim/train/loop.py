@@ -76,7 +76,13 @@ class TrainConfig:
         (the array of device subcircuits in one transient); see cosim.write.pair_update.PulseUpdate.
     layer : LayerConfig
     checkpoint_every : int
-        Mini-batches between checkpoints.
+        Mini-batches between checkpoints (their granularity).
+    checkpoint_seconds : float
+        Least wall time between two checkpoints within an epoch (the end of an epoch always
+        writes one): a checkpoint of an MNIST-sized network is 9-14 MB, and at 20 mini-batches
+        (about a second) it would be written 4 GB per epoch. Neither cadence changes the training
+        (a resume redoes the mini-batches since the last checkpoint to the same result), so a
+        run can resume with other values.
     unit_cell : str
         "pair" (a differential pair of ``device``) or "2pcm3t1c" (PCM pair of ``device`` with
         gain ``gain_f`` plus a 3T1C cell; ``update`` then acts on the 3T1C cells: "ideal" float,
@@ -113,6 +119,7 @@ class TrainConfig:
     update_method: str = "slots"
     layer: LayerConfig = field(default_factory=LayerConfig)
     checkpoint_every: int = 20
+    checkpoint_seconds: float = 30.0
     unit_cell: str = "pair"
     transfer_every: int = 20
     gain_f: float = 3.0
@@ -147,6 +154,9 @@ class TrainConfig:
             raise ParameterError(f"lr must be > 0, got {self.lr}")
         if not (self.lsp_pulse_width > 0 and np.isfinite(self.lsp_pulse_width)):
             raise ParameterError(f"lsp_pulse_width must be > 0 [s], got {self.lsp_pulse_width}")
+        c = self.checkpoint_seconds
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.number)) or not (c >= 0 and np.isfinite(c)):
+            raise ParameterError(f"checkpoint_seconds must be >= 0 [s], got {self.checkpoint_seconds}")
 
     def _check_unit_cell(self) -> None:
         if self.unit_cell == "2pcm3t1c":
@@ -188,7 +198,8 @@ class TrainConfig:
     def record(self) -> dict:
         """The configuration as JSON: loaded objects (calibration, fits, step table) by the hash
         of their contents, the read chain as its config."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("layer", "device_table")}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("layer", "device_table", "checkpoint_seconds")}
         out["hidden"] = list(self.hidden)
         lay = self.layer
         out["layer"] = {f.name: getattr(lay, f.name) for f in fields(lay)
@@ -282,15 +293,19 @@ def _changes(old, new, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.').removeprefix('cfg.')}: {old!r} -> {new!r}"]
 
 
+#: Run-record fields a resume may change: the epochs only bound the loop (data order, learning
+#: rate and audit pace do not depend on them); the checkpoint cadence only decides what is saved.
+RESUMABLE_CHANGES = {"epochs": None, "checkpoint_every": None}
+
+
 def _only_longer(meta: dict, run: dict | None) -> bool:
-    """Whether a checkpoint's run differs from ``run`` in its number of epochs alone, and has not
-    gone past the new one: the epochs only bound the loop (data order, learning rate and audit
-    pace do not depend on them), so the run goes on (or stops) as if it had been started with
-    the new value."""
+    """Whether a checkpoint's run differs from ``run`` in its number of epochs and checkpoint
+    cadence alone, and has not gone past the new number of epochs: the run goes on (or stops) as
+    if it had been started with the new values."""
     old = meta.get("run")
     if not (isinstance(old, dict) and isinstance(old.get("cfg"), dict) and run and "epochs" in old["cfg"]):
         return False
-    if {**old, "cfg": {**old["cfg"], "epochs": None}} != {**run, "cfg": {**run["cfg"], "epochs": None}}:
+    if {**old, "cfg": {**old["cfg"], **RESUMABLE_CHANGES}} != {**run, "cfg": {**run["cfg"], **RESUMABLE_CHANGES}}:
         return False
     target = run["cfg"]["epochs"]
     if meta["epoch"] > target or (meta["epoch"] == target and meta["batch"] > 0):
@@ -454,6 +469,7 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
     unit = cfg.unit_cell == "2pcm3t1c"
     n = len(data.y_train)
     done_here = 0
+    saved = time.monotonic()
     while st.epoch < cfg.epochs:
         order = np.random.default_rng([cfg.seed, st.epoch]).permutation(n)
         while st.batch < n_batches:
@@ -477,8 +493,10 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
             end_of_epoch = st.batch == n_batches
             if end_of_epoch:
                 _end_epoch(cfg, data, net, soft, st, n_batches)   # epoch += 1, batch = 0
-            if end_of_epoch or st.batch % cfg.checkpoint_every == 0:
+            if end_of_epoch or (st.batch % cfg.checkpoint_every == 0
+                                and time.monotonic() - saved >= cfg.checkpoint_seconds):
                 _save_checkpoint(ckpt, fp, net, soft, st, run)
+                saved = time.monotonic()
             if stop_after is not None and done_here >= stop_after:
                 return True
             if end_of_epoch:
