@@ -255,6 +255,10 @@ def test_layer_fast_chain_reads_use_the_fit(fitted, rng):
         y = layer.forward(x, "fast")
         chain = layer.tiles[0].read_chain(layer.cfg, fit=layer.cfg.periphery_fit)
         assert chain.fit is layer.cfg.periphery_fit
+        assert layer.tiles[0].read_chain(layer.cfg, fit=layer.cfg.periphery_fit) is chain      # cached
+        bare = layer.tiles[0].read_chain(layer.cfg)         # a caller without the fit gets a chain without it
+        assert bare.fit is None and bare.config == chain.config
+        assert layer.tiles[0].read_chain(layer.cfg, fit=layer.cfg.periphery_fit).fit is layer.cfg.periphery_fit
         y_plain = plain.forward(x, "fast")
         assert not np.array_equal(y, y_plain)
         # the twin and the fit describe the same chain: their outputs differ by a few LSB, not more

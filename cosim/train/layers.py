@@ -187,9 +187,9 @@ class Tile:
 
     def read_chain(self, cfg: LayerConfig, engine=None, fit=None):
         """The tile behind ``cfg.periphery`` (:class:`cosim.read.readchain.ReadChain`), cached until
-        the conductances change; ``fit`` (a :class:`cosim.read.periphery_fit.PeripheryFit`) for its
-        fast reads."""
-        if self._chain is None:
+        the conductances change (or a caller asks for another engine or fit); ``fit`` (a
+        :class:`cosim.read.periphery_fit.PeripheryFit`) for its fast reads."""
+        if not serves(self._chain, engine, fit):
             self._chain = self._chain_before = sized_read_chain(
                 cfg.periphery, self.spec(cfg), interleave(self.g_plus, self.g_minus), cfg.mapping.g_max,
                 engine=engine, fit=fit, like=self._chain_before)
@@ -198,6 +198,11 @@ class Tile:
     def changed(self) -> None:
         self._xbar = None
         self._chain = None
+
+
+def serves(chain, engine, fit) -> bool:
+    """Whether a cached read chain was built with this ngspice engine and periphery fit."""
+    return chain is not None and chain.engine is engine and chain.fit is fit
 
 
 def sized_read_chain(pc, spec: CrossbarSpec, G: np.ndarray, g_max: float, *, engine=None,

@@ -82,7 +82,7 @@ import numpy as np
 from cosim.read.mvm import Crossbar
 from cosim.sim.engine import SubprocessEngine
 from cosim.train.layers import (
-    CHAIN_BACKENDS, AnalogLayer, LayerConfig, Tile, chain_read, quantize, ranged_read, sized_read_chain,
+    CHAIN_BACKENDS, AnalogLayer, LayerConfig, Tile, chain_read, quantize, ranged_read, serves, sized_read_chain,
 )
 from cosim.write.mapping import MappingSpec
 from cosim.write.program import write_verify
@@ -177,8 +177,9 @@ class UnitCellTile(Tile):
     def lsp_read_chain(self, cfg: LayerConfig, lsp: DeviceModel, g_shared: float, engine=None, fit=None):
         """The 3T1C array (reference cells included) behind ``cfg.periphery``: its own
         integrators and ADCs at the 3T1C read voltage, the capacitor sized for its conductance
-        range (:func:`cosim.train.layers.periphery_for_tile`); cached until the LSP changes."""
-        if self._lsp_chain is None:
+        range (:func:`cosim.train.layers.periphery_for_tile`); cached until the LSP changes (or a
+        caller asks for another engine or fit)."""
+        if not serves(self._lsp_chain, engine, fit):
             xb = self.lsp_crossbar(cfg, lsp, g_shared, engine)
             g = np.sort(lsp.to_conductance(np.array(lsp.state_range, float)))
             self._lsp_chain = self._lsp_chain_before = sized_read_chain(
