@@ -40,6 +40,44 @@ BACKENDS = ("spice", "fast", "ideal", "calibrated")
 _CONNECTED: set = set()
 
 
+class LinearRead:
+    """One state's exact read, a linear map X (batch, n_in) -> X @ T: ``solve`` on each batch
+    until the state has been read with as many vectors as it has inputs, from then on through
+    T = solve(I), built once (a batch then costs a matrix product). It never does more than
+    twice the solver work of the better choice made in hindsight."""
+
+    def __init__(self, solve, n_in: int):
+        self._solve, self.n_in = solve, n_in
+        self._T: np.ndarray | None = None
+        self.solved = 0          # vectors solved one by one
+
+    def matrix(self) -> np.ndarray:
+        """T (n_in, n_out): the answer to each input alone."""
+        if self._T is None:
+            self._T = self._solve(np.eye(self.n_in))
+        return self._T
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if self._T is None and self.solved + len(X) < self.n_in:
+            self.solved += len(X)
+            return self._solve(X)
+        return X @ self.matrix()
+
+    def fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
+        """Several fields (..., n_in) read as one batch: the outputs (..., n_out) of each."""
+        return split_like(self(np.concatenate([f.reshape(-1, f.shape[-1]) for f in fields])), fields)
+
+
+def split_like(rows: np.ndarray, fields: list[np.ndarray]) -> list[np.ndarray]:
+    """Output rows of fields whose rows were stacked, back in each field's leading shape."""
+    parts, k = [], 0
+    for f in fields:
+        n = int(np.prod(f.shape[:-1]))
+        parts.append(rows[k:k + n].reshape(*f.shape[:-1], -1))
+        k += n
+    return parts
+
+
 class Crossbar:
     """One crossbar array at one conductance state, readable forward and transposed.
 
@@ -62,8 +100,7 @@ class Crossbar:
         self.keep_decks = Path(keep_decks) if keep_decks is not None else None
         self._circuits: dict[bool, CrossbarCircuit] = {}
         self._solvers: dict[bool, CrossbarSolver] = {}
-        self._transfers: dict[bool, np.ndarray] = {}
-        self._solved = {False: 0, True: 0}       # vectors the fast backend has solved one by one
+        self._exact: dict[bool, LinearRead] = {}
 
     # -- building blocks ----------------------------------------------------------------------
     def circuit(self, transpose: bool = False) -> CrossbarCircuit:
@@ -98,11 +135,15 @@ class Crossbar:
         :meth:`read` switches to it by itself once a state has been read with that many vectors
         (a test set, inference); it agrees with the direct solve to the solver's tolerance (about
         1e-11 of full scale at 256 x 256 and 512 x 512)."""
-        if transpose not in self._transfers:
-            xc = self.circuit(transpose)
-            eye = np.eye(self.spec.cols if transpose else self.spec.rows)
-            self._transfers[transpose] = xc.outputs(self.solver(transpose).solve(xc.drive_values(eye)))
-        return self._transfers[transpose]
+        return self._linear(transpose).matrix()
+
+    def _linear(self, transpose: bool) -> LinearRead:
+        if transpose not in self._exact:
+            def solve(V: np.ndarray) -> np.ndarray:
+                xc = self.circuit(transpose)
+                return xc.outputs(self.solver(transpose).solve(xc.drive_values(V)))
+            self._exact[transpose] = LinearRead(solve, self.spec.cols if transpose else self.spec.rows)
+        return self._exact[transpose]
 
     # -- reads --------------------------------------------------------------------------------
     def read(self, V: np.ndarray, *, transpose: bool = False, backend: Backend = "fast",
@@ -134,20 +175,10 @@ class Crossbar:
         if backend == "calibrated":
             W = self._calibrated_weights(calibration)
             return V @ W.T if transpose else V @ W
-        if backend == "fast":
-            return self._fast(V, transpose)
+        if backend == "fast":       # one solve per vector, or the state's transfer once it pays
+            return self._linear(transpose)(V)
         xc = self.circuit(transpose)
         return xc.outputs(self._spice(xc, xc.drive_values(V), workers))
-
-    def _fast(self, V: np.ndarray, transpose: bool) -> np.ndarray:
-        """The exact read: one solve per vector until this state has been read with as many
-        vectors as it has input lines, through :meth:`transfer` from then on (never more than
-        twice the work of the better choice made in hindsight)."""
-        if transpose not in self._transfers and self._solved[transpose] + len(V) < V.shape[1]:
-            self._solved[transpose] += len(V)
-            xc = self.circuit(transpose)
-            return xc.outputs(self.solver(transpose).solve(xc.drive_values(V)))
-        return V @ self.transfer(transpose)
 
     def _ideal(self, V: np.ndarray, transpose: bool) -> np.ndarray:
         W = self.weights()

@@ -34,9 +34,9 @@ Choices (written once, here)
 on-resistance, measured once in ngspice at the potential of its source, in series with each
 cell.
 
-The fast backend is the twin of the whole chain: :class:`cosim.read.solver.CrossbarSolver`
-gives the exact drive -> sense transfer matrix of the wired array (linear and static, so the
-charge is ``volt_seconds @ G_eff``), then the integrator twin
+The fast backend is the twin of the whole chain: the wired array is linear and static, so its
+charges are the exact solve of the volt-seconds (:class:`cosim.read.solver.CrossbarSolver`; a
+state read with many vectors: ``volt_seconds @ G_eff``, its transfer), then the integrator twin
 (:func:`models.integrator.charge_to_voltage`: finite gain and bandwidth, offset, leak,
 saturation) and the ADC twin (:func:`models.adc.quantize` / :func:`models.adc.ramp_convert`).
 With ``ReadChain(..., fit=PeripheryFit)`` the integrator and ADC twins give way to the transfer
@@ -56,7 +56,7 @@ from typing import Literal
 
 import numpy as np
 
-from cosim.read.mvm import Crossbar
+from cosim.read.mvm import Crossbar, LinearRead, split_like
 from cosim.read.periphery_fit import check_chain_fit
 from cosim.read.read_result import ReadResult
 from cosim.read.solver import CrossbarSolver
@@ -181,12 +181,10 @@ class ReadChain:
         [S], wires included (the fast solver with unit drives). With ``ir_model`` (a calibrated
         :class:`cosim.read.irmodel.IRModel`): its effective conductances instead, the cheap
         per-state model of the same wired array (forward rows -> physical columns; transposed
-        its transpose).
-
-        1T1R arrays: each cell in series with its transistor's on-resistance, measured once in
-        ngspice at the potential its source sits at (forward reads: the row's, ``polarity * v_read``;
-        transposed reads: the row's virtual ground, 0 V). A small-signal linearisation: the
-        drain-source voltage stays below ``v_read R_on / (R_on + 1/G)``."""
+        its transpose). 1T1R arrays: each cell in series with its transistor's on-resistance,
+        measured once in ngspice at the potential its source sits at (forward reads: the row's,
+        ``polarity * v_read``; transposed reads: the row's virtual ground, 0 V). A small-signal
+        linearisation: the drain-source voltage stays below ``v_read R_on / (R_on + 1/G)``."""
         if ir_model is not None:
             if self.access is not None:
                 raise ParameterError("the calibrated IR model describes arrays of plain cells, not 1T1R: read "
@@ -195,13 +193,17 @@ class ReadChain:
             if key not in self._geff:
                 self._geff[key] = ir_model.physical_weights(self.G, self.spec.r_row, self.spec.r_col)
             return self._geff[key].T if transpose else self._geff[key]
+        return self._exact(transpose, polarity).matrix()
+
+    def _exact(self, transpose: bool, polarity: int = 1) -> LinearRead:
+        """The array's exact read in one direction (1T1R forward: at one source polarity)."""
         key = (transpose, polarity if (self.access is not None and not transpose) else 1)
         if key not in self._geff:
             G = self.G
             if self.access is not None:
                 G = 1.0 / (1.0 / G + self.r_on(0.0 if transpose else key[1] * self.spec.v_read))
-            xc = build_crossbar(self.spec, G, transpose=transpose)
-            self._geff[key] = CrossbarSolver(xc.circuit).solve(np.eye(self.n_drive(transpose)))
+            solver = CrossbarSolver(build_crossbar(self.spec, G, transpose=transpose).circuit)
+            self._geff[key] = LinearRead(solver.solve, self.n_drive(transpose))
         return self._geff[key]
 
     def r_on(self, v_source: float) -> float:
@@ -396,18 +398,11 @@ class ReadChain:
         plain = Crossbar(replace(self.spec, cols=self.spec.pcols, cell="1r"), self.G, engine=self.engine)
 
         def apply(*fields: np.ndarray) -> list[np.ndarray]:
-            nd = fields[0].shape[-1]
-            flat = np.concatenate([f.reshape(-1, nd) for f in fields])
+            flat = np.concatenate([f.reshape(-1, f.shape[-1]) for f in fields])
             scale = np.abs(flat).max(axis=1, keepdims=True)
             scale[scale == 0] = 1.0
             I = plain.read(flat / scale * self.spec.v_read, transpose=transpose, backend="spice", workers=workers)
-            out = I * scale / self.spec.v_read
-            parts, k = [], 0
-            for f in fields:
-                n = int(np.prod(f.shape[:-1]))
-                parts.append(out[k:k + n].reshape(*f.shape[:-1], -1))
-                k += n
-            return parts
+            return split_like(I * scale / self.spec.v_read, fields)
         return apply
 
     def _fast(self, windows: np.ndarray, transpose: bool, ir_model=None, array=None) -> dict:
@@ -420,9 +415,9 @@ class ReadChain:
         mixed = bool((vs > 0).any() and (vs < 0).any())
         turn = [np.where(vs > 0, vs, 0), np.where(vs > 0, mom, 0)] if mixed else []
         if array is not None:             # the array's charges from ngspice (spice-array); the turning
-            charges = array(vs, mom) + [self._charges(f, vs, transpose, None) for f in turn]  # point: exact
+            charges = array(vs, mom) + (self._charges(turn, vs, transpose, None) if turn else [])  # point: exact
         else:
-            charges = [self._charges(f, vs, transpose, ir_model) for f in [vs, mom] + turn]
+            charges = self._charges([vs, mom] + turn, vs, transpose, ir_model)
         charges = [self._per_integrator(c, transpose) for c in charges]
         integ, m = cfg.integrator, cfg.integrator.macro
         t_int = tm.t_adc - tm.t_reset
@@ -449,13 +444,18 @@ class ReadChain:
             swing = self._farther(codes, turned)
         return {"q": q, "v": v, "codes": codes, "swing": swing, "points": 0, "energy": None}
 
-    def _charges(self, f: np.ndarray, vs: np.ndarray, transpose: bool, ir_model) -> np.ndarray:
-        """A volt-second field (batch, n_win, n_drive), its drives signed as ``vs``'s, through the
-        array's transfer: charges (batch, n_win, n_sense)."""
-        if self.access is not None and not transpose and ir_model is None:  # on-resistance: the row's sign
-            return np.where(vs > 0, f, 0) @ self.transfer(transpose, 1) + np.where(vs < 0, f, 0) @ self.transfer(
-                transpose, -1)
-        return f @ self.transfer(transpose, ir_model=ir_model)
+    def _charges(self, fields: list, vs: np.ndarray, transpose: bool, ir_model) -> list:
+        """Volt-second fields (batch, n_win, n_drive), their drives signed as ``vs``'s, through the
+        array: charges (batch, n_win, n_sense) each (exact reads: the fields as one batch)."""
+        if ir_model is not None:
+            return [f @ self.transfer(transpose, ir_model=ir_model) for f in fields]
+        if self.access is None or transpose:
+            return self._exact(transpose).fields(fields)
+        out = [0.0] * len(fields)      # 1T1R: the on-resistance follows each row's sign
+        for sign in (1, -1):
+            part = self._exact(transpose, sign).fields([np.where(sign * vs > 0, f, 0) for f in fields])
+            out = [o + c for o, c in zip(out, part)]
+        return out
 
     def _farther(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Elementwise, the code of ``a`` and ``b`` farther from the start voltage's."""
