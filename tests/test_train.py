@@ -140,17 +140,42 @@ def test_checkpoints_are_throttled_and_their_cadence_is_not_part_of_the_run(tmp_
     data = _small(load_digits_split())
     cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, checkpoint_seconds=3600,
                       layer=LayerConfig(r_wire=1.0))
-    part = train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)
-    assert part["stopped"] and not (tmp_path / "cut" / "checkpoint.npz").exists()   # 13 mini-batches: not an hour
-    train(replace(cfg, checkpoint_seconds=0), data, tmp_path / "cut", progress=False, stop_after=13)
-    with np.load(tmp_path / "cut" / "checkpoint.npz") as z:
-        meta = json.loads(str(z["meta"]))
-    assert (meta["epoch"], meta["batch"]) == (0, 10)
-    # another cadence resumes the same run, to the result of a run that was never stopped
+
+    def saved_at(run):
+        with np.load(tmp_path / run / "checkpoint.npz") as z:
+            meta = json.loads(str(z["meta"]))
+        return meta["epoch"], meta["batch"]
+
+    # the first chance after a start saves (a run killed often still advances), then not for an hour
+    assert train(cfg, data, tmp_path / "cut", progress=False, stop_after=13)["stopped"]
+    assert saved_at("cut") == (0, 5)
+    train(replace(cfg, checkpoint_seconds=0), data, tmp_path / "cut", progress=False, stop_after=8)
+    assert saved_at("cut") == (0, 10)
+    # another cadence resumes the same run, to the result of a run that was never stopped, and the
+    # end of the epoch is saved whatever the throttle
     resumed = train(replace(cfg, checkpoint_every=7), data, tmp_path / "cut", progress=False)
+    assert saved_at("cut") == (1, 0)
     assert resumed["history"] == train(cfg, data, tmp_path / "full", progress=False)["history"]
     with pytest.raises(ParameterError, match="checkpoint_seconds must be >= 0"):
         replace(cfg, checkpoint_seconds=-1.0)
+
+
+def test_a_resumed_run_with_exact_unquantised_reads_is_the_same_bit_for_bit(tmp_path):
+    """Without an output quantiser any difference in the reads shows: a killed unit-cell run
+    (its PCM tiles read at one state over several mini-batches, test-set reads at every epoch's
+    end) resumes to exactly the arrays and losses of a run that was never stopped."""
+    data = _small(load_digits_split())
+    cfg = TrainConfig(epochs=2, forward="fast", backward="fast", update="fast", unit_cell="2pcm3t1c",
+                      transfer_every=7, checkpoint_every=5, checkpoint_seconds=0,
+                      layer=LayerConfig(r_wire=1.0, adc_bits=None))
+    full = train(cfg, data, tmp_path / "full", progress=False)
+    n_batches = -(-len(data.y_train) // cfg.batch_size)
+    train(cfg, data, tmp_path / "cut", progress=False, stop_after=n_batches + 8)      # into epoch 2
+    resumed = train(cfg, data, tmp_path / "cut", progress=False)
+    assert resumed["history"] == full["history"]
+    with np.load(tmp_path / "full" / "checkpoint.npz") as a, np.load(tmp_path / "cut" / "checkpoint.npz") as b:
+        for key in ("gp0", "gm0", "vc0", "gp1", "vc1", "losses", "soft_losses"):
+            assert np.array_equal(a[key], b[key]), key
 
 
 def test_a_finished_run_is_extended_to_the_longer_run(tmp_path):

@@ -243,8 +243,7 @@ def train_parser(sub) -> None:
     p.add_argument("--max-cols", type=int, help=f"largest array: weight columns (default {ld('max_cols')})")
     p.add_argument("--checkpoint-every", type=int, help=f"mini-batches between checkpoints (default {td('checkpoint_every')})")
     p.add_argument("--checkpoint-seconds", type=float, metavar="S",
-                   help=f"least wall time between checkpoints within an epoch (default {td('checkpoint_seconds'):g}; "
-                        "neither cadence changes the training, and a run resumes with other values)")
+                   help=f"but at most one every S seconds within an epoch (default {td('checkpoint_seconds'):g})")
     _unit_cell_options(p)
     p.add_argument("--device-table", default=None, metavar="FILE",
                    help="--update fast on a pair: move the conductances by --device's step table fitted to SPICE "

@@ -41,15 +41,14 @@ _CONNECTED: set = set()
 
 
 class LinearRead:
-    """One state's exact read, a linear map X (batch, n_in) -> X @ T: ``solve`` on each batch
-    until the state has been read with as many vectors as it has inputs, from then on through
-    T = solve(I), built once (a batch then costs a matrix product). It never does more than
-    twice the solver work of the better choice made in hindsight."""
+    """One state's exact read, a linear map X (batch, n_in) -> X @ T: a batch of fewer vectors than
+    inputs is solved as it is; a larger one goes through T = solve(I), built once per state (then a
+    batch costs a matrix product). The choice depends on the batch alone, never on what was read
+    before, so a run resumed from a checkpoint reads bit for bit as the run it continues."""
 
     def __init__(self, solve, n_in: int):
         self._solve, self.n_in = solve, n_in
         self._T: np.ndarray | None = None
-        self.solved = 0          # vectors solved one by one
 
     def matrix(self) -> np.ndarray:
         """T (n_in, n_out): the answer to each input alone."""
@@ -58,10 +57,7 @@ class LinearRead:
         return self._T
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        if self._T is None and self.solved + len(X) < self.n_in:
-            self.solved += len(X)
-            return self._solve(X)
-        return X @ self.matrix()
+        return X @ self.matrix() if len(X) >= self.n_in else self._solve(X)
 
     def fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
         """Several fields (..., n_in) read as one batch: the outputs (..., n_out) of each."""
@@ -132,9 +128,9 @@ class Crossbar:
 
         A read is linear in its inputs, so this is the fast backend's answer at the cost of a
         matrix product; building it costs a solve of as many vectors as there are input lines.
-        :meth:`read` switches to it by itself once a state has been read with that many vectors
-        (a test set, inference); it agrees with the direct solve to the solver's tolerance (about
-        1e-11 of full scale at 256 x 256 and 512 x 512)."""
+        :meth:`read` reads a batch of at least that many vectors through it (a test set,
+        inference); it agrees with the direct solve to the solver's tolerance (about 1e-11 of
+        full scale at 256 x 256 and 512 x 512)."""
         return self._linear(transpose).matrix()
 
     def _linear(self, transpose: bool) -> LinearRead:
@@ -175,7 +171,7 @@ class Crossbar:
         if backend == "calibrated":
             W = self._calibrated_weights(calibration)
             return V @ W.T if transpose else V @ W
-        if backend == "fast":       # one solve per vector, or the state's transfer once it pays
+        if backend == "fast":       # one solve per vector, or the state's transfer for a large batch
             return self._linear(transpose)(V)
         xc = self.circuit(transpose)
         return xc.outputs(self._spice(xc, xc.drive_values(V), workers))

@@ -24,7 +24,7 @@ class ReadResult:
     one per bit window, LSB first, on the last axis).
     ``v_out`` (batch, n_sense[, bits]) [V]: integrator outputs at the end of integration.
     ``charge`` (batch, n_sense) [C]: charge into each virtual ground (spice: the integrated
-    current of the sense source; fast: ``volt_seconds @ G_eff``), shift-and-added for bit-serial.
+    current of the sense source; fast: the exact solve of the volt-seconds), shift-and-added for bit-serial.
     ``current`` (batch, n_out) [A]: the equivalent output current, charge / full-scale time
     (diff forward: I+ - I-), comparable to ``Crossbar.read(codes / max_code * v_read)``.
     ``decoded`` (batch, n_out) [A]: the same quantity as the digital side knows it, from the codes

@@ -35,8 +35,8 @@ on-resistance, measured once in ngspice at the potential of its source, in serie
 cell.
 
 The fast backend is the twin of the whole chain: the wired array is linear and static, so its
-charges are the exact solve of the volt-seconds (:class:`cosim.read.solver.CrossbarSolver`; a
-state read with many vectors: ``volt_seconds @ G_eff``, its transfer), then the integrator twin
+charges are the exact solve of the volt-seconds (:class:`cosim.read.solver.CrossbarSolver`, or
+``volt_seconds @ G_eff`` through the array's transfer for a large read), then the integrator twin
 (:func:`models.integrator.charge_to_voltage`: finite gain and bandwidth, offset, leak,
 saturation) and the ADC twin (:func:`models.adc.quantize` / :func:`models.adc.ramp_convert`).
 With ``ReadChain(..., fit=PeripheryFit)`` the integrator and ADC twins give way to the transfer
@@ -452,7 +452,7 @@ class ReadChain:
         if self.access is None or transpose:
             return self._exact(transpose).fields(fields)
         out = [0.0] * len(fields)      # 1T1R: the on-resistance follows each row's sign
-        for sign in (1, -1):
+        for sign in (1, -1) if (vs < 0).any() else (1,):
             part = self._exact(transpose, sign).fields([np.where(sign * vs > 0, f, 0) for f in fields])
             out = [o + c for o, c in zip(out, part)]
         return out

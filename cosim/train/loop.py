@@ -3,9 +3,10 @@
 Layer: cosim.train. :func:`train` runs a multilayer perceptron (:mod:`cosim.train.network`) on
 analog layers, with the forward read, the transposed backward read and the update each on its
 chosen backend, and beside it a software network with the same seed, architecture, initial
-weights and mini-batch schedule. After every ``checkpoint_every`` mini-batches it writes a
-checkpoint; a killed run resumes where it stopped and ends with the same result (every random
-draw derives from (seed, epoch, batch), not from a running state).
+weights and mini-batch schedule. It writes a checkpoint at the end of every epoch and every
+``checkpoint_every`` mini-batches, at most every ``checkpoint_seconds``; a killed run resumes
+where it stopped and ends with the same result (every random draw derives from (seed, epoch,
+batch), not from a running state).
 
 ``unit_cell`` picks the weight's hardware: ``"pair"`` (a differential pair of ``device``,
 updated by ``update``) or ``"2pcm3t1c"`` (the IBM 2018 unit cell of :mod:`cosim.train.unitcell`:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 import warnings
@@ -79,10 +81,11 @@ class TrainConfig:
         Mini-batches between checkpoints (their granularity).
     checkpoint_seconds : float
         Least wall time between two checkpoints within an epoch (the end of an epoch always
-        writes one): a checkpoint of an MNIST-sized network is 9-14 MB, and at 20 mini-batches
-        (about a second) it would be written 4 GB per epoch. Neither cadence changes the training
-        (a resume redoes the mini-batches since the last checkpoint to the same result), so a
-        run can resume with other values.
+        writes one, and so does the first multiple of ``checkpoint_every`` after a start or
+        resume): a checkpoint of an MNIST-sized network is 9-14 MB, and at 20 mini-batches (about
+        a second) it would be written 4 GB per epoch. Neither cadence changes the training (a
+        resume redoes the mini-batches since the last checkpoint to the same result), so a run
+        can resume with other values.
     unit_cell : str
         "pair" (a differential pair of ``device``) or "2pcm3t1c" (PCM pair of ``device`` with
         gain ``gain_f`` plus a 3T1C cell; ``update`` then acts on the 3T1C cells: "ideal" float,
@@ -469,7 +472,7 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
     unit = cfg.unit_cell == "2pcm3t1c"
     n = len(data.y_train)
     done_here = 0
-    saved = time.monotonic()
+    saved = -math.inf             # the first chance after a start saves: a run killed often still advances
     while st.epoch < cfg.epochs:
         order = np.random.default_rng([cfg.seed, st.epoch]).permutation(n)
         while st.batch < n_batches:
