@@ -61,7 +61,12 @@ class LinearRead:
 
     def fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
         """Several fields (..., n_in) read as one batch: the outputs (..., n_out) of each."""
-        return split_like(self(np.concatenate([f.reshape(-1, f.shape[-1]) for f in fields])), fields)
+        return split_like(self(stack_rows(fields)), fields)
+
+
+def stack_rows(fields: list[np.ndarray]) -> np.ndarray:
+    """The rows of several fields (..., n) stacked into one batch (rows, n)."""
+    return np.concatenate([f.reshape(-1, f.shape[-1]) for f in fields])
 
 
 def split_like(rows: np.ndarray, fields: list[np.ndarray]) -> list[np.ndarray]:

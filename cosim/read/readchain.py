@@ -56,7 +56,7 @@ from typing import Literal
 
 import numpy as np
 
-from cosim.read.mvm import Crossbar, LinearRead, split_like
+from cosim.read.mvm import Crossbar, LinearRead, split_like, stack_rows
 from cosim.read.periphery_fit import check_chain_fit
 from cosim.read.read_result import ReadResult
 from cosim.read.solver import CrossbarSolver
@@ -398,7 +398,7 @@ class ReadChain:
         plain = Crossbar(replace(self.spec, cols=self.spec.pcols, cell="1r"), self.G, engine=self.engine)
 
         def apply(*fields: np.ndarray) -> list[np.ndarray]:
-            flat = np.concatenate([f.reshape(-1, f.shape[-1]) for f in fields])
+            flat = stack_rows(fields)
             scale = np.abs(flat).max(axis=1, keepdims=True)
             scale[scale == 0] = 1.0
             I = plain.read(flat / scale * self.spec.v_read, transpose=transpose, backend="spice", workers=workers)

@@ -362,17 +362,13 @@ class CrossbarSolver:
             dC[1:] += gc[:-1]
             self._TC = _Chains(dC, -gc[:-1], axis=0, kernels=kernels)
 
-    @property
-    def n_drive(self) -> int:
-        """Drive sources: the rows (forward) or the physical columns (transposed)."""
-        return self.P if self.transpose else self.N
-
     # -- the three cases ----------------------------------------------------------------------
     def solve(self, drive_values: np.ndarray) -> np.ndarray:
         """Sense currents (batch, n_sense) [A] for drive values (batch, n_drive) [V]."""
         V = np.atleast_2d(np.asarray(drive_values, dtype=float))
-        if V.shape[1] != self.n_drive:
-            raise ShapeError(f"drive values have {V.shape[1]} columns, the array has {self.n_drive} drive sources")
+        n_in = self.P if self.transpose else self.N
+        if V.shape[1] != n_in:
+            raise ShapeError(f"drive values have {V.shape[1]} columns, the array has {n_in} drive sources")
         per_rhs = 8 * self.N * self.P
         # no chunk larger than chunk_bytes per working array; with threads, at least one chunk
         # per worker (numpy releases the GIL in the sweeps), but threads pay only when a chunk
