@@ -418,13 +418,45 @@ def test_a_sigkilled_training_run_resumes_to_the_uninterrupted_result(tmp_path):
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    _resumes_to_the_full_run(tmp_path, cmd)
+
+
+def _resumes_to_the_full_run(tmp_path: Path, cmd: list[str]) -> None:
     again = xbar(*cmd, "--out", "cut", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    a, b = np.load(tmp_path / "full" / "checkpoint.npz"), np.load(ckpt)
-    for key in ("gp0", "gm0", "gp1", "gm1", "soft0", "soft1"):
-        assert np.array_equal(a[key], b[key]), key
+    with np.load(tmp_path / "full" / "checkpoint.npz") as a, np.load(tmp_path / "cut" / "checkpoint.npz") as b:
+        for key in ("gp0", "gm0", "gp1", "gm1", "soft0", "soft1"):
+            assert np.array_equal(a[key], b[key]), key
     ma, mb = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("full", "cut"))
     assert ma["history"] == mb["history"]
+
+
+def test_sigterm_saves_the_mini_batch_under_way_and_the_run_resumes_from_it(tmp_path):
+    """SIGTERM with checkpoints throttled to one an hour: the run finishes the mini-batch under
+    way, saves it, says so and exits with 143; the same command goes on from that mini-batch to
+    the numbers of a run that was never stopped."""
+    cmd = ["train", "--forward", "fast", "--backward", "fast", "--update", "fast", "--hidden", "8", "--epochs", "2",
+           "--checkpoint-every", "1", "--checkpoint-seconds", "3600"]
+    full = xbar(*cmd, "--out", "full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    ckpt = tmp_path / "cut" / "checkpoint.npz"
+    proc = start(*cmd, "--out", "cut", cwd=tmp_path, cache=tmp_path / "cache")
+    try:
+        wait_for(ckpt.exists, 300, "the first checkpoint (the first mini-batch)")
+        time.sleep(1.0)                           # about 50 mini-batches on
+        assert proc.poll() is None, "the run finished before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        assert wait_exit(proc, 10) == 143
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    with np.load(ckpt) as z:
+        meta = json.loads(str(z["meta"]))
+    assert (meta["epoch"], meta["batch"]) != (0, 1)
+    assert f"checkpoint saved after {meta['epoch']} epochs and {meta['batch']} mini-batches" in err, err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    _resumes_to_the_full_run(tmp_path, cmd)
 
 
 def test_a_machine_without_ngspice_is_told_how_to_get_it(folder):

@@ -160,6 +160,73 @@ def test_checkpoints_are_throttled_and_their_cadence_is_not_part_of_the_run(tmp_
         replace(cfg, checkpoint_seconds=-1.0)
 
 
+class _Stop(Exception):
+    pass
+
+
+def _signal_at(monkeypatch, call: int, signals: int = 1, hang: float = 0.0) -> None:
+    """The analog network's ``call``-th mini-batch sends itself SIGINT ``signals`` times, then
+    (``hang``) takes that many seconds more."""
+    import signal
+    import time as _time
+    from cosim.train.network import MLP
+    step, calls = MLP.step, [0]
+
+    def stepped(self, *a, **kw):
+        out = step(self, *a, **kw)
+        if a[5]:               # the software network's step
+            return out
+        calls[0] += 1
+        if calls[0] == call:
+            for _ in range(signals):
+                signal.raise_signal(signal.SIGINT)
+            _time.sleep(hang)
+        return out
+    monkeypatch.setattr(MLP, "step", stepped)
+
+
+def _saved_batch(path: Path) -> tuple[int, int]:
+    with np.load(path / "checkpoint.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    return meta["epoch"], meta["batch"]
+
+
+def test_a_signal_saves_the_mini_batch_under_way_and_hands_the_signal_on(tmp_path, monkeypatch):
+    """SIGINT in the middle of a mini-batch: the mini-batch ends, a checkpoint of it is written
+    (whatever the throttle), then the handler of before runs (here it raises ``_Stop``) and is
+    back in place. The run resumes from there to the result of a run never stopped. A second
+    signal, or a mini-batch that outlasts the grace, stops at once with the last periodic
+    checkpoint."""
+    import signal
+    from cosim.train import stopping
+    data = _small(load_digits_split())
+    cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, checkpoint_seconds=3600)
+    full = train(cfg, data, tmp_path / "full", progress=False)
+
+    def stop(signum, frame):
+        raise _Stop()
+    before = signal.signal(signal.SIGINT, stop)
+    try:
+        with monkeypatch.context() as m:
+            _signal_at(m, 13)
+            with pytest.raises(_Stop):
+                train(cfg, data, tmp_path / "cut", progress=False)
+        assert signal.getsignal(signal.SIGINT) is stop
+        assert _saved_batch(tmp_path / "cut") == (0, 13)       # not 5, the throttled one
+        for kind, kw in (("twice", {"signals": 2}), ("hung", {"hang": 30.0})):
+            with monkeypatch.context() as m:
+                m.setattr(stopping, "GRACE_SECONDS", 0.2)
+                _signal_at(m, 7, **kw)
+                with pytest.raises(_Stop):
+                    train(cfg, data, tmp_path / kind, progress=False)
+            assert _saved_batch(tmp_path / kind) == (0, 5), kind   # the periodic one: 7 was cut short
+            assert signal.getsignal(signal.SIGINT) is stop
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert train(cfg, data, tmp_path / "cut", progress=False)["history"] == full["history"]
+    assert train(cfg, data, tmp_path / "hung", progress=False)["history"] == full["history"]
+
+
 def test_a_resumed_run_with_exact_unquantised_reads_is_the_same_bit_for_bit(tmp_path):
     """Without an output quantiser any difference in the reads shows: a killed unit-cell run
     (its PCM tiles read at one state over several mini-batches, test-set reads at every epoch's

@@ -4,7 +4,8 @@ Layer: cosim.train. :func:`train` runs a multilayer perceptron (:mod:`cosim.trai
 analog layers, with the forward read, the transposed backward read and the update each on its
 chosen backend, and beside it a software network with the same seed, architecture, initial
 weights and mini-batch schedule. It writes a checkpoint at the end of every epoch and every
-``checkpoint_every`` mini-batches, at most every ``checkpoint_seconds``; a killed run resumes
+``checkpoint_every`` mini-batches, at most every ``checkpoint_seconds``, and on SIGINT or
+SIGTERM after the mini-batch under way (:mod:`cosim.train.stopping`); a killed run resumes
 where it stopped and ends with the same result (every random draw derives from (seed, epoch,
 batch), not from a running state).
 
@@ -40,6 +41,7 @@ from cosim.train.data import Dataset
 from cosim.train.layers import READ_BACKENDS, IdealUpdate, LayerConfig, Updater, gains_restored
 from cosim.train.network import MLP
 from cosim.train.plots import plot_audit, plot_run
+from cosim.train.stopping import StopBetweenBatches
 from cosim.train.unitcell import CELLS, CapUpdate, LspIdealUpdate, UnitCellSpec
 from cosim.write.pair_update import PulseUpdate, mapping_for
 from cosim.write.step_table import StepTable
@@ -450,8 +452,9 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
                    desc=f"train {cfg.forward}/{cfg.backward}/{cfg.update}",
                    mininterval=0.1 if sys.stderr.isatty() else 15.0)   # a log, not a flood, in CI
     try:
-        stopped = _run_epochs(cfg, data, net, soft, updater, st, ckpt, fp, run, n_batches, bar, stop_after,
-                              auditor)
+        with StopBetweenBatches() as stop:
+            stopped = _run_epochs(cfg, data, net, soft, updater, st, ckpt, fp, run, n_batches, bar, stop_after,
+                                  auditor, stop)
     finally:
         if bar is not None:
             bar.close()
@@ -467,8 +470,10 @@ def _train(cfg: TrainConfig, data: Dataset, out_dir: Path, engine, progress: boo
 
 
 def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, st: _State, ckpt: Path, fp: str,
-                run: dict, n_batches: int, bar, stop_after: int | None, auditor: Auditor | None = None) -> bool:
-    """The mini-batches from the state ``st`` to the end; True when ``stop_after`` stopped them."""
+                run: dict, n_batches: int, bar, stop_after: int | None, auditor: Auditor | None = None,
+                stop: StopBetweenBatches | None = None) -> bool:
+    """The mini-batches from the state ``st`` to the end; True when ``stop_after`` stopped them. A
+    signal that ``stop`` noted is handed on after the mini-batch, with a checkpoint of it."""
     unit = cfg.unit_cell == "2pcm3t1c"
     n = len(data.y_train)
     done_here = 0
@@ -496,10 +501,15 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
             end_of_epoch = st.batch == n_batches
             if end_of_epoch:
                 _end_epoch(cfg, data, net, soft, st, n_batches)   # epoch += 1, batch = 0
-            if end_of_epoch or (st.batch % cfg.checkpoint_every == 0
-                                and time.monotonic() - saved >= cfg.checkpoint_seconds):
+            stopping = stop is not None and stop.requested
+            if stopping or end_of_epoch or (st.batch % cfg.checkpoint_every == 0
+                                            and time.monotonic() - saved >= cfg.checkpoint_seconds):
                 _save_checkpoint(ckpt, fp, net, soft, st, run)
                 saved = time.monotonic()
+            if stopping:
+                print(f"checkpoint saved after {st.epoch} epochs and {st.batch} mini-batches: the same command "
+                      "resumes the run", file=sys.stderr, flush=True)
+                stop.hand_on()
             if stop_after is not None and done_here >= stop_after:
                 return True
             if end_of_epoch:
