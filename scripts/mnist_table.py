@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cosim.sim.files import publish, save_figure
-from cosim.train.audit import AUDIT_LOG, judged_error, read_audit_log
+from cosim.train.audit import AUDIT_LOG, read_audit_log, summarize_audit
 
 
 def load_run(folder: Path) -> dict:
@@ -45,20 +45,7 @@ def load_run(folder: Path) -> dict:
         record, history, done = meta["run"], meta["history"], False
     audits = read_audit_log(folder / AUDIT_LOG) if (folder / AUDIT_LOG).exists() else []
     return {"folder": str(folder), "record": record, "history": history, "finished": done,
-            "audit": audit_summary(audits)}
-
-
-def audit_summary(records: list[dict]) -> dict | None:
-    """Audits, sample-weighted share of unchanged predictions, audits over twice their bound."""
-    ok = [r for r in records if "error" not in r]
-    if not ok:
-        return None
-    fwd = [r for r in ok if r.get("predictions_same") is not None]
-    n = sum(int(r["samples"]) for r in fwd)
-    same = sum(int(r["samples"]) * float(r["predictions_same"]) for r in fwd)
-    over = sum(1 for r in ok if r.get("bound_fs") is not None and judged_error(r) > 2 * r["bound_fs"])
-    return {"audits": len(ok), "failed": len(records) - len(ok), "samples": n,
-            "predictions_same": same / n if n else None, "over_twice_bound": over}
+            "audit": summarize_audit(audits) if audits else None}
 
 
 def describe(record: dict) -> tuple[str, str]:
@@ -76,15 +63,24 @@ def describe(record: dict) -> tuple[str, str]:
     return key, label + f" [seed {seed}]"
 
 
-def tables(runs: list[dict]) -> tuple[str, dict]:
+def milestones(history: list[dict], target: float, gap_from: int) -> tuple[int | None, float | None]:
+    """The first epoch at ``target`` test accuracy [%], and the widest gap to the software
+    baseline [points] from epoch ``gap_from`` on (None where the run has not got there)."""
+    first = next((e["epoch"] for e in history if 100 * e["test_accuracy"] >= target - 1e-9), None)
+    gaps = [100 * (e["software_test_accuracy"] - e["test_accuracy"]) for e in history if e["epoch"] >= gap_from]
+    return first, (max(gaps) if gaps else None)
+
+
+def tables(runs: list[dict], target: float = 97.5, gap_from: int = 4) -> tuple[str, dict]:
     groups: dict[str, list[dict]] = {}
     for r in runs:
         key, r["label"] = describe(r["record"])
         r["seed"] = r["record"]["cfg"].get("seed")
         groups.setdefault(key, []).append(r)
     pct = lambda v: "-" if v is None else f"{100 * v:.2f} %"  # noqa: E731
-    lines = ["| run | seed | epochs | test acc. | software | gap [points] | best | audits | predictions "
-             "unchanged | over 2x bound |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| run | seed | epochs | test acc. | software | gap [points] | best | first epoch at {target:g} % | "
+             f"largest gap from epoch {gap_from} | audits | predictions unchanged | over 2x bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     summary = []
     for members in groups.values():
         members.sort(key=lambda r: r["seed"])
@@ -94,10 +90,13 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
             a = r["audit"] or {}
             gap = 100 * (last["software_test_accuracy"] - last["test_accuracy"]) if h else None
             state = "" if r["finished"] else " (running)"
+            first, widest = milestones(h, target, gap_from)
+            r["first_epoch_at_target"], r["largest_gap_from"] = first, widest
             lines.append(f"| {r['label'].rsplit(' [', 1)[0]} | {r['seed']} | {len(h)}{state} "
                          f"| {pct(last.get('test_accuracy'))} | {pct(last.get('software_test_accuracy'))} | "
                          f"{'-' if gap is None else f'{gap:.2f}'} | "
-                         f"{pct(max((e['test_accuracy'] for e in h), default=None))} | {a.get('audits', '-')} | "
+                         f"{pct(max((e['test_accuracy'] for e in h), default=None))} | {first or '-'} | "
+                         f"{'-' if widest is None else f'{widest:.2f}'} | {a.get('audits', '-')} | "
                          f"{pct(a.get('predictions_same'))} | {a.get('over_twice_bound', '-')} |")
         common = min(len(r["history"]) for r in members)
         if common and len(members) > 1:
@@ -105,7 +104,7 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
             sw = np.array([r["history"][common - 1]["software_test_accuracy"] for r in members])
             lines.append(f"| mean over seeds {', '.join(str(r['seed']) for r in members)} | | {common} | "
                          f"{100 * acc.mean():.2f} +- {100 * acc.std(ddof=1):.2f} % | {100 * sw.mean():.2f} % | "
-                         f"{100 * (sw - acc).mean():.2f} (worst {100 * (sw - acc).max():.2f}) | | | | |")
+                         f"{100 * (sw - acc).mean():.2f} (worst {100 * (sw - acc).max():.2f}) | | | | | | |")
             summary.append({"group": members[0]["label"].rsplit(" [", 1)[0], "seeds": [r["seed"] for r in members],
                             "epoch": common, "accuracy": acc.tolist(), "software": sw.tolist()})
     n_ep = max(len(r["history"]) for r in runs)
@@ -116,7 +115,8 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
         per_epoch.append(f"| {e + 1} | " + " | ".join(cells) + " |")
     text = ("\n".join(lines) + "\n\nTest accuracy per epoch [%] (software baseline in brackets):\n\n"
             + "\n".join(per_epoch))
-    data = {"runs": [{k: r[k] for k in ("folder", "label", "seed", "finished", "history", "audit")} for r in runs],
+    keys = ("folder", "label", "seed", "finished", "first_epoch_at_target", "largest_gap_from", "history", "audit")
+    data = {"target": target, "gap_from": gap_from, "runs": [{k: r[k] for k in keys} for r in runs],
             "groups": summary}
     return text, data
 
@@ -162,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="xbar train output folders")
     ap.add_argument("--out", default=None, help="also write mnist_table.md and .json here")
+    ap.add_argument("--target", type=float, default=97.5, help="the accuracy whose first epoch is reported [%%]")
+    ap.add_argument("--gap-from", type=int, default=4, help="the widest gap to software is taken from this epoch on")
     args = ap.parse_args(argv)
     runs = [load_run(Path(f)) for f in args.runs]
-    text, data = tables(runs)
+    text, data = tables(runs, args.target, args.gap_from)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         publish(args.out, "mnist_table", text, data)

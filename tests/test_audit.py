@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 from cosim.read.irmodel import Calibration, IRModel
-from cosim.train.audit import AUDIT_LOG, AuditConfig, AuditError, calibration_bound, read_audit_log
+from cosim.train.audit import (AUDIT_LOG, AuditConfig, AuditError, calibration_bound, read_audit_log,
+                               summarize_audit)
 from cosim.train.data import Dataset, load_digits_split
 from cosim.train.layers import LayerConfig
 from cosim.train.loop import TrainConfig, train
@@ -81,6 +83,71 @@ def test_quantised_calibrated_reads_are_judged_before_the_quantiser(tmp_path):
     assert all(r["judged"] == "analog" and judged_error(r) == r["analog_rms_error_fs"] for r in recs)
     assert all(0 < r["analog_rms_error_fs"] < 2 * r["bound_fs"] for r in recs)
     assert len(recs) == 3 and all(r["outputs_differing"] is not None for r in recs)
+
+
+def _calibrated(r_wire: float, model: IRModel, cal_rmse: float, **layer) -> TrainConfig:
+    cal = Calibration(model, fit={"g_range": [1e-6, 25e-6]},
+                      errors=[{"rows": 64, "cols": 64, "r_wire": r_wire, "cal_rmse": cal_rmse}])
+    return TrainConfig(hidden=(12,), epochs=1, forward="calibrated", backward="calibrated", update="ideal",
+                       layer=LayerConfig(r_wire=r_wire, adc_bits=None, max_rows=40, calibration=cal, **layer))
+
+
+def test_a_wrong_model_changes_predictions_and_the_summary_weighs_them_by_samples(tmp_path):
+    """A model far off on 50 ohm wires: ngspice's outputs change predictions and flip signs of
+    backpropagated errors, and the audit says so (the measures are not stuck at 1 and 0). The
+    summary's share of unchanged predictions is over samples, not over audits."""
+    with pytest.warns(RuntimeWarning, match="over twice its bound"):
+        train(_calibrated(50.0, IRModel((30.0,) * 8), 1e-6), _small(30), tmp_path, progress=False,
+              audit=AuditConfig(every=1))
+    recs = read_audit_log(tmp_path)
+    fwd = [r for r in recs if r["direction"] == "forward"]
+    assert min(r["predictions_same"] for r in fwd) < 1.0
+    assert max(r["delta_sign_flips"] for r in recs if r["direction"] == "backward") > 0.0
+    fwd[0] = {**fwd[0], "samples": 30}
+    s = summarize_audit(fwd)
+    n = sum(r["samples"] for r in fwd)
+    assert s["samples"] == n and s["predictions_same"] == pytest.approx(
+        sum(r["samples"] * r["predictions_same"] for r in fwd) / n)
+    assert s["predictions_same"] != pytest.approx(s["predictions_same_mean"])
+
+
+@pytest.mark.filterwarnings("ignore:.*one LSB of the read chain")    # the far-off model's codes
+def test_a_chain_run_holds_its_ir_model_to_the_calibration(tmp_path):
+    """Through a read chain the codes are held to one LSB; at array scope the IR model's
+    currents before the converters are also held to the calibration's bound, and a model far off
+    is named although its codes may pass."""
+    from netlists.readchain import PeripheryConfig
+    from models.dac import DacParams
+    chain = {"periphery": PeripheryConfig(dac=DacParams(bits=4)), "chain_autorange": 6}
+    audit = AuditConfig(every=1, chain_scope="array")
+    train(_calibrated(1.0, IRModel.nominal(), 1e-3, **chain), _small(20), tmp_path / "ok", progress=False,
+          audit=audit)
+    recs = read_audit_log(tmp_path / "ok")
+    assert all(r["calibration_bound_source"] == "calibrated 64x64 at 1 ohm" for r in recs)
+    assert all(r["analog_rms_error_fs"] < r["calibration_bound_fs"] for r in recs)
+    s = summarize_audit(recs)
+    assert s["calibration_judged"] == len(recs) and s["calibration_over_twice"] == 0
+    from cosim.cli.cmd_train import audit_text
+    assert f"against its calibration: {len(recs)} audits, 0 over twice the bound" in audit_text(s)
+    with pytest.warns(RuntimeWarning, match="the IR model's currents before the converters.*calibrated 64x64 at 50"):
+        train(_calibrated(50.0, IRModel((30.0,) * 8), 1e-6, **chain), _small(20), tmp_path / "off",
+              progress=False, audit=audit)
+    assert summarize_audit(read_audit_log(tmp_path / "off"))["calibration_over_twice"] == 2
+
+
+def test_a_unit_cell_is_held_to_f_times_the_pairs_bound_plus_its_3t1c_arrays(tmp_path):
+    """2 PCM + 3T1C: the output is F (G+ - G-) plus the 3T1C part, so the bound is F times the
+    pair's calibrated error plus the 3T1C array's; the nominal model meets it."""
+    cfg = replace(_calibrated(2.0, IRModel.nominal(), 1e-3), unit_cell="2pcm3t1c", update="fast")
+    train(cfg, _small(30), tmp_path, progress=False, audit=AuditConfig(every=1))
+    recs = read_audit_log(tmp_path)
+    assert len(recs) == 3 and all(r["bound_source"] == "calibrated 64x64 at 2 ohm" for r in recs)
+    assert all(r["judged"] == "analog" and r["analog_rms_error_fs"] <= r["bound_fs"] for r in recs)
+    pair = replace(cfg, unit_cell="pair")
+    train(pair, _small(30), tmp_path / "pair", progress=False, audit=AuditConfig(every=1))
+    for u, p in zip(recs, read_audit_log(tmp_path / "pair")):       # the same tiles, drawn from (seed, step)
+        assert (u["layer"], u["tile"], u["direction"]) == (p["layer"], p["tile"], p["direction"])
+        assert u["bound_fs"] > 2 * p["bound_fs"]                      # F = 3 and the 3T1C array on top
 
 
 def _rejecting_engine():

@@ -519,8 +519,13 @@ def test_mnist_table_groups_the_seeds_of_a_configuration(tmp_path):
         train(cfg, data, tmp_path / name, progress=False)
     (tmp_path / "s1" / "metrics.json").unlink()            # as if still running: its checkpoint alone
     main = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "mnist_table.py"))["main"]
-    assert main([str(tmp_path / n) for n in ("s0", "s1", "other")] + ["--out", str(tmp_path / "t")]) == 0
+    assert main([str(tmp_path / n) for n in ("s0", "s1", "other")] + ["--out", str(tmp_path / "t"), "--target", "10",
+                                                                      "--gap-from", "2"]) == 0
     out = json.loads((tmp_path / "t" / "mnist_table.json").read_text())
+    h = out["runs"][0]["history"]
+    assert out["runs"][0]["first_epoch_at_target"] == 1                          # any run reaches 10 %
+    assert out["runs"][0]["largest_gap_from"] == pytest.approx(
+        100 * (h[1]["software_test_accuracy"] - h[1]["test_accuracy"]))
     assert [g["seeds"] for g in out["groups"]] == [[0, 1]] and out["groups"][0]["epoch"] == 2
     assert [r["finished"] for r in out["runs"]] == [True, False, True]
     text = (tmp_path / "t" / "mnist_table.md").read_text()

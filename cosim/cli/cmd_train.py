@@ -142,8 +142,9 @@ def audit_text(s: dict) -> str:
     failed = f"\n  audits that failed in ngspice: {s['failed']}" if s.get("failed") else ""
     if not s.get("audits"):
         return "audit: no audits logged" + failed
-    same = "-" if s["predictions_same_mean"] is None else (
-        f"{100 * s['predictions_same_mean']:.2f} % (worst mini-batch {100 * s['predictions_same_min']:.1f} %)")
+    same = "-" if s.get("predictions_same") is None else (
+        f"{100 * s['predictions_same']:.2f} % of {s['samples']:,} samples (worst mini-batch "
+        f"{100 * s['predictions_same_min']:.1f} %)")
     diff = "-" if s["outputs_differing_mean"] is None else f"{100 * s['outputs_differing_mean']:.2f} %"
     return (f"audit: {s['audits']} tiles re-read in ngspice ({s['forward']} forward, {s['backward']} transposed; "
             f"{s['audit_seconds']:.1f} s, every {s['every_last']} mini-batches at the end)\n"
@@ -153,7 +154,11 @@ def audit_text(s: dict) -> str:
                f"  before the converters: RMS median {s['analog_rms_error_fs_median']:.2e}, "
                f"RMS worst {s['analog_rms_error_fs_max']:.2e}\n") +
             f"  digitised outputs that differ: {diff}; predictions unchanged with ngspice outputs: {same}\n"
-            f"  audits over twice their bound: {s['over_twice_bound']}" + failed)
+            f"  audits over twice their bound: {s['over_twice_bound']}"
+            + ("" if not s.get("calibration_judged") else
+               f"\n  the IR model before the converters against its calibration: {s['calibration_judged']} audits, "
+               f"{s['calibration_over_twice']} over twice the bound (worst {s['calibration_worst_ratio']:.2f}x)")
+            + failed)
 
 
 def cmd_audit(args) -> int:
@@ -240,7 +245,8 @@ def train_parser(sub) -> None:
     p.add_argument("--out-bound", type=float,
                    help=f"ADC full scale / largest possible current (default {ld('out_bound')})")
     p.add_argument("--max-rows", type=int, help=f"largest array: rows (default {ld('max_rows')}; larger layers are tiled)")
-    p.add_argument("--max-cols", type=int, help=f"largest array: weight columns (default {ld('max_cols')})")
+    p.add_argument("--max-cols", type=int, help=f"largest array: weight columns, two physical columns each (default {ld('max_cols')}: "
+                   "with --max-rows 256, 256 x 256 physical arrays)")
     p.add_argument("--checkpoint-every", type=int, help=f"mini-batches between checkpoints (default {td('checkpoint_every')})")
     p.add_argument("--checkpoint-seconds", type=float, metavar="S",
                    help=f"but at most one every S seconds within an epoch (default {td('checkpoint_seconds'):g})")

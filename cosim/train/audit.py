@@ -23,8 +23,13 @@ one JSON line of ``audit.jsonl`` in the run folder:
   rows whose sign changes;
 - ``bound_fs``: what the fast path claims: the calibration's held-out RMS error for the
   smallest calibrated array that holds the tile (calibrated reads; a unit cell: F times the
-  pair's plus the 3T1C array's), 1e-9 (the exact solver), or one LSB (quantised reads). An
-  audit over 2x its bound warns, or stops the run (``strict``).
+  pair's plus the 3T1C array's), 1e-9 (the exact solver), or one LSB (quantised reads; through
+  a read chain one LSB of its ADC at the tile's gain step, times F for a unit cell, whose output
+  is F times the pair's difference plus the 3T1C part). An audit over 2x its bound warns, or
+  stops the run (``strict``);
+- ``calibration_bound_fs``: calibrated reads through a read chain, audited at array scope: the
+  calibration's bound as above, held against ``analog_rms_error_fs`` (the IR model's currents
+  before the twin's converters against ngspice's array), with the same 2x rule.
 
 ``every="auto"``: the first audit after AUTO_START mini-batches, on the largest tile, then one
 whenever the time spent on audits, the next one counted at the cost of the costliest so far,
@@ -215,6 +220,8 @@ class Auditor:
         # the calibration's bound is on the analog currents: an analog error far below an LSB still
         # flips the codes near a threshold, by a whole LSB. Judged before the quantiser then.
         rec["judged"] = "analog" if backend == "calibrated" and cfg.periphery is None else "digitised"
+        if backend == "calibrated" and ref == "spice-array":   # a chain run's IR model, alone against ngspice
+            rec["calibration_bound_fs"], rec["calibration_bound_source"] = self._calibration_bound(layer, t, fs)
         delta = np.zeros((u.shape[0], layer.n_in if transpose else layer.n_out))
         delta[:, dst] = err
         delta = layer.undrive(-delta, amax, transpose)          # ngspice minus fast, in the layer's numbers
@@ -252,18 +259,24 @@ class Auditor:
             gain = getattr(getattr(layer, "spec", None), "gain_f", 1.0)
             return float(lsb * max(1.0, gain) / fs), "one LSB of the read chain's ADC"
         if backend == "calibrated":
-            rows, cols = t.g_plus.shape
-            frac, source = calibration_bound(cfg.calibration, rows, 2 * cols, cfg.r_wire)
-            if frac is None:
-                return None, source
-            col_sum = float((t.g_plus + t.g_minus).sum(axis=0).max())   # the calibration's full scale, per pair
-            if hasattr(t, "lsp_crossbar"):      # unit cell: F times the pair's error plus the 3T1C array's
-                lsp = t.lsp_crossbar(cfg, layer.lsp, layer.g_shared, layer.engine).G
-                col_sum = layer.spec.gain_f * col_sum + float((lsp[:, 0::2] + lsp[:, 1::2]).sum(axis=0).max())
-            return float(np.sqrt(2) * frac * cfg.v_read * col_sum / fs), source
+            return self._calibration_bound(layer, t, fs)
         if quantised:
             return 1.0 / (2 ** int(cfg.adc_bits)), "one LSB of the ADC"
         return EXACT_BOUND, "the exact solver"
+
+    @staticmethod
+    def _calibration_bound(layer, t, fs: float):
+        """The calibration's held-out RMS error for the tile's size, on the analog outputs."""
+        cfg = layer.cfg
+        rows, cols = t.g_plus.shape
+        frac, source = calibration_bound(cfg.calibration, rows, 2 * cols, cfg.r_wire)
+        if frac is None:
+            return None, source
+        col_sum = float((t.g_plus + t.g_minus).sum(axis=0).max())   # the calibration's full scale, per pair
+        if hasattr(t, "lsp_crossbar"):      # unit cell: F times the pair's error plus the 3T1C array's
+            lsp = t.lsp_crossbar(cfg, layer.lsp, layer.g_shared, layer.engine).G
+            col_sum = layer.spec.gain_f * col_sum + float((lsp[:, 0::2] + lsp[:, 1::2]).sum(axis=0).max())
+        return float(np.sqrt(2) * frac * cfg.v_read * col_sum / fs), source
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _log(self, rec: dict) -> None:
@@ -281,16 +294,19 @@ class Auditor:
                 raise AuditError(msg + "; stopped (--audit-strict). The audit log is in " + str(self.path))
             warnings.warn(msg + "; training goes on", RuntimeWarning, stacklevel=2)
             return
-        bound, err = rec["bound_fs"], judged_error(rec)
-        if bound is None or err <= 2 * bound:
-            return
-        msg = (f"audit of layer {rec['layer']} tile {rec['tile']} ({rec['direction']}, mini-batch {rec['step']}): "
-               f"RMS error {err:.2e} of full scale against ngspice ({rec.get('judged', 'digitised')}), "
-               f"over twice its bound "
-               f"{bound:.2e} ({rec['bound_source']})")
-        if self.cfg.strict:
-            raise AuditError(msg + "; stopped (--audit-strict). The audit log is in " + str(self.path))
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        checks = [(judged_error(rec), rec["bound_fs"], rec["bound_source"], rec.get("judged", "digitised"))]
+        if rec.get("calibration_bound_fs") is not None:
+            checks.append((rec["analog_rms_error_fs"], rec["calibration_bound_fs"], rec["calibration_bound_source"],
+                           "the IR model's currents before the converters"))
+        for err, bound, source, what in checks:
+            if bound is None or err <= 2 * bound:
+                continue
+            msg = (f"audit of layer {rec['layer']} tile {rec['tile']} ({rec['direction']}, mini-batch {rec['step']}): "
+                   f"RMS error {err:.2e} of full scale against ngspice ({what}), over twice its bound "
+                   f"{bound:.2e} ({source})")
+            if self.cfg.strict:
+                raise AuditError(msg + "; stopped (--audit-strict). The audit log is in " + str(self.path))
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
 
 def judged_error(rec: dict) -> float:
@@ -341,7 +357,9 @@ def _check_record(rec) -> None:
 
 
 def summarize_audit(records: list[dict]) -> dict:
-    """Counts, error percentiles, prediction agreement and bound excesses of an audit log."""
+    """Counts, error percentiles, prediction agreement and bound excesses of an audit log.
+    ``predictions_same`` is the share of the audited samples whose prediction the ngspice
+    outputs leave unchanged; ``predictions_same_mean`` and ``_min`` are over the audits."""
     failed = [r for r in records if "error" in r]
     records = [r for r in records if "error" not in r]
     if not records:
@@ -349,17 +367,27 @@ def summarize_audit(records: list[dict]) -> dict:
     rms = np.array([r["rms_error_fs"] for r in records])
     mx = np.array([r["max_error_fs"] for r in records])
     fwd = [r for r in records if r["direction"] == "forward"]
-    same = [r["predictions_same"] for r in fwd if r.get("predictions_same") is not None]
+    judged = [r for r in fwd if r.get("predictions_same") is not None]
+    same = [r["predictions_same"] for r in judged]
+    samples = sum(int(r["samples"]) for r in judged)
     diff = [r["outputs_differing"] for r in records if r.get("outputs_differing") is not None]
     over = [r for r in records if r.get("bound_fs") is not None and judged_error(r) > 2 * r["bound_fs"]]
+    cal = [r["analog_rms_error_fs"] / r["calibration_bound_fs"] for r in records
+           if r.get("calibration_bound_fs")]          # chain runs: the IR model against its calibration
     analog = [r["analog_rms_error_fs"] for r in records if "analog_rms_error_fs" in r]
     return {"audits": len(records), "forward": len(fwd), "backward": len(records) - len(fwd),
             "rms_error_fs_median": float(np.median(rms)), "rms_error_fs_max": float(rms.max()),
             "max_error_fs_max": float(mx.max()),
             "analog_rms_error_fs_median": float(np.median(analog)) if analog else None,
             "analog_rms_error_fs_max": float(np.max(analog)) if analog else None,
-            "predictions_same_mean": float(np.mean(same)) if same else None,
+            "samples": samples,      # of the audited forward reads; their predictions, weighted by samples:
+            "predictions_same": (float(sum(int(r["samples"]) * r["predictions_same"] for r in judged) / samples)
+                                 if samples else None),
+            "predictions_same_mean": float(np.mean(same)) if same else None,      # per audit
             "predictions_same_min": float(np.min(same)) if same else None,
             "outputs_differing_mean": float(np.mean(diff)) if diff else None,
-            "over_twice_bound": len(over), "audit_seconds": float(sum(r["seconds"] for r in records + failed)),
+            "over_twice_bound": len(over),
+            "calibration_judged": len(cal), "calibration_over_twice": sum(c > 2 for c in cal),
+            "calibration_worst_ratio": float(max(cal)) if cal else None,
+            "audit_seconds": float(sum(r["seconds"] for r in records + failed)),
             "every_last": records[-1]["every"], "failed": len(failed)}

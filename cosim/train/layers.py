@@ -79,7 +79,9 @@ class LayerConfig:
     v_read : float
         Read voltage at full-scale input [V].
     max_rows, max_cols : int
-        Largest array (logical rows, weight columns); larger layers are tiled.
+        Largest array (logical rows, weight columns); larger layers are tiled. A weight takes
+        two physical columns, so the defaults (256, 128) tile on 256 x 256 physical arrays, the
+        largest size the default calibration covers.
     adc_bits : int or None
         Output quantiser resolution (None: no quantisation).
     out_bound : float
@@ -109,7 +111,7 @@ class LayerConfig:
     r_wire: float = 1.0
     v_read: float = 0.2
     max_rows: int = 256
-    max_cols: int = 256
+    max_cols: int = 128
     adc_bits: int | None = 9
     out_bound: float = 0.1
     bias: bool = True
