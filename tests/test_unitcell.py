@@ -106,6 +106,31 @@ def test_update_moves_only_the_3t1c_part(rng):
     assert np.allclose(layer.weights() - W0, -0.05 * xa.T @ d, atol=1e-6)
 
 
+def test_reference_cells_leak_with_the_array_so_an_idle_cell_keeps_its_weight(rng):
+    """The 3T1C reference cells get no pulses but leak over the update's slots as the array does:
+    a cell that got no pulse and sits at its reference's voltage keeps a 3T1C weight of zero, and
+    every reference voltage is the leak of its value before. (Held ideal, the leak alone reads as
+    a weight and trains: the second cause of the unit cell's failure at MNIST scale.)"""
+    layer = _layer(np.random.default_rng(0))
+    x, d = np.zeros((4, 20)), np.zeros((4, 7))
+    x[:, 0], d[:, 0] = 1.0, -0.1             # pulses meet in column 0 at row 0 and the bias row only
+    up = CapUpdate(CAP)
+    ref0 = [t.vc_ref.copy() for t in layer.tiles]
+    layer.update(x, d, 0.5, up, np.random.default_rng(1))
+    for t, r0 in zip(layer.tiles, ref0):
+        assert np.all(t.vc_ref < r0)
+        # one time for every reference cell: a whole number of the update's slots
+        elapsed = -np.log(t.vc_ref.ravel()[0] / r0.ravel()[0]) * CAP.params.r_leak * CAP.c_eff
+        slots = elapsed / up.shape.period
+        assert slots > 0.5 and abs(slots - round(slots)) < 1e-3, slots
+        assert np.allclose(t.vc_ref, CAP.leak(r0, round(slots) * up.shape.period), rtol=1e-12, atol=0)
+    lsp = layer.lsp_weights()
+    assert lsp[0, 0] != 0.0 and lsp[-1, 0] != 0.0                # the pulsed cells moved
+    idle = np.ones(lsp.shape, bool)
+    idle[[0, -1], 0] = False
+    assert np.abs(lsp[idle]).max() < 1e-12 * np.abs(lsp[0, 0])    # the idle ones leaked with their references
+
+
 @pytest.mark.parametrize("refresh", [False, True])
 def test_transfer_preserves_the_weight_resets_and_flips(rng, refresh):
     spec = UnitCellSpec(transfer_tol=0.3e-6)

@@ -554,7 +554,7 @@ def _finish(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, st: _State, ou
         for t_i, tile in enumerate(layer.tiles):
             xb = tile.crossbar(layer.cfg)
             atomic_write(net_dir / f"layer{k}_tile{t_i}.cir", xb.deck(np.full((1, xb.spec.rows), layer.cfg.v_read)))
-            if hasattr(tile, "lsp_crossbar"):   # the 3T1C array with its reference row and column
+            if hasattr(tile, "lsp_crossbar"):   # the 3T1C array with its reference cells
                 lx = tile.lsp_crossbar(layer.cfg, layer.lsp, layer.g_shared)
                 atomic_write(net_dir / f"layer{k}_tile{t_i}_3t1c.cir", lx.deck(np.full((1, lx.spec.rows), lx.spec.v_read)))
     plot_run(metrics, net, soft, out_dir)
