@@ -397,12 +397,7 @@ def test_a_sigkilled_training_run_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL (no handler runs) in the middle of an epoch: the last checkpoint is whole (written
     to a temporary file and renamed), the lock is taken over, and the same command finishes with
     the numbers of a run that was never stopped."""
-    cmd = ["train", "--forward", "fast", "--backward", "fast", "--update", "fast", "--hidden", "8", "--epochs", "2",
-           "--checkpoint-every", "3", "--checkpoint-seconds", "0"]
-    full = xbar(*cmd, "--out", "full", cwd=tmp_path)
-    assert full.returncode == 0, full.stderr
-    ckpt = tmp_path / "cut" / "checkpoint.npz"
-    proc = start(*cmd, "--out", "cut", cwd=tmp_path, cache=tmp_path / "cache")
+    cmd, ckpt, proc = _full_run_then_start_another(tmp_path, "--checkpoint-every", "3", "--checkpoint-seconds", "0")
     try:
         def mid_run():       # a checkpoint past the first epoch's middle, the run still going
             if proc.poll() is not None or not ckpt.exists():
@@ -421,6 +416,15 @@ def test_a_sigkilled_training_run_resumes_to_the_uninterrupted_result(tmp_path):
     _resumes_to_the_full_run(tmp_path, cmd)
 
 
+def _full_run_then_start_another(tmp_path: Path, *cadence: str) -> tuple[list[str], Path, subprocess.Popen]:
+    """A short fast training run to its end in ``full``; the same command started in ``cut``."""
+    cmd = ["train", "--forward", "fast", "--backward", "fast", "--update", "fast", "--hidden", "8", "--epochs", "2",
+           *cadence]
+    full = xbar(*cmd, "--out", "full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    return cmd, tmp_path / "cut" / "checkpoint.npz", start(*cmd, "--out", "cut", cwd=tmp_path, cache=tmp_path / "cache")
+
+
 def _resumes_to_the_full_run(tmp_path: Path, cmd: list[str]) -> None:
     again = xbar(*cmd, "--out", "cut", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -435,12 +439,8 @@ def test_sigterm_saves_the_mini_batch_under_way_and_the_run_resumes_from_it(tmp_
     """SIGTERM with checkpoints throttled to one an hour: the run finishes the mini-batch under
     way, saves it, says so and exits with 143; the same command goes on from that mini-batch to
     the numbers of a run that was never stopped."""
-    cmd = ["train", "--forward", "fast", "--backward", "fast", "--update", "fast", "--hidden", "8", "--epochs", "2",
-           "--checkpoint-every", "1", "--checkpoint-seconds", "3600"]
-    full = xbar(*cmd, "--out", "full", cwd=tmp_path)
-    assert full.returncode == 0, full.stderr
-    ckpt = tmp_path / "cut" / "checkpoint.npz"
-    proc = start(*cmd, "--out", "cut", cwd=tmp_path, cache=tmp_path / "cache")
+    cmd, ckpt, proc = _full_run_then_start_another(tmp_path, "--checkpoint-every", "1", "--checkpoint-seconds",
+                                                   "3600")
     try:
         wait_for(ckpt.exists, 300, "the first checkpoint (the first mini-batch)")
         time.sleep(1.0)                           # about 50 mini-batches on
