@@ -245,8 +245,8 @@ def train_parser(sub) -> None:
     p.add_argument("--out-bound", type=float,
                    help=f"ADC full scale / largest possible current (default {ld('out_bound')})")
     p.add_argument("--max-rows", type=int, help=f"largest array: rows (default {ld('max_rows')}; larger layers are tiled)")
-    p.add_argument("--max-cols", type=int, help=f"largest array: weight columns, two physical columns each (default {ld('max_cols')}: "
-                   "with --max-rows 256, 256 x 256 physical arrays)")
+    p.add_argument("--max-cols", type=int, help="largest array: weight columns, two physical columns each "
+                   f"(default {ld('max_cols')}: with --max-rows 256, 256 x 256 physical arrays)")
     p.add_argument("--checkpoint-every", type=int, help=f"mini-batches between checkpoints (default {td('checkpoint_every')})")
     p.add_argument("--checkpoint-seconds", type=float, metavar="S",
                    help=f"but at most one every S seconds within an epoch (default {td('checkpoint_seconds'):g})")

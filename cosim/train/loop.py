@@ -501,7 +501,7 @@ def _run_epochs(cfg: TrainConfig, data: Dataset, net: MLP, soft: MLP, updater, s
             end_of_epoch = st.batch == n_batches
             if end_of_epoch:
                 _end_epoch(cfg, data, net, soft, st, n_batches)   # epoch += 1, batch = 0
-            stopping = stop is not None and stop.requested
+            stopping = stop is not None and stop.claim()
             if stopping or end_of_epoch or (st.batch % cfg.checkpoint_every == 0
                                             and time.monotonic() - saved >= cfg.checkpoint_seconds):
                 _save_checkpoint(ckpt, fp, net, soft, st, run)

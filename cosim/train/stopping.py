@@ -25,7 +25,7 @@ GRACE_SECONDS = 3.0
 
 
 class StopBetweenBatches:
-    """``with StopBetweenBatches() as stop: ... stop.requested ... stop.hand_on()``."""
+    """``with StopBetweenBatches() as stop: ... if stop.claim(): save; stop.hand_on()``."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -51,6 +51,14 @@ class StopBetweenBatches:
 
     @property
     def requested(self) -> bool:
+        return self.signum is not None
+
+    def claim(self) -> bool:
+        """Called at the end of a mini-batch: whether a signal is noted. If so, its grace timer
+        stops (the mini-batch is whole; the checkpoint that follows is not cut short by it)."""
+        if self.signum is not None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         return self.signum is not None
 
     def _note(self, signum: int, frame) -> None:
