@@ -4,7 +4,8 @@
     python scripts/bench_mnist.py                     # about 5 minutes
     python scripts/bench_mnist.py --batches 200 --calibration cal/calibration.json
 
-The network of the 2018 experiment's class, 784-250-10, tiled over 256 x 256 physical arrays (256 rows, 128 weight columns) with 1 ohm
+The network of the 2018 experiment's class, 784-250-10, tiled over 256 x 256 physical arrays
+(256 rows, 128 weight columns) with 1 ohm
 per wire segment, batch 10, lr 0.1, trained for ``--batches`` mini-batches (the first
 ``batches x 10`` MNIST training images, one epoch; 500 test images for the evaluation) in each
 variant: the PCM pair and the 2 PCM + 3T1C unit cell with exact fast reads, the pair with
@@ -13,7 +14,8 @@ variant: the PCM pair and the 2 PCM + 3T1C unit cell with exact fast reads, the 
 through the default read chain with its integrator + ADC fitted to ngspice (worst-case capacitors,
 and autoranging: ``--chain-autorange 8``), and both cells through the chain with paired sensing
 and autoranging (the MNIST runs' configuration). Prints per-phase seconds, mini-batches
-per second, the projected time of a 60,000-image epoch, and the process's peak memory; writes
+per second, the projected time of a 60,000-image epoch, and each variant's peak memory (every
+variant runs in a process of its own); writes
 Markdown and JSON to ``--out``. The audited variant's share is of a short run: ``auto`` audits
 the largest tile first, so a run of a few hundred mini-batches pays more than the 20 % that a
 whole epoch does (the training runs' ``metrics.json`` hold the share over a run).
@@ -22,9 +24,11 @@ whole epoch does (the training runs' ``metrics.json`` hold the share over a run)
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -86,13 +90,13 @@ def run(name: str, kw: dict, audit: bool, data: Dataset, cal, out: Path, seed: i
 
 def table(rows: list[dict]) -> str:
     head = ("| variant | mini-batches | forward [s] | backward [s] | update [s] | transfer [s] | audit [s] | "
-            "mini-batches / s | 60k epoch [min] | wall [s] |")
+            "mini-batches / s | 60k epoch [min] | wall [s] | peak memory [GB] |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         audit = f"{r['audit_s']:.1f} ({100 * r['audit_share']:.0f} %)" if "audit_s" in r else "-"
         lines.append(f"| {r['variant']} | {r['batches']} | {r['forward_s']:.1f} | {r['backward_s']:.1f} | "
                      f"{r['update_s']:.1f} | {r.get('transfer_s', 0.0):.1f} | {audit} | {r['batches_per_s']:.2f} | "
-                     f"{r['epoch_60k_min']:.0f} | {r['wall_s']:.0f} |")
+                     f"{r['epoch_60k_min']:.0f} | {r['wall_s']:.0f} | {r.get('peak_rss_gb', float('nan')):.2f} |")
     return "\n".join(lines)
 
 
@@ -106,28 +110,48 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not dataset_path("mnist").exists():
         sys.exit("bench_mnist: the MNIST cache is missing: run `xbar data mnist` first")
-    full = load_data("mnist")
-    n = args.batches * 10
-    data = Dataset("mnist-bench", full.X_train[:n], full.y_train[:n], full.X_test[:500], full.y_test[:500])
-    cset = load_calibration(args.calibration) if args.calibration else None
-    cal = cset.ir if cset else None
-    chain = paired = None
-    if cset is not None and cset.blocks is not None:   # the default chain with its fitted integrator + ADC
-        pc, pp = PeripheryConfig(), PeripheryConfig(sensing="pairs")
-        chain, paired = (pc, cset.periphery_fit(pc)), (pp, cset.periphery_fit(pp))
-    compiled()                                   # numba compiles (or loads its cache) here, not in a timing
     out = Path(args.out)
+    names = [v[0] for v in variants(*_fits(args.calibration))]
     rows = []
-    for k, (name, kw, audit) in enumerate(variants(cal, chain, paired)):
+    # each variant in a process of its own: its peak memory is its own, not the most any variant
+    # before it left behind
+    spawn = multiprocessing.get_context("spawn")
+    for k in range(len(names)):
         if args.only and k not in args.only:
             continue
-        rows.append(run(name, kw, audit, data, cal, out / f"run{k}", args.seed))
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            rows.append(pool.submit(_variant, k, args.batches, args.calibration, str(out / f"run{k}"),
+                                    args.seed).result())
         print(table(rows).splitlines()[-1], file=sys.stderr, flush=True)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    text = table(rows) + f"\n\npeak memory of this process over all variants: {peak_gb:.2f} GB"
-    publish(out, "bench_mnist", text, {"rows": rows, "peak_rss_gb": peak_gb})
+    text = table(rows) + "\n\npeak memory: each variant's process (the data set, the networks, every read)"
+    publish(out, "bench_mnist", text, {"rows": rows})
     return 0
 
+
+def _fits(calibration: str | None):
+    """The calibration's IR model, and the default chain and the paired chain with their fitted
+    integrator + ADC (None where the calibration has no block fits)."""
+    cset = load_calibration(calibration) if calibration else None
+    cal = cset.ir if cset else None
+    chain = paired = None
+    if cset is not None and cset.blocks is not None:
+        pc, pp = PeripheryConfig(), PeripheryConfig(sensing="pairs")
+        chain, paired = (pc, cset.periphery_fit(pc)), (pp, cset.periphery_fit(pp))
+    return cal, chain, paired
+
+
+def _variant(k: int, batches: int, calibration: str | None, out: str, seed: int) -> dict:
+    """Variant ``k`` in this (child) process; its row, with this process's peak memory."""
+    full = load_data("mnist")
+    n = batches * 10
+    data = Dataset("mnist-bench", full.X_train[:n], full.y_train[:n], full.X_test[:500], full.y_test[:500])
+    del full
+    cal, chain, paired = _fits(calibration)
+    compiled()                                   # numba compiles (or loads its cache) here, not in a timing
+    name, kw, audit = variants(cal, chain, paired)[k]
+    row = run(name, kw, audit, data, cal, Path(out), seed)
+    row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return row
 
 if __name__ == "__main__":
     sys.exit(main())
