@@ -5,8 +5,8 @@
     python scripts/bench_mnist.py --batches 200 --calibration cal/calibration.json
 
 The network of the 2018 experiment's class, 784-250-10, tiled over 256 x 256 physical arrays
-(256 rows, 128 weight columns) with 1 ohm
-per wire segment, batch 10, lr 0.1, trained for ``--batches`` mini-batches (the first
+(256 rows, 128 weight columns) with 1 ohm per wire segment, batch 10, lr 0.1, trained for
+``--batches`` mini-batches (the first
 ``batches x 10`` MNIST training images, one epoch; 500 test images for the evaluation) in each
 variant: the PCM pair and the 2 PCM + 3T1C unit cell with exact fast reads, the pair with
 ``--audit-every auto`` (ngspice re-reads a random tile; its share of the time), and, with
@@ -15,10 +15,10 @@ through the default read chain with its integrator + ADC fitted to ngspice (wors
 and autoranging: ``--chain-autorange 8``), and both cells through the chain with paired sensing
 and autoranging (the MNIST runs' configuration). Prints per-phase seconds, mini-batches
 per second, the projected time of a 60,000-image epoch, and each variant's peak memory (every
-variant runs in a process of its own); writes
-Markdown and JSON to ``--out``. The audited variant's share is of a short run: ``auto`` audits
-the largest tile first, so a run of a few hundred mini-batches pays more than the 20 % that a
-whole epoch does (the training runs' ``metrics.json`` hold the share over a run).
+variant runs in a process of its own); writes Markdown and JSON to ``--out``. The audited
+variant's share is of a short run: ``auto`` audits the largest tile first, so a run of a few
+hundred mini-batches pays more than the 20 % that a whole epoch does (the training runs'
+``metrics.json`` hold the share over a run).
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def _variant(k: int, batches: int, calibration: str | None, out: str, seed: int)
     row = run(name, kw, audit, data, cal, Path(out), seed)
     row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return row
+
 
 if __name__ == "__main__":
     sys.exit(main())

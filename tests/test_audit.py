@@ -53,10 +53,15 @@ def test_audits_every_k_mini_batches_match_ngspice(tmp_path):
     assert plain["final"] == m["final"]
 
 
+def _calibration(model: IRModel, r_wire: float, cal_rmse: float) -> Calibration:
+    """``model`` with a held-out RMS error ``cal_rmse`` at 64 x 64 and ``r_wire``."""
+    return Calibration(model, fit={"g_range": [1e-6, 25e-6]},
+                       errors=[{"rows": 64, "cols": 64, "r_wire": r_wire, "cal_rmse": cal_rmse}])
+
+
 def _wrong_calibration() -> Calibration:
     """A model whose coefficients are far off, and a held-out error it cannot meet."""
-    errors = [{"rows": 64, "cols": 64, "r_wire": 2.0, "cal_rmse": 1e-9}]
-    return Calibration(IRModel((30.0,) * 8), fit={"g_range": [1e-6, 25e-6]}, errors=errors)
+    return _calibration(IRModel((30.0,) * 8), 2.0, 1e-9)
 
 
 def test_an_audit_over_its_bound_warns_or_stops_the_run(tmp_path):
@@ -74,9 +79,7 @@ def test_quantised_calibrated_reads_are_judged_before_the_quantiser(tmp_path):
     records both errors and holds the analog one to the bound (a code flip next to a threshold
     is a whole LSB whatever the analog error)."""
     from cosim.train.audit import judged_error
-    cal = Calibration(IRModel.nominal(), fit={"g_range": [1e-6, 25e-6]},
-                      errors=[{"rows": 64, "cols": 64, "r_wire": 2.0, "cal_rmse": 1e-3}])
-    layer = LayerConfig(r_wire=2.0, adc_bits=9, max_rows=40, calibration=cal)
+    layer = LayerConfig(r_wire=2.0, adc_bits=9, max_rows=40, calibration=_calibration(IRModel.nominal(), 2.0, 1e-3))
     cfg = TrainConfig(hidden=(12,), epochs=1, forward="calibrated", backward="calibrated", layer=layer)
     train(cfg, _small(30), tmp_path, progress=False, audit=AuditConfig(every=1))
     recs = read_audit_log(tmp_path)
@@ -86,8 +89,7 @@ def test_quantised_calibrated_reads_are_judged_before_the_quantiser(tmp_path):
 
 
 def _calibrated(r_wire: float, model: IRModel, cal_rmse: float, **layer) -> TrainConfig:
-    cal = Calibration(model, fit={"g_range": [1e-6, 25e-6]},
-                      errors=[{"rows": 64, "cols": 64, "r_wire": r_wire, "cal_rmse": cal_rmse}])
+    cal = _calibration(model, r_wire, cal_rmse)
     return TrainConfig(hidden=(12,), epochs=1, forward="calibrated", backward="calibrated", update="ideal",
                        layer=LayerConfig(r_wire=r_wire, adc_bits=None, max_rows=40, calibration=cal, **layer))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -167,7 +168,6 @@ class _Stop(Exception):
 def _signal_at(monkeypatch, call: int, signals: int = 1, hang: float = 0.0) -> None:
     """The analog network's ``call``-th mini-batch sends itself SIGINT ``signals`` times, then
     (``hang``) takes that many seconds more."""
-    import signal
     import time as _time
     from cosim.train.network import MLP
     step, calls = MLP.step, [0]
@@ -197,7 +197,6 @@ def test_a_signal_saves_the_mini_batch_under_way_and_hands_the_signal_on(tmp_pat
     back in place. The run resumes from there to the result of a run never stopped. A second
     signal, or a mini-batch that outlasts the grace, stops at once with the last periodic
     checkpoint."""
-    import signal
     from cosim.train import stopping
     data = _small(load_digits_split())
     cfg = TrainConfig(epochs=1, forward="fast", backward="fast", checkpoint_every=5, checkpoint_seconds=3600)

@@ -49,10 +49,6 @@ class StopBetweenBatches:
     def __exit__(self, *exc) -> None:
         self._restore()
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
     def claim(self) -> bool:
         """Called at the end of a mini-batch: whether a signal is noted. If so, its grace timer
         stops (the mini-batch is whole; the checkpoint that follows is not cut short by it)."""
