@@ -97,7 +97,7 @@ def table(rows: list[dict]) -> str:
         audit = f"{r['audit_s']:.1f} ({100 * r['audit_share']:.0f} %)" if "audit_s" in r else "-"
         lines.append(f"| {r['variant']} | {r['batches']} | {r['forward_s']:.1f} | {r['backward_s']:.1f} | "
                      f"{r['update_s']:.1f} | {r.get('transfer_s', 0.0):.1f} | {audit} | {r['batches_per_s']:.2f} | "
-                     f"{r['epoch_60k_min']:.0f} | {r['wall_s']:.0f} | {r.get('peak_rss_gb', float('nan')):.2f} |")
+                     f"{r['epoch_60k_min']:.0f} | {r['wall_s']:.0f} | {r['peak_rss_gb']:.2f} |")
     return "\n".join(lines)
 
 
